@@ -1,0 +1,130 @@
+"""Store throughput: N concurrent callers of ``put_received`` through the real reactor.
+
+Each caller loops put -> wait for the commit -> put, like an MLLP connection that ACKs only once
+the message is stored. Prints messages per second, writes per commit, and the bytes stored per
+message for a full pipeline (received, transformed, one destination queued then sent).
+
+    .venv/bin/python bench/store_bench.py [--messages 40000] [--concurrency 1 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from twisted.internet import defer, task  # noqa: E402
+
+from engine.store import Store  # noqa: E402
+
+
+def adt_a08(n: int) -> str:
+    """A synthetic 1.1 KB ADT^A08 (no real person), unique per n like real traffic."""
+    segments = [
+        f"MSH|^~\\&|EPIC|MERCY|AGENCY|COLLECT|20261125030412||ADT^A08^ADT_A01|CTRL{n:09d}|P|2.5.1",
+        "EVN|A08|20261125030412|||JSMITH^SMITH^JOHN",
+        f"PID|1||MRN{n:08d}^^^MERCY^MR||DOE^JANE^Q^^^^L||19700101|F|||123 MAIN ST^^SPRINGFIELD"
+        "^IL^62701^USA^H||(217)555-0100^PRN^PH|||S||ACCT{n:08d}^^^MERCY^AN|999-99-9999",
+        "PV1|1|O|CLINIC^101^1^MERCY||||1234567^WELBY^MARCUS^^^DR|||MED||||1|||1234567^WELBY^MARCUS"
+        "^^^DR|OP|VN0000001|SELF|||||||||||||||||||MERCY||||||20261120080000|20261120090000",
+        "GT1|1||DOE^JANE^Q||123 MAIN ST^^SPRINGFIELD^IL^62701^USA|(217)555-0100||19700101|F||SE",
+        "IN1|1|SELFPAY|SELF|SELF PAY||||||||||||DOE^JANE^Q|SE|19700101|123 MAIN ST^^SPRINGFIELD^IL",
+        "NK1|1|DOE^JOHN^R|SPO^SPOUSE|123 MAIN ST^^SPRINGFIELD^IL^62701^USA|(217)555-0101",
+        "DG1|1|I10|R07.9^CHEST PAIN, UNSPECIFIED^I10||20261120|A",
+        "ZAC|BALANCE^1234.56|AGE^120|LASTPAY^20260701|PLACEMENT^PRIMARY",
+    ]
+    text = "\r".join(segments) + "\r"
+    return text + "ZPD|" + "X" * max(0, 1100 - len(text) - 5) + "\r"
+
+
+def transformed_for(n: int) -> str:
+    return json.dumps(
+        {
+            "account": f"ACCT{n:08d}",
+            "mrn": f"MRN{n:08d}",
+            "guarantor": {"family": "DOE", "given": "JANE", "dob": "1970-01-01"},
+            "address": {"line": "123 MAIN ST", "city": "SPRINGFIELD", "state": "IL", "zip": "62701"},
+            "balance": "1234.56",
+            "age_days": 120,
+            "service_date": "2026-11-20",
+            "facility": "MERCY",
+            "placement": "PRIMARY",
+            "phone": "(217)555-0100",
+            "reference": f"CTRL{n:09d}",
+            "notes": "self-pay balance aged past 90 days; no payment plan on file" * 3,
+        }
+    )
+
+
+async def ingest(store: Store, total: int, concurrency: int) -> float:
+    counter = iter(range(total))
+    messages = [adt_a08(i) for i in range(total)]
+
+    async def caller():
+        for n in counter:
+            await store.put_received(
+                "bench", messages[n], type="ADT^A08", control_id=f"CTRL{n:09d}",
+                meta={"mrn": f"MRN{n:08d}", "account": f"ACCT{n:08d}"}, dedupe_seconds=86400,
+            )
+
+    start = time.perf_counter()
+    await defer.gatherResults([defer.ensureDeferred(caller()) for _ in range(concurrency)])
+    return time.perf_counter() - start
+
+
+async def storage(store: Store, total: int) -> None:
+    """The whole life of each message, to measure what the store keeps per message."""
+    async def one(n):
+        mid, _ = await store.put_received(
+            "size", adt_a08(n), type="ADT^A08", control_id=f"CTRL{n:09d}",
+            meta={"mrn": f"MRN{n:08d}", "account": f"ACCT{n:08d}"}, dedupe_seconds=86400,
+        )
+        body = transformed_for(n)
+        await store.set_message_result(
+            mid, status="QUEUED", transformed=body,
+            deliveries=[{"destination": "agency-api", "status": "QUEUED", "body": body}],
+        )
+        delivery = store.get_message(mid)["destinations"][0]["delivery_id"]
+        await store.record_attempt(delivery, ok=True, response='{"status":"accepted"}',
+                                   final_status="SENT")
+
+    sem = defer.DeferredSemaphore(64)
+    await defer.gatherResults([sem.run(lambda n=n: defer.ensureDeferred(one(n))) for n in range(total)])
+
+
+async def main(reactor, args) -> None:
+    for concurrency in args.concurrency:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(os.path.join(tmp, "bench.db"), reactor)
+            total = args.messages if concurrency > 1 else min(args.messages, 5000)
+            elapsed = await ingest(store, total, concurrency)
+            stats = dict(store.stats)
+            await store.close()
+        print(
+            f"put_received  concurrency={concurrency:<3d} messages={total:<6d} "
+            f"{total / elapsed:9,.0f} msg/s  {elapsed / total * 1e6:7.1f} us/msg  "
+            f"commits={stats['commits']} writes/commit={stats['ops'] / max(1, stats['commits']):.1f}"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "size.db")
+        store = Store(path, reactor)
+        await storage(store, args.size_messages)
+        await store.close()
+        raw_size = len(adt_a08(0))
+        per = os.path.getsize(path) / args.size_messages
+        print(f"stored size   {per:,.0f} bytes per message (raw {raw_size} B, transformed "
+              f"{len(transformed_for(0))} B, 1 destination sent, 2 metadata fields)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=40000)
+    parser.add_argument("--size-messages", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    args = parser.parse_args()
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))

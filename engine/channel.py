@@ -1,0 +1,150 @@
+"""The message's way through one channel: store, answer, then filter, transform and queue.
+
+``receive`` is what a source calls.  It stores the raw message (group commit) and only then says
+"taken" — the source turns that into AA / 202.  Processing runs after the answer (``ack =
+"stored"``) or before it (``ack = "processed"``).  Processing is the pure ``ChannelPipeline.run``
+followed by one store write holding the outcome and every delivery row, after which the
+destination queues are fed in the order messages were received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from engine.message import Message
+from engine.pipeline import ERROR, FILTERED
+
+log = Logger(namespace="switchboard.channel")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a source needs to answer: taken or not, and why not (PHI-free)."""
+
+    message_id: int | None
+    ok: bool
+    duplicate: bool = False
+    status: str = "RECEIVED"
+    error: str | None = None
+
+
+class Channel:
+    def __init__(self, config, *, store, pipeline, events, reactor) -> None:
+        self.config = config
+        self.name = config.name
+        self.store = store
+        self.pipeline = pipeline
+        self.events = events
+        self.reactor = reactor
+        self.queues: dict = {}          # destination name -> DestinationQueue
+        self.ack_mode = config.source.options.get("ack", "stored")
+        self.dedupe_seconds = config.dedupe
+        self.in_flight = 0
+        self._idle_waiters: list[defer.Deferred] = []
+
+    # -- the source side -------------------------------------------------------------------
+    def receive(self, text: str, *, msh=None, idempotency_key: str | None = None) -> defer.Deferred:
+        """Store ``text`` durably; fire a ``Receipt`` once it is committed (or failed)."""
+        message = Message(text, self.config.inbound, channel=self.name,
+                          received_at=datetime.now(timezone.utc))
+        meta = self.pipeline.metadata(message)
+        msh = msh if msh is not None else message.msh
+        self.in_flight += 1
+        d = self.store.put_received(
+            self.name, text,
+            type=msh.message_type if msh else "",
+            control_id=msh.control_id if msh else "",
+            sender=msh.sender if msh else "",
+            inbound=self.config.inbound, meta=meta,
+            dedupe_seconds=self.dedupe_seconds, idempotency_key=idempotency_key,
+        )
+        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(message, meta))
+        d.addBoth(self._done)
+        return d
+
+    def _stored(self, stored, message: Message, meta: dict):
+        message_id, duplicate = stored
+        if duplicate:
+            self.events.emit("duplicate", self.name, message_id)
+            return Receipt(message_id, True, duplicate=True)
+        message.id = message_id
+        self.events.emit("received", self.name, message_id)
+        if self.ack_mode == "processed":
+            d = self.process(message_id, message, meta)
+            return d.addCallback(lambda status: Receipt(
+                message_id, status != ERROR, status=status,
+                error="processing failed; see the message in the store" if status == ERROR else None))
+        self.reactor.callLater(0, self.process, message_id, message, meta)
+        return Receipt(message_id, True)
+
+    def _store_failed(self, failure, message, meta):
+        log.error("{channel}: message could not be stored: {error}", channel=self.name,
+                  error=failure.getErrorMessage())
+        return Receipt(None, False, error="the message could not be stored")
+
+    def _done(self, result):
+        self.in_flight -= 1
+        if not self.in_flight:
+            waiting, self._idle_waiters = self._idle_waiters, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+    def note_rejected(self, reason: str) -> None:
+        """A frame the source refused before storing it (AR): counted, reason only."""
+        self.events.emit("rejected", self.name, reason=reason)
+
+    def note_event(self, kind: str, detail: str) -> None:
+        self.events.emit(kind, self.name, reason=detail)
+
+    def wait_idle(self) -> defer.Deferred:
+        """Fires when no receive is between 'arrived' and 'answered' (used by graceful stop)."""
+        if not self.in_flight:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    # -- processing ------------------------------------------------------------------------
+    def process(self, message_id: int, message: Message, meta: dict | None = None) -> defer.Deferred:
+        """Run the pipeline, store its outcome in one write, then feed the queues. Fires the status."""
+        outcome = self.pipeline.run(message, meta)
+        deliveries = [
+            {"destination": plan.name, "status": plan.status, "body": plan.body, "error": plan.error}
+            for plan in outcome.destinations
+        ]
+        d = self.store.set_message_result(message_id, status=outcome.status, transformed=outcome.transformed,
+                                          error=outcome.error, deliveries=deliveries)
+
+        def stored(delivery_ids):
+            if outcome.status == FILTERED:
+                self.events.emit("filtered", self.name, message_id)
+            elif outcome.status == ERROR and outcome.error:
+                log.warn("{channel}: message {id} ERROR: {reason}", channel=self.name, id=message_id,
+                         reason=outcome.error)
+                self.events.emit("error", self.name, message_id, reason=outcome.error)
+            for plan, delivery_id in zip(outcome.destinations, delivery_ids or ()):
+                if plan.status == "QUEUED":
+                    self.queues[plan.name].push(delivery_id, message_id, plan.body)
+                elif plan.status == ERROR:
+                    self.events.emit("error", self.name, message_id, destination=plan.name, reason=plan.error)
+            return outcome.status
+
+        def failed(failure):
+            log.error("{channel}: outcome of message {id} not stored ({error}); it stays RECEIVED and is "
+                      "processed again at the next start", channel=self.name, id=message_id,
+                      error=failure.getErrorMessage())
+            return ERROR
+
+        return d.addCallbacks(stored, failed)
+
+    def recover(self, rows) -> None:
+        """Process messages stored but never processed (a crash between ACK and queueing)."""
+        for row in rows:
+            message = Message(row["raw"], row.get("inbound") or self.config.inbound, id=row["id"],
+                              channel=self.name, received_at=row.get("received_at"))
+            self.process(row["id"], message)

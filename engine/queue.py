@@ -1,0 +1,205 @@
+"""One destination's durable, ordered queue: send the head, retry it with backoff, move on.
+
+The store is the queue (delivery rows with status QUEUED); memory holds a window of it so the hot
+path never reads SQLite.  While the window has room, newly queued deliveries are appended to it;
+once it is full (a peer is down and work piles up) the queue "spills": new entries stay only in
+the store and the window is refilled from the store, in order, when it drains.
+
+Order: one send at a time, the head first.  A transient failure holds the line (the head is
+retried after ``interval * backoff**n`` capped at ``max_interval``, or the peer's Retry-After);
+a permanent failure marks the head ERROR and the line moves on.  ``attempts = 0`` retries until
+success; ``attempts = N`` turns the Nth transient failure into ERROR.
+
+SENT is recorded without waiting for its commit before the next send: a crash between the peer's
+ACK and that commit re-sends the message at the next start (at-least-once, DESIGN §2).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime, timedelta, timezone
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from engine.delivery import Delivery, PermanentError, TransientError
+
+log = Logger(namespace="switchboard.queue")
+
+WINDOW = 1000
+
+
+class DestinationQueue:
+    def __init__(self, channel: str, config, connector, store, events, reactor, *, window: int = WINDOW) -> None:
+        self.channel = channel
+        self.name = config.name
+        self.retry = config.retry
+        self.connector = connector
+        self.store = store
+        self.events = events
+        self.reactor = reactor
+        self.window = window
+        self.pending: deque[Delivery] = deque()
+        self.spilled = False
+        self.sending = False
+        self.running = False
+        self.failures = 0            # consecutive transient failures of the head
+        self.last_error: str | None = None
+        self.retry_call = None
+        self.unsettled = 0           # attempt records not yet committed
+        self._settled: list[defer.Deferred] = []
+        self._idle: list[defer.Deferred] = []
+
+    # -- feeding ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the head of the durable queue (recovery) and start sending."""
+        self.running = True
+        self._refill()
+        self.kick()
+
+    def push(self, delivery_id: int, message_id: int, body: str) -> None:
+        if self.spilled or len(self.pending) >= self.window:
+            self.spilled = True
+        else:
+            self.pending.append(Delivery(delivery_id, message_id, body))
+        self.kick()
+
+    def _refill(self) -> None:
+        rows = self.store.next_queued(self.channel, self.name, limit=self.window + 1)
+        self.spilled = len(rows) > self.window
+        self.pending = deque(Delivery(row["id"], row["message_id"], row["body"] or "", row.get("attempts") or 0)
+                             for row in rows[: self.window])
+
+    @property
+    def depth_hint(self) -> int:
+        return len(self.pending)
+
+    # -- sending ---------------------------------------------------------------------------
+    def kick(self) -> None:
+        if not self.running or self.sending or (self.retry_call is not None and self.retry_call.active()):
+            return
+        if not self.pending:
+            if self.spilled:
+                self.sending = True
+                self._when_settled().addCallback(self._refill_then_kick)
+                return
+            self._notify_idle()
+            return
+        self.sending = True
+        head = self.pending[0]
+        try:
+            d = defer.maybeDeferred(self.connector.send, head)
+        except Exception as error:  # pragma: no cover - maybeDeferred catches; belt and braces
+            d = defer.fail(error)
+        d.addCallbacks(self._sent, self._failed, callbackArgs=(head,), errbackArgs=(head,))
+        d.addErrback(lambda failure: log.failure("{channel}/{destination}: queue bookkeeping failed",
+                                                 failure, channel=self.channel, destination=self.name))
+
+    def _refill_then_kick(self, _):
+        self.sending = False
+        if self.running:
+            self._refill()
+            self.kick()
+
+    def _sent(self, result, head: Delivery) -> None:
+        self.pending.popleft()
+        self.failures = 0
+        self.last_error = None
+        self._record(head, ok=True, response=result.response if result else None, final_status="SENT")
+        self.events.emit("sent", self.channel, head.message_id, destination=self.name)
+        self.sending = False
+        self.kick()
+
+    def _failed(self, failure, head: Delivery) -> None:
+        error = failure.value
+        self.sending = False
+        if not self.running:
+            return
+        response = getattr(error, "response", None)
+        reason = getattr(error, "reason", None) or f"{type(error).__name__}"
+        if not isinstance(error, (TransientError, PermanentError)):
+            log.failure("{channel}/{destination}: connector raised unexpectedly; retrying", failure,
+                        channel=self.channel, destination=self.name)
+        self.last_error = reason
+        permanent = isinstance(error, PermanentError)
+        self.failures += 1
+        if not permanent and self.retry.attempts and self.failures >= self.retry.attempts:
+            permanent = True
+            reason = f"{reason} (gave up after {self.failures} attempts)"
+        possible_duplicate = bool(getattr(error, "possible_duplicate", False))
+        if permanent:
+            self.pending.popleft()
+            self.failures = 0
+            self._record(head, ok=False, error=reason, response=response, final_status="ERROR",
+                         possible_duplicate=possible_duplicate)
+            log.warn("{channel}/{destination}: message {id} ERROR: {reason}", channel=self.channel,
+                     destination=self.name, id=head.message_id, reason=reason)
+            self.events.emit("error", self.channel, head.message_id, destination=self.name, reason=reason)
+            self.kick()
+            return
+        delay = self.backoff(self.failures, getattr(error, "retry_after", None))
+        next_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
+        self._record(head, ok=False, error=reason, response=response, final_status=None,
+                     next_attempt_at=next_at.isoformat(), possible_duplicate=possible_duplicate)
+        log.info("{channel}/{destination}: message {id} attempt {n} failed ({reason}); retry in {delay:.1f}s",
+                 channel=self.channel, destination=self.name, id=head.message_id, n=self.failures,
+                 reason=reason, delay=delay)
+        self.retry_call = self.reactor.callLater(delay, self._retry)
+
+    def _retry(self) -> None:
+        self.retry_call = None
+        self.kick()
+
+    def backoff(self, failures: int, retry_after: float | None = None) -> float:
+        delay = self.retry.interval * (self.retry.backoff ** max(failures - 1, 0))
+        delay = min(delay, self.retry.max_interval)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.retry.max_interval))
+        return delay
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _record(self, head: Delivery, **kwargs) -> None:
+        self.unsettled += 1
+        d = self.store.record_attempt(head.id, **kwargs)
+
+        def settled(result):
+            self.unsettled -= 1
+            if not self.unsettled:
+                waiting, self._settled = self._settled, []
+                for waiter in waiting:
+                    waiter.callback(None)
+            return result
+
+        d.addBoth(settled)
+        d.addErrback(lambda failure: log.error(
+            "{channel}/{destination}: attempt for message {id} not recorded: {error}",
+            channel=self.channel, destination=self.name, id=head.message_id, error=failure.getErrorMessage()))
+
+    def _when_settled(self) -> defer.Deferred:
+        if not self.unsettled:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._settled.append(d)
+        return d
+
+    def _notify_idle(self) -> None:
+        waiting, self._idle = self._idle, []
+        for d in waiting:
+            d.callback(None)
+
+    def wait_empty(self) -> defer.Deferred:
+        """Fires once nothing is pending in memory and every attempt is committed (tests, stop)."""
+        d = defer.Deferred()
+        if not self.pending and not self.spilled and not self.sending:
+            return self._when_settled()
+        self._idle.append(d)
+        return d.addCallback(lambda _: self._when_settled())
+
+    def stop(self) -> defer.Deferred:
+        """Stop sending; an in-flight send finishes (its outcome is recorded), then close."""
+        self.running = False
+        if self.retry_call is not None and self.retry_call.active():
+            self.retry_call.cancel()
+        d = self._when_settled()
+        d.addCallback(lambda _: self.connector.close() if hasattr(self.connector, "close") else None)
+        return d

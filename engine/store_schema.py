@@ -1,0 +1,272 @@
+"""The message store's data model: statuses, timestamps, connection pragmas and migrations.
+
+Kept apart from ``store.py`` so the writer thread's code stays short and so a reader (the CLI)
+can check the schema version without pulling in Twisted.
+
+Why these choices:
+
+- **Migrations** are an ordered list of functions, each taking a ``sqlite_utils.Database``;
+  ``PRAGMA user_version`` records how many have run. Each runs in its own ``BEGIN IMMEDIATE``
+  transaction together with the version bump, and the version is re-read inside that transaction,
+  so two processes opening a fresh store at once cannot both apply a step. Tables are created with
+  ``Database.create_table`` (not ``Table.create``, which wraps itself in ``with conn:`` and would
+  commit our migration transaction half-way). Partial indexes are plain SQL: sqlite-utils'
+  ``create_index`` has no ``WHERE``.
+- **Times** are ISO 8601 UTC strings with milliseconds (``2026-11-25T03:04:12.123Z``): the same
+  text the API shows, and fixed width, so string order is time order and a window test is a
+  plain index range.
+- ``auto_vacuum=INCREMENTAL`` must be set before the first table exists (it cannot be switched on
+  later without a full VACUUM); pruning will give pages back with ``PRAGMA incremental_vacuum``.
+- **Indexes** follow the searches of DESIGN §3.6. Two are partial, which SQLite and PostgreSQL
+  both support: the queue index holds only QUEUED deliveries (so claiming work and listing the
+  queues at start touch the live queue, not the whole delivery history, and a delivery leaving
+  the queue deletes one small entry), and the idempotency-key index holds only messages that
+  came with a key.
+- A delivery whose content is exactly the channel's transform output (the usual case: no
+  destination transform) stores ``body_is_transformed = 1`` and no copy of the body; readers take
+  ``messages.transformed``. That copy would be a third of the §5 budget of 3 KB per message.
+- Large columns (raw, transformed, body, response) come last in their rows: SQLite decodes a
+  record left to right, so summaries never step over message content.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sqlite3
+import time
+from typing import Callable
+
+import sqlite_utils
+
+# --- statuses (DESIGN §3.4) ---------------------------------------------------------------------
+
+MESSAGE_STATUSES = ("RECEIVED", "FILTERED", "TRANSFORMED", "QUEUED", "SENT", "ERROR")
+DELIVERY_STATUSES = ("FILTERED", "QUEUED", "SENT", "ERROR")
+
+
+class StoreError(Exception):
+    """The store could not do what was asked. Messages name ids and SQLite error codes only,
+    never message content, so they are safe to log and to return to a sender in an AE."""
+
+
+def normalize_status(value: str, allowed: tuple[str, ...] = MESSAGE_STATUSES) -> str:
+    """Status words are case-insensitive on input (§3.4); stored and shown upper-case."""
+    word = str(value).strip().upper()
+    if word not in allowed:
+        raise ValueError(f"unknown status {value!r}; expected one of {', '.join(allowed)}")
+    return word
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+def iso_utc(epoch: float) -> str:
+    """Seconds since the epoch -> '2026-11-25T03:04:12.123Z' (fixed width, sortable)."""
+    whole, millis = divmod(int(round(epoch * 1000)), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%03dZ" % millis
+
+
+def to_iso(value: object) -> str | None:
+    """Accept a datetime (naive = UTC), an ISO 8601 string, or epoch seconds; return our format.
+
+    Normalizing every bound given to a search keeps the string comparison against stored times
+    exact ('2026-11-25T03:04:12Z' and '...12.000Z' must mean the same instant)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return iso_utc(float(value))
+    if isinstance(value, str):
+        try:
+            value = _dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time: {value!r}") from None
+    if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+        value = _dt.datetime(value.year, value.month, value.day)
+    if not isinstance(value, _dt.datetime):
+        raise TypeError(f"expected a datetime or ISO 8601 string, got {type(value).__name__}")
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + ".%03dZ" % (value.microsecond // 1000)
+
+
+# --- connections --------------------------------------------------------------------------------
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def connect_writer(path: str) -> sqlite3.Connection:
+    """The one read-write connection. Autocommit mode (isolation_level=None) because the writer
+    issues BEGIN IMMEDIATE / SAVEPOINT / COMMIT itself; used from the writer thread only after
+    migrations ran here, hence check_same_thread=False."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective before the first table
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        conn.close()
+        raise StoreError(f"the store could not switch to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: ACKed = on disk
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def connect_reader(path: str) -> sqlite3.Connection:
+    """A read-only connection (mode=ro): usable while the daemon writes (WAL readers never block
+    the writer) and when it is not running. Autocommit, so no snapshot outlives a call."""
+    from urllib.parse import quote
+
+    uri = "file:" + quote(str(path)) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store read-only ({exc.sqlite_errorname})") from exc
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(
+            f"the store's schema is version {version}, this Switchboard reads version "
+            f"{SCHEMA_VERSION}; start the daemon once to migrate it"
+        )
+    return conn
+
+
+# --- migrations ---------------------------------------------------------------------------------
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db.create_table(
+        "messages",
+        {
+            "id": int,
+            "channel": str,
+            "received_at": str,
+            "status": str,
+            "type": str,
+            "control_id": str,
+            "sender": str,
+            "inbound": str,
+            "processed_at": str,
+            "pruned": int,
+            "idempotency_key": str,
+            "sha256": str,
+            "error": str,
+            "raw": str,
+            "transformed": str,
+        },
+        pk="id",
+        not_null=["channel", "received_at", "status", "type", "control_id", "sha256", "pruned"],
+        defaults={"type": "", "control_id": "", "sender": "", "inbound": "hl7", "pruned": 0},
+    )
+    messages = db["messages"]
+    messages.create_index(["channel", "received_at"], "idx_messages_channel_received")
+    messages.create_index(["channel", "status", "received_at"], "idx_messages_channel_status")
+    messages.create_index(["status", "received_at"], "idx_messages_status")
+    messages.create_index(["type", "received_at"], "idx_messages_type")
+    messages.create_index(["control_id"], "idx_messages_control_id")
+    messages.create_index(["received_at"], "idx_messages_received")
+    messages.create_index(["channel", "sha256", "received_at"], "idx_messages_dedupe")
+    db.execute(
+        "CREATE INDEX idx_messages_idempotency ON messages (channel, idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL"
+    )
+
+    db.create_table(
+        "metadata",
+        {"message_id": int, "key": str, "value": str},
+        pk=("message_id", "key"),
+        not_null=["message_id", "key", "value"],
+        foreign_keys=[("message_id", "messages", "id")],
+    )
+    db["metadata"].create_index(["key", "value", "message_id"], "idx_metadata_key_value")
+
+    db.create_table(
+        "deliveries",
+        {
+            "id": int,
+            "message_id": int,
+            "channel": str,
+            "destination": str,
+            "status": str,
+            "attempts": int,
+            "next_attempt_at": str,
+            "updated_at": str,
+            "error": str,
+            "body_is_transformed": int,  # 1: body is messages.transformed, not stored twice
+            "response": str,
+            "body": str,
+        },
+        pk="id",
+        not_null=["message_id", "channel", "destination", "status", "attempts"],
+        defaults={"attempts": 0, "body_is_transformed": 0},
+        foreign_keys=[("message_id", "messages", "id")],
+    )
+    deliveries = db["deliveries"]
+    deliveries.create_index(["message_id", "destination"], "idx_deliveries_message", unique=True)
+    db.execute(
+        "CREATE INDEX idx_deliveries_queued ON deliveries (channel, destination, message_id)"
+        " WHERE status = 'QUEUED'"
+    )
+
+    db.create_table(
+        "attempts",
+        {
+            "id": int,
+            "delivery_id": int,
+            "at": str,
+            "ok": int,
+            "possible_duplicate": int,
+            "error": str,
+            "response": str,
+        },
+        pk="id",
+        not_null=["delivery_id", "at", "ok", "possible_duplicate"],
+        defaults={"possible_duplicate": 0},
+        foreign_keys=[("delivery_id", "deliveries", "id")],
+    )
+    db["attempts"].create_index(["delivery_id"], "idx_attempts_delivery")
+
+    db.create_table(
+        "events",
+        {"id": int, "at": str, "channel": str, "message_id": int, "kind": str, "detail": str},
+        pk="id",
+        not_null=["at", "kind"],
+        defaults={"detail": ""},
+    )
+    db["events"].create_index(["at"], "idx_events_at")
+    db.execute(
+        "CREATE INDEX idx_events_message ON events (message_id) WHERE message_id IS NOT NULL"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m001_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, migrations=None) -> int:
+    """Bring the store up to date; a no-op when it already is. Returns the resulting version."""
+    steps = MIGRATIONS if migrations is None else migrations
+    if user_version(conn) > len(steps):
+        raise StoreError(
+            f"the store's schema is version {user_version(conn)}, newer than this Switchboard "
+            f"knows ({len(steps)}); refusing to touch it"
+        )
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    for number, step in enumerate(steps, start=1):
+        if user_version(conn) >= number:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if user_version(conn) < number:  # another process may have migrated meanwhile
+                step(db)
+                conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return user_version(conn)
