@@ -120,16 +120,17 @@ class Channel:
         d = self.store.set_message_result(message_id, status=outcome.status, transformed=outcome.transformed,
                                           error=outcome.error, deliveries=deliveries)
 
-        def stored(delivery_ids):
+        def stored(result):
+            _status, delivery_ids = result
             if outcome.status == FILTERED:
                 self.events.emit("filtered", self.name, message_id)
             elif outcome.status == ERROR and outcome.error:
                 log.warn("{channel}: message {id} ERROR: {reason}", channel=self.name, id=message_id,
                          reason=outcome.error)
                 self.events.emit("error", self.name, message_id, reason=outcome.error)
-            for plan, delivery_id in zip(outcome.destinations, delivery_ids or ()):
+            for plan in outcome.destinations:
                 if plan.status == "QUEUED":
-                    self.queues[plan.name].push(delivery_id, message_id, plan.body)
+                    self.queues[plan.name].push(delivery_ids[plan.name], message_id, plan.body, meta)
                 elif plan.status == ERROR:
                     self.events.emit("error", self.name, message_id, destination=plan.name, reason=plan.error)
             return outcome.status
@@ -142,9 +143,14 @@ class Channel:
 
         return d.addCallbacks(stored, failed)
 
-    def recover(self, rows) -> None:
+    def recover(self) -> int:
         """Process messages stored but never processed (a crash between ACK and queueing)."""
-        for row in rows:
-            message = Message(row["raw"], row.get("inbound") or self.config.inbound, id=row["id"],
-                              channel=self.name, received_at=row.get("received_at"))
-            self.process(row["id"], message)
+        ids = self.store.unprocessed(self.name)
+        for message_id in ids:
+            row = self.store.get_message(message_id)
+            if row is None or row.get("raw") is None:
+                continue
+            message = Message(row["raw"], self.config.inbound, id=message_id, channel=self.name,
+                              received_at=row.get("received_at"))
+            self.process(message_id, message, row.get("meta"))
+        return len(ids)

@@ -87,7 +87,7 @@ def messages_command(args, path) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
     finally:
-        store.close_reader()
+        store.close_readers()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -105,7 +105,7 @@ def show_command(args, path) -> int:
     try:
         message = store.get_message(args.id)
     finally:
-        store.close_reader()
+        store.close_readers()
     if message is None:
         raise CommandError(f"no message with id {args.id}")
     if args.json:
@@ -143,7 +143,7 @@ def status_command(args, path) -> int:
     try:
         counts = store.channel_counts()
     finally:
-        store.close_reader()
+        store.close_readers()
     names = [c.name for c in config.channels] + sorted(set(counts) - {c.name for c in config.channels})
     enabled = {c.name: c.enabled for c in config.channels}
     rows = []

@@ -57,18 +57,21 @@ class DestinationQueue:
         self._refill()
         self.kick()
 
-    def push(self, delivery_id: int, message_id: int, body: str) -> None:
+    def push(self, delivery_id: int, message_id: int, body: str, meta: dict | None = None) -> None:
         if self.spilled or len(self.pending) >= self.window:
             self.spilled = True
         else:
-            self.pending.append(Delivery(delivery_id, message_id, body))
+            self.pending.append(Delivery(delivery_id, message_id, body, 0, meta))
         self.kick()
 
     def _refill(self) -> None:
         rows = self.store.next_queued(self.channel, self.name, limit=self.window + 1)
         self.spilled = len(rows) > self.window
-        self.pending = deque(Delivery(row["id"], row["message_id"], row["body"] or "", row.get("attempts") or 0)
-                             for row in rows[: self.window])
+        rows = rows[: self.window]
+        meta = self.store.metadata_for([row["message_id"] for row in rows]) if rows else {}
+        self.pending = deque(Delivery(row["id"], row["message_id"], row["body"] or "", row.get("attempts") or 0,
+                                      meta.get(row["message_id"], {}))
+                             for row in rows)
 
     @property
     def depth_hint(self) -> int:

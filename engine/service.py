@@ -74,7 +74,10 @@ class ChannelService(service.Service):
         store = self.engine.store
         for queue in self.queues.values():
             queue.start()
-        self.channel.recover(store.unprocessed_messages(self.name))
+        recovered = self.channel.recover()
+        if recovered:
+            log.info("channel {channel}: processing {n} message(s) stored before the last stop",
+                     channel=self.name, n=recovered)
         try:
             yield self.source.start()
         except Exception as error:
@@ -126,6 +129,7 @@ class Engine(service.MultiService):
 
     def startService(self) -> None:
         service.Service.startService(self)
+        self.config.store.path.parent.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.config.store.path, reactor=self.reactor)
         for child in self.channel_services.values():
             child.build(self.store)

@@ -352,7 +352,8 @@ class Store:
         output and error, and one delivery row per destination (dicts with ``destination``,
         ``status`` (default QUEUED), ``body``, ``error``). Processing the same message again
         (recovery, replay) updates its delivery rows instead of adding more; their attempt history
-        stays. ``status=None`` derives it with :func:`derive_status`. Fires with the status."""
+        stays. ``status=None`` derives it with :func:`derive_status`. Fires with ``(status,
+        {destination: delivery id})`` so the caller can feed its queues without a read."""
         try:
             rows = [
                 (
@@ -394,7 +395,9 @@ class Store:
                 for dest, dstatus, body, derr in rows
             ],
         )
-        return status
+        ids = dict(conn.execute(
+            "SELECT destination, id FROM deliveries WHERE message_id = ?", (message_id,)).fetchall())
+        return status, ids
 
     def record_attempt(
         self,
@@ -479,6 +482,10 @@ class Store:
             self._local.conn = conn
         return conn
 
+    def close_readers(self) -> None:
+        """Close this process's read connections (the CLI, once it has printed)."""
+        self._close_readers()
+
     def _close_readers(self) -> None:
         with self._readers_lock:
             readers, self._readers = self._readers, []
@@ -515,6 +522,9 @@ class Store:
 
     def next_queued(self, channel: str, destination: str, limit: int = 100, after: int = 0) -> list[dict]:
         return q.next_queued(self._reader(), channel, destination, limit, after)
+
+    def metadata_for(self, message_ids: list[int]) -> dict[int, dict[str, str]]:
+        return q.metadata_for(self._reader(), message_ids)
 
     def recent_events(self, limit: int = 100, channel=None, message_id=None) -> list[dict]:
         return q.recent_events(self._reader(), limit, channel, message_id)

@@ -236,6 +236,19 @@ def next_queued(
     ]
 
 
+def metadata_for(conn: sqlite3.Connection, message_ids: list[int]) -> dict[int, dict[str, str]]:
+    """Metadata of several messages at once (a queue window refilled from the store)."""
+    found: dict[int, dict[str, str]] = {}
+    for start in range(0, len(message_ids), 500):
+        chunk = message_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for message_id, key, value in conn.execute(
+            f"SELECT message_id, key, value FROM metadata WHERE message_id IN ({marks})", chunk
+        ):
+            found.setdefault(message_id, {})[key] = value
+    return found
+
+
 def recent_events(
     conn: sqlite3.Connection, limit: int = 100, channel=None, message_id=None
 ) -> list[dict]:

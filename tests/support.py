@@ -127,16 +127,20 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise AssertionError("daemon did not stop within the timeout:\n" + self.log)
+        self._close_pipe()
+        return code
+
+    def _close_pipe(self) -> None:
         if self._reader is not None:
             self._reader.join(5)
-        return code
+        if self.process is not None and self.process.stdout is not None and not self.process.stdout.closed:
+            self.process.stdout.close()
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-        if self._reader is not None:
-            self._reader.join(5)
+        self._close_pipe()
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         return run_cli("-c", str(self.config), *args, cwd=self.root, env=self.env, timeout=timeout)

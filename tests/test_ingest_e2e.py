@@ -21,8 +21,9 @@ def daemon(tmp_path_factory):
     d = Daemon(root, {
         "inbound": channel('idle_timeout = "1s"\nmax_message_size = "64KB"\nmax_connections = 3'),
         "batches": channel('split = "hl7-batch"'),
+        "capped": channel('idle_timeout = "1s"\nmax_connections = 2'),
     })
-    d.start(expect_channels=2)
+    d.start(expect_channels=3)
     yield d
     d.stop()
 
@@ -132,16 +133,34 @@ def test_one_byte_at_a_time(daemon):  # RELIABILITY 10
 
 
 def test_connection_cap_and_idle_timeout(daemon):  # RELIABILITY 11
-    clients = [MllpClient(daemon.ports["inbound"]) for _ in range(3)]
-    extra = MllpClient(daemon.ports["inbound"])
-    assert extra.closed_by_peer(timeout=5)
-    extra.close()
+    port = daemon.ports["capped"]
+    clients = [MllpClient(port) for _ in range(2)]
+    for number, client in enumerate(clients):
+        assert client.request(hl7(f"E2E-CAP-{number}"))["code"] == "AA"
+    try:
+        extra = MllpClient(port)
+    except ConnectionError:
+        pass  # refused while connecting: as good as closed at once
+    else:
+        assert extra.closed_by_peer(timeout=5)
+        extra.close()
     assert all(c.closed_by_peer(timeout=5) for c in clients)  # idle_timeout = 1s closes them
     for c in clients:
         c.close()
-    fresh = MllpClient(daemon.ports["inbound"])
+    fresh = wait_for(lambda: _admitted(port), what="a connection once the idle ones were closed")
     assert fresh.request(hl7("E2E-CAP"))["code"] == "AA"
     fresh.close()
+
+
+def _admitted(port: int):
+    client = MllpClient(port)
+    try:
+        client.send(hl7("E2E-CAP-PROBE"))
+        client.read_frame()
+    except ConnectionError:
+        client.close()
+        return None
+    return client
 
 
 def test_empty_frame_is_ar_with_empty_msa2(daemon):  # RELIABILITY 12

@@ -113,6 +113,7 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
 
 
 class MllpServerFactory(protocol.Factory):
+    noisy = False  # Twisted would log every factory start/stop: ours says it in one line
     def __init__(self, channel_name: str, sink, options) -> None:
         self.channel_name = channel_name
         self.sink = sink
