@@ -28,8 +28,8 @@ def adt_a08(n: int) -> str:
     segments = [
         f"MSH|^~\\&|EPIC|MERCY|AGENCY|COLLECT|20261125030412||ADT^A08^ADT_A01|CTRL{n:09d}|P|2.5.1",
         "EVN|A08|20261125030412|||JSMITH^SMITH^JOHN",
-        f"PID|1||MRN{n:08d}^^^MERCY^MR||DOE^JANE^Q^^^^L||19700101|F|||123 MAIN ST^^SPRINGFIELD"
-        "^IL^62701^USA^H||(217)555-0100^PRN^PH|||S||ACCT{n:08d}^^^MERCY^AN|999-99-9999",
+        f"PID|1||{mrn(n)}^^^MERCY^MR||DOE^JANE^Q^^^^L||19700101|F|||123 MAIN ST^^SPRINGFIELD"
+        "^IL^62701^USA^H||(217)555-0100^PRN^PH|||S||{account(n)}^^^MERCY^AN|999-99-9999",
         "PV1|1|O|CLINIC^101^1^MERCY||||1234567^WELBY^MARCUS^^^DR|||MED||||1|||1234567^WELBY^MARCUS"
         "^^^DR|OP|VN0000001|SELF|||||||||||||||||||MERCY||||||20261120080000|20261120090000",
         "GT1|1||DOE^JANE^Q||123 MAIN ST^^SPRINGFIELD^IL^62701^USA|(217)555-0100||19700101|F||SE",
@@ -42,11 +42,20 @@ def adt_a08(n: int) -> str:
     return text + "ZPD|" + "X" * max(0, 1100 - len(text) - 5) + "\r"
 
 
+def mrn(n: int) -> str:
+    """Scattered like real MRNs (a random-keyed index insert each), unlike the sequential n."""
+    return f"MRN{n * 2654435761 % 10**8:08d}"
+
+
+def account(n: int) -> str:
+    return f"ACCT{n * 40503 % 10**8:08d}"
+
+
 def transformed_for(n: int) -> str:
     return json.dumps(
         {
-            "account": f"ACCT{n:08d}",
-            "mrn": f"MRN{n:08d}",
+            "account": account(n),
+            "mrn": mrn(n),
             "guarantor": {"family": "DOE", "given": "JANE", "dob": "1970-01-01"},
             "address": {"line": "123 MAIN ST", "city": "SPRINGFIELD", "state": "IL", "zip": "62701"},
             "balance": "1234.56",
@@ -69,7 +78,7 @@ async def ingest(store: Store, total: int, concurrency: int) -> float:
         for n in counter:
             await store.put_received(
                 "bench", messages[n], type="ADT^A08", control_id=f"CTRL{n:09d}",
-                meta={"mrn": f"MRN{n:08d}", "account": f"ACCT{n:08d}"}, dedupe_seconds=86400,
+                meta={"mrn": mrn(n), "account": account(n)}, dedupe_seconds=86400,
             )
 
     start = time.perf_counter()
@@ -82,7 +91,7 @@ async def storage(store: Store, total: int) -> None:
     async def one(n):
         mid, _ = await store.put_received(
             "size", adt_a08(n), type="ADT^A08", control_id=f"CTRL{n:09d}",
-            meta={"mrn": f"MRN{n:08d}", "account": f"ACCT{n:08d}"}, dedupe_seconds=86400,
+            meta={"mrn": mrn(n), "account": account(n)}, dedupe_seconds=86400,
         )
         body = transformed_for(n)
         await store.set_message_result(

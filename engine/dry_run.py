@@ -28,7 +28,8 @@ def dry_run(config, channel_config, raw_messages: list[str]) -> list[dict]:
         results.append({
             "status": outcome.status,
             "meta": meta,
-            "filters": [{"name": f.name, "passed": f.passed, "reason": f.reason} for f in outcome.filters],
+            "filters": [{"name": f.name, "passed": f.passed, "reason": f.reason, "rules": f.rules}
+                        for f in outcome.filters],
             "transformed": outcome.transformed,
             "error": outcome.error,
             "destinations": [

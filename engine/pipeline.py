@@ -36,8 +36,11 @@ class StageError(Exception):
 
 @dataclass
 class FilterResult:
+    """A filter's verdict; ``rules`` optionally explains it rule by rule (shown by ``switchboard test``)."""
+
     passed: bool
     reason: str = ""
+    rules: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class FilterOutcome:
     name: str
     passed: bool
     reason: str = ""
+    rules: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -127,7 +131,8 @@ class Stages:
                 result = stage_filter.check(message, context)
             except TemplateError as error:
                 raise StageError(f"filter {stage_filter.name}: {error}") from None
-            outcomes.append(FilterOutcome(stage_filter.name, bool(result.passed), result.reason))
+            outcomes.append(FilterOutcome(stage_filter.name, bool(result.passed), result.reason,
+                                          list(getattr(result, "rules", ()) or ())))
             if not result.passed:
                 break
         return outcomes

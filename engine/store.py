@@ -61,7 +61,7 @@ _STOP = object()
 
 # The writer's lookups, named so the tests can check that their plans use an index.
 DEDUPE_SQL = (
-    "SELECT id FROM messages WHERE channel = ? AND sha256 = ? AND received_at >= ?"
+    "SELECT id FROM messages WHERE channel = ? AND control_id = ? AND sha256 = ? AND received_at >= ?"
     " ORDER BY received_at DESC LIMIT 1"
 )
 IDEMPOTENCY_SQL = (
@@ -324,7 +324,9 @@ class Store:
             if row:
                 return row[0], True
         if dedupe_seconds > 0:
-            row = conn.execute(DEDUPE_SQL, (channel, digest, iso_utc(now - dedupe_seconds))).fetchone()
+            row = conn.execute(
+                DEDUPE_SQL, (channel, control_id, digest, iso_utc(now - dedupe_seconds))
+            ).fetchone()
             if row:
                 return row[0], True
         message_id = conn.execute(

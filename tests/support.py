@@ -42,12 +42,22 @@ def hl7(control_id: str, *, msg_type: str = "ADT^A08", mrn: str = "MRN1", accoun
     segments = [
         f"MSH|^~\\&|EHR|HOSP|SWB|AGENCY|20240101120000||{msg_type}|{control_id}|P|2.5",
         "EVN|A08|20240101120000",
-        f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE||19800101|F|||1 MAIN ST^^TOWN^ST^12345||||||{account}",
-        "PV1|1|O|||||||||||||||||SELF|||||||||||||||||||||||||||||250.00",
+        f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE||19800101|F|||1 MAIN ST^^TOWN^ST^12345|||||||{account}",
+        pv1(financial_class="SELF", balance="250.00"),
     ]
     if extra:
         segments.append(extra)
     return "\r".join(segments)
+
+
+def pv1(**values: str) -> str:
+    """A PV1 with PV1-20 financial class and PV1-46 balance placed by position, not by counting pipes."""
+    fields = [""] * 50
+    fields[1], fields[2] = "1", "O"
+    fields[20] = values.get("financial_class", "")
+    fields[41] = values.get("account_status", "")
+    fields[46] = values.get("balance", "")
+    return "PV1|" + "|".join(fields[1:47])
 
 
 def sample(name: str) -> str:
