@@ -1,8 +1,11 @@
 """Store throughput: N concurrent callers of ``put_received`` through the real reactor.
 
 Each caller loops put -> wait for the commit -> put, like an MLLP connection that ACKs only once
-the message is stored. Prints messages per second, writes per commit, and the bytes stored per
-message for a full pipeline (received, transformed, one destination queued then sent).
+the message is stored. Prints messages per second and writes per commit, without metadata and
+with two metadata fields whose values are scattered like real MRNs and account numbers (each is
+one random-keyed index insert, which is what costs most: about one 4 KB WAL page per field per
+message once the index outgrows a batch), and the bytes stored per message for a full pipeline
+(received, transformed, one destination queued then sent).
 
     .venv/bin/python bench/store_bench.py [--messages 40000] [--concurrency 1 64]
 """
@@ -70,15 +73,16 @@ def transformed_for(n: int) -> str:
     )
 
 
-async def ingest(store: Store, total: int, concurrency: int) -> float:
+async def ingest(store: Store, total: int, concurrency: int, with_meta: bool) -> float:
     counter = iter(range(total))
     messages = [adt_a08(i) for i in range(total)]
+    metas = [{"mrn": mrn(n), "account": account(n)} if with_meta else None for n in range(total)]
 
     async def caller():
         for n in counter:
             await store.put_received(
                 "bench", messages[n], type="ADT^A08", control_id=f"CTRL{n:09d}",
-                meta={"mrn": mrn(n), "account": account(n)}, dedupe_seconds=86400,
+                meta=metas[n], dedupe_seconds=86400,
             )
 
     start = time.perf_counter()
@@ -107,18 +111,20 @@ async def storage(store: Store, total: int) -> None:
 
 
 async def main(reactor, args) -> None:
-    for concurrency in args.concurrency:
-        with tempfile.TemporaryDirectory() as tmp:
-            store = Store(os.path.join(tmp, "bench.db"), reactor)
-            total = args.messages if concurrency > 1 else min(args.messages, 5000)
-            elapsed = await ingest(store, total, concurrency)
-            stats = dict(store.stats)
-            await store.close()
-        print(
-            f"put_received  concurrency={concurrency:<3d} messages={total:<6d} "
-            f"{total / elapsed:9,.0f} msg/s  {elapsed / total * 1e6:7.1f} us/msg  "
-            f"commits={stats['commits']} writes/commit={stats['ops'] / max(1, stats['commits']):.1f}"
-        )
+    for with_meta in (False, True):
+        for concurrency in args.concurrency:
+            with tempfile.TemporaryDirectory() as tmp:
+                store = Store(os.path.join(tmp, "bench.db"), reactor)
+                total = args.messages if concurrency > 1 else min(args.messages, 5000)
+                elapsed = await ingest(store, total, concurrency, with_meta)
+                stats = dict(store.stats)
+                await store.close()
+            print(
+                f"put_received  metadata={2 if with_meta else 0} concurrency={concurrency:<3d} "
+                f"messages={total:<6d} {total / elapsed:9,.0f} msg/s "
+                f"{elapsed / total * 1e6:7.1f} us/msg  commits={stats['commits']} "
+                f"writes/commit={stats['ops'] / max(1, stats['commits']):.1f}"
+            )
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "size.db")
         store = Store(path, reactor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError
 from engine.units import parse_duration
 
 
@@ -31,8 +31,10 @@ def open_store(path):
     from engine.cli_tools import CommandError
     from engine.store import Store
 
+    from engine.checks import load
+
     try:
-        config = load_config(path)
+        config, _registry = load(path)
     except ConfigError as error:
         for problem in error.problems:
             print(str(problem), file=sys.stderr)
@@ -122,6 +124,8 @@ def show_command(args, path) -> int:
     _block("transformed", message.get("transformed"))
     for destination in message.get("destinations", []):
         print(f"destination {destination['name']}: {destination['status']}")
+        if destination.get("error"):
+            print(f"  error: {destination['error']}")
         for attempt in destination.get("attempts", []):
             outcome = "ok" if attempt["ok"] else f"failed: {attempt.get('error') or ''}"
             print(f"  attempt {attempt['at']} {outcome}")

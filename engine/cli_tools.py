@@ -17,12 +17,17 @@ class CommandError(Exception):
 
 def checked_config(path):
     """Load and fully check the config, or print every problem and raise CommandError."""
-    config, problems = check(path)
+    return checked(path)[0]
+
+
+def checked(path):
+    """(config, registry), fully checked; or print every problem and raise CommandError."""
+    config, registry, problems = check(path)
     if problems:
         for problem in problems:
             print(str(problem), file=sys.stderr)
         raise CommandError(f"{len(problems)} problem(s) in the configuration")
-    return config
+    return config, registry
 
 
 def check_command(args, path) -> int:
@@ -32,7 +37,7 @@ def check_command(args, path) -> int:
 
 
 def run_daemon(args, path) -> int:
-    config = checked_config(path)
+    config, registry = checked(path)
     from twisted.internet import reactor
 
     from engine.logs import start_logging
@@ -40,7 +45,7 @@ def run_daemon(args, path) -> int:
     from engine.store import StoreError
 
     start_logging(config.engine.log_level, config.engine.log_format)
-    engine = Engine(config, reactor=reactor)
+    engine = Engine(config, reactor=reactor, registry=registry)
     outcome = {"code": 0}
 
     def start():
@@ -79,7 +84,7 @@ def split_file(text: str, inbound: str) -> list[str]:
 
 
 def test_command(args, path) -> int:
-    config = checked_config(path)
+    config, registry = checked(path)
     channel = next((c for c in config.channels if c.name == args.channel), None)
     if channel is None:
         known = ", ".join(c.name for c in config.channels) or "none"
@@ -90,7 +95,7 @@ def test_command(args, path) -> int:
         raise CommandError(f"cannot read {args.file}: {error.strerror}") from None
     from engine.dry_run import dry_run
 
-    results = dry_run(config, channel, split_file(text, channel.inbound))
+    results = dry_run(config, registry, channel, split_file(text, channel.inbound))
     if not results:
         raise CommandError(f"{args.file} holds no message for a {channel.inbound} channel")
     if args.json:

@@ -434,6 +434,10 @@ BUILTIN: dict[tuple[str, str], tuple[dict[str, OptionSpec], str]] = {
         "path": OptionSpec("str", "/", check=_url_path),
         "token": OptionSpec("str", ""),
         "max_body": OptionSpec("size", "1MB", check=_positive),
+        "max_connections": OptionSpec("int", 100, check=_positive),
+        "max_headers": OptionSpec("int", 100, check=_positive),        # more: 431
+        "max_header_size": OptionSpec("size", "16KB", check=_positive),  # request line + headers; more: 431
+        "idle_timeout": OptionSpec("duration", "1m", check=_positive),
         "tls": OptionSpec("tls"),
         "ack": _choice_spec("stored", "stored", "processed"),
     }, "json"),
@@ -457,3 +461,21 @@ BUILTIN: dict[tuple[str, str], tuple[dict[str, OptionSpec], str]] = {
     }, "hl7"),
     ("destination", "channel"): ({"channel": OptionSpec("str", required=True)}, "hl7"),
 }
+
+# SFTP (engine/connectors/sftp.py, docs/sftp.md): host keys are verified against known_hosts (the
+# file given, else ~/.ssh/known_hosts) unless insecure_skip_host_key_check, which is for labs only.
+SSH = {"host": OptionSpec("str", required=True), "username": OptionSpec("str", required=True),
+       "port": OptionSpec("int", 22, check=lambda p: None if 0 < p < 65536 else "must be 1-65535"),
+       "password": OptionSpec("str", ""), "private_key": OptionSpec("file"), "passphrase": OptionSpec("str", ""),
+       "known_hosts": OptionSpec("file"), "insecure_skip_host_key_check": OptionSpec("bool", False),
+       "remote_path": OptionSpec("str", required=True, check=lambda p: None if p.strip() else "must not be empty"),
+       "connect_timeout": OptionSpec("duration", "10s", check=_positive),
+       "timeout": OptionSpec("duration", "30s", check=_positive)}
+BUILTIN[("source", "sftp")] = ({
+    **SSH, "pattern": OptionSpec("str", "*"), "after": _choice_spec("move", "move", "delete"),
+    "split": _choice_spec("none", "none", "hl7-batch", "lines"), "settle": OptionSpec("duration", "1s"),
+    "poll_interval": OptionSpec("duration", "30s", check=_positive),
+    "max_file_size": OptionSpec("size", "16MB", check=_positive)}, "hl7")
+BUILTIN[("destination", "sftp")] = ({
+    **SSH, "filename": OptionSpec("str", "{{ id }}.txt"), "temp_suffix": OptionSpec(
+    "str", ".tmp", check=lambda s: None if s and "/" not in s else "must be non-empty, without '/'")}, "hl7")

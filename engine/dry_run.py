@@ -11,13 +11,11 @@ from datetime import datetime, timezone
 
 from engine.message import Message
 from engine.pipeline import ChannelPipeline
-from engine.plugins import load_plugins
 
 
-def dry_run(config, channel_config, raw_messages: list[str]) -> list[dict]:
+def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[dict]:
     from engine.service import build_templates
 
-    registry = load_plugins(config.engine.plugins_dir)
     pipeline = ChannelPipeline(channel_config, registry, build_templates(config, registry))
     results = []
     for number, raw in enumerate(raw_messages, 1):

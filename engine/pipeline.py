@@ -121,6 +121,8 @@ class Stages:
     """Filters plus transform steps: shared by the channel level and each destination."""
 
     def __init__(self, filters: list, steps: list[tuple[Any, str | None, str]]) -> None:
+        """``steps``: (step, outbound, name).  A template step without ``outbound`` is plain text
+        (its output is not checked); a plugin step without one keeps its input's type."""
         self.filters = filters
         self.steps = steps  # (step, outbound, name)
 
@@ -307,10 +309,10 @@ def _build_stages(filters, transforms, prefix, registry, templates, problems) ->
                 steps.append((factory(dict(spec.options)), spec.outbound, spec.use))
             elif spec.template is not None:
                 steps.append((TemplateStep(templates.from_file(spec.template), spec.template),
-                              spec.outbound, spec.template))
+                              spec.outbound or "text", spec.template))
             else:
                 name = f"{key} inline"
-                steps.append((TemplateStep(templates.from_string(spec.inline, name), name), spec.outbound, name))
+                steps.append((TemplateStep(templates.from_string(spec.inline, name), name), spec.outbound or "text", name))
         except (TemplateError, ValueError) as error:
             problems.append((key, str(error)))
     return Stages(built_filters, steps)

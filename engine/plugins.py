@@ -21,7 +21,10 @@ from engine import hookspecs
 
 BUILTIN_PLUGINS = (
     "engine.connectors.mllp",
+    "engine.connectors.http_source",
+    "engine.connectors.http_destination",
     "engine.connectors.file_destination",
+    "engine.connectors.sftp",
     "engine.connectors.channel_link",
     "engine.builtin_filters",
     "engine.template_helpers",

@@ -108,6 +108,7 @@ class Daemon:
         self._reader.start()
         wait_for(lambda: self.started or self.process.poll() is not None, timeout, what="daemon start")
         if self.process.poll() is not None:
+            self._close_pipe()
             raise AssertionError("daemon exited at start:\n" + self.log)
         if expect_channels is not None:
             wait_for(lambda: len(self.ports) >= expect_channels, timeout, what="channels to listen")

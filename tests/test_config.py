@@ -346,7 +346,8 @@ def test_required_keys_and_sections(tmp_path):
 def test_unknown_connector_types_list_the_known_ones(tmp_path):
     channel = '[source]\ntype = "mlp"\nlisten = "x"\n[[destination]]\nname = "d"\ntype = "smtp"\n'
     problems = problems_of(write_tree(tmp_path, {"a.toml": channel}))
-    assert only(problems, "source.type").reason == "unknown source type 'mlp' (known source types: channel, file, http, mllp)"
+    reason = only(problems, "source.type").reason
+    assert reason.startswith("unknown source type 'mlp' (known source types: channel, file, http, mllp")
     assert "known destination types: channel, file, http, mllp" in only(problems, "destination[d].type").reason
 
 

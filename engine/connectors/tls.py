@@ -43,6 +43,8 @@ def server_context(tls) -> ssl.CertificateOptions:
 
 
 def client_context(tls, hostname: str):
+    """Client TLS options; ``server_name`` (when set) is the name sent (SNI) and verified."""
+    hostname = tls.get("server_name") or hostname
     authority = ssl.Certificate.loadPEM(_read(tls["ca"])) if tls.get("ca") else None
     client_certificate = None
     if tls.get("cert") and tls.get("key"):

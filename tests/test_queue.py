@@ -1,0 +1,153 @@
+"""DestinationQueue unit tests: order, backoff timing on a task.Clock, attempts, spill and refill.
+
+The connector here is a scripted peer and the store a small in-memory stand-in recording what the
+queue writes: both sit at the queue's boundary.  The end-to-end behaviour (real store, real
+sockets) is covered by tests/test_pipeline_e2e.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet import defer, task
+
+from engine.config import RetryConfig
+from engine.delivery import PermanentError, SendResult, TransientError
+from engine.events import Events
+from engine.queue import DestinationQueue
+
+
+class RecordingStore:
+    def __init__(self, queued=()):
+        self.attempts: list[tuple[int, dict]] = []
+        self.queued = list(queued)
+
+    def record_attempt(self, delivery_id, **kwargs):
+        self.attempts.append((delivery_id, kwargs))
+        if kwargs.get("final_status") in ("SENT", "ERROR"):
+            self.queued = [row for row in self.queued if row["id"] != delivery_id]
+        return defer.succeed(None)
+
+    def next_queued(self, channel, destination, limit=100, after=0):
+        return self.queued[:limit]
+
+    def metadata_for(self, ids):
+        return {}
+
+
+class ScriptedPeer:
+    """Answers each send from a script of outcomes: 'ok', 'transient', 'permanent' or a number
+    (transient with Retry-After seconds)."""
+
+    def __init__(self, script=()):
+        self.script = list(script)
+        self.sent: list[str] = []
+
+    def send(self, delivery):
+        self.sent.append(delivery.body)
+        outcome = self.script.pop(0) if self.script else "ok"
+        if outcome == "ok":
+            return defer.succeed(SendResult("fine"))
+        if outcome == "permanent":
+            return defer.fail(PermanentError("refused", "AE"))
+        retry_after = outcome if isinstance(outcome, (int, float)) else None
+        return defer.fail(TransientError("down", retry_after=retry_after))
+
+
+class NoHook:
+    def message_event(self, event):
+        return []
+
+
+@dataclass
+class DestinationStub:
+    name: str = "dest"
+    retry: RetryConfig = RetryConfig(attempts=0, interval=1.0, backoff=2.0, max_interval=5.0)
+
+
+def make_queue(peer, store=None, retry=None, window=1000):
+    clock = task.Clock()
+    config = DestinationStub(retry=retry or DestinationStub.retry)
+    queue = DestinationQueue("chan", config, peer, store or RecordingStore(), Events(NoHook()), clock,
+                             window=window)
+    return queue, clock
+
+
+def test_sends_in_order():
+    peer = ScriptedPeer()
+    queue, _clock = make_queue(peer)
+    queue.start()
+    for number in range(5):
+        queue.push(number + 1, number + 1, f"m{number}")
+    assert peer.sent == ["m0", "m1", "m2", "m3", "m4"]
+
+
+def test_transient_failure_holds_the_line_with_backoff():
+    peer = ScriptedPeer(["transient", "transient", "transient", "transient", "ok"])
+    store = RecordingStore()
+    queue, clock = make_queue(peer, store)
+    queue.start()
+    queue.push(1, 1, "first")
+    queue.push(2, 2, "second")
+    assert peer.sent == ["first"]
+    waits = []
+    for _ in range(4):
+        delay = clock.getDelayedCalls()[0].getTime() - clock.seconds()
+        waits.append(round(delay, 6))
+        sent_before = peer.sent.count("first")
+        clock.advance(delay - 0.01)
+        assert peer.sent.count("first") == sent_before       # not before its time
+        clock.advance(0.02)
+        assert peer.sent.count("first") == sent_before + 1
+    assert waits == [1.0, 2.0, 4.0, 5.0]  # interval * backoff**n, capped at max_interval
+    assert peer.sent == ["first"] * 5 + ["second"]
+    outcomes = [(delivery_id, kwargs["ok"], kwargs["final_status"]) for delivery_id, kwargs in store.attempts]
+    assert outcomes == [(1, False, None)] * 4 + [(1, True, "SENT"), (2, True, "SENT")]
+
+
+def test_retry_after_is_honoured():
+    peer = ScriptedPeer([3.0, "ok"])
+    queue, clock = make_queue(peer)
+    queue.start()
+    queue.push(1, 1, "x")
+    clock.advance(2.9)
+    assert peer.sent == ["x"]
+    clock.advance(0.2)
+    assert peer.sent == ["x", "x"]
+
+
+def test_attempts_limit_turns_transient_into_error_and_moves_on():
+    peer = ScriptedPeer(["transient", "transient", "ok"])
+    store = RecordingStore()
+    queue, clock = make_queue(peer, store, RetryConfig(attempts=2, interval=1.0, backoff=1.0, max_interval=1.0))
+    queue.start()
+    queue.push(1, 1, "doomed")
+    queue.push(2, 2, "next")
+    clock.advance(1.0)
+    assert store.attempts[1][1]["final_status"] == "ERROR"
+    assert "gave up after 2 attempts" in store.attempts[1][1]["error"]
+    assert peer.sent == ["doomed", "doomed", "next"]
+
+
+def test_permanent_failure_errors_only_that_message():
+    peer = ScriptedPeer(["ok", "permanent", "ok"])
+    store = RecordingStore()
+    queue, _clock = make_queue(peer, store)
+    queue.start()
+    for number in (1, 2, 3):
+        queue.push(number, number, f"m{number}")
+    assert [kwargs["final_status"] for _id, kwargs in store.attempts] == ["SENT", "ERROR", "SENT"]
+    assert store.attempts[1][1]["response"] == "AE"
+
+
+def test_spill_and_refill_keep_order():
+    rows = [{"id": n, "message_id": n, "body": f"m{n}", "attempts": 0} for n in range(1, 8)]
+    store = RecordingStore(rows)
+    peer = ScriptedPeer(["transient"])
+    queue, clock = make_queue(peer, store, window=3)
+    queue.start()                              # loads m1..m3 into memory, the rest stay in the store
+    assert queue.spilled and len(queue.pending) == 3
+    store.queued.append({"id": 8, "message_id": 8, "body": "m8", "attempts": 0})
+    queue.push(8, 8, "m8")                     # spilled: stays in the store only
+    clock.advance(1.0)
+    assert peer.sent == ["m1"] + [f"m{n}" for n in range(1, 9)]
