@@ -258,10 +258,10 @@ def test_source_takes_a_batch_file_and_moves_it_to_done(world):
 def test_source_moves_an_unreadable_file_to_error_with_a_reason(world):
     daemon, dirs = world
     put_remote(dirs["inbox"], "junk.hl7", "this is not HL7\n")
-    reason = dirs["inbox"] / "error" / "junk.hl7.reason"
-    wait_for(reason.exists, 15, what="junk.hl7 to move to error/")
-    assert "not an HL7 message" in reason.read_text()
-    assert (dirs["inbox"] / "error" / "junk.hl7").read_text() == "this is not HL7\n"
+    moved = dirs["inbox"] / "error" / "junk.hl7"
+    wait_for(moved.exists, 15, what="junk.hl7 to move to error/")   # the .reason is written first
+    assert moved.read_text() == "this is not HL7\n"
+    assert "malformed batch" in (dirs["inbox"] / "error" / "junk.hl7.reason").read_text()
     assert not (dirs["inbox"] / "junk.hl7").exists()
 
 

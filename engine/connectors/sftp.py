@@ -174,6 +174,7 @@ class SftpSource:
         self.running = False
         self.next_poll = None           # the DelayedCall of the next poll
         self.polling: defer.Deferred | None = None
+        self.settling: defer.Deferred | None = None
         self.stored: set[tuple[str, int, int]] = set()   # stored, remote move still to do
         self.last_problem: str | None = None
 
@@ -198,6 +199,8 @@ class SftpSource:
         self.running = False
         if self.next_poll is not None and self.next_poll.active():
             self.next_poll.cancel()
+        if self.settling is not None:
+            self.settling.cancel()
         if self.polling is not None:
             finished = defer.Deferred()
             self.polling.addBoth(_relay, finished)
@@ -212,13 +215,17 @@ class SftpSource:
             self.stored &= set(files)   # forget files someone else removed meanwhile
             settle = self.options.get("settle") or 0
             if files and settle > 0:
-                yield task.deferLater(self.reactor, settle, lambda: None)
+                self.settling = task.deferLater(self.reactor, settle, lambda: None)
+                yield self.settling
+                self.settling = None
                 again = yield self.session.run(list_files, self.remote, self.options["pattern"])
                 files = [entry for entry in again if entry in set(files)]
             for entry in files:
                 if not self.running:
                     break
                 yield self.take(entry)
+        except defer.CancelledError:
+            return   # stop() cut the settle wait short
         except StoreRefused as error:
             self._problem(str(error))
         except Exception as error:
