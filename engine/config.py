@@ -17,6 +17,9 @@ Rules worth knowing (the contract is DESIGN.md §3.1-3.2):
   host (0.0.0.0, ::) conflicts with every host on the same port.
 - A ``when`` expression's syntax is not checked here: templates.py compiles it.
 - Connector options are checked against ``ConnectorOptions`` schemas (engine/config_schema.py).
+- A destination may say ``enabled = false`` (or ``"${AGENCY_HTTP:-false}"``): it is checked like the others
+  and then left out of ChannelConfig.destinations, so a shipped channel can carry a peer's destination
+  switched off until that peer is configured, next to a file outbox switched on.
 """
 from __future__ import annotations
 
@@ -29,12 +32,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from engine.config_schema import (
-    ADMIN, CHANNEL, COMMON_KEYS, DEDUPE, ENGINE, FORMATS, RETRY, STORE, ConnectorOptions, Context, OptionSpec,
+    ADMIN, ALERTS, CHANNEL, COMMON_KEYS, DEDUPE, ENGINE, FORMATS, RETRY, STORE, ConnectorOptions, Context, OptionSpec,
     Substituted, check_table, freeze, item_key, join, normalize, report_unknown, show, substitute, type_name,
 )
 
 __all__ = [
-    "AdminConfig", "ChannelConfig", "Config", "ConfigError", "ConnectorOptions", "DestinationConfig",
+    "AdminConfig", "AlertsConfig", "ChannelConfig", "Config", "ConfigError", "ConnectorOptions", "DestinationConfig",
     "EngineConfig", "FilterConfig", "OptionSpec", "Problem", "RetryConfig", "SourceConfig", "StoreConfig",
     "TransformConfig", "load_config",
 ]
@@ -45,6 +48,7 @@ _META_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*"})
 _TEXT = OptionSpec("str", check=lambda text: None if text.strip() else "must not be empty")
 _FORMAT = OptionSpec("choice", choices=FORMATS)
+_ENABLED = OptionSpec("bool", True)
 Report = Callable[[str, str], None]
 
 
@@ -112,6 +116,7 @@ class DestinationConfig:
     filters: tuple[FilterConfig, ...]
     transforms: tuple[TransformConfig, ...]
     retry: RetryConfig
+    enabled: bool = True   # false: checked, then left out of the channel (no connector, no delivery)
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,21 @@ class StoreConfig:
 class AdminConfig:
     listen: tuple[str, int] = ("127.0.0.1", 8480)
     token: str = ""
+    tokens: Mapping[str, str] = field(default_factory=lambda: EMPTY)   # name -> token
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """[alerts]: when to call the ``alert`` plugins (seconds; 0 turns a check off)."""
+
+    queued_longer_than: float = 900.0
+    failing_longer_than: float = 300.0
+    on_error: bool = True
+    check_interval: float = 30.0
+    repeat_after: float = 3600.0
+    webhook_url: str = ""
+    webhook_headers: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    webhook_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +177,7 @@ class Config:
     store: StoreConfig
     admin: AdminConfig
     channels: tuple[ChannelConfig, ...]
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def channel(self, name: str) -> ChannelConfig | None:
         return next((channel for channel in self.channels if channel.name == name), None)
@@ -171,7 +192,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None,
     data = loader.read(path)
     if data is None:
         raise ConfigError(loader.problems)
-    engine, store, admin = loader.settings(path, data)
+    engine, store, admin, alerts = loader.settings(path, data)
     channels = loader.channels(path, engine)
     loader.cross_check(path, channels, admin)
     if loader.problems:
@@ -179,7 +200,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None,
         for problem in loader.problems:
             order.setdefault(problem.file, len(order))
         raise ConfigError(sorted(loader.problems, key=lambda problem: order[problem.file]))
-    return Config(path, engine, store, admin, tuple(channels))
+    return Config(path, engine, store, admin, tuple(channels), alerts)
 
 
 def _display(path: Path) -> str:
@@ -234,18 +255,26 @@ class _Loader:
             return substitute(data, self.environ, "", report)
         return None
 
-    def settings(self, file: Path, data: dict[str, Any]) -> tuple[EngineConfig, StoreConfig, AdminConfig]:
+    def settings(self, file: Path, data: dict[str, Any]) -> tuple[EngineConfig, StoreConfig, AdminConfig, AlertsConfig]:
         report = self.reporter(file)
         ctx = Context(self.base_dir, "engine", report)
-        report_unknown(data, ["engine", "store", "admin"], "", report)
+        report_unknown(data, ["engine", "store", "admin", "alerts"], "", report)
         values = {}
-        for name, schema in (("engine", ENGINE), ("store", STORE), ("admin", ADMIN)):
+        for name, schema in (("engine", ENGINE), ("store", STORE), ("admin", ADMIN), ("alerts", ALERTS)):
             table = data.get(name, {})
             if not isinstance(table, dict):
                 report(name, f"must be a table ([{name}]), not {type_name(table)}")
                 table = {}
             values[name] = check_table(table, schema, name, ctx)
-        return EngineConfig(**values["engine"]), StoreConfig(**values["store"]), AdminConfig(**values["admin"])
+        for name, token in (values["admin"].get("tokens") or {}).items():
+            if name == "admin" or not _NAME.fullmatch(name):
+                report(f"admin.tokens.{name}", "a token name may only contain letters, digits, '.', '_' and '-' "
+                       "('admin' is the name of [admin] token)")
+            elif not token.strip():
+                report(f"admin.tokens.{name}", "must not be empty")
+        alerts = AlertsConfig(**{k: v for k, v in values["alerts"].items() if v is not None})
+        return (EngineConfig(**values["engine"]), StoreConfig(**values["store"]),
+                AdminConfig(**{k: v for k, v in values["admin"].items() if v is not None}), alerts)
 
     def channels(self, config_file: Path, engine: EngineConfig) -> list[ChannelConfig]:
         directory = engine.channels_dir
@@ -408,8 +437,11 @@ class _Loader:
                 name=name or "", type=kind or "", options=MappingProxyType(options),
                 filters=self.filters(item.get("filter"), join(where, "filter"), report),
                 transforms=self.transforms(item.get("transform"), join(where, "transform"), engine, report),
-                retry=self.retry(item.get("retry"), join(where, "retry"), ctx)))
-        return tuple(result)
+                retry=self.retry(item.get("retry"), join(where, "retry"), ctx),
+                enabled=normalize(_ENABLED, item.get("enabled", True), join(where, "enabled"), ctx) is not False))
+        # A disabled destination ("enabled = \"${AGENCY_HTTP:-false}\"": its peer is not configured
+        # here) is validated like the others, then left out, so nothing downstream builds or plans it.
+        return tuple(destination for destination in result if destination.enabled)
 
     def retry(self, raw: Any, key: str, ctx: Context) -> RetryConfig:
         if raw is None:

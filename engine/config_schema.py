@@ -37,7 +37,8 @@ KINDS = frozenset(
     {"str", "bool", "int", "float", "duration", "size", "address", "path", "file", "choice", "mapping", "tls"}
 )
 # Keys the loader handles itself on every source / destination; a schema may not redefine them.
-COMMON_KEYS = {"source": ("type", "dedupe"), "destination": ("name", "type", "retry", "filter", "transform")}
+COMMON_KEYS = {"source": ("type", "dedupe"),
+               "destination": ("name", "type", "enabled", "retry", "filter", "transform")}
 _HINTS = {
     "duration": units.DURATION_HINT, "size": units.SIZE_HINT, "address": units.ADDRESS_HINT,
     "int": "use a whole number", "float": "use a number", "bool": "use true or false",
@@ -388,6 +389,19 @@ def _retry_backoff(value: float) -> str | None:
     return None if value >= 1 else "must be 1.0 or more (1.0 keeps the interval constant)"
 
 
+def _batch_period(value: str) -> str | None:
+    """A file destination's batch period: daily, hourly, or a duration from 1s to 1d."""
+    if value in ("daily", "hourly"):
+        return None
+    try:
+        seconds = units.parse_duration(value)
+    except ValueError:
+        seconds = 0.0
+    if 1 <= seconds <= 86400:
+        return None
+    return 'use "daily", "hourly" or a duration from 1s to 1d such as "15m"'
+
+
 def _choice_spec(default: str, *choices: str) -> OptionSpec:
     return OptionSpec("choice", default, choices=choices)
 
@@ -402,7 +416,18 @@ ENGINE = {"channels_dir": OptionSpec("path", "channels"), "transforms_dir": Opti
           "log_level": _choice_spec("info", "debug", "info", "warning", "error"),
           "log_format": _choice_spec("text", "text", "json")}
 STORE = {"path": OptionSpec("path", "var/switchboard.db"), "retention": OptionSpec("duration", "30d")}
-ADMIN = {"listen": OptionSpec("address", "127.0.0.1:8480"), "token": OptionSpec("str", "")}
+# [admin] tokens = { name = "value" }: more bearer tokens, each named for the audit log ("admin" is `token`'s).
+ADMIN = {"listen": OptionSpec("address", "127.0.0.1:8480"), "token": OptionSpec("str", ""),
+         "tokens": OptionSpec("mapping", {})}
+# [alerts] (engine/admin/alerts.py, docs/operations.md): thresholds ("0" turns one off) and the webhook.
+ALERTS = {"queued_longer_than": OptionSpec("duration", "15m", check=_not_negative),
+          "failing_longer_than": OptionSpec("duration", "5m", check=_not_negative),
+          "on_error": OptionSpec("bool", True),
+          "check_interval": OptionSpec("duration", "30s", check=_positive),
+          "repeat_after": OptionSpec("duration", "1h", check=_not_negative),
+          "webhook_url": OptionSpec("str", "", check=lambda url: _http_url(url) if url else None),
+          "webhook_headers": OptionSpec("mapping", {}),
+          "webhook_timeout": OptionSpec("duration", "10s", check=_positive)}
 CHANNEL = {"name": OptionSpec("str"), "description": OptionSpec("str", ""), "enabled": OptionSpec("bool", True),
            "inbound": OptionSpec("choice", choices=FORMATS)}
 RETRY = {"attempts": OptionSpec("int", 0, check=_not_negative),
@@ -426,8 +451,10 @@ BUILTIN: dict[tuple[str, str], tuple[dict[str, OptionSpec], str]] = {
         "pattern": OptionSpec("str", "*"),
         "after": _choice_spec("move", "move", "delete"),
         "split": _choice_spec("none", "none", "hl7-batch", "lines"),
-        "settle": OptionSpec("duration", "1s"),
+        "settle": OptionSpec("duration", "1s", check=_not_negative),
         "poll": OptionSpec("bool", False),
+        "poll_interval": OptionSpec("duration", "5s", check=_positive),   # the scan (safety net / polling)
+        "max_file_size": OptionSpec("size", "100MB", check=_positive),
     }, "hl7"),
     ("source", "http"): ({
         "listen": OptionSpec("address", required=True),
@@ -458,24 +485,8 @@ BUILTIN: dict[tuple[str, str], tuple[dict[str, OptionSpec], str]] = {
     ("destination", "file"): ({
         "directory": OptionSpec("path", required=True),
         "filename": OptionSpec("str", "{{ id }}.txt"),
+        "batch": OptionSpec("str", check=_batch_period),     # daily | hourly | "15m": one file per period
+        "batch_header": OptionSpec("str", ""),               # first line of each batch file
     }, "hl7"),
     ("destination", "channel"): ({"channel": OptionSpec("str", required=True)}, "hl7"),
 }
-
-# SFTP (engine/connectors/sftp.py, docs/sftp.md): host keys are verified against known_hosts (the
-# file given, else ~/.ssh/known_hosts) unless insecure_skip_host_key_check, which is for labs only.
-SSH = {"host": OptionSpec("str", required=True), "username": OptionSpec("str", required=True),
-       "port": OptionSpec("int", 22, check=lambda p: None if 0 < p < 65536 else "must be 1-65535"),
-       "password": OptionSpec("str", ""), "private_key": OptionSpec("file"), "passphrase": OptionSpec("str", ""),
-       "known_hosts": OptionSpec("file"), "insecure_skip_host_key_check": OptionSpec("bool", False),
-       "remote_path": OptionSpec("str", required=True, check=lambda p: None if p.strip() else "must not be empty"),
-       "connect_timeout": OptionSpec("duration", "10s", check=_positive),
-       "timeout": OptionSpec("duration", "30s", check=_positive)}
-BUILTIN[("source", "sftp")] = ({
-    **SSH, "pattern": OptionSpec("str", "*"), "after": _choice_spec("move", "move", "delete"),
-    "split": _choice_spec("none", "none", "hl7-batch", "lines"), "settle": OptionSpec("duration", "1s"),
-    "poll_interval": OptionSpec("duration", "30s", check=_positive),
-    "max_file_size": OptionSpec("size", "16MB", check=_positive)}, "hl7")
-BUILTIN[("destination", "sftp")] = ({
-    **SSH, "filename": OptionSpec("str", "{{ id }}.txt"), "temp_suffix": OptionSpec(
-    "str", ".tmp", check=lambda s: None if s and "/" not in s else "must be non-empty, without '/'")}, "hl7")

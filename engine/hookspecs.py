@@ -81,3 +81,23 @@ def message_event(event):
     statuses and PHI-free reasons only, never message content.  Called in the reactor thread: do
     not block; hand slow work to a thread.
     """
+
+
+@hookspec
+def alert(alert, context):
+    """Something needs a person: ``alert`` is an ``engine.admin.alerts.Alert``.
+
+    Kinds: ``destination_failing`` (a destination's sends have failed for longer than
+    ``[alerts] failing_longer_than``), ``destination_queued`` (its oldest queued delivery has
+    waited longer than ``queued_longer_than``), ``message_error`` (messages of a channel went
+    ERROR since the last check; ids in ``alert.message_ids``, at most 50).  ``alert.state`` is
+    ``"firing"`` (sent again every ``repeat_after`` while it lasts) or ``"resolved"`` (the
+    condition cleared; not sent for ``message_error``).  Every field is PHI-free: names, ids,
+    counts, times and stored reasons, never message content; ``alert.text`` is a one-line summary.
+
+    ``context`` (an ``engine.admin.alerts.AlertContext``: ``config`` -- the engine's ``Config``,
+    whose ``alerts`` table holds the thresholds and the webhook settings -- and ``reactor``) is
+    there for plugins that need settings or network I/O; a plugin may declare ``alert(alert)``
+    alone.  Called in the reactor thread: do not block (use Twisted or hand the work to a thread).
+    The built-in ``engine.admin.alert_webhook`` POSTs the alert as JSON to ``webhook_url``.
+    """

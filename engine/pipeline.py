@@ -133,6 +133,8 @@ class Stages:
                 result = stage_filter.check(message, context)
             except TemplateError as error:
                 raise StageError(f"filter {stage_filter.name}: {error}") from None
+            except Exception as error:  # a plugin filter's bug: ERROR for this message
+                raise StageError(f"filter {stage_filter.name} raised {type(error).__name__}") from None
             outcomes.append(FilterOutcome(stage_filter.name, bool(result.passed), result.reason,
                                           list(getattr(result, "rules", ()) or ())))
             if not result.passed:
@@ -152,7 +154,8 @@ class Stages:
             except StageError:
                 raise
             except Exception as error:  # a plugin step's bug: ERROR for this message, not a crash
-                raise StageError(f"transform {name}: {type(error).__name__}: {error}") from None
+                # the type only: an exception's text may quote message content, and reasons are logged
+                raise StageError(f"transform {name} raised {type(error).__name__}") from None
             if not isinstance(text, str):
                 raise StageError(f"transform {name}: returned {type(text).__name__}, not text")
             kind = outbound or kind
@@ -215,6 +218,14 @@ class ChannelPipeline:
                 value = ""
             values[key] = "" if value is None else str(value)
         return values
+
+    def safe_run(self, message: Message, meta: dict | None = None) -> Outcome:
+        """``run`` that never raises: a bug in a plugin becomes this message's ERROR, not a lost
+        message (the channel stores whatever this returns)."""
+        try:
+            return self.run(message, meta)
+        except Exception as error:
+            return Outcome(ERROR, error=f"internal error while processing: {type(error).__name__}")
 
     def run(self, message: Message, meta: dict | None = None) -> Outcome:
         try:

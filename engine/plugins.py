@@ -24,10 +24,12 @@ BUILTIN_PLUGINS = (
     "engine.connectors.http_source",
     "engine.connectors.http_destination",
     "engine.connectors.file_destination",
+    "engine.connectors.file_source",
     "engine.connectors.sftp",
     "engine.connectors.channel_link",
     "engine.builtin_filters",
     "engine.template_helpers",
+    "engine.admin.alert_webhook",
 )
 
 

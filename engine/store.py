@@ -42,10 +42,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from . import store_queries as q
-from .store_schema import (
+from .store_schema import (  # noqa: F401 - DEDUPE_SQL, IDEMPOTENCY_SQL re-exported for tests
+    DEDUPE_SQL,
     DELIVERY_STATUSES,
+    IDEMPOTENCY_SQL,
     MESSAGE_STATUSES,
     StoreError,
+    derive_status,
     connect_reader,
     connect_writer,
     iso_utc,
@@ -58,37 +61,6 @@ __all__ = ["Store", "StoreError", "derive_status", "MESSAGE_STATUSES", "DELIVERY
 
 log = Logger()
 _STOP = object()
-
-# The writer's lookups, named so the tests can check that their plans use an index.
-DEDUPE_SQL = (
-    "SELECT id FROM messages WHERE channel = ? AND control_id = ? AND sha256 = ? AND received_at >= ?"
-    " ORDER BY received_at DESC LIMIT 1"
-)
-IDEMPOTENCY_SQL = (
-    "SELECT id FROM messages WHERE channel = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1"
-)
-
-
-def derive_status(
-    delivery_statuses: Iterable[str], *, filtered: bool = False, error: bool = False
-) -> str:
-    """A processed message's status from its destinations' statuses (DESIGN §3.4).
-
-    ``filtered``: a channel filter stopped the message. ``error``: its channel transform failed.
-    Otherwise: any destination ERROR -> ERROR; any QUEUED -> QUEUED; every destination that was
-    not filtered SENT -> SENT; no destination took it (none, or all filtered) -> TRANSFORMED."""
-    if filtered:
-        return "FILTERED"
-    if error:
-        return "ERROR"
-    statuses = [normalize_status(s, DELIVERY_STATUSES) for s in delivery_statuses]
-    if "ERROR" in statuses:
-        return "ERROR"
-    if "QUEUED" in statuses:
-        return "QUEUED"
-    if any(s == "SENT" for s in statuses):
-        return "SENT"
-    return "TRANSFORMED"
 
 
 def _op_error(exc: Exception) -> Exception:
@@ -132,6 +104,7 @@ class Store:
             raise StoreError(f"cannot open the store ({exc.sqlite_errorname})") from exc
         try:
             migrate(self._conn)
+            self._next_id = self._conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
         except BaseException:
             self._conn.close()
             raise
@@ -305,15 +278,50 @@ class Store:
         channel within ``dedupe_seconds`` (when > 0), or the same ``idempotency_key`` on the same
         channel at any age (a key is the client's explicit word, so it does not expire with the
         byte window)."""
+        if not self._accepting:  # before reserve_id: a read-only or closed store has no ids
+            return defer.fail(StoreError("the store is closed to writes"))
         meta_rows = [(str(k), str(v)) for k, v in (meta or {}).items()]
         return self.write(
             self._put_received,
             channel, raw, type, control_id, sender, inbound, meta_rows,
-            float(dedupe_seconds), idempotency_key,
+            float(dedupe_seconds), idempotency_key, self.reserve_id(),
         )
 
+    def reserve_id(self) -> int:
+        """Hand out the next message id in the reactor thread, before the message is stored.
+
+        The channel runs its pipeline (templates see ``id``) before the one write that stores the
+        message together with its outcome (``put_processed``): one commit per message instead of
+        two.  Ids come from one counter and the single writer inserts them in the order they were
+        reserved; an id reserved for a duplicate is simply never used."""
+        message_id = self._next_id
+        self._next_id += 1
+        return message_id
+
+    def put_processed(self, channel: str, raw: str, *, message_id: int, status: str, transformed=None,
+                      error=None, deliveries: Iterable[dict] = (), type: str = "", control_id: str = "",
+                      sender: str = "", inbound: str = "hl7", meta: dict | None = None,
+                      dedupe_seconds: float = 0, idempotency_key: str | None = None) -> defer.Deferred:
+        """``put_received`` and ``set_message_result`` as ONE write (one fsync before the ACK).
+
+        Fires with ``(id, duplicate, status, {destination: delivery id})``; a duplicate stores
+        nothing and fires ``(earlier id, True, None, {})``."""
+        meta_rows = [(str(k), str(v)) for k, v in (meta or {}).items()]
+        rows = [(str(d["destination"]), normalize_status(d.get("status", "QUEUED"), DELIVERY_STATUSES),
+                 d.get("body"), d.get("error")) for d in deliveries]
+        put_args = (channel, raw, type, control_id, sender, inbound, meta_rows, float(dedupe_seconds),
+                    idempotency_key, message_id)
+        return self.write(self._put_processed, put_args, normalize_status(status), transformed, error, rows)
+
+    def _put_processed(self, conn, put_args, status, transformed, error, rows):
+        message_id, duplicate = self._put_received(conn, *put_args)
+        if duplicate:
+            return message_id, True, None, {}
+        status, ids = self._set_message_result(conn, message_id, status, transformed, error, rows)
+        return message_id, False, status, ids
+
     def _put_received(self, conn, channel, raw, type_, control_id, sender, inbound, meta_rows,
-                      dedupe_seconds, idempotency_key):
+                      dedupe_seconds, idempotency_key, message_id=None):
         try:
             digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
         except UnicodeEncodeError:
@@ -330,9 +338,10 @@ class Store:
             if row:
                 return row[0], True
         message_id = conn.execute(
-            "INSERT INTO messages (channel, received_at, status, type, control_id, sender,"
-            " inbound, idempotency_key, sha256, raw) VALUES (?, ?, 'RECEIVED', ?, ?, ?, ?, ?, ?, ?)",
-            (channel, iso_utc(now), type_, control_id, sender, inbound, idempotency_key, digest, raw),
+            "INSERT INTO messages (id, channel, received_at, status, type, control_id, sender,"
+            " inbound, idempotency_key, sha256, raw) VALUES (?, ?, ?, 'RECEIVED', ?, ?, ?, ?, ?, ?, ?)",
+            (message_id, channel, iso_utc(now), type_, control_id, sender, inbound, idempotency_key,
+             digest, raw),
         ).lastrowid
         if meta_rows:
             conn.executemany(
@@ -471,6 +480,18 @@ class Store:
             (self._now(), channel, message_id, kind, detail),
         ).lastrowid
 
+    def mark_file(self, channel: str, sha256: str, name: str, status: str, messages: int = 0) -> defer.Deferred:
+        """Record that a file source finished a file (``done``: every message committed, or
+        ``error``: refused), by content hash; ``file_seen`` finds it. Fires with the row id."""
+        return self.write(self._mark_file, channel, sha256, name, status, int(messages))
+
+    def _mark_file(self, conn, channel, sha256, name, status, messages):
+        return conn.execute(
+            "INSERT INTO source_files (channel, sha256, name, status, messages, done_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (channel, sha256, name, status, messages, self._now()),
+        ).lastrowid
+
     # --- reads --------------------------------------------------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
@@ -528,5 +549,17 @@ class Store:
     def metadata_for(self, message_ids: list[int]) -> dict[int, dict[str, str]]:
         return q.metadata_for(self._reader(), message_ids)
 
+    def file_seen(self, channel: str, sha256: str) -> dict | None:
+        """The ``done`` record of a file with this content on this channel, or None."""
+        return q.file_seen(self._reader(), channel, sha256)
+
     def recent_events(self, limit: int = 100, channel=None, message_id=None) -> list[dict]:
         return q.recent_events(self._reader(), limit, channel, message_id)
+
+    def queue_stats(self) -> dict[tuple[str, str], dict]:
+        """Depth and oldest queued time of every durable queue (metrics, alerts, the admin API)."""
+        return q.queue_stats(self._reader())
+
+    def replay_candidates(self, **selection) -> list[dict]:
+        """What a replay selects, in id order; see ``store_queries.replay_candidates``."""
+        return q.replay_candidates(self._reader(), **selection)

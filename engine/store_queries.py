@@ -266,3 +266,84 @@ def recent_events(
     rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, int(limit))).fetchall()
     keys = ("id", "at", "channel", "message_id", "kind", "detail")
     return [dict(zip(keys, r)) for r in rows]
+
+
+def queue_stats(conn: sqlite3.Connection) -> dict[tuple[str, str], dict]:
+    """Per (channel, destination) with QUEUED deliveries: ``{"depth", "oldest_queued_at"}``.
+
+    The depth is the whole durable queue (the in-memory window holds only its head); "queued at"
+    is the time the message was (re)processed, i.e. when its delivery joined the queue. Reads the
+    partial QUEUED index, so it costs the size of the live queues, not of the history."""
+    rows = conn.execute(
+        "SELECT d.channel, d.destination, COUNT(*), MIN(m.processed_at)"
+        " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE d.status = 'QUEUED' GROUP BY d.channel, d.destination"
+    ).fetchall()
+    return {(c, d): {"depth": n, "oldest_queued_at": oldest} for c, d, n, oldest in rows}
+
+
+def replay_candidates(
+    conn: sqlite3.Connection,
+    *,
+    ids=None,
+    channel=None,
+    status=None,
+    since=None,
+    until=None,
+    limit: int = 100_000,
+) -> list[dict]:
+    """Messages a replay selects, in id order (the order they go out again), each with what the
+    replay must know before it touches them: ``{"id", "channel", "status", "pruned",
+    "deliveries": {destination: status}}``. Either explicit ``ids`` or a ``channel`` with optional
+    status and time window; at most ``limit`` rows."""
+    with snapshot(conn):
+        if ids is not None:
+            found = []
+            wanted = sorted({int(i) for i in ids})
+            for start in range(0, len(wanted), _META_CHUNK):
+                chunk = wanted[start : start + _META_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found += conn.execute(
+                    f"SELECT id, channel, status, pruned FROM messages WHERE id IN ({marks})", chunk
+                ).fetchall()
+            rows = sorted(found)[: int(limit)]
+        else:
+            where, params = ["channel = ?"], [channel]
+            if status is not None:
+                where.append("status = ?")
+                params.append(normalize_status(status))
+            if since is not None:
+                where.append("received_at >= ?")
+                params.append(to_iso(since))
+            if until is not None:
+                where.append("received_at <= ?")
+                params.append(to_iso(until))
+            rows = conn.execute(
+                "SELECT id, channel, status, pruned FROM messages WHERE " + " AND ".join(where)
+                + " ORDER BY id LIMIT ?",
+                (*params, int(limit)),
+            ).fetchall()
+        candidates = {
+            r[0]: {"id": r[0], "channel": r[1], "status": r[2], "pruned": bool(r[3]), "deliveries": {}}
+            for r in rows
+        }
+        keys = list(candidates)
+        for start in range(0, len(keys), _META_CHUNK):
+            chunk = keys[start : start + _META_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for message_id, destination, dstatus in conn.execute(
+                f"SELECT message_id, destination, status FROM deliveries WHERE message_id IN ({marks})",
+                chunk,
+            ).fetchall():
+                candidates[message_id]["deliveries"][destination] = dstatus
+    return list(candidates.values())
+
+
+def file_seen(conn: sqlite3.Connection, channel: str, sha256: str) -> dict | None:
+    """The latest ``done`` row of ``source_files`` for this content on this channel, or None."""
+    row = conn.execute(
+        "SELECT name, messages, done_at FROM source_files WHERE channel = ? AND sha256 = ?"
+        " AND status = 'done' ORDER BY id DESC LIMIT 1",
+        (channel, sha256),
+    ).fetchone()
+    return None if row is None else {"name": row[0], "messages": row[1], "done_at": row[2]}

@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import sqlite3
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import sqlite_utils
 
@@ -57,8 +57,39 @@ def normalize_status(value: str, allowed: tuple[str, ...] = MESSAGE_STATUSES) ->
     return word
 
 
-# --- time ---------------------------------------------------------------------------------------
+# The writer's duplicate lookups (store.py), kept here so the tests can check their plans.
+DEDUPE_SQL = (
+    "SELECT id FROM messages WHERE channel = ? AND control_id = ? AND sha256 = ?"
+    " AND received_at >= ? ORDER BY received_at DESC LIMIT 1"
+)
+IDEMPOTENCY_SQL = (
+    "SELECT id FROM messages WHERE channel = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1"
+)
 
+
+def derive_status(
+    delivery_statuses: Iterable[str], *, filtered: bool = False, error: bool = False
+) -> str:
+    """A processed message's status from its destinations' statuses (DESIGN §3.4).
+
+    ``filtered``: a channel filter stopped the message. ``error``: its channel transform failed.
+    Otherwise: any destination ERROR -> ERROR; any QUEUED -> QUEUED; every destination that was
+    not filtered SENT -> SENT; no destination took it (none, or all filtered) -> TRANSFORMED."""
+    if filtered:
+        return "FILTERED"
+    if error:
+        return "ERROR"
+    statuses = [normalize_status(s, DELIVERY_STATUSES) for s in delivery_statuses]
+    if "ERROR" in statuses:
+        return "ERROR"
+    if "QUEUED" in statuses:
+        return "QUEUED"
+    if any(s == "SENT" for s in statuses):
+        return "SENT"
+    return "TRANSFORMED"
+
+
+# --- time ---------------------------------------------------------------------------------------
 
 _last_second: tuple[int, str] = (-1, "")
 
@@ -263,9 +294,76 @@ def _m002_dedupe_by_control_id(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m003_audit(db: sqlite_utils.Database) -> None:
+    """The admin API's audit log (engine/admin/audit.py): who viewed, searched, replayed or changed
+    what. Each row carries the hash of the row before it (a hash chain), so a removed or edited row
+    shows. AUTOINCREMENT (not plain rowid) so ids are never reused and ``sqlite_sequence`` keeps
+    the last id handed out even when the newest rows are deleted."""
+    db.execute(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,"
+        " who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL DEFAULT '',"
+        " detail TEXT NOT NULL DEFAULT '', prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX idx_audit_at ON audit (at)")
+
+
+def _m004_source_files(db: sqlite_utils.Database) -> None:
+    """Files a file source has taken, by content hash (RELIABILITY 33): a re-dropped identical file
+    is recognised and not processed again, across restarts. One row per outcome (``done`` or
+    ``error``); the lookup is by (channel, sha256), so it is one index probe per file."""
+    db.execute(
+        "CREATE TABLE source_files (id INTEGER PRIMARY KEY, channel TEXT NOT NULL,"
+        " sha256 TEXT NOT NULL, name TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,"
+        " messages INTEGER NOT NULL DEFAULT 0, done_at TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX idx_source_files_sha ON source_files (channel, sha256, status)")
+
+
+# Row-count estimates of a large store (1M messages, ~10 channels), as sqlite_stat1 rows:
+# "rows, then rows per distinct value of the first 1, 2, ... columns of the index".
+PLANNER_STATS = {
+    ("messages", "idx_messages_channel_received"): "1000000 100000 2",
+    ("messages", "idx_messages_channel_status"): "1000000 100000 20000 2",
+    ("messages", "idx_messages_status"): "1000000 200000 2",
+    ("messages", "idx_messages_type"): "1000000 50000 2",
+    ("messages", "idx_messages_control_id"): "1000000 2",
+    ("messages", "idx_messages_received"): "1000000 2",
+    ("messages", "idx_messages_dedupe"): "1000000 100000 2 1 1",
+    ("messages", "idx_messages_idempotency"): "10000 1000 1",
+    ("metadata", "sqlite_autoindex_metadata_1"): "2000000 2 1",
+    ("metadata", "idx_metadata_key_value"): "2000000 500000 3 1",
+    ("deliveries", "idx_deliveries_message"): "1000000 1 1",
+    ("deliveries", "idx_deliveries_queued"): "1000 100 100 1",
+    ("attempts", "idx_attempts_delivery"): "1200000 1",
+}
+
+
+def _m005_planner_stats(db: sqlite_utils.Database) -> None:
+    """Give the query planner the shape of a large store.
+
+    Without statistics SQLite guesses, and it guessed wrong where it matters: a search by channel
+    and control id walked the whole channel in time order (to save sorting a handful of rows)
+    instead of looking the control id up; a channel + metadata search did the same. Fixed
+    sqlite_stat1 rows (SQLite's documented way to steer plans) say that a channel, status or type
+    holds many messages and a control id or a metadata value few; ``tests/test_store.py`` checks
+    the plans. A later ``ANALYZE`` replaces them with measured numbers."""
+    db.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1 when it is missing
+    db.conn.executemany(
+        "DELETE FROM sqlite_stat1 WHERE tbl = ? AND idx = ?", list(PLANNER_STATS)
+    )
+    db.conn.executemany(
+        "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)",
+        [(table, index, stat) for (table, index), stat in PLANNER_STATS.items()],
+    )
+    db.execute("ANALYZE sqlite_schema")  # load them on this connection too
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial,
     _m002_dedupe_by_control_id,
+    _m003_audit,
+    _m004_source_files,
+    _m005_planner_stats,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -90,11 +90,11 @@ def _blank_paths(options: dict, key: str, default=()) -> dict[str, list[tuple[in
 class MinimumNecessary:
     def __init__(self, options: dict) -> None:
         options = dict(options)
+        if "keep" in options and ("remove" in options or "also_remove" in options):
+            raise ValueError("minimum-necessary: give either keep (an allow-list) or remove/also_remove")
         keep = _segment_names(options, "keep")
         remove = _segment_names(options, "remove", DEFAULT_REMOVE)
         also_remove = _segment_names(options, "also_remove", ())
-        if keep is not None and ("remove" in dict(options) or also_remove):
-            raise ValueError("minimum-necessary: give either keep (an allow-list) or remove/also_remove")
         self.keep = None if keep is None else keep | {"MSH"}
         self.remove = remove | also_remove
         blank = _blank_paths(options, "blank", DEFAULT_BLANK)
@@ -152,7 +152,7 @@ class MinimumNecessary:
                 parts = repetition.split(component_sep)
                 if component <= len(parts):
                     parts[component - 1] = ""
-                repetitions.append(component_sep.join(parts).rstrip(component_sep))
+                repetitions.append(component_sep.join(parts))
             fields[number] = repetition_sep.join(repetitions)
         return field_sep.join(fields)
 

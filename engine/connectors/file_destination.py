@@ -5,17 +5,27 @@ Write to a temp file in the same directory, fsync it, rename it into place, fsyn
 filename is a template (``{{ meta.account }}-{{ id }}.json``) rendered per message; a rendered
 name that would leave the directory is refused.  The disk work runs in a thread: the reactor
 never waits for an fsync.
+
+With ``batch`` ("daily", "hourly" or a duration such as "15m") the destination appends every
+message of a period to one file instead (``filename`` must use ``{{ period }}``), with
+``batch_header`` as its first line; the file appears under its name only once the period is over.
+How that is kept safe across crashes is ``engine.connectors.file_batch``'s docstring.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
+from twisted.logger import Logger
 
+from engine.connectors import file_batch
 from engine.delivery import PermanentError, SendResult, TransientError
 from engine.hookspecs import hookimpl
+
+log = Logger(namespace="switchboard.file")
 
 
 def write_atomically(directory: Path, filename: str, data: bytes) -> Path:
@@ -57,30 +67,95 @@ class FileDestination:
     option_schema = None  # built in: engine.config_schema
 
     def __init__(self, config, context, reactor) -> None:
-        self.directory = Path(config.options["directory"])
-        self.filename = context.templates.from_string(config.options.get("filename") or "{{ id }}.txt",
-                                                      f"destination[{config.name}].filename")
+        options = config.options
+        self.directory = Path(options["directory"])
+        source = options.get("filename") or "{{ id }}.txt"
+        self.filename = context.templates.from_string(source, f"destination[{config.name}].filename")
         self.channel = context.channel_name
+        self.reactor = reactor
+        self.batch = None
+        self.timer = None
+        self.closing: defer.Deferred | None = None
+        if options.get("batch"):
+            self._setup_batch(options, source, context.templates)
+        elif options.get("batch_header"):
+            raise ValueError("batch_header is only used with batch (one file per period)")
 
-    def send(self, delivery):
+    def _setup_batch(self, options, source: str, templates) -> None:
+        from jinja2 import meta
+
+        self.period = file_batch.parse_period(options["batch"])
+        if "period" not in meta.find_undeclared_variables(templates.environment.parse(source)):
+            raise ValueError('with batch, filename must use {{ period }} (e.g. "placements-{{ period }}.csv"): '
+                             "each period needs a file name of its own")
+        self.header = options.get("batch_header") or ""
+        self.batch = file_batch.shared(self.directory)
+        if self.reactor is not None:   # `switchboard check` builds connectors without a reactor
+            self.timer = self.reactor.callLater(0, self._tick)
+
+    def _name(self, delivery, **extra) -> str:
         from engine.templates import TemplateError
 
         try:
-            name = safe_filename(self.filename.render({
+            return safe_filename(self.filename.render({
                 "id": delivery.message_id, "meta": delivery.meta or {}, "channel": self.channel,
-                "delivery": delivery.id,
+                "delivery": delivery.id, **extra,
             }))
         except TemplateError as error:
             raise PermanentError(f"filename template: {error}") from None
-        d = threads.deferToThread(write_atomically, self.directory, name, delivery.body.encode("utf-8"))
 
-        def failed(failure):
-            error = failure.value
-            if isinstance(error, OSError):
-                raise TransientError(f"write failed: {error.strerror or type(error).__name__}")
-            return failure
+    def send(self, delivery):
+        body = delivery.body.encode("utf-8")
+        if self.batch is not None:
+            label, _end = file_batch.period_of(self.period, self._now())
+            name = self._name(delivery, period=label)
+            d = threads.deferToThread(self.batch.append, name, label, delivery.id, body, self.header)
+            d.addCallback(lambda added: SendResult(
+                f"{'appended to' if added else 'already in'} batch {name} (period {label})"))
+        else:
+            d = threads.deferToThread(write_atomically, self.directory, self._name(delivery), body)
+            d.addCallback(lambda path: SendResult(f"written {path.name}"))
+        return d.addErrback(_write_failed)
 
-        return d.addCallbacks(lambda path: SendResult(f"written {path.name}"), failed)
+    def _now(self) -> float:
+        return self.reactor.seconds() if self.reactor is not None else time.time()
+
+    def _tick(self) -> None:
+        """Close the batch files of past periods, then come back when this period ends."""
+        self.timer = None
+        label, end = file_batch.period_of(self.period, self._now())
+        self.closing = threads.deferToThread(self.batch.close_except, label)
+        self.closing.addCallbacks(self._closed, self._close_failed)
+        self.closing.addBoth(self._next_tick, end)
+
+    def _closed(self, names: list[str]) -> None:
+        for name in names:
+            log.info("batch file {name} closed in {directory}", name=name, directory=str(self.directory))
+
+    def _close_failed(self, failure) -> None:
+        log.error("batch files in {directory} could not be closed: {error}", directory=str(self.directory),
+                  error=getattr(failure.value, "strerror", None) or type(failure.value).__name__)
+
+    def _next_tick(self, _result, end: float) -> None:
+        self.closing = None
+        if self.reactor is not None and self.batch is not None and not getattr(self, "stopped", False):
+            self.timer = self.reactor.callLater(max(end - self._now() + 0.01, 0.05), self._tick)
+
+    def close(self):
+        """Stop the period timer (open batches stay in .partial/ and are resumed or closed at the next
+        start); wait for a close in progress."""
+        self.stopped = True
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        return self.closing
+
+
+def _write_failed(failure):
+    error = failure.value
+    if isinstance(error, OSError):
+        raise TransientError(f"write failed: {error.strerror or type(error).__name__}")
+    return failure
 
 
 @hookimpl

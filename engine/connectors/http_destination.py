@@ -28,6 +28,7 @@ from email.utils import parsedate_to_datetime
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     FileBodyProducer,
@@ -203,7 +204,19 @@ class HttpDestination:
         if self._content_type is None:
             headers.addRawHeader(b"Content-Type", self.content_type().encode("ascii"))
         exchange = self._exchange(url, headers, delivery.body.encode("utf-8"))
-        exchange.addTimeout(self.timeout, self.reactor)
+        # our own timer rather than addTimeout: cancelling the Agent surfaces as a wrapped
+        # CancelledError (ResponseNeverReceived), and the reason must say "timed out"
+        timer = self.reactor.callLater(self.timeout, exchange.cancel)
+
+        def settled(result):
+            timed_out = not timer.active()
+            if not timed_out:
+                timer.cancel()
+            if timed_out and isinstance(result, Failure):
+                raise TransientError(f"no complete response within {self.timeout:g}s", possible_duplicate=True)
+            return result
+
+        exchange.addBoth(settled)
         exchange.addErrback(self._transport_failure)
         exchange.addCallback(self._judge)
         return exchange
@@ -217,8 +230,8 @@ class HttpDestination:
 
     def _transport_failure(self, failure):
         error = failure.value
-        if isinstance(error, defer.TimeoutError):
-            raise TransientError(f"no complete response within {self.timeout:g}s", possible_duplicate=True)
+        if isinstance(error, TransientError):
+            return failure
         if isinstance(error, (ConnectionRefusedError, ConnectError, DNSLookupError, ConnectTimeout)):
             raise TransientError(f"cannot connect: {type(error).__name__}")
         if isinstance(error, RequestTransmissionFailed):

@@ -320,7 +320,9 @@ class SftpDestination:
                 "delivery": delivery.id,
             }))
         except TemplateError as error:
-            raise PermanentError(f"filename template: {error}") from None
+            return defer.fail(PermanentError(f"filename template: {error}"))
+        except PermanentError as error:
+            return defer.fail(error)
         d = self.session.run(upload, self.remote, name, self.suffix, delivery.body.encode("utf-8"))
         return d.addCallbacks(lambda written: SendResult(f"uploaded {written}"), self._failed)
 

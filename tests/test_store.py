@@ -1,0 +1,636 @@
+"""The message store: group commit, failure isolation, dedupe, statuses, searches, plans."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import sqlite3
+import threading
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from engine import store_schema
+from engine.store import DEDUPE_SQL, IDEMPOTENCY_SQL, Store, StoreError, derive_status
+from engine.store_schema import SCHEMA_VERSION, connect_writer, migrate, to_iso
+
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def hl7(control_id: str, mrn: str = "MRN1", size: int = 1100) -> str:
+    """A synthetic ADT^A08 of about `size` characters (no real person)."""
+    text = (
+        f"MSH|^~\\&|EPIC|MERCY|AGENCY|COLLECT|20261125030412||ADT^A08|{control_id}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^MERCY^MR||DOE^JANE||19700101|F\r"
+        "PV1|1|O|CLINIC^101^1^MERCY\r"
+    )
+    return text + "ZPD|" + "X" * max(0, size - len(text) - 5) + "\r"
+
+
+class FakeClock:
+    """Seconds since the epoch, moved by the test (the writer stamps received_at with it)."""
+
+    def __init__(self, start: float = 1_795_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest_twisted.async_yield_fixture
+async def store(tmp_path, clock):
+    s = Store(tmp_path / "store.db", clock=clock)
+    yield s
+    await s.close()
+
+
+def pause_writer(store: Store):
+    """Hold the writer inside a write until released, so the writes queued meanwhile form one
+    batch. Returns (release, the blocking write's Deferred)."""
+    started, release = threading.Event(), threading.Event()
+
+    def block(conn):
+        started.set()
+        assert release.wait(10), "the test never released the writer"
+
+    d = store.write(block)
+    assert started.wait(10), "the writer thread did not pick up the blocking write"
+    return release, d
+
+
+async def settle(deferreds):
+    """Wait for every Deferred; return (ok, value-or-exception) per Deferred, in order."""
+    results = await defer.DeferredList(list(deferreds), consumeErrors=True)
+    return [(ok, value if ok else value.value) for ok, value in results]
+
+
+def count_rows(path, table: str) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+# --- the writer -------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_received_stores_the_message(store):
+    message_id, duplicate = await store.put_received(
+        "ehr", hl7("C1"), type="ADT^A08", control_id="C1", sender="EPIC", meta={"mrn": "MRN1"}
+    )
+    assert isinstance(message_id, int) and duplicate is False
+    message = store.get_message(message_id)
+    assert message["raw"] == hl7("C1")
+    assert message["status"] == "RECEIVED"
+    assert message["channel"] == "ehr" and message["type"] == "ADT^A08"
+    assert message["control_id"] == "C1" and message["meta"] == {"mrn": "MRN1"}
+    assert ISO_MS.match(message["received_at"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_writes_share_commits(store):
+    before = dict(store.stats)
+    release, blocker = pause_writer(store)
+    puts = [store.put_received("ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(100)]
+    release.set()
+    await blocker
+    results = await defer.gatherResults(puts)
+    ids = [message_id for message_id, _dup in results]
+    assert len(set(ids)) == 100
+    assert store.stats["ops"] - before["ops"] == 101
+    assert store.stats["commits"] - before["commits"] == 2  # the blocker's, then all 100 in one
+    assert store.stats["max_batch"] >= 100
+    assert len(store.search(channel="ehr", limit=1000)) == 100
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_write_rolls_back_only_itself(store):
+    def bad(conn):
+        conn.execute("INSERT INTO events (at, kind) VALUES ('2026-01-01T00:00:00.000Z', 'bad')")
+        raise ValueError("boom")
+
+    before = dict(store.stats)
+    release, blocker = pause_writer(store)
+    first = store.put_received("ehr", hl7("A"), control_id="A")
+    failing = store.write(bad)
+    last = store.put_received("ehr", hl7("B"), control_id="B")
+    release.set()
+    await blocker
+    (ok_a, a), (ok_bad, error), (ok_b, b) = await settle([first, failing, last])
+    assert ok_a and ok_b and not ok_bad
+    assert isinstance(error, ValueError) and str(error) == "boom"
+    assert store.stats["commits"] - before["commits"] == 2  # A, bad and B shared one transaction
+    assert store.get_message(a[0])["control_id"] == "A"
+    assert store.get_message(b[0])["control_id"] == "B"
+    assert store.recent_events() == []  # the failed write's own insert was rolled back
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_errors_in_a_write_become_store_errors(store):
+    orphan = store.write(
+        lambda conn: conn.execute("INSERT INTO metadata VALUES (424242, 'k', 'v')")
+    )
+    unknown = store.set_message_result(424242, status="SENT")
+    fine = store.put_received("ehr", hl7("C1"), control_id="C1")
+    (ok_o, err_o), (ok_u, err_u), (ok_f, _value) = await settle([orphan, unknown, fine])
+    assert not ok_o and isinstance(err_o, StoreError) and "FOREIGNKEY" in str(err_o)
+    assert not ok_u and isinstance(err_u, StoreError) and "424242" in str(err_u)
+    assert ok_f
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_commit_fails_every_write_of_the_batch_then_recovers(store):
+    def break_commit(conn):
+        # A real COMMIT failure: a deferred foreign-key violation is only checked at COMMIT.
+        conn.execute("PRAGMA defer_foreign_keys=ON")
+        conn.execute("INSERT INTO metadata VALUES (-1, 'orphan', 'x')")
+
+    store._before_commit = break_commit
+    puts = [store.put_received("ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(5)]
+    outcomes = await settle(puts)
+    assert all(not ok and isinstance(err, StoreError) for ok, err in outcomes)
+    assert "commit failed" in str(outcomes[0][1])
+    assert store.stats["failed_batches"] >= 1
+    assert store.search(channel="ehr") == []  # nothing of the failed batches is stored
+
+    store._before_commit = None  # the fault clears: the writer carries on
+    message_id, _ = await store.put_received("ehr", hl7("C9"), control_id="C9")
+    assert [m["id"] for m in store.search(channel="ehr")] == [message_id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_disk_full_fails_the_whole_batch_and_recovers_when_space_returns(store):
+    await store.put_received("ehr", hl7("C0"), control_id="C0")
+
+    def cap_to_current_size(conn):
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count={pages}")
+
+    await store.write(cap_to_current_size)
+    release, blocker = pause_writer(store)
+    small = store.put_received("ehr", hl7("C1"), control_id="C1")
+    large = store.put_received("ehr", hl7("C2", size=400_000), control_id="C2")
+    release.set()
+    await blocker
+    outcomes = await settle([small, large])
+    # SQLITE_FULL makes SQLite roll the whole transaction back, so even the small write that
+    # itself succeeded was not stored and must not be reported as stored.
+    assert all(not ok and isinstance(err, StoreError) for ok, err in outcomes)
+    assert [m["control_id"] for m in store.search(channel="ehr")] == ["C0"]
+
+    await store.write(lambda conn: conn.execute("PRAGMA max_page_count=1073741823"))
+    await store.put_received("ehr", hl7("C2", size=400_000), control_id="C2")
+    assert sorted(m["control_id"] for m in store.search(channel="ehr")) == ["C0", "C2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_commits_pending_writes_and_refuses_new_ones(tmp_path):
+    path = tmp_path / "store.db"
+    store = Store(path)
+    puts = [store.put_received("ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(50)]
+    closing = store.close()
+    refused = store.put_received("ehr", hl7("late"), control_id="late")
+    await closing
+    assert len(await defer.gatherResults(puts)) == 50
+    (ok, error), = await settle([refused])
+    assert not ok and isinstance(error, StoreError)
+    assert count_rows(path, "messages") == 50
+    assert not os.path.exists(f"{path}-wal") or os.path.getsize(f"{path}-wal") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reopened_store_keeps_its_messages(tmp_path):
+    path = tmp_path / "store.db"
+    first = Store(path)
+    old_id, _ = await first.put_received("ehr", hl7("C1"), control_id="C1", meta={"mrn": "M1"})
+    await first.close()
+    second = Store(path)
+    try:
+        assert second.get_message(old_id)["meta"] == {"mrn": "M1"}
+        assert second.unprocessed("ehr") == [old_id]
+        new_id, _ = await second.put_received("ehr", hl7("C2"), control_id="C2")
+        assert new_id > old_id
+    finally:
+        await second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unencodable_text_is_refused_without_echoing_it(store):
+    (ok, error), = await settle([store.put_received("ehr", "PID|\udcff|")])  # a lone surrogate
+    assert not ok and isinstance(error, StoreError)
+    assert "\udcff" not in str(error) and "PID" not in str(error)
+
+
+# --- dedupe -----------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resent_message_within_the_window_is_a_duplicate(store, clock):
+    window = 3600
+    first, dup = await store.put_received("ehr", hl7("C1"), control_id="C1", dedupe_seconds=window)
+    assert dup is False
+    clock.now += window - 1
+    assert await store.put_received("ehr", hl7("C1"), control_id="C1", dedupe_seconds=window) == (first, True)
+    other_channel, dup = await store.put_received("lab", hl7("C1"), control_id="C1", dedupe_seconds=window)
+    assert dup is False and other_channel != first
+    changed, dup = await store.put_received("ehr", hl7("C1", mrn="MRN2"), control_id="C1",
+                                            dedupe_seconds=window)
+    assert dup is False and changed != first  # same control id, other content: a new message
+    clock.now += 2  # the first copy is now older than the window
+    late, dup = await store.put_received("ehr", hl7("C1"), control_id="C1", dedupe_seconds=window)
+    assert dup is False and late not in (first, changed)
+    again, dup = await store.put_received("ehr", hl7("C1"), control_id="C1", dedupe_seconds=0)
+    assert dup is False and again != late  # dedupe off
+    assert len(store.search(channel="ehr")) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idempotency_key_is_honoured_within_its_channel(store, clock):
+    first, _ = await store.put_received("http", '{"n": 1}', inbound="json", idempotency_key="k1")
+    clock.now += 90 * 86400
+    assert await store.put_received("http", '{"n": 2}', inbound="json", idempotency_key="k1") == (first, True)
+    elsewhere, dup = await store.put_received("other", '{"n": 1}', idempotency_key="k1")
+    assert dup is False and elsewhere != first
+    no_key, dup = await store.put_received("http", '{"n": 1}', inbound="json")
+    assert dup is False and no_key != first
+
+
+# --- statuses ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statuses, flags, expected",
+    [
+        ([], {}, "TRANSFORMED"),
+        (["FILTERED", "FILTERED"], {}, "TRANSFORMED"),
+        (["SENT"], {}, "SENT"),
+        (["SENT", "FILTERED"], {}, "SENT"),
+        (["sent", "Queued"], {}, "QUEUED"),
+        (["QUEUED", "ERROR", "SENT"], {}, "ERROR"),
+        (["ERROR", "FILTERED"], {}, "ERROR"),
+        (["SENT"], {"error": True}, "ERROR"),
+        ([], {"filtered": True}, "FILTERED"),
+    ],
+)
+def test_derive_status(statuses, flags, expected):
+    assert derive_status(statuses, **flags) == expected
+
+
+def test_derive_status_refuses_unknown_words():
+    with pytest.raises(ValueError):
+        derive_status(["DELIVERED"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_processing_and_delivery_outcomes_drive_the_message_status(store):
+    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    body = '{"account": "A1"}'
+    status, ids = await store.set_message_result(
+        message_id, status=None, transformed=body,
+        deliveries=[
+            {"destination": "agency", "status": "QUEUED", "body": body},
+            {"destination": "archive", "status": "QUEUED", "body": "MSH|other"},
+            {"destination": "audit", "status": "FILTERED", "body": None},
+        ],
+    )
+    assert status == "QUEUED" and set(ids) == {"agency", "archive", "audit"}
+    assert store.queued_destinations() == [("ehr", "agency"), ("ehr", "archive")]
+    head = store.next_queued("ehr", "agency")
+    assert [(row["id"], row["message_id"], row["body"], row["attempts"]) for row in head] == [
+        (ids["agency"], message_id, body, 0)]
+
+    retry_at = dt.datetime(2026, 11, 25, 3, 5, tzinfo=dt.timezone.utc)
+    assert await store.record_attempt(ids["agency"], ok=False, error="connection refused",
+                                      next_attempt_at=retry_at) == "QUEUED"
+    assert store.next_queued("ehr", "agency")[0]["attempts"] == 1
+    assert await store.record_attempt(ids["agency"], ok=True, response="AA") == "QUEUED"
+    assert await store.record_attempt(ids["archive"], ok=False, final_status="error",
+                                      error="AE: unknown account", response="MSA|AE") == "ERROR"
+    assert store.queued_destinations() == []
+
+    message = store.get_message(message_id)
+    assert message["status"] == "ERROR" and message["transformed"] == body
+    by_name = {d["name"]: d for d in message["destinations"]}
+    assert by_name["agency"]["status"] == "SENT" and by_name["agency"]["sent"] == body
+    assert [(a["ok"], a["error"], a["response"]) for a in by_name["agency"]["attempts"]] == [
+        (False, "connection refused", None), (True, None, "AA")]
+    assert by_name["archive"]["sent"] == "MSH|other" and by_name["archive"]["status"] == "ERROR"
+    assert by_name["audit"]["status"] == "FILTERED" and by_name["audit"]["sent"] is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_processing_a_message_again_updates_its_deliveries(store):
+    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    _status, ids = await store.set_message_result(
+        message_id, status="QUEUED", transformed="v1",
+        deliveries=[{"destination": "agency", "body": "v1"}])
+    await store.record_attempt(ids["agency"], ok=False, final_status="ERROR", error="AR")
+    status, again = await store.set_message_result(
+        message_id, status="QUEUED", transformed="v2",
+        deliveries=[{"destination": "agency", "body": "v2"}])
+    assert status == "QUEUED" and again == ids  # the same row, not a second one
+    destination, = store.get_message(message_id)["destinations"]
+    assert destination["status"] == "QUEUED" and destination["sent"] == "v2"
+    assert len(destination["attempts"]) == 1  # the earlier attempt's history stays
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transform_error_or_a_filter_decides_the_status(store):
+    failed, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    filtered, _ = await store.put_received("ehr", hl7("C2"), control_id="C2")
+    assert await store.set_message_result(failed, status=None, error="template: undefined") == ("ERROR", {})
+    assert await store.set_message_result(filtered, status="filtered") == ("FILTERED", {})
+    assert store.get_message(failed)["error"] == "template: undefined"
+    (ok, error), = await settle([store.set_message_result(failed, status="DONE")])
+    assert not ok and isinstance(error, ValueError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_are_kept(store):
+    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    event_id = await store.add_event("nak", channel="ehr", message_id=message_id, detail="AE sent")
+    events = store.recent_events(message_id=message_id)
+    assert [(e["id"], e["kind"], e["channel"], e["detail"]) for e in events] == [
+        (event_id, "nak", "ehr", "AE sent")]
+    assert ISO_MS.match(events[0]["at"])
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+async def populate(store: Store, clock: FakeClock) -> dict[str, int]:
+    """Five messages, one second apart, on two channels with varied types, statuses and meta."""
+    ids = {}
+    rows = [
+        ("a", "ehr", "ADT^A08", {"mrn": "M1", "account": "X1"}),
+        ("b", "ehr", "DFT^P03", {"mrn": "M2", "account": "X2"}),
+        ("c", "lab", "ORU^R01", {"mrn": "M1"}),
+        ("d", "ehr", "ADT^A08", {"mrn": "M1", "account": "X3"}),
+        ("e", "lab", "ADT^A08", {}),
+    ]
+    for control_id, channel, type_, meta in rows:
+        ids[control_id], _ = await store.put_received(
+            channel, hl7(control_id), type=type_, control_id=control_id, meta=meta)
+        clock.now += 1
+    await store.set_message_result(ids["a"], status="SENT")
+    await store.set_message_result(ids["b"], status="ERROR", error="bad")
+    await store.set_message_result(ids["c"], status="FILTERED")
+    await store.set_message_result(ids["d"], status="QUEUED")
+    return ids
+
+
+def control_ids(rows):
+    return [row["control_id"] for row in rows]
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_filters(store, clock):
+    start = clock.now
+    await populate(store, clock)
+    assert control_ids(store.search()) == ["e", "d", "c", "b", "a"]  # newest first
+    assert control_ids(store.search(channel="lab")) == ["e", "c"]
+    assert control_ids(store.search(status="error")) == ["b"]  # status words are case-insensitive
+    assert control_ids(store.search(status="RECEIVED")) == ["e"]
+    assert control_ids(store.search(type="ADT^A08")) == ["e", "d", "a"]
+    assert control_ids(store.search(control_id="c")) == ["c"]
+    assert control_ids(store.search(meta={"mrn": "M1"})) == ["d", "c", "a"]
+    assert control_ids(store.search(meta={"mrn": "M1", "account": "X3"})) == ["d"]
+    since = dt.datetime.fromtimestamp(start + 1, dt.timezone.utc)
+    assert control_ids(store.search(since=since)) == ["e", "d", "c", "b"]
+    until = to_iso(start + 1).replace(".000Z", "Z")  # a plain ISO string works too
+    assert control_ids(store.search(until=until)) == ["b", "a"]
+    assert control_ids(store.search(since=start + 1, until=start + 3, channel="ehr")) == ["d", "b"]
+    assert control_ids(store.search(channel="ehr", type="ADT^A08", status="queued")) == ["d"]
+    assert control_ids(store.search(limit=2, offset=1)) == ["d", "c"]
+    with pytest.raises(ValueError):
+        store.search(status="delivered")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_summary_and_a_full_message_have_the_documented_shape(store, clock):
+    ids = await populate(store, clock)
+    summary = store.search(control_id="a")[0]
+    assert set(summary) == {"id", "channel", "status", "received_at", "type", "control_id", "meta"}
+    assert summary["meta"] == {"mrn": "M1", "account": "X1"}
+    message = store.get_message(ids["a"])
+    assert {"raw", "transformed", "error", "destinations"} <= set(message)
+    assert {k: message[k] for k in summary} == summary
+    json.dumps(message)  # the CLI prints it as it is
+    assert store.get_message(999_999) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_channel_counts_and_unprocessed(store, clock):
+    ids = await populate(store, clock)
+    assert store.channel_counts() == {
+        "ehr": {"received": 3, "filtered": 0, "queued": 1, "sent": 1, "errored": 1},
+        "lab": {"received": 2, "filtered": 1, "queued": 0, "sent": 0, "errored": 0},
+    }
+    assert store.unprocessed("lab") == [ids["e"]]
+    assert store.unprocessed("ehr") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_read_only_store_sees_the_daemons_writes(store):
+    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    reader = Store.open_readonly(store.path)
+    try:
+        assert [m["id"] for m in reader.search()] == [message_id]
+        (ok, error), = await settle([reader.put_received("ehr", hl7("C2"), control_id="C2")])
+        assert not ok and isinstance(error, StoreError)  # it has no writer
+    finally:
+        await reader.close()
+
+
+def test_opening_a_missing_store_read_only_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError):
+        Store.open_readonly(tmp_path / "absent.db")
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def test_migrations_run_once_and_in_order(tmp_path):
+    conn = connect_writer(str(tmp_path / "m.db"))
+    calls = []
+
+    def m_extra(db):
+        calls.append(db["messages"].exists())
+        db.execute("CREATE TABLE extra (x TEXT)")
+
+    steps = [*store_schema.MIGRATIONS, m_extra]
+    try:
+        assert migrate(conn, steps) == len(steps)
+        assert migrate(conn, steps) == len(steps)  # a second open changes nothing
+        assert calls == [True]
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        with pytest.raises(StoreError):
+            migrate(conn, store_schema.MIGRATIONS[:1])  # the store is newer than this code
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_1_store_is_upgraded_when_opened(tmp_path):
+    path = tmp_path / "old.db"
+    conn = connect_writer(str(path))
+    migrate(conn, store_schema.MIGRATIONS[:1])
+    conn.execute("INSERT INTO messages (channel, received_at, status, sha256, raw)"
+                 " VALUES ('ehr', '2026-01-01T00:00:00.000Z', 'RECEIVED', 'x', 'MSH|')")
+    conn.close()
+    store = Store(path)
+    try:
+        conn = sqlite3.connect(path)
+        columns = [r[2] for r in conn.execute("PRAGMA index_info(idx_messages_dedupe)")]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.close()
+        assert columns == ["channel", "control_id", "sha256", "received_at"]
+        assert version == SCHEMA_VERSION
+        assert len(store.search()) == 1
+    finally:
+        await store.close()
+
+
+def plans_of(store: Store, call) -> dict[str, list[str]]:
+    """Run a read and return the query plan of every statement it executed."""
+    conn = store._reader()
+    statements = []
+    conn.set_trace_callback(statements.append)
+    try:
+        call()
+    finally:
+        conn.set_trace_callback(None)
+    return {sql: store.explain(sql) for sql in statements if sql.lstrip().upper().startswith("SELECT")}
+
+
+def assert_indexed(plans: dict[str, list[str]]) -> None:
+    assert plans
+    for sql, lines in plans.items():
+        assert any(re.search(r"USING (COVERING |INTEGER PRIMARY KEY|PRIMARY KEY|INDEX)", line)
+                   for line in lines), (sql, lines)
+        bare = [line for line in lines if re.match(r"SCAN \w+( AS \w+)?$", line.strip())]
+        assert not bare, (sql, lines)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"channel": "ehr"},
+        {"status": "error"},
+        {"channel": "ehr", "status": "queued"},
+        {"since": "2026-11-25T00:00:00Z"},
+        {"channel": "ehr", "since": "2026-11-25T00:00:00Z", "until": "2026-11-26T00:00:00Z"},
+        {"type": "ADT^A08"},
+        {"control_id": "C1"},
+        {"channel": "ehr", "control_id": "C1"},
+        {"meta": {"mrn": "M1"}},
+        {"channel": "ehr", "meta": {"mrn": "M1", "account": "X1"}},
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_searches_use_an_index(store, clock, filters):
+    await populate(store, clock)
+    assert_indexed(plans_of(store, lambda: store.search(**filters)))
+
+
+@pytest.mark.parametrize(
+    "filters, driver",
+    [
+        ({"channel": "ehr", "control_id": "C1"}, "idx_messages_dedupe"),
+        ({"control_id": "C1"}, "idx_messages_control_id"),
+        ({"channel": "ehr", "meta": {"mrn": "M1"}}, "idx_metadata_key_value"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_selective_searches_look_up_instead_of_walking_a_channel(store, filters, driver):
+    plan = " | ".join(store.search_plan(**filters))
+    assert driver in plan
+    assert "idx_messages_channel_received" not in plan
+
+
+def test_planner_statistics_name_real_indexes(tmp_path):
+    conn = connect_writer(str(tmp_path / "s.db"))
+    try:
+        migrate(conn)
+        indexes = set(conn.execute("SELECT tbl_name, name FROM sqlite_master WHERE type = 'index'"))
+        stats = set(conn.execute("SELECT tbl, idx FROM sqlite_stat1"))
+    finally:
+        conn.close()
+    assert set(store_schema.PLANNER_STATS) <= indexes
+    assert set(store_schema.PLANNER_STATS) <= stats
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_other_reads_and_the_dedupe_lookups_use_an_index(store, clock):
+    ids = await populate(store, clock)
+    await store.set_message_result(ids["e"], status="QUEUED", transformed="t",
+                                   deliveries=[{"destination": "agency", "body": "t"}])
+    for read in (lambda: store.get_message(ids["e"]), store.channel_counts,
+                 lambda: store.unprocessed("ehr"), store.queued_destinations,
+                 lambda: store.next_queued("lab", "agency"), lambda: store.metadata_for(list(ids.values()))):
+        assert_indexed(plans_of(store, read))
+    assert_indexed({DEDUPE_SQL: store.explain(DEDUPE_SQL, ("ehr", "C1", "0" * 64, "2026"))})
+    assert_indexed({IDEMPOTENCY_SQL: store.explain(IDEMPOTENCY_SQL, ("ehr", "k"))})
+
+
+# --- size and time ----------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_processed_message_costs_under_3_kb_of_store(tmp_path):
+    """DESIGN §5: <= 3 KB stored per 1.1 KB message (received, transformed, sent, 2 meta)."""
+    path = tmp_path / "size.db"
+    store = Store(path)
+    count = 600
+
+    async def life(n):
+        mrn, account = f"MRN{n * 7919 % 10**6:06d}", f"A{n * 104729 % 10**7:07d}"
+        message_id, _ = await store.put_received(
+            "ehr", hl7(f"C{n:06d}", mrn=mrn), type="ADT^A08", control_id=f"C{n:06d}",
+            meta={"mrn": mrn, "account": account}, dedupe_seconds=86400)
+        body = json.dumps({"account": account, "mrn": mrn, "balance": "1234.56",
+                           "guarantor": {"family": "DOE", "given": "JANE"}, "notes": "n" * 400})
+        _status, ids = await store.set_message_result(
+            message_id, status="QUEUED", transformed=body,
+            deliveries=[{"destination": "agency", "body": body}])
+        await store.record_attempt(ids["agency"], ok=True, response='{"accepted": true}',
+                                   final_status="SENT")
+
+    await defer.gatherResults([defer.ensureDeferred(life(n)) for n in range(count)])
+    await store.close()
+    assert count_rows(path, "messages") == count
+    assert os.path.getsize(path) / count <= 3 * 1024
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("2026-11-25T03:04:12Z", "2026-11-25T03:04:12.000Z"),
+        ("2026-11-25T05:04:12.123+02:00", "2026-11-25T03:04:12.123Z"),
+        ("2026-11-25", "2026-11-25T00:00:00.000Z"),
+        (dt.datetime(2026, 11, 25, 3, 4, 12, 123456), "2026-11-25T03:04:12.123Z"),
+        (dt.datetime(2026, 11, 24, 22, 4, 12, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+         "2026-11-25T03:04:12.000Z"),
+        (0, "1970-01-01T00:00:00.000Z"),
+        (None, None),
+    ],
+)
+def test_times_are_normalized_to_iso_utc_with_milliseconds(value, expected):
+    assert to_iso(value) == expected
+
+
+def test_a_malformed_time_is_refused():
+    with pytest.raises(ValueError):
+        to_iso("yesterday-ish")
