@@ -73,7 +73,7 @@ class Channel:
             inbound=self.config.inbound, meta=meta,
             dedupe_seconds=self.dedupe_seconds, idempotency_key=idempotency_key,
         )
-        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(outcome, meta))
+        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(outcome, meta), errbackArgs=(outcome, meta))
         d.addBoth(self._done)
         return d
 
@@ -124,6 +124,7 @@ class Channel:
 
     def _after_commit(self, message_id: int, outcome, delivery_ids: dict, meta: dict | None) -> None:
         """The outcome is durable: announce it and feed the destination queues, in receipt order."""
+        self._record_verdicts(message_id, outcome)
         if outcome.status == FILTERED:
             reason = outcome.filters[-1].name if outcome.filters else ""
             self.events.emit("filtered", self.name, message_id, reason=reason)
@@ -136,6 +137,20 @@ class Channel:
                 self.queues[plan.name].push(delivery_ids[plan.name], message_id, plan.body, meta)
             elif plan.status == ERROR:
                 self.events.emit("error", self.name, message_id, destination=plan.name, reason=plan.error)
+
+    def _record_verdicts(self, message_id: int, outcome) -> None:
+        """Keep why the filters decided, as events ``switchboard report`` counts: the stopping
+        filter's reason when a message is FILTERED, and a passing filter's reason when it gives one
+        (placement-rules names the rule that placed an account).  Reasons are PHI-free by the
+        filter contract (rule names and thresholds, never values); plain passes write nothing."""
+        for item in outcome.filters:
+            if item.passed and not item.reason:
+                continue
+            d = self.store.add_event("filtered" if not item.passed else "filter_passed", channel=self.name,
+                                     message_id=message_id, detail=f"{item.name}: {item.reason}")
+            d.addErrback(lambda failure: log.error("{channel}: filter verdict of message {id} not recorded: "
+                                                   "{error}", channel=self.name, id=message_id,
+                                                   error=failure.getErrorMessage()))
 
     def process(self, message_id: int, message: Message, meta: dict | None = None) -> defer.Deferred:
         """Run the pipeline over a message already stored and record its outcome (recovery, replay).

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from engine import cli_read, cli_tools
+from engine import cli_admin, cli_read, cli_tools, report
 
 
 class UserError(Exception):
@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("address", metavar="HOST:PORT")
     send.add_argument("files", nargs="+", metavar="FILE")
     send.add_argument("--timeout", default="30s", help="ACK timeout (default 30s)")
+    report_verb = verb("report", "KPIs: placements, filtered by rule, error rate, delivery time, payments, recalls")
+    report.add_arguments(report_verb)
+    replay = verb("replay", "process stored messages again through the channel's config as it is on disk "
+                            "(asks the running daemon)")
+    cli_admin.add_replay_arguments(replay)
+    audit = verb("audit", "who viewed, searched, replayed or changed what (admin API); --verify checks the chain")
+    cli_admin.add_audit_arguments(audit)
     return parser
 
 
@@ -67,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         "show": cli_read.show_command,
         "test": cli_tools.test_command,
         "send": cli_tools.send_command,
+        "report": report.report_command,
+        "replay": cli_admin.replay_command,
+        "audit": cli_admin.audit_command,
     }
     try:
         return handlers[args.verb](args, config_path(args)) or 0

@@ -55,6 +55,13 @@ def run_daemon(args, path) -> int:
             print(f"switchboard run: cannot open the store {config.store.path}: {error}", file=sys.stderr)
             outcome["code"] = 1
             reactor.stop()
+        except Exception:  # a bug at start-up: say so and exit 1 rather than serve half a daemon
+            import traceback
+
+            traceback.print_exc()
+            print("switchboard run: failed to start (an internal error, reported above)", file=sys.stderr)
+            outcome["code"] = 1
+            reactor.stop()
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: engine.stopService() if engine.running else None)

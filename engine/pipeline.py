@@ -133,6 +133,8 @@ class Stages:
                 result = stage_filter.check(message, context)
             except TemplateError as error:
                 raise StageError(f"filter {stage_filter.name}: {error}") from None
+            except StageError:   # a filter's own PHI-free refusal (as transform steps may raise)
+                raise
             except Exception as error:  # a plugin filter's bug: ERROR for this message
                 raise StageError(f"filter {stage_filter.name} raised {type(error).__name__}") from None
             outcomes.append(FilterOutcome(stage_filter.name, bool(result.passed), result.reason,

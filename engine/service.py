@@ -44,6 +44,10 @@ def build_templates(config, registry: Registry) -> Templates:
                      globals=registry.template_globals)
 
 
+class ChannelStateError(Exception):
+    """An admin request that does not fit the channel's state (pausing a stopped channel)."""
+
+
 class ChannelService(service.Service):
     """One channel: its source, its pipeline and its destination queues."""
 
@@ -55,6 +59,8 @@ class ChannelService(service.Service):
         self.channel: Channel | None = None
         self.source = None
         self.queues: dict[str, DestinationQueue] = {}
+        self._started_once = False
+        self._transitions = defer.DeferredLock()   # admin start/stop/pause, one at a time
 
     def build(self, store) -> None:
         engine = self.engine
@@ -69,12 +75,29 @@ class ChannelService(service.Service):
         self.channel.queues = self.queues
         self.source = engine.registry.sources[self.config.source.type](self.config, self.channel, engine.reactor)
 
+    def change(self, action: str) -> defer.Deferred:
+        """The admin API's start | stop | pause, serialized per channel."""
+        return self._transitions.run({"start": self.start_channel, "stop": self.stop_channel,
+                                      "pause": self.pause}[action])
+
     @defer.inlineCallbacks
     def start_channel(self):
-        store = self.engine.store
+        """Start the channel, or start it again after a pause, a stop or a failed start.
+
+        The first start loads each queue from the store and processes messages left RECEIVED; a
+        later one resumes the queues as they are in memory (their window still holds their head)
+        and does not recover again: a message whose processing is still in flight would be
+        processed twice."""
+        if self.state == "started":
+            return
+        first, self._started_once = not self._started_once, True
         for queue in self.queues.values():
-            queue.start()
-        recovered = self.channel.recover()
+            if first:
+                queue.start()
+            elif not queue.running:
+                queue.running = True
+                queue.kick()
+        recovered = self.channel.recover() if first else 0
         if recovered:
             log.info("channel {channel}: processing {n} message(s) stored before the last stop",
                      channel=self.name, n=recovered)
@@ -90,6 +113,31 @@ class ChannelService(service.Service):
         where = f" on {address[0]}:{address[1]}" if address else ""
         log.info("channel {channel} started: {type} source{where}, {n} destination(s)", channel=self.name,
                  type=self.config.source.type, where=where, n=len(self.queues))
+
+    @defer.inlineCallbacks
+    def pause(self):
+        """Stop the source (nothing new comes in); the queues keep delivering what is stored."""
+        if self.state == "paused":
+            return
+        if self.state != "started":
+            raise ChannelStateError(f"channel {self.name} is {self.state}; only a started channel can be paused")
+        yield defer.maybeDeferred(self.source.stop)
+        yield self.channel.wait_idle()
+        self.state = "paused"
+        log.info("channel {channel} paused: source stopped, {n} destination queue(s) still sending",
+                 channel=self.name, n=len(self.queues))
+
+    @defer.inlineCallbacks
+    def stop_channel(self):
+        """Stop the source and the queues; QUEUED deliveries wait in the store. The daemon runs on."""
+        if self.state == "stopped":
+            return
+        if self.state == "started":
+            yield defer.maybeDeferred(self.source.stop)
+        yield self.channel.wait_idle()
+        yield defer.DeferredList([queue.stop() for queue in self.queues.values()])
+        self.state = "stopped"
+        log.info("channel {channel} stopped; the daemon runs on", channel=self.name)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -120,6 +168,7 @@ class Engine(service.MultiService):
         self.store: Store | None = None
         self.channels: dict[str, Channel] = {}
         self.channel_services: dict[str, ChannelService] = {}
+        self.admin = None   # engine/admin/server.py: the admin API, metrics, audit log and alerts
         self.started: defer.Deferred = defer.Deferred()
         for channel_config in config.channels:
             if channel_config.enabled:
@@ -134,6 +183,9 @@ class Engine(service.MultiService):
         for child in self.channel_services.values():
             child.build(self.store)
             self.channels[child.name] = child.channel
+        from engine.admin.server import start_admin
+
+        self.admin = start_admin(self)
         d = defer.DeferredList([c.start_channel() for c in self.channel_services.values()])
         for child in self.channel_services.values():
             service.Service.startService(child)
@@ -143,6 +195,8 @@ class Engine(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        if self.admin is not None:
+            yield self.admin.stop()
         yield service.MultiService.stopService(self)
         if self.store is not None:
             yield self.store.close()

@@ -1,45 +1,41 @@
 """The message store: SQLite behind one writer thread with group commit.
 
-Why one writer (DESIGN §2): SQLite takes one writer at a time and the cost of a commit is one
-fsync (~0.16 ms here) whatever it holds. So every write is a callable queued to a single thread
-that owns the read-write connection. The thread blocks on its queue, then takes *everything* that
-accumulated meanwhile and runs it in one ``BEGIN IMMEDIATE ... COMMIT``, each write in its own
-SAVEPOINT so one failing write is rolled back alone. Only after COMMIT returns are the writes'
-Deferreds fired, all of them in one ``reactor.callFromThread``: "ACKed means stored". No timer:
-while one commit fsyncs, the next batch forms by itself, so a lone caller pays one fsync per
-write and many callers share them ("flush on the next tick, not on a timer").
-
-If a batch cannot commit (disk full, I/O error, read-only file, busy, or SQLite rolled the whole
-transaction back after SQLITE_FULL/IOERR inside a write) every write of the batch fails with
-``StoreError``; nothing uncommitted is ever reported as stored, and nothing is retried as if it
-had succeeded. The thread carries on with the next batch, so the daemon recovers by itself once
-the fault clears.
+The writer thread, its group commit and its failure handling live in ``store_writer.py``
+(``GroupCommitWriter``, the base class); this module holds what is written and the read API.
 
 Reads never go through the writer: each thread gets its own read-only connection (WAL readers do
 not block the writer), so the CLI can use ``Store.open_readonly(path)`` while the daemon runs.
 
-Measured with ``bench/store_bench.py`` on this machine (2 cores, fsync ~0.16 ms, 1.1 KB ADT^A08,
-dedupe on, 2 metadata fields; numbers in the bench's output):
-    64 concurrent callers:            ~31,000 put_received/s (~190 writes per commit)
-    1 caller, put -> wait -> put:      ~3,300 put_received/s (~0.30 ms each: one fsync + overhead)
-    stored size, full pipeline:        ~2.3 KB per message (raw 1.1 KB + transformed 0.5 KB)
-Writes use the sqlite3 connection directly, not sqlite-utils' ``table.insert``: measured here,
-``Table.insert`` costs ~110 µs per row (it introspects the table on every call) against ~6 µs
-for a prepared ``INSERT``, which would cap ingest near 9,000 rows/s on the writer thread alone.
+Measured with ``bench/store_bench.py`` (2 cores shared with other jobs, so runs vary by 30%+;
+1.1 KB ADT^A08, sequential control ids, dedupe on; best of several runs at load ~1.4):
+    64 concurrent callers, no metadata:        ~20,800 put_received/s (64 writes per commit)
+    64 concurrent callers, 2 metadata fields:  ~13,000-14,500/s
+    1 caller, put -> wait -> put:              ~2,800/s, ~0.35 ms each (no metadata)
+    stored, full pipeline (+0.57 KB transformed, 1 destination sent, 2 metadata): ~2.8 KB/message
+Where the time goes (writer thread, per message in 64-message batches): ~25 us of SQL, ~20-35 us
+of COMMIT. A commit costs what it writes to the WAL: one 4 KB page per index leaf it touches.
+Time-ordered keys share leaves, so the seven message indexes cost a few pages per batch; a
+random key costs one page per message. So duplicates are looked up by (channel, control id,
+sha256), control ids mostly growing, and not by a sha256-first index, which cost ~100 extra pages
+per 64-message commit; each metadata field with scattered values (MRNs) still costs about one
+page per message (10-15 us). A 1-message commit writes ~14 pages, hence 0.3 ms rather than the
+bare fsync's 0.16 ms. A background checkpointer (SQLite's auto-checkpoint runs inside a COMMIT)
+was tried: its I/O on the same disk made p99.9 worse and the WAL grew to 50-460 MB, so no.
+Writes use the sqlite3 connection directly, not sqlite-utils' ``Table.insert``: measured here,
+it costs ~90 us per row against ~10-16 us for the same ``INSERT`` (it introspects the table on
+every call), and it commits on its own (``with conn:``), which would break the group commit.
 sqlite-utils builds the schema (``store_schema.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import queue
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from . import store_queries as q
 from .store_schema import (  # noqa: F401 - DEDUPE_SQL, IDEMPOTENCY_SQL re-exported for tests
@@ -56,24 +52,12 @@ from .store_schema import (  # noqa: F401 - DEDUPE_SQL, IDEMPOTENCY_SQL re-expor
     normalize_status,
     to_iso,
 )
+from .store_writer import GroupCommitWriter
 
 __all__ = ["Store", "StoreError", "derive_status", "MESSAGE_STATUSES", "DELIVERY_STATUSES"]
 
-log = Logger()
-_STOP = object()
 
-
-def _op_error(exc: Exception) -> Exception:
-    """SQLite errors become StoreError (error code and SQLite's text, which never holds bound
-    values, so no message content); other exceptions (bad arguments) pass through as they are."""
-    if isinstance(exc, sqlite3.Error):
-        err = StoreError(f"store write failed: {getattr(exc, 'sqlite_errorname', '')} {exc}")
-        err.__cause__ = exc
-        return err
-    return exc
-
-
-class Store:
+class Store(GroupCommitWriter):
     """The message store. ``Store(path)`` runs the writer thread and migrates the schema;
     ``Store.open_readonly(path)`` (or ``writer=False``) only reads and never migrates.
 
@@ -86,31 +70,24 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self.stats = {"commits": 0, "batches": 0, "ops": 0, "failed_batches": 0, "max_batch": 0}
+        self._init_writer_state()
         self._writer = writer
-        self._accepting = writer
-        self._close_waiters: list[defer.Deferred] = []
-        self._closed = False
-        self._before_commit: Callable[[sqlite3.Connection], None] | None = None  # test hook
         if not writer:
             self._reader()  # fail now, with a clear StoreError, if the store is missing or old
             return
         if reactor is None:
             from twisted.internet import reactor  # late: let the application pick its reactor
-        self._reactor = reactor
         try:
-            self._conn = connect_writer(self.path)
+            conn = connect_writer(self.path)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store ({exc.sqlite_errorname})") from exc
         try:
-            migrate(self._conn)
-            self._next_id = self._conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
+            migrate(conn)
+            self._next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
-        self._thread.start()
+        self._start_writer(conn, reactor)
 
     @classmethod
     def open_readonly(cls, path) -> "Store":
@@ -118,144 +95,6 @@ class Store:
 
     def _now(self) -> str:
         return iso_utc(self._clock())
-
-    # --- the writer ---------------------------------------------------------------------------
-
-    def write(self, fn: Callable[..., Any], *args) -> defer.Deferred:
-        """Queue ``fn(conn, *args)`` to run in the writer thread inside the next transaction.
-        The Deferred fires with its return value once that transaction has committed, or fails
-        with the exception it raised (SQLite errors as StoreError), or with StoreError if the
-        transaction could not commit."""
-        if not self._accepting:
-            return defer.fail(StoreError("the store is closed to writes"))
-        d = defer.Deferred()
-        self._queue.put((fn, args, d))
-        return d
-
-    def _run(self) -> None:
-        get, get_nowait, empty = self._queue.get, self._queue.get_nowait, queue.Empty
-        stopping = False
-        while not stopping:
-            batch = [get()]
-            while True:
-                try:
-                    batch.append(get_nowait())
-                except empty:
-                    break
-            ops = [item for item in batch if item is not _STOP]
-            stopping = len(ops) != len(batch)
-            if ops:
-                try:
-                    results, failure = self._commit(ops)
-                except BaseException as exc:  # a bug here must not kill the only writer
-                    results, failure = [(d, False, exc) for _, _, d in ops], exc
-                self._reactor.callFromThread(self._fire, results, failure, len(ops))
-        self._finish()
-
-    def _commit(self, ops: list) -> tuple[list, Exception | None]:
-        """Run one batch in one transaction. Returns (results, batch_failure)."""
-        conn = self._conn
-        self.stats["batches"] += 1
-        self.stats["ops"] += len(ops)
-        self.stats["max_batch"] = max(self.stats["max_batch"], len(ops))
-        results: list = []
-        failure: Exception | None = None
-        try:
-            if conn.in_transaction:  # left over from a rollback that itself failed
-                conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            failure = self._batch_error("begin", exc)
-        if failure is None:
-            for fn, args, d in ops:
-                opened = False
-                try:
-                    conn.execute("SAVEPOINT op")
-                    opened = True
-                    value = fn(conn, *args)
-                    conn.execute("RELEASE op")
-                except Exception as exc:
-                    if not self._undo(conn, opened):
-                        failure = self._batch_error("write", exc)
-                        break
-                    results.append((d, False, _op_error(exc)))
-                else:
-                    results.append((d, True, value))
-        if failure is None:
-            try:
-                if self._before_commit is not None:
-                    self._before_commit(conn)
-                conn.execute("COMMIT")
-                self.stats["commits"] += 1
-            except Exception as exc:
-                failure = self._batch_error("commit", exc)
-        if failure is not None:
-            self.stats["failed_batches"] += 1
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # retried before the next BEGIN
-            results = [(d, False, failure) for _, _, d in ops]
-        return results, failure
-
-    @staticmethod
-    def _undo(conn: sqlite3.Connection, opened: bool) -> bool:
-        """Roll back one failed write; False when the whole transaction is lost (SQLite rolls
-        it all back after SQLITE_FULL, IOERR, BUSY or NOMEM) or the rollback itself failed."""
-        if opened:
-            try:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-            except sqlite3.Error:
-                return False
-        return conn.in_transaction
-
-    @staticmethod
-    def _batch_error(stage: str, exc: BaseException) -> StoreError:
-        code = getattr(exc, "sqlite_errorname", type(exc).__name__)
-        err = StoreError(f"store {stage} failed ({code}); the batch was not stored")
-        err.__cause__ = exc
-        return err
-
-    def _fire(self, results: list, failure: Exception | None, size: int) -> None:
-        """In the reactor: fire a whole batch's Deferreds (one callFromThread per batch)."""
-        if failure is not None:
-            log.error("store batch of {size} writes not stored: {reason}", size=size, reason=str(failure))
-        for d, ok, value in results:
-            if ok:
-                d.callback(value)
-            else:
-                d.errback(value)
-
-    def _finish(self) -> None:
-        """In the writer thread, after the last batch: checkpoint and close the connection."""
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass  # a reader in another process holds the WAL: it is checkpointed next time
-        self._conn.close()
-        self._reactor.callFromThread(self._closed_now)
-
-    def _closed_now(self) -> None:
-        self._close_readers()
-        self._closed = True
-        waiters, self._close_waiters = self._close_waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    def close(self) -> defer.Deferred:
-        """Refuse new writes, commit what is pending, stop the writer, checkpoint, close."""
-        if not self._writer or self._closed:
-            self._close_readers()
-            self._closed = True
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._close_waiters.append(d)
-        if self._accepting:
-            self._accepting = False
-            self._queue.put(_STOP)
-        return d
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -277,7 +116,8 @@ class Store:
         A duplicate stores nothing and returns the earlier message's id: same bytes on the same
         channel within ``dedupe_seconds`` (when > 0), or the same ``idempotency_key`` on the same
         channel at any age (a key is the client's explicit word, so it does not expire with the
-        byte window)."""
+        byte window). ``control_id`` must come from the content (MSH-10, or '' when there is
+        none): the duplicate lookup is keyed on it."""
         if not self._accepting:  # before reserve_id: a read-only or closed store has no ids
             return defer.fail(StoreError("the store is closed to writes"))
         meta_rows = [(str(k), str(v)) for k, v in (meta or {}).items()]
@@ -507,6 +347,9 @@ class Store:
 
     def close_readers(self) -> None:
         """Close this process's read connections (the CLI, once it has printed)."""
+        self._close_readers()
+
+    def _on_closed(self) -> None:
         self._close_readers()
 
     def _close_readers(self) -> None:

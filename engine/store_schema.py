@@ -21,7 +21,9 @@ Why these choices:
   both support: the queue index holds only QUEUED deliveries (so claiming work and listing the
   queues at start touch the live queue, not the whole delivery history, and a delivery leaving
   the queue deletes one small entry), and the idempotency-key index holds only messages that
-  came with a key.
+  came with a key. Every index insert costs a 4 KB WAL page per leaf it touches, so keys that
+  grow with time are cheap and random ones are not (m002). Fixed planner statistics (m005) keep
+  SQLite from walking a whole channel when a control id or metadata value would find the rows.
 - A delivery whose content is exactly the channel's transform output (the usual case: no
   destination transform) stores ``body_is_transformed = 1`` and no copy of the body; readers take
   ``messages.transformed``. That copy would be a third of the §5 budget of 3 KB per message.

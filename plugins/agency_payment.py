@@ -17,8 +17,9 @@ its value), where an analyst sees it, fixes the agency's mapping and replays it.
 
 What passes is left in the template context as ``payment``, normalised for HL7: ``amount``
 ("125.00"), ``signed_amount`` (negative for a payment, as the EHR posts credits), ``date``
-(YYYYMMDD), ``timestamp`` (an HL7 TS), ``event``, ``payment_id``, ``account``.  The DFT template
-uses these instead of parsing amounts and dates itself.
+(YYYYMMDD, the day as the agency wrote it), ``timestamp`` (an HL7 TS with its offset),
+``event``, ``payment_id``, ``account``.  The DFT template uses these instead of parsing amounts
+and dates itself.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class AgencyPayment:
         signed = amount if event == "reversal" else -amount
         context["payment"] = {
             "event": event, "payment_id": payment_id, "account": account, "amount": f"{amount:.2f}",
-            "signed_amount": f"{signed:.2f}", "date": format_hl7_datetime(when, "day"),
+            "signed_amount": f"{signed:.2f}", "date": when.strftime("%Y%m%d"),
             "timestamp": format_hl7_datetime(when, "second"),
         }
         rules = [f"event: {event}", f"payment id: {payment_id!r}", f"account: {account!r}",

@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "samples" / "hl7v2"
 START_LINE = re.compile(r"channel (\S+) started: (\S+) source(?: on ([\d.]+):(\d+))?")
+ADMIN_LINE = re.compile(r"admin API listening on ([\d.]+):(\d+)")
+ADMIN_TOKEN = "test-token"
 VB, FS_CR = b"\x0b", b"\x1c\x0d"
 
 
@@ -87,6 +89,7 @@ class Daemon:
         self.process: subprocess.Popen | None = None
         self.log_lines: list[str] = []
         self.ports: dict[str, int] = {}
+        self.admin_port: int | None = None
         self._reader: threading.Thread | None = None
 
     @property
@@ -120,6 +123,9 @@ class Daemon:
             match = START_LINE.search(line)
             if match and match.group(4):
                 self.ports[match.group(1)] = int(match.group(4))
+            admin = ADMIN_LINE.search(line)
+            if admin:
+                self.admin_port = int(admin.group(2))
 
     @property
     def started(self) -> bool:
@@ -170,6 +176,30 @@ class Daemon:
             return None
 
         return wait_for(check, timeout, interval=0.1, what=f"message {message_id} to be {status}")
+
+    def api(self, method: str, path: str, body=None, *, token: str | None = ADMIN_TOKEN,
+            timeout: float = 60.0) -> tuple[int, object]:
+        """Call the admin API with urllib: (status, decoded JSON or text)."""
+        return api_call(self.admin_port, method, path, body, token=token, timeout=timeout)
+
+
+def api_call(port: int, method: str, path: str, body=None, *, token: str | None = ADMIN_TOKEN,
+             timeout: float = 60.0) -> tuple[int, object]:
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            status, raw, kind = answer.status, answer.read(), answer.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as error:
+        status, raw, kind = error.code, error.read(), error.headers.get("Content-Type", "")
+    text = raw.decode("utf-8")
+    return status, json.loads(text) if kind.startswith("application/json") else text
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout: float = 60.0) -> subprocess.CompletedProcess:

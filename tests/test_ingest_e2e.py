@@ -242,3 +242,27 @@ def test_no_content_in_log(daemon):
     client.close()
     wait_for(lambda: "E2E-MARK" in stored_control_ids(daemon), what="marker stored")
     assert marker not in daemon.log
+
+
+def test_locked_store_answers_ae_then_recovers(tmp_path):  # RELIABILITY 26, promise 1
+    """Another process holds the database's write lock: never AA; AE once the commit fails; AA again
+    once the lock is gone, without restarting the daemon."""
+    daemon = Daemon(tmp_path / "d", {"locked": channel()}).start(1)
+    try:
+        client = MllpClient(daemon.ports["locked"], timeout=30)
+        assert client.request(hl7("LOCK-0"))["code"] == "AA"
+        blocker = sqlite3.connect(daemon.db, isolation_level=None, timeout=1)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            ack = client.request(hl7("LOCK-1"))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert ack["code"] == "AE" and ack["control_id"] == "LOCK-1"
+        assert any(segment.startswith("ERR") for segment in ack["segments"])
+        assert client.request(hl7("LOCK-2"))["code"] == "AA"
+        client.close()
+        assert "LOCK-1" not in stored_control_ids(daemon, "locked")
+        assert "LOCK-2" in stored_control_ids(daemon, "locked")
+    finally:
+        daemon.stop()

@@ -294,3 +294,17 @@ def test_graceful_stop_on_sigint(tmp_path):
     client.close()
     assert code == 0
     assert any("switchboard stopped" in line for line in daemon.log_lines)
+
+
+def test_ack_none_stores_without_answering(tmp_path):
+    daemon = Daemon(tmp_path / "d", {"quiet": mllp_source('ack = "none"')}).start(1)
+    try:
+        client = MllpClient(daemon.ports["quiet"])
+        client.send(hl7("QUIET-1"))
+        wait_for(lambda: daemon.cli_json("messages", "--control-id", "QUIET-1"), what="stored")
+        client.sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            client.read_frame()
+        client.close()
+    finally:
+        daemon.stop()

@@ -249,3 +249,48 @@ def test_dry_run_shows_plugin_rules(plugin_daemon, tmp_path):
     bodies = {d["name"]: d["body"] for d in first["destinations"]}
     assert bodies["shouted"] == "X7! 42"
     assert json.loads(bodies["lines"]) == {"word": "hello", "account": "X7"}
+
+
+ALERT_PLUGIN = textwrap.dedent('''
+    """A third-party alert plugin taking only ``alert`` (a hook may declare a subset of the arguments)."""
+    import json, os
+    from engine.hookspecs import hookimpl
+
+    @hookimpl
+    def alert(alert):
+        with open(os.environ["ALERTS_FILE"], "a") as handle:
+            handle.write(json.dumps(alert.as_dict()) + "\\n")
+''')
+
+
+def test_hook_alert(tmp_path):
+    from support import free_port
+
+    alerts = tmp_path / "alerts.jsonl"
+    channel = f"""
+[source]
+type = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "down"
+type = "mllp"
+connect = "127.0.0.1:{free_port()}"
+retry = {{ interval = "100ms", backoff = 1.0, max_interval = "100ms" }}
+"""
+    daemon = Daemon(tmp_path / "d", {"alerting": channel}, plugins={"pager.py": ALERT_PLUGIN},
+                    env={"ALERTS_FILE": str(alerts)},
+                    extra_config='[alerts]\nfailing_longer_than = "300ms"\ncheck_interval = "100ms"\n')
+    daemon.start(1)
+    try:
+        client = MllpClient(daemon.ports["alerting"])
+        assert client.request(hl7("AL-1", mrn="ZZSECRET99"))["code"] == "AA"
+        client.close()
+        found = wait_for(lambda: [json.loads(line) for line in alerts.read_text().splitlines()
+                                  if '"destination_failing"' in line] if alerts.exists() else None,
+                         timeout=15, what="a destination_failing alert")
+    finally:
+        daemon.stop()
+    assert (found[0]["state"], found[0]["channel"], found[0]["destination"]) == ("firing", "alerting", "down")
+    assert "cannot connect" in found[0]["detail"]
+    assert "ZZSECRET99" not in alerts.read_text()

@@ -1,8 +1,10 @@
-"""The SFTP connectors' own decisions, without a network: splitting, error classes, the poll cycle.
+"""The SFTP connectors' own decisions, without a network: error classes and the poll cycle.
 
 The real OpenSSH round trips are in test_sftp_e2e.py.  Here the SFTP client is replaced by a thin
-adapter onto a local directory (the same calls paramiko's SFTPClient answers), and time by a
-``Clock``, so each edge (a store refusal, a failed move, a file still growing) is exact.
+adapter onto a local directory (the SFTPClient calls the connectors make, answered the way OpenSSH
+answers them), and time by a ``Clock``, so each edge (a store refusal, a failed move, a file still
+growing, a re-dropped file) is exact.  Splitting and decoding are the file source's
+(``file_inbox``) and tested there.
 """
 
 from __future__ import annotations
@@ -17,70 +19,84 @@ import pytest
 from twisted.internet import defer, task
 
 from engine.channel import Receipt
-from engine.config_schema import BUILTIN, Context, check_table
+from engine.config_schema import Context, check_table
 from engine.connectors import sftp
 from engine.delivery import Delivery, PermanentError, TransientError
+from engine.plugins import load_plugins
 from engine.templates import Templates
 from support import hl7
 
 
-# -- splitting -------------------------------------------------------------------------------
-def test_hl7_batch_file_splits_into_cr_messages():
-    text = "FHS|^~\\&\nBHS|^~\\&\n" + hl7("B1").replace("\r", "\n") + "\n" + hl7("B2").replace("\r", "\n") \
-        + "\nBTS|2\nFTS|1\n"
-    messages, problem = sftp.split_messages(text, "hl7-batch", "hl7")
-    assert problem is None
-    assert [text for text, _msh in messages] == [hl7("B1"), hl7("B2")]
-    assert [msh.control_id for _text, msh in messages] == ["B1", "B2"]
-
-
-def test_batch_count_mismatch_refuses_the_file():
-    text = "BHS|^~\\&\r" + hl7("C1") + "\rBTS|3"
-    messages, problem = sftp.split_messages(text, "hl7-batch", "hl7")
-    assert messages == [] and "BTS-1" in problem
-
-
-def test_one_bad_message_refuses_the_whole_file():
-    text = hl7("G1") + "\r" + "MSH|^~\\&|too|short"
-    messages, problem = sftp.split_messages(text, "hl7-batch", "hl7")
-    assert messages == [] and problem.startswith("message 2:")
-
-
-def test_csv_lines_keep_the_header_on_each_row():
-    messages, problem = sftp.split_messages("account,amount\r\nA1,10\n\nA2,20\n", "lines", "csv")
-    assert problem is None
-    assert [text for text, _ in messages] == ["account,amount\nA1,10", "account,amount\nA2,20"]
-
-
-@pytest.mark.parametrize("text", ["", "\ufeff\n \n"])
-def test_an_empty_file_is_refused(text):
-    assert sftp.split_messages(text, "none", "hl7") == ([], "the file holds no message")
+def test_registered_through_the_plugin_hooks_with_schemas():
+    registry = load_plugins(None, entry_points=False)
+    assert registry.sources["sftp"] is sftp.SftpSource and registry.destinations["sftp"] is sftp.SftpDestination
+    for cls in (sftp.SftpSource, sftp.SftpDestination):
+        assert {"host", "username", "known_hosts", "remote_path"} <= set(cls.option_schema)
+        assert cls.option_schema["insecure_skip_host_key_check"].default is False
 
 
 # -- a local stand-in for paramiko's SFTPClient ------------------------------------------------
-class LocalSftp:
-    """The SFTPClient calls the connectors make, answered from the local disk."""
+class LocalFile:
+    def __init__(self, path, mode) -> None:
+        self.handle = open(path, mode)
 
-    fail_rename_into: str | None = None
+    def stat(self):
+        return os.fstat(self.handle.fileno())
+
+    def prefetch(self, size=None):
+        pass
+
+    def set_pipelined(self, on=True):
+        pass
+
+    def read(self, size):
+        return self.handle.read(size)
+
+    def write(self, data):
+        self.handle.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+class LocalSftp:
+    """SFTPClient's calls answered from the local disk; ``broken`` makes renames into a folder fail."""
+
+    broken: dict[str, BaseException] = {}
 
     def listdir_attr(self, path):
-        return [SimpleNamespace(filename=entry.name, st_mode=entry.stat().st_mode, st_size=entry.stat().st_size,
-                                st_mtime=entry.stat().st_mtime) for entry in os.scandir(path)]
+        return [SimpleNamespace(filename=entry.name, **{k: getattr(entry.stat(follow_symlinks=False), k)
+                                                        for k in ("st_mode", "st_size", "st_mtime")})
+                for entry in os.scandir(path)]
 
     def open(self, path, mode):
-        handle = open(path, mode)
-        handle.prefetch = handle.set_pipelined = lambda *a: None
-        return handle
+        return LocalFile(path, mode)
 
     def stat(self, path):
         return os.stat(path)
 
+    def lstat(self, path):
+        return os.lstat(path)
+
     def mkdir(self, path):
         os.mkdir(path)
 
+    def _into(self, new):
+        error = self.broken.get(Path(new).parent.name)
+        if error is not None:
+            raise error
+
+    def rename(self, old, new):          # OpenSSH's SSH_FXP_RENAME refuses an existing target
+        self._into(new)
+        if os.path.lexists(new):
+            raise IOError("Failure")
+        os.rename(old, new)
+
     def posix_rename(self, old, new):
-        if self.fail_rename_into and Path(new).parent.name == self.fail_rename_into:
-            raise ConnectionResetError(errno.ECONNRESET, "reset")
+        self._into(new)
         os.replace(old, new)
 
     def remove(self, path):
@@ -90,6 +106,7 @@ class LocalSftp:
 class LocalSession:
     def __init__(self) -> None:
         self.sftp = LocalSftp()
+        self.sftp.broken = {}
 
     def run(self, function, *args):
         return defer.maybeDeferred(function, self.sftp, *args)
@@ -98,12 +115,27 @@ class LocalSession:
         return defer.succeed(None)
 
 
+class Store:
+    """The two store calls a source makes about files (``source_files``)."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[str, str, int]] = []
+
+    def mark_file(self, channel, sha256, name, status, messages=0):
+        self.files.append((sha256, status, messages))
+        return defer.succeed(len(self.files))
+
+    def file_seen(self, channel, sha256):
+        return next(({"messages": n} for sha, status, n in self.files if sha == sha256 and status == "done"), None)
+
+
 class Sink:
     def __init__(self) -> None:
         self.received: list[tuple[str, str]] = []
         self.refuse = False
         self.rejected: list[str] = []
         self.events: list[tuple[str, str]] = []
+        self.store = Store()
 
     def receive(self, text, *, msh=None, idempotency_key=None):
         if self.refuse:
@@ -118,65 +150,115 @@ class Sink:
         self.events.append((kind, detail))
 
 
-def options(side: str, tmp_path: Path, **extra) -> dict:
+def options(schema, tmp_path: Path, **extra) -> dict:
     problems = []
     table = {"host": "127.0.0.1", "username": "u", "remote_path": str(tmp_path), **extra}
-    result = check_table(table, BUILTIN[(side, "sftp")][0], side,
-                         Context(tmp_path, side, lambda key, reason: problems.append((key, reason))))
+    result = check_table(table, schema, "x", Context(tmp_path, "source", lambda k, r: problems.append((k, r))))
     assert problems == []
     return result
 
 
-def make_source(tmp_path, **extra):
+def make_source(tmp_path, inbound="hl7", **extra):
     clock, sink = task.Clock(), Sink()
-    config = SimpleNamespace(name="c", inbound="hl7",
-                             source=SimpleNamespace(options=options("source", tmp_path, **extra)))
+    config = SimpleNamespace(name="c", inbound=inbound,
+                             source=SimpleNamespace(options=options(sftp.SftpSource.option_schema, tmp_path, **extra)))
     source = sftp.SftpSource(config, sink, clock)
     source.session = LocalSession()
+    source.seen = lambda sha256: defer.succeed(sink.store.file_seen("c", sha256) is not None)
     return source, sink, clock
 
 
-def test_store_refusal_leaves_the_file_and_the_reread_uses_the_same_keys(tmp_path):
-    (tmp_path / "a.hl7").write_text(hl7("S1") + "\r" + hl7("S2"))
-    source, sink, clock = make_source(tmp_path, split="hl7-batch", settle="0s", poll_interval="5s")
+def names(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+def test_a_batch_is_stored_recorded_then_moved_never_overwriting(tmp_path):
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "a.hl7").write_text("an older file of the same name")
+    (tmp_path / "a.hl7").write_text(hl7("S1").replace("\r", "\n") + "\n" + hl7("S2").replace("\r", "\n"))
+    source, sink, clock = make_source(tmp_path, split="hl7-batch", settle="0s")
+    source.start()
+    clock.advance(0)
+    assert [text for text, _ in sink.received] == [hl7("S1"), hl7("S2")]
+    keys = [key for _, key in sink.received]
+    assert len(set(keys)) == 2 and all(key.startswith("sftp:") for key in keys)
+    assert [(status, n) for _sha, status, n in sink.store.files] == [("done", 2)]
+    assert names(tmp_path / "done") == ["a.hl7", "a.hl7.1"]
+    assert (tmp_path / "done" / "a.hl7").read_text() == "an older file of the same name"
+
+
+def test_store_refusal_leaves_the_file_for_the_next_poll(tmp_path):
+    (tmp_path / "a.hl7").write_text(hl7("R1"))
+    source, sink, clock = make_source(tmp_path, settle="0s", poll_interval="5s")
     sink.refuse = True
     source.start()
     clock.advance(0)
-    assert (tmp_path / "a.hl7").exists() and sink.events[0][0] == "source_error"
+    assert names(tmp_path) == ["a.hl7"] and sink.events[0][0] == "source_error"
+    assert sink.store.files == []
     sink.refuse = False
     clock.advance(5)
-    assert [text for text, _ in sink.received] == [hl7("S1"), hl7("S2")]
-    assert (tmp_path / "done" / "a.hl7").exists() and not (tmp_path / "a.hl7").exists()
-    keys = [key for _, key in sink.received]
-    assert len(set(keys)) == 2 and all(key.startswith("sftp:") for key in keys)
-    # a later re-read of the very same file (say after a crash before the move) repeats those keys
-    os.replace(tmp_path / "done" / "a.hl7", tmp_path / "a.hl7")
-    clock.advance(5)
-    assert [key for _, key in sink.received[2:]] == keys
+    assert [text for text, _ in sink.received] == [hl7("R1")] and names(tmp_path / "done") == ["a.hl7"]
 
 
-def test_a_failed_move_is_retried_without_storing_again(tmp_path):
-    (tmp_path / "a.hl7").write_text(hl7("M1"))
+def test_a_re_dropped_identical_file_is_recognised_and_only_moved(tmp_path):
+    (tmp_path / "a.hl7").write_text(hl7("D1"))
     source, sink, clock = make_source(tmp_path, settle="0s", poll_interval="5s")
-    source.session.sftp.fail_rename_into = "done"
     source.start()
     clock.advance(0)
-    assert len(sink.received) == 1 and (tmp_path / "a.hl7").exists()
-    source.session.sftp.fail_rename_into = None
+    (tmp_path / "again.hl7").write_text(hl7("D1"))
     clock.advance(5)
-    assert len(sink.received) == 1 and (tmp_path / "done" / "a.hl7").exists()
+    assert len(sink.received) == 1
+    assert ("file_duplicate", "content already processed") in sink.events
+    assert names(tmp_path / "done") == ["a.hl7", "again.hl7"]
 
 
-def test_oversize_and_non_utf8_files_go_to_error_with_a_reason(tmp_path):
+def test_a_dropped_link_during_the_move_retries_only_the_move(tmp_path):
+    (tmp_path / "a.hl7").write_text(hl7("M1"))
+    source, sink, clock = make_source(tmp_path, settle="0s", poll_interval="5s")
+    source.session.sftp.broken["done"] = EOFError()
+    source.start()
+    clock.advance(0)
+    assert len(sink.received) == 1 and names(tmp_path) == ["a.hl7", "done"]
+    source.session.sftp.broken.clear()
+    clock.advance(5)
+    assert len(sink.received) == 1 and names(tmp_path / "done") == ["a.hl7"]
+    assert [status for _sha, status, _n in sink.store.files] == ["done"]
+
+
+def test_a_move_the_server_refuses_is_not_retried_until_the_file_changes(tmp_path):
+    (tmp_path / "a.hl7").write_text(hl7("P1"))
+    source, sink, clock = make_source(tmp_path, settle="0s", poll_interval="5s")
+    source.session.sftp.broken["done"] = PermissionError(errno.EACCES, "Permission denied")
+    source.start()
+    clock.advance(0)
+    clock.advance(5)
+    clock.advance(5)
+    assert len(sink.received) == 1
+    assert sink.events.count(("source_error", "cannot move a file to done/")) == 1
+    source.session.sftp.broken.clear()
+    os.utime(tmp_path / "a.hl7", (0, 1_000_000))      # it changed: looked at again, content known
+    clock.advance(5)
+    assert len(sink.received) == 1 and names(tmp_path / "done") == ["a.hl7"]
+
+
+def test_refused_files_go_to_error_with_reasons_and_nothing_is_stored(tmp_path):
     (tmp_path / "big.hl7").write_text(hl7("BIG") + "\rNTE|" + "x" * 2048)
-    (tmp_path / "latin.hl7").write_bytes(hl7("L1").encode().replace(b"DOE", b"D\xd6E"))
+    (tmp_path / "junk.hl7").write_text("not hl7 at all\n")
+    (tmp_path / "empty.hl7").write_text("")
+    os.symlink("/etc/passwd", tmp_path / "link.hl7")
     source, sink, clock = make_source(tmp_path, settle="0s", max_file_size="1KB", after="delete")
     source.start()
     clock.advance(0)
-    assert sink.received == []
-    assert "max_file_size" in (tmp_path / "error" / "big.hl7.reason").read_text()
-    assert "UTF-8" in (tmp_path / "error" / "latin.hl7.reason").read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["error"]
+    assert sink.received == [] and len(sink.rejected) == 4
+    error = tmp_path / "error"
+    assert names(tmp_path) == ["error"]
+    assert "max_file_size" in (error / "big.hl7.reason").read_text()
+    assert "not HL7" in (error / "junk.hl7.reason").read_text()
+    assert "empty" in (error / "empty.hl7.reason").read_text()
+    assert "symbolic link" in (error / "link.hl7.reason").read_text()
+    assert os.path.islink(error / "link.hl7")                        # moved, never followed
+    assert "sha256: " in (error / "junk.hl7.reason").read_text()     # read, so its hash is known
+    assert not any(name.startswith(".") for name in names(error))    # no temp reason file left
 
 
 def test_a_growing_file_waits_for_settle_and_dot_files_are_ignored(tmp_path):
@@ -192,7 +274,7 @@ def test_a_growing_file_waits_for_settle_and_dot_files_are_ignored(tmp_path):
     clock.advance(5)
     clock.advance(1)
     assert [text for text, _ in sink.received] == [hl7("G1") + "\rNTE|1|more"]
-    assert [p.name for p in tmp_path.iterdir()] == [".upload.hl7.tmp"]
+    assert names(tmp_path) == [".upload.hl7.tmp"]
 
 
 def test_stop_cuts_the_settle_wait_short(tmp_path):
@@ -205,6 +287,13 @@ def test_stop_cuts_the_settle_wait_short(tmp_path):
     assert not clock.getDelayedCalls()
 
 
+@pytest.mark.parametrize("inbound, split", [("json", "hl7-batch"), ("csv", "none")])
+def test_contradictory_split_fails_the_start(tmp_path, inbound, split):
+    source, _sink, _clock = make_source(tmp_path, inbound=inbound, split=split)
+    with pytest.raises(ValueError, match="needs"):
+        source.start()
+
+
 # -- the destination's answer to each failure ------------------------------------------------
 class FailingSession:
     def __init__(self, error: BaseException) -> None:
@@ -215,7 +304,8 @@ class FailingSession:
 
 
 def destination(tmp_path, error=None, filename="{{ id }}.hl7"):
-    config = SimpleNamespace(name="remote", options=options("destination", tmp_path, filename=filename))
+    config = SimpleNamespace(name="remote", options=options(sftp.SftpDestination.option_schema, tmp_path,
+                                                            filename=filename))
     context = SimpleNamespace(templates=Templates(None), channel_name="c")
     connector = sftp.SftpDestination(config, context, None)
     connector.session = FailingSession(error) if error is not None else LocalSession()
@@ -227,6 +317,11 @@ def outcome(connector):
     d = connector.send(Delivery(7, 42, hl7("D1")))
     d.addErrback(failures.append)
     return failures[0].value if failures else d.result
+
+
+def connecting(error):
+    error.sftp_connecting = True
+    return error
 
 
 def staged(error, stage):
@@ -251,6 +346,7 @@ def test_missing_directory_or_permission_is_permanent(tmp_path, error):
                                   SimpleNamespace(get_base64=lambda: "B")), "host key does not match", False),
     (IOError("Failure"), "reported a failure", False),                 # SSH_FX_FAILURE: disk full, ...
     (staged(EOFError(), "rename"), "rename failed", True),              # it may have been renamed
+    (connecting(FileNotFoundError(errno.ENOENT, "No such file")), "cannot connect", False),  # our key file
 ])
 def test_everything_else_is_transient(tmp_path, error, words, duplicate):
     failed = outcome(destination(tmp_path, error))
@@ -263,7 +359,8 @@ def test_a_filename_leaving_the_directory_is_permanent(tmp_path):
 
 
 def test_upload_renames_into_place_and_leaves_no_temp(tmp_path):
+    (tmp_path / "42.hl7").write_bytes(b"an earlier attempt")         # a re-send replaces it
     result = outcome(destination(tmp_path))
     assert result.response == "uploaded 42.hl7"
-    assert [p.name for p in tmp_path.iterdir()] == ["42.hl7"]
+    assert names(tmp_path) == ["42.hl7"]
     assert (tmp_path / "42.hl7").read_bytes() == hl7("D1").encode()

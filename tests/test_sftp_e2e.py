@@ -254,6 +254,12 @@ def test_source_takes_a_batch_file_and_moves_it_to_done(world):
     raw = daemon.cli_json("show", str(stored["SFTP-IN-2"]["id"]))["raw"]
     assert raw == hl7("SFTP-IN-2", mrn="IN2")   # one message, CR separated, as the MLLP source stores it
 
+    # the same content dropped again is recognised by its hash (RELIABILITY 33): moved, not re-stored
+    put_remote(dirs["inbox"], "batch-002.hl7", batch)
+    wait_for((dirs["inbox"] / "done" / "batch-002.hl7").exists, 15, what="the re-dropped file to move")
+    assert len(daemon.cli_json("messages", "--channel", "from-sftp")) == len(listed)
+    assert any("batch-002.hl7 has the content of a file already processed" in line for line in daemon.log_lines)
+
 
 def test_source_moves_an_unreadable_file_to_error_with_a_reason(world):
     daemon, dirs = world
@@ -261,7 +267,7 @@ def test_source_moves_an_unreadable_file_to_error_with_a_reason(world):
     moved = dirs["inbox"] / "error" / "junk.hl7"
     wait_for(moved.exists, 15, what="junk.hl7 to move to error/")   # the .reason is written first
     assert moved.read_text() == "this is not HL7\n"
-    assert "malformed batch" in (dirs["inbox"] / "error" / "junk.hl7.reason").read_text()
+    assert "not HL7" in (dirs["inbox"] / "error" / "junk.hl7.reason").read_text()
     assert not (dirs["inbox"] / "junk.hl7").exists()
 
 

@@ -113,6 +113,34 @@ async def test_concurrent_writes_share_commits(store):
     assert len(store.search(channel="ehr", limit=1000)) == 100
 
 
+class CountingReactor:
+    """The real reactor, counting the writer thread's hand-overs to it."""
+
+    def __init__(self):
+        from twisted.internet import reactor
+
+        self.reactor, self.handovers = reactor, 0
+
+    def callFromThread(self, f, *args, **kwargs):  # noqa: N802 - Twisted's name
+        self.handovers += 1
+        return self.reactor.callFromThread(f, *args, **kwargs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_is_handed_back_to_the_reactor_in_one_call(tmp_path):
+    reactor = CountingReactor()
+    store = Store(tmp_path / "store.db", reactor)
+    try:
+        release, blocker = pause_writer(store)
+        puts = [store.put_received("ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(50)]
+        release.set()
+        await blocker
+        await defer.gatherResults(puts)
+        assert reactor.handovers == 2  # the blocker's batch, then all 50 writes at once
+    finally:
+        await store.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_failing_write_rolls_back_only_itself(store):
     def bad(conn):

@@ -76,6 +76,7 @@ class FileDestination:
         self.batch = None
         self.timer = None
         self.closing: defer.Deferred | None = None
+        self.stopped = False
         if options.get("batch"):
             self._setup_batch(options, source, context.templates)
         elif options.get("batch_header"):
@@ -138,7 +139,7 @@ class FileDestination:
 
     def _next_tick(self, _result, end: float) -> None:
         self.closing = None
-        if self.reactor is not None and self.batch is not None and not getattr(self, "stopped", False):
+        if self.reactor is not None and self.batch is not None and not self.stopped:
             self.timer = self.reactor.callLater(max(end - self._now() + 0.01, 0.05), self._tick)
 
     def close(self):

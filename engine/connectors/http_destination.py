@@ -31,6 +31,7 @@ from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
+    _HTTP11ClientFactory,
     FileBodyProducer,
     HTTPConnectionPool,
     RequestTransmissionFailed,
@@ -48,9 +49,14 @@ from engine.delivery import PermanentError, SendResult, TransientError
 from engine.hookspecs import hookimpl
 
 MAX_RESPONSE = 64 * 1024
+CLOSE_TIMEOUT = 5.0
 CONTENT_TYPES = {"json": "application/json", "hl7": "x-application/hl7-v2+er7", "csv": "text/csv",
                  "xml": "application/xml", "text": "text/plain"}
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
 
 
 @implementer(IPolicyForHTTPS)
@@ -260,13 +266,27 @@ class HttpDestination:
         if self._agent is None:
             self._pool = HTTPConnectionPool(self.reactor, persistent=True)
             self._pool.retryAutomatically = False
+            self._pool._factory = _QuietClientFactory   # (private) no "Starting factory" line per connection
             self._agent = Agent(self.reactor, contextFactory=TlsPolicy(self.tls),
                                 connectTimeout=self.timeout, pool=self._pool)
         return self._agent
 
-    def close(self):
+    def close(self) -> defer.Deferred:
+        """Close pooled connections; bounded, since a TLS peer may never answer our close_notify."""
         pool, self._pool, self._agent = self._pool, None, None
-        return pool.closeCachedConnections() if pool is not None else None
+        if pool is None:
+            return defer.succeed(None)
+        done = defer.Deferred()
+        timer = self.reactor.callLater(CLOSE_TIMEOUT, lambda: done.called or done.callback(None))
+
+        def closed(_):
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(None)
+
+        pool.closeCachedConnections().addBoth(closed)
+        return done
 
 
 @hookimpl

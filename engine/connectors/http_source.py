@@ -105,7 +105,6 @@ class SourceChannel(http.HTTPChannel):
     refused = False
     _linger_call = None
     _dropped = 0
-    admitted = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -253,7 +252,6 @@ class HttpSourceFactory(protocol.ServerFactory):
     def admit(self, channel: SourceChannel) -> bool:
         if len(self.connections) >= self.max_connections:
             return False
-        channel.admitted = True
         self.connections.add(channel)
         return True
 

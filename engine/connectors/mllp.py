@@ -89,7 +89,7 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
         return build_reject("internal error")
 
     def _fill(self, answer: str, slot: list) -> None:
-        slot[0] = answer.encode("utf-8")
+        slot[0] = b"" if self.factory.silent else answer.encode("utf-8")
         self._flush()
 
     def _queue_answer(self, answer: bytes, *, close_after: bool) -> None:
@@ -101,7 +101,8 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
             answer, close_after = self.answers.popleft()
             if self.transport is None or not self.transport.connected:
                 continue
-            self.transport.write(frame(answer))
+            if answer:
+                self.transport.write(frame(answer))
             if close_after:
                 self.transport.loseConnection()
         if not self.answers:
@@ -122,6 +123,7 @@ class MllpServerFactory(protocol.Factory):
         self.max_connections = options["max_connections"]
         self.lenient_end = options.get("lenient_end_byte", False)
         self.split_batches = options.get("split", "none") == "hl7-batch"
+        self.silent = options.get("ack") == "none"  # ack = "none": store, never answer
         self.connections: set[MllpServerProtocol] = set()
         self._drained: list[defer.Deferred] = []
 

@@ -105,9 +105,13 @@ class MllpConnection:
             raise
         return answer
 
-    def close(self) -> defer.Deferred:
+    def close(self, grace: float = 5.0) -> defer.Deferred:
+        """Close politely; abort after ``grace`` seconds (a TLS peer that never answers our
+        close_notify nor closes its socket would otherwise hold the daemon's stop forever)."""
         proto, self.protocol = self.protocol, None
         if proto is None or proto.transport is None or not proto.transport.connected:
             return defer.succeed(None)
         proto.transport.loseConnection()
+        timer = self.reactor.callLater(grace, proto.transport.abortConnection)
+        proto.closed.addBoth(lambda result: timer.cancel() if timer.active() else None)
         return proto.closed

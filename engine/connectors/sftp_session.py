@@ -25,6 +25,8 @@ import paramiko
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from engine.config_schema import OptionSpec
+
 log = Logger(namespace="switchboard.sftp")
 
 # paramiko logs through stdlib logging, which the daemon does not route; without a handler Python's
@@ -32,6 +34,26 @@ log = Logger(namespace="switchboard.sftp")
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 KEEPALIVE_SECONDS = 30
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be more than 0"
+
+
+# The options both SFTP connectors take (docs/sftp.md).  ``known_hosts`` absent: ~/.ssh/known_hosts.
+SSH_OPTIONS = {
+    "host": OptionSpec("str", required=True),
+    "port": OptionSpec("int", 22, check=lambda port: None if 0 < port < 65536 else "must be 1-65535"),
+    "username": OptionSpec("str", required=True),
+    "password": OptionSpec("str", ""),
+    "private_key": OptionSpec("file"),
+    "passphrase": OptionSpec("str", ""),
+    "known_hosts": OptionSpec("file"),
+    "insecure_skip_host_key_check": OptionSpec("bool", False),
+    "remote_path": OptionSpec("str", required=True, check=lambda path: None if path.strip() else "must not be empty"),
+    "connect_timeout": OptionSpec("duration", "10s", check=positive),
+    "timeout": OptionSpec("duration", "30s", check=positive),
+}
 REFUSALS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
 
 
@@ -56,8 +78,9 @@ def is_server_answer(error: BaseException) -> bool:
 
     paramiko turns a status into ``IOError``: errno ENOENT/EACCES for "no such file"/"permission
     denied", no errno for the rest (failure, unsupported).  Socket trouble is a ConnectionError,
-    a timeout, or a paramiko exception, never a bare status."""
-    if not isinstance(error, OSError) or isinstance(
+    a timeout, or a paramiko exception, never a bare status; and nothing raised while connecting
+    (a key file that vanished is a local ENOENT, not the server's answer) counts as one."""
+    if not isinstance(error, OSError) or getattr(error, "sftp_connecting", False) or isinstance(
             error, (ConnectionError, TimeoutError, paramiko.ssh_exception.NoValidConnectionsError)):
         return False
     return error.errno is None or error.errno in REFUSALS
@@ -80,6 +103,8 @@ def describe(error: BaseException) -> str:
         return "timed out"
     if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
         return "cannot connect: connection refused"
+    if isinstance(error, OSError) and getattr(error, "sftp_connecting", False) and error.strerror:
+        return f"cannot connect: {error.strerror}"
     if isinstance(error, OSError) and error.errno in REFUSALS:
         return {errno.ENOENT: "no such file or directory", errno.EACCES: "permission denied",
                 errno.EPERM: "permission denied", errno.EEXIST: "already exists",
@@ -117,7 +142,11 @@ class SftpSession:
     def _call(self, function, *args):
         if self.sftp is None or not self._alive():
             self._drop()
-            self._connect()
+            try:
+                self._connect()
+            except Exception as error:
+                error.sftp_connecting = True
+                raise
         try:
             return function(self.sftp, *args)
         except Exception as error:
