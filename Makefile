@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench check clean
+.PHONY: run test bench bench-full check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,13 @@ check: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP)                 # < 3 min: ingest at 1 and 8 connections against the references, end to end at 8
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/scenarios.py --only e2e-8 --runs 3
+
+bench-full: $(STAMP)            # every scenario, 3 runs each
+	$(BIN)/python bench/run.py --runs 5
+	$(BIN)/python bench/scenarios.py --runs 3
 
 clean:
 	rm -rf $(VENV) var

@@ -67,6 +67,13 @@ def test_switchboard_check_passes_for_the_shipped_config(tmp_path):
     assert "ok (" in result.stdout
 
 
+def test_make_run_config_checks_clean_with_the_admin_port_free():
+    config, _registry, problems = check(ROOT / "config.toml", environ={})
+    assert problems == []
+    taken = [c.source.options["listen"] for c in config.channels if c.source.options.get("listen")]
+    assert config.admin.listen not in taken and len(taken) == len(set(taken))
+
+
 def test_peers_are_off_until_configured(shipped, tmp_path):
     destinations = {c.name: [d.name for d in c.destinations] for c in shipped[0].channels if c.name in KIT_CHANNELS}
     assert destinations == {"ehr-placements": ["agency-outbox", "daily-csv", "fhir-export"],

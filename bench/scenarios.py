@@ -1,0 +1,194 @@
+"""The benchmark scenarios beyond plain ingest: end to end, 64 connections, memory, start-up.
+
+``python bench/scenarios.py [--runs 3] [--only NAME]`` (``make bench-full`` runs it after
+``run.py``).  Each scenario starts the real daemon as its own process (``run.start_switchboard``),
+drives it with the same load client (``bench/load_client.py``) and prints one line of medians:
+
+- ``e2e-8``: filter + Jinja transform (HL7 out) + MLLP destination to ``sink_peer.py``, 8
+  connections; the delivery rate is measured AT THE DESTINATION (first to last frame received).
+- ``ingest-64``: MLLP -> store -> AA over 64 connections.
+- ``idle-rss``: 10 channels, 1,000 idle connections held open, then 8-connection load on one
+  channel; peak RSS (VmHWM) of the daemon.
+- ``startup-20``: time from process start to "switchboard started" with 20 channels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as harness  # noqa: E402  (bench/run.py: targets, client runner, Server)
+
+E2E_CHANNEL = """\
+name = "bench"
+[source]
+type = "mllp"
+listen = "HOST:PORT"
+
+[[filter]]
+when = "msg['MSH.9.1'] == 'ADT'"
+
+[metadata]
+mrn = "PID.3.1"
+
+[[transform]]
+outbound = "hl7"
+inline = '''MSH|^~\\&|SWB|HOSP|AGENCY|AGENCY|{{ hl7_now() }}||ADT^A08|{{ msg['MSH.10'] }}|P|2.5
+PID|1||{{ msg['PID.3.1'] | hl7_escape }}||{{ msg['PID.5.1'] | hl7_escape }}^{{ msg['PID.5.2'] | hl7_escape }}
+PV1|1|{{ msg['PV1.2'] | hl7_escape }}'''
+
+[[destination]]
+name = "sink"
+type = "mllp"
+connect = "HOST:SINK"
+"""
+
+
+def channel_text(template: str, **values) -> str:
+    for key, value in values.items():
+        template = template.replace(key, str(value))
+    return template
+
+
+def start_with_channels(tmpdir: Path, channels: dict[str, str]) -> tuple[harness.Server, float]:
+    """The daemon with several channel files; returns (server, seconds until 'switchboard started')."""
+    home = tmpdir / "switchboard"
+    for sub in ("channels", "transforms", "plugins", "var"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    admin_port = harness.free_port()
+    (home / "config.toml").write_text(
+        '[engine]\nlog_level = "info"\n[store]\npath = "var/switchboard.db"\nretention = "0"\n'
+        f'[admin]\nlisten = "{harness.HOST}:{admin_port}"\ntoken = "bench-token-{admin_port}"\n')
+    for name, text in channels.items():
+        (home / "channels" / f"{name}.toml").write_text(text)
+    log = tmpdir / "switchboard.log"
+    started = time.monotonic()
+    proc = subprocess.Popen(harness.switchboard_command() + ["-c", str(home / "config.toml"), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=home, text=True)
+    ready = threading.Event()
+    stamp: list[float] = []
+
+    def drain() -> None:  # a thread, not select(): readline() buffers lines select() cannot see
+        with open(log, "w") as out:
+            for line in proc.stdout:
+                out.write(line)
+                if "switchboard started" in line and not ready.is_set():
+                    stamp.append(time.monotonic() - started)
+                    ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not ready.wait(30):
+        proc.kill()
+        raise harness.Unavailable(f"daemon did not start ({harness.last_line(log)})")
+    seconds = stamp[0]
+    return harness.Server("switchboard", proc, 0, log), seconds
+
+
+def mllp_channel(name: str, port: int, max_connections: int = 100) -> str:
+    return (f'name = "{name}"\n[source]\ntype = "mllp"\nlisten = "{harness.HOST}:{port}"\n'
+            f'max_connections = {max_connections}\n')
+
+
+def e2e_8(tmpdir: Path, messages: int = 10000) -> dict:
+    sink = harness.start_ready_line("sink", [sys.executable, str(harness.BENCH / "sink_peer.py"), "--port", "0",
+                                             "--expect", str(messages)], tmpdir)
+    port = harness.free_port()
+    server, _ = start_with_channels(tmpdir, {"bench": channel_text(E2E_CHANNEL, HOST=harness.HOST, PORT=port,
+                                                                    SINK=sink.port)})
+    try:
+        began = time.time()
+        ingest = harness.run_client(port, 8, messages, 1, 60)
+        done = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if select.select([sink.proc.stdout], [], [], 1)[0]:
+                line = sink.proc.stdout.readline()
+                if line.startswith("DONE"):
+                    done = line.split()
+                    break
+        delivered = int(done[1]) if done else 0
+        last = float(done[3]) if done else time.time()
+        return {"ingest_msg_per_s": ingest["msg_per_s"], "ingest_p99_ms": ingest["p99_ms"],
+                "delivered": delivered, "delivery_msg_per_s": round(delivered / (last - began), 1),
+                "errors": ingest["errors"], "peak_rss_mb": round(server.read_peak_rss() / 1024, 1)}
+    finally:
+        server.stop()
+        sink.stop()
+
+
+def ingest_64(tmpdir: Path, messages: int = 20000) -> dict:
+    port = harness.free_port()
+    server, _ = start_with_channels(tmpdir, {"bench": mllp_channel("bench", port, 100)})
+    try:
+        result = harness.run_client(port, 64, messages, 1, 60)
+        return {"msg_per_s": result["msg_per_s"], "p99_ms": result["p99_ms"], "errors": result["errors"],
+                "peak_rss_mb": round(server.read_peak_rss() / 1024, 1)}
+    finally:
+        server.stop()
+
+
+def idle_rss(tmpdir: Path) -> dict:
+    ports = [harness.free_port() for _ in range(10)]
+    channels = {f"ch{n}": mllp_channel(f"ch{n}", port, 200) for n, port in enumerate(ports)}
+    server, _ = start_with_channels(tmpdir, channels)
+    idle: list[socket.socket] = []
+    try:
+        for n in range(1000):
+            idle.append(socket.create_connection((harness.HOST, ports[n % 10]), timeout=5))
+        result = harness.run_client(ports[0], 8, 10000, 1, 60)
+        return {"idle_connections": len(idle), "msg_per_s_under_load": result["msg_per_s"],
+                "errors": result["errors"], "peak_rss_mb": round(server.read_peak_rss() / 1024, 1)}
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def startup_20(tmpdir: Path) -> dict:
+    channels = {f"ch{n}": mllp_channel(f"ch{n}", harness.free_port()) for n in range(20)}
+    server, seconds = start_with_channels(tmpdir, channels)
+    server.stop()
+    return {"startup_s": round(seconds, 3)}
+
+
+SCENARIOS = {"e2e-8": e2e_8, "ingest-64": ingest_64, "idle-rss": idle_rss, "startup-20": startup_20}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=sorted(SCENARIOS))
+    args = parser.parse_args(argv)
+    summary = {}
+    for name, scenario in SCENARIOS.items():
+        if args.only and name != args.only:
+            continue
+        runs = []
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
+                try:
+                    runs.append(scenario(Path(tmp)))
+                except harness.Unavailable as error:
+                    print(f"{name}: unavailable: {error}")
+                    break
+        if runs:
+            medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            summary[name] = medians
+            print(f"{name}: " + ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}"
+                                          for k, v in medians.items()) + f"  (median of {len(runs)})")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
