@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from engine import faults
 from engine.message import Message
 from engine.pipeline import ERROR, FILTERED
 
@@ -78,6 +79,7 @@ class Channel:
         return d
 
     def _stored(self, stored, outcome, meta: dict):
+        faults.point("kill_after_commit_before_ack")  # crash tests: committed, the sender has no ACK yet
         message_id, duplicate, status, delivery_ids = stored
         if duplicate:
             self.events.emit("duplicate", self.name, message_id)
@@ -124,6 +126,9 @@ class Channel:
 
     def _after_commit(self, message_id: int, outcome, delivery_ids: dict, meta: dict | None) -> None:
         """The outcome is durable: announce it and feed the destination queues, in receipt order."""
+        # crash tests: "after ACK, before queueing" no longer exists (deliveries commit with the
+        # message, the ACK follows this call); this is "committed, in-memory queues not yet fed"
+        faults.point("kill_after_commit_before_queueing")
         self._record_verdicts(message_id, outcome)
         if outcome.status == FILTERED:
             reason = outcome.filters[-1].name if outcome.filters else ""

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from engine import faults
 from engine.delivery import Delivery, PermanentError, TransientError
 
 log = Logger(namespace="switchboard.queue")
@@ -105,6 +106,7 @@ class DestinationQueue:
             self.kick()
 
     def _sent(self, result, head: Delivery) -> None:
+        faults.point("kill_after_downstream_ack_before_sent")  # crash tests: peer ACKed, SENT not recorded
         self.pending.popleft()
         self.failures = 0
         self.last_error = None

@@ -237,3 +237,19 @@ def test_switchboard_test_prints_the_rules(tmp_path):
     assert "FILTERED (insurance-pending: an insurance claim is still pending)" in result.stdout
     assert "balance: 310.00 from PV1.46; min_balance 25.00 -> ok" in result.stdout
     assert "=> SKIPPED by rule insurance-pending" in result.stdout
+
+
+def test_a_disabled_destination_is_still_checked(tmp_path):
+    (tmp_path / "channels").mkdir()
+    (tmp_path / "channels" / "x.toml").write_text(
+        '[source]\ntype = "mllp"\nlisten = "127.0.0.1:0"\n'
+        '[[destination]]\nname = "later"\ntype = "http"\nenabled = "${LATER:-false}"\nurl = "ftp://nowhere"\n'
+        '[[destination]]\nname = "files"\ntype = "file"\nenabled = false\ndirectory = "out"\n')
+    (tmp_path / "config.toml").write_text('[admin]\nlisten = "127.0.0.1:0"\ntoken = "t"\n')
+    _config, _registry, problems = check(tmp_path / "config.toml", environ={})
+    assert [(p.key, "http" in p.reason) for p in problems] == [("destination[later].url", True)]
+    (tmp_path / "channels" / "x.toml").write_text(
+        '[source]\ntype = "mllp"\nlisten = "127.0.0.1:0"\n'
+        '[[destination]]\nname = "files"\ntype = "file"\nenabled = "maybe"\ndirectory = "out"\n')
+    _config, _registry, problems = check(tmp_path / "config.toml", environ={})
+    assert [p.key for p in problems] == ["destination[files].enabled"]

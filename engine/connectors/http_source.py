@@ -34,7 +34,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.web import http
 
-from engine.connectors.tls import server_endpoint
+from engine.connectors.listener import ListeningSource
 from engine.hl7_ingest import answer_frame
 from engine.hl7v2 import normalize_segments
 from engine.hookspecs import hookimpl
@@ -414,7 +414,7 @@ def _decode(body: bytes, charset: str) -> str:
         raise MessageParseError(f"the body is not valid {codec} (byte {error.start})") from None
 
 
-class HttpSource:
+class HttpSource(ListeningSource):
     """``[source] type = "http"``: an HTTP (or HTTPS, or mutual TLS) listener feeding one channel."""
 
     type_name = "http"
@@ -426,34 +426,11 @@ class HttpSource:
         self.factory = HttpSourceFactory(channel_config, sink, reactor)
         self.port = None
 
-    @defer.inlineCallbacks
     def start(self):
-        host, port = self.options["listen"]
-        endpoint = server_endpoint(self.reactor, host, port, self.options.get("tls"))
-        self.port = yield endpoint.listen(self.factory)
         if self.factory.token is None:
             log.warn("{channel}: the http source has no token: anyone who can reach it may post",
                      channel=self.factory.channel_name)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        bound = self.port.getHost()
-        return bound.host, bound.port
-
-    @defer.inlineCallbacks
-    def stop(self, timeout: float = 10.0):
-        """Stop listening, answer the requests already taken (bounded), then close connections."""
-        if self.port is not None:
-            yield self.port.stopListening()
-            self.port = None
-        drained = self.factory.drain()
-        timer = self.reactor.callLater(timeout, lambda: drained.called or drained.callback(None))
-        yield drained
-        if timer.active():
-            timer.cancel()
-        for connection in list(self.factory.connections):
-            if connection.transport is not None:
-                connection.transport.loseConnection()
+        return ListeningSource.start(self)
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from engine.connectors.mllp_framing import FrameDecoder, frame
-from engine.connectors.tls import server_endpoint
+from engine.connectors.listener import ListeningSource
 from engine.hl7_ingest import answer_frame
 from engine.hl7v2 import build_reject, normalize_segments
 from engine.hookspecs import hookimpl
@@ -154,7 +154,7 @@ class MllpServerFactory(protocol.Factory):
         return d
 
 
-class MllpSource:
+class MllpSource(ListeningSource):
     """``[source] type = "mllp"``: a TCP (or TLS) listener feeding one channel."""
 
     type_name = "mllp"
@@ -166,31 +166,6 @@ class MllpSource:
         self.reactor = reactor
         self.factory = MllpServerFactory(channel_config.name, sink, self.options)
         self.port = None
-
-    @defer.inlineCallbacks
-    def start(self):
-        host, port = self.options["listen"]
-        endpoint = server_endpoint(self.reactor, host, port, self.options.get("tls"))
-        self.port = yield endpoint.listen(self.factory)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        bound = self.port.getHost()
-        return bound.host, bound.port
-
-    @defer.inlineCallbacks
-    def stop(self, timeout: float = 10.0):
-        """Stop listening, let in-flight frames get their answers, then close connections."""
-        if self.port is not None:
-            yield self.port.stopListening()
-            self.port = None
-        drained = self.factory.drain()
-        timer = self.reactor.callLater(timeout, lambda: drained.called or drained.callback(None))
-        yield drained
-        if timer.active():
-            timer.cancel()
-        for connection in list(self.factory.connections):
-            connection.transport.loseConnection()
 
 
 @hookimpl
