@@ -14,7 +14,7 @@ from engine.pipeline import FilterResult
 class RequireFields:
     def __init__(self, options: dict) -> None:
         fields = options.pop("fields", None)
-        if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
+        if not isinstance(fields, (list, tuple)) or not fields or not all(isinstance(f, str) for f in fields):
             raise ValueError("require-fields needs fields = [\"PID.3.1\", ...]")
         if options:
             raise ValueError(f"require-fields: unknown option(s) {', '.join(sorted(options))}")
@@ -32,7 +32,7 @@ class RequireFields:
 class MessageType:
     def __init__(self, options: dict) -> None:
         types = options.pop("types", None)
-        if not isinstance(types, list) or not types:
+        if not isinstance(types, (list, tuple)) or not types:
             raise ValueError("message-type needs types = [\"ADT^A04\", \"DFT\", ...]")
         if options:
             raise ValueError(f"message-type: unknown option(s) {', '.join(sorted(options))}")

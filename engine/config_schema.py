@@ -350,7 +350,8 @@ class ConnectorOptions:
         clash = set(schema) & set(COMMON_KEYS[side])
         if clash or not all(isinstance(spec, OptionSpec) for spec in schema.values()):
             raise ValueError(f"a {side} schema maps keys other than {sorted(COMMON_KEYS[side])} to OptionSpec")
-        self._schemas[(side, type_name)] = MappingProxyType(dict(schema))
+        merged = {**DESTINATION_COMMON, **schema} if side == "destination" else dict(schema)
+        self._schemas[(side, type_name)] = MappingProxyType(merged)
         if side == "source":
             self._inbound[type_name] = inbound
 
@@ -430,6 +431,9 @@ ALERTS = {"queued_longer_than": OptionSpec("duration", "15m", check=_not_negativ
           "webhook_timeout": OptionSpec("duration", "10s", check=_positive)}
 CHANNEL = {"name": OptionSpec("str"), "description": OptionSpec("str", ""), "enabled": OptionSpec("bool", True),
            "inbound": OptionSpec("choice", choices=FORMATS)}
+# Options every destination type takes, plugin ones included (merged in ConnectorOptions.register):
+# queue_warning = N logs one warning when N deliveries are queued for it (engine/queue.py).
+DESTINATION_COMMON = {"queue_warning": OptionSpec("int", 10_000, check=_positive)}
 RETRY = {"attempts": OptionSpec("int", 0, check=_not_negative),
          "interval": OptionSpec("duration", "2s", check=_positive),
          "backoff": OptionSpec("float", 2.0, check=_retry_backoff),

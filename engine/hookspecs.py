@@ -49,8 +49,11 @@ def register_filters():
 
     ``factory(options: dict)`` is called once per channel with the other keys of the ``[[filter]]``
     table (``use = "name"``) and returns an object whose ``check(message, context)`` returns a
-    ``FilterResult(passed: bool, reason: str)``.  A filter that raises marks the message ERROR.  A
-    factory raises ``ValueError`` for bad options; ``switchboard check`` reports it.
+    ``FilterResult(passed: bool, reason: str, rules: list[str])``.  ``reason`` is stored and logged,
+    so it must name rules and thresholds, never patient values; ``rules`` (optional) explains the
+    verdict rule by rule with the values read and is shown only by ``switchboard test``.  A filter
+    that raises marks the message ERROR.  A factory raises ``ValueError`` for bad options;
+    ``switchboard check`` reports it.
     """
 
 

@@ -12,6 +12,12 @@ success; ``attempts = N`` turns the Nth transient failure into ERROR.
 
 SENT is recorded without waiting for its commit before the next send: a crash between the peer's
 ACK and that commit re-sends the message at the next start (at-least-once, DESIGN §2).
+
+Depth warning: the queue counts its QUEUED deliveries (the store's count at start when the queue
+spilled, then +1 per push, -1 per SENT or ERROR) and logs one warning when the count reaches the
+destination's ``queue_warning`` (default 10,000), and one "back under" line once it has fallen to
+half of it -- the gap keeps a queue hovering around the threshold from filling the log.  Counts,
+channel and destination names only.  The exact figure is the metrics' ``switchboard_queue_depth``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from engine.delivery import Delivery, PermanentError, TransientError
 log = Logger(namespace="switchboard.queue")
 
 WINDOW = 1000
+QUEUE_WARNING = 10_000
 
 
 class DestinationQueue:
@@ -48,6 +55,10 @@ class DestinationQueue:
         self.last_error: str | None = None
         self.retry_call = None
         self.unsettled = 0           # attempt records not yet committed
+        self.depth = 0               # QUEUED deliveries, in memory and spilled (see the docstring)
+        options = getattr(config, "options", None) or {}
+        self.warn_at = int(options.get("queue_warning") or QUEUE_WARNING)
+        self.over_warning = False
         self._settled: list[defer.Deferred] = []
         self._idle: list[defer.Deferred] = []
 
@@ -56,9 +67,15 @@ class DestinationQueue:
         """Load the head of the durable queue (recovery) and start sending."""
         self.running = True
         self._refill()
+        if self.spilled:
+            stats = self.store.queue_stats().get((self.channel, self.name)) or {}
+            self.depth = max(int(stats.get("depth") or 0), len(self.pending))
+        self._note_depth()
         self.kick()
 
     def push(self, delivery_id: int, message_id: int, body: str, meta: dict | None = None) -> None:
+        self.depth += 1
+        self._note_depth()
         if self.spilled or len(self.pending) >= self.window:
             self.spilled = True
         else:
@@ -69,6 +86,8 @@ class DestinationQueue:
         rows = self.store.next_queued(self.channel, self.name, limit=self.window + 1)
         self.spilled = len(rows) > self.window
         rows = rows[: self.window]
+        if not self.spilled:
+            self.depth = len(rows)   # everything QUEUED is in the window: the exact count
         meta = self.store.metadata_for([row["message_id"] for row in rows]) if rows else {}
         self.pending = deque(Delivery(row["id"], row["message_id"], row["body"] or "", row.get("attempts") or 0,
                                       meta.get(row["message_id"], {}))
@@ -77,6 +96,25 @@ class DestinationQueue:
     @property
     def depth_hint(self) -> int:
         return len(self.pending)
+
+    def _note_depth(self) -> None:
+        """Log crossing ``queue_warning`` upwards once, and once more when back under half of it."""
+        if not self.over_warning and self.depth >= self.warn_at:
+            self.over_warning = True
+            log.warn("{channel}/{destination}: {depth} deliveries queued, at or over queue_warning = {limit}; "
+                     "the destination is not keeping up", channel=self.channel, destination=self.name,
+                     depth=self.depth, limit=self.warn_at)
+        elif self.over_warning and self.depth <= self.warn_at // 2:
+            self.over_warning = False
+            # a warning too, so that a log filtered at "warning" shows the pair
+            log.warn("{channel}/{destination}: queue back under {half} ({depth} queued; queue_warning = {limit})",
+                     channel=self.channel, destination=self.name, half=self.warn_at // 2, depth=self.depth,
+                     limit=self.warn_at)
+
+    def _taken(self) -> None:
+        """One delivery left the queue (SENT or ERROR)."""
+        self.depth = max(self.depth - 1, 0)
+        self._note_depth()
 
     # -- sending ---------------------------------------------------------------------------
     def kick(self) -> None:
@@ -108,6 +146,7 @@ class DestinationQueue:
     def _sent(self, result, head: Delivery) -> None:
         faults.point("kill_after_downstream_ack_before_sent")  # crash tests: peer ACKed, SENT not recorded
         self.pending.popleft()
+        self._taken()
         self.failures = 0
         self.last_error = None
         self._record(head, ok=True, response=result.response if result else None, final_status="SENT")
@@ -134,6 +173,7 @@ class DestinationQueue:
         possible_duplicate = bool(getattr(error, "possible_duplicate", False))
         if permanent:
             self.pending.popleft()
+            self._taken()
             self.failures = 0
             self._record(head, ok=False, error=reason, response=response, final_status="ERROR",
                          possible_duplicate=possible_duplicate)

@@ -287,7 +287,7 @@ class Replayer:
         try:
             message = Message(row["raw"], channel_config.inbound, id=message_id, channel=channel_config.name,
                               received_at=_received_at(row.get("received_at")))
-            outcome = pipeline.run(message, meta)
+            outcome = pipeline.safe_run(message, meta)   # a plugin's bug becomes this message's ERROR
             plans = [plan for plan in outcome.destinations if destination is None or plan.name == destination]
             rows = delivery_rows([{"destination": p.name, "status": p.status, "body": p.body, "error": p.error}
                                   for p in plans])

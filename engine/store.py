@@ -41,6 +41,7 @@ from . import store_queries as q
 from .store_schema import (  # noqa: F401 - DEDUPE_SQL, IDEMPOTENCY_SQL re-exported for tests
     DEDUPE_SQL,
     DELIVERY_STATUSES,
+    FTS_INSERT_SQL,
     IDEMPOTENCY_SQL,
     MESSAGE_STATUSES,
     StoreError,
@@ -188,6 +189,7 @@ class Store(GroupCommitWriter):
                 "INSERT INTO metadata (message_id, key, value) VALUES (?, ?, ?)",
                 [(message_id, k, v) for k, v in meta_rows],
             )
+        self.stage(FTS_INSERT_SQL, (message_id, raw))  # indexed in the same commit, once per batch
         return message_id, False
 
     def set_message_result(

@@ -360,12 +360,47 @@ def _m005_planner_stats(db: sqlite_utils.Database) -> None:
     db.execute("ANALYZE sqlite_schema")  # load them on this connection too
 
 
+# Full-text search over message content (m006). External content (the text lives in
+# messages.raw, the index holds only tokens -> rowids); detail=none and columnsize=0 keep no
+# positions and no per-document sizes (no phrase queries, no bm25 ranking: searches want
+# "messages holding these words, newest first"), ~160 B per 1.1 KB message. unicode61 already
+# treats every character that is not a letter or a digit as a separator, HL7's |^~\& included,
+# so each field and component value is a token; remove_diacritics 2 lets JOSE find José.
+FTS_TABLE = "messages_fts"
+FTS_INSERT_SQL = "INSERT INTO messages_fts (rowid, raw) VALUES (?, ?)"
+FTS_DELETE_SQL = "INSERT INTO messages_fts (messages_fts, rowid, raw) VALUES ('delete', ?, ?)"
+
+
+def _m006_text_search_and_retention(db: sqlite_utils.Database) -> None:
+    """``messages --text`` and retention.
+
+    The full-text index over ``raw`` is kept in step by the writer (store.py stages the insert,
+    store_writer.py runs every insert of a commit in one statement at its end) and by pruning
+    (retention.py issues FTS5's 'delete' with the text before the text is cleared). Existing
+    messages are indexed here, once.
+
+    ``idx_messages_unpruned`` holds only messages whose content is still there, in time order:
+    a pruning pass walks it from the oldest, so it never steps over the (growing) history of
+    messages already pruned. Its key grows with time, so an insert appends to its last leaf."""
+    db.execute(
+        f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(raw, content='messages', content_rowid='id',"
+        " detail=none, columnsize=0, tokenize='unicode61 remove_diacritics 2')"
+    )
+    db.execute(f"INSERT INTO {FTS_TABLE} (rowid, raw) SELECT id, raw FROM messages"
+               " WHERE raw IS NOT NULL AND pruned = 0")
+    db.execute("CREATE INDEX idx_messages_unpruned ON messages (received_at) WHERE pruned = 0")
+    db.conn.execute("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES"
+                    " ('messages', 'idx_messages_unpruned', '300000 2')")
+    db.execute("ANALYZE sqlite_schema")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial,
     _m002_dedupe_by_control_id,
     _m003_audit,
     _m004_source_files,
     _m005_planner_stats,
+    _m006_text_search_and_retention,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

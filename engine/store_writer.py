@@ -61,6 +61,7 @@ class GroupCommitWriter:
         self.stats = {"commits": 0, "batches": 0, "ops": 0, "failed_batches": 0, "max_batch": 0}
         self._close_waiters: list[defer.Deferred] = []
         self._before_commit: Callable[[sqlite3.Connection], None] | None = None  # test hook
+        self._op_staged: list[tuple[str, tuple]] = []  # the running write's staged statements
 
     def _start_writer(self, conn: sqlite3.Connection, reactor) -> None:
         self._conn = conn
@@ -115,9 +116,11 @@ class GroupCommitWriter:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             failure = self._batch_error("begin", exc)
+        staged: list[tuple[str, tuple]] = []
         if failure is None:
             for fn, args, d in ops:
                 opened = False
+                self._op_staged = []
                 try:
                     conn.execute("SAVEPOINT op")
                     opened = True
@@ -129,7 +132,13 @@ class GroupCommitWriter:
                         break
                     results.append((d, False, _op_error(exc)))
                 else:
+                    staged += self._op_staged
                     results.append((d, True, value))
+        if failure is None and staged:
+            try:
+                self._run_staged(conn, staged)
+            except Exception as exc:
+                failure = self._batch_error("write", exc)
         if failure is None:
             try:
                 if self._before_commit is not None:
@@ -147,6 +156,28 @@ class GroupCommitWriter:
                 pass  # retried before the next BEGIN
             results = [(d, False, failure) for _, _, d in ops]
         return results, failure
+
+    def stage(self, sql: str, params: tuple) -> None:
+        """From inside a write: run ``sql`` with ``params`` at the end of this batch, just before
+        its COMMIT, and only if the write itself succeeds.
+
+        For work that is much cheaper done once per commit than once per write: FTS5 flushes
+        its pending index data at every SAVEPOINT, so indexing each message inside its own
+        write made one index segment per message (measured, with the merges that follow:
+        ~180 us per message) where one ``executemany`` per commit costs ~20 us. Staged
+        statements run in the order they were staged, consecutive ones with the same SQL as one
+        ``executemany``; if they fail, the whole batch fails like a failed COMMIT."""
+        self._op_staged.append((sql, params))
+
+    @staticmethod
+    def _run_staged(conn: sqlite3.Connection, staged: list[tuple[str, tuple]]) -> None:
+        start = 0
+        while start < len(staged):
+            sql, end = staged[start][0], start + 1
+            while end < len(staged) and staged[end][0] == sql:
+                end += 1
+            conn.executemany(sql, [params for _sql, params in staged[start:end]])
+            start = end
 
     @staticmethod
     def _undo(conn: sqlite3.Connection, opened: bool) -> bool:

@@ -294,3 +294,17 @@ retry = {{ interval = "100ms", backoff = 1.0, max_interval = "100ms" }}
     assert (found[0]["state"], found[0]["channel"], found[0]["destination"]) == ("firing", "alerting", "down")
     assert "cannot connect" in found[0]["detail"]
     assert "ZZSECRET99" not in alerts.read_text()
+
+
+def test_builtin_filters_take_their_options_from_a_channel_file(tmp_path):
+    """TOML arrays reach plugins as tuples (frozen config): the built-ins must accept them."""
+    from engine.checks import check
+
+    (tmp_path / "channels").mkdir()
+    (tmp_path / "channels" / "f.toml").write_text(
+        '[source]\ntype = "mllp"\nlisten = "127.0.0.1:0"\n'
+        '[[filter]]\nuse = "require-fields"\nfields = ["PID.3.1"]\n'
+        '[[filter]]\nuse = "message-type"\ntypes = ["ADT"]\n')
+    (tmp_path / "config.toml").write_text('[store]\npath = "s.db"\n')
+    _config, _registry, problems = check(tmp_path / "config.toml")
+    assert problems == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twisted.internet import defer, task
+from twisted.logger import formatEvent, globalLogPublisher
 
 from engine.config import RetryConfig
 from engine.delivery import PermanentError, SendResult, TransientError
@@ -33,6 +34,9 @@ class RecordingStore:
 
     def metadata_for(self, ids):
         return {}
+
+    def queue_stats(self):
+        return {("chan", "dest"): {"depth": len(self.queued)}} if self.queued else {}
 
 
 class ScriptedPeer:
@@ -63,11 +67,12 @@ class NoHook:
 class DestinationStub:
     name: str = "dest"
     retry: RetryConfig = RetryConfig(attempts=0, interval=1.0, backoff=2.0, max_interval=5.0)
+    options: dict | None = None
 
 
-def make_queue(peer, store=None, retry=None, window=1000):
+def make_queue(peer, store=None, retry=None, window=1000, options=None):
     clock = task.Clock()
-    config = DestinationStub(retry=retry or DestinationStub.retry)
+    config = DestinationStub(retry=retry or DestinationStub.retry, options=options)
     queue = DestinationQueue("chan", config, peer, store or RecordingStore(), Events(NoHook()), clock,
                              window=window)
     return queue, clock
@@ -151,3 +156,50 @@ def test_spill_and_refill_keep_order():
     queue.push(8, 8, "m8")                     # spilled: stays in the store only
     clock.advance(1.0)
     assert peer.sent == ["m1"] + [f"m{n}" for n in range(1, 9)]
+
+
+def _queue_log_lines(events: list) -> list[str]:
+    return [formatEvent(e) for e in events if e.get("log_namespace") == "switchboard.queue"]
+
+
+def test_depth_warning_once_up_and_once_back_under_half():
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        peer = ScriptedPeer(["transient"])               # the peer is down once: the line holds
+        queue, clock = make_queue(peer, options={"queue_warning": 4})
+        queue.start()
+        for number in range(1, 7):
+            queue.push(number, number, f"m{number}")
+        assert queue.depth == 6
+        lines = _queue_log_lines(events)
+        over = [line for line in lines if "queue_warning = 4" in line and "not keeping up" in line]
+        assert len(over) == 1 and over[0].startswith("chan/dest: 4 deliveries queued")   # at the 4th push
+        clock.advance(1.0)                                # the retry succeeds; the queue drains
+        assert peer.sent[-1] == "m6" and queue.depth == 0
+        lines = _queue_log_lines(events)
+        back = [line for line in lines if "back under 2" in line]
+        assert len(back) == 1 and "(2 queued" in back[0]
+        assert len([line for line in lines if "not keeping up" in line]) == 1
+        assert not any(f"m{n}" in line for line in lines for n in range(1, 7))   # ids and counts only
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+
+
+def test_depth_counts_a_spilled_queue_from_the_store_at_start():
+    rows = [{"id": n, "message_id": n, "body": f"m{n}", "attempts": 0} for n in range(1, 11)]
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        queue, _clock = make_queue(ScriptedPeer(["transient"]), RecordingStore(rows), window=3,
+                                   options={"queue_warning": 8})
+        queue.start()
+        assert queue.spilled and len(queue.pending) == 3 and queue.depth == 10
+        assert any("10 deliveries queued" in line for line in _queue_log_lines(events))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+
+
+def test_default_warning_threshold_without_options():
+    queue, _clock = make_queue(ScriptedPeer())
+    assert queue.warn_at == 10_000

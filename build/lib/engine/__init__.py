@@ -1,0 +1,1 @@
+"""Switchboard: an HL7 interface engine."""

@@ -1,0 +1,365 @@
+"""The admin HTTP API (DESIGN §3.7) as a twisted.web resource tree; every answer is JSON.
+
+    GET  /healthz                          no token; {"status": "ok"}
+    GET  /metrics                          Prometheus text (engine/admin/metrics.py)
+    GET  /api/channels                     every channel: state, counts, destination queues
+    GET  /api/channels/{name}
+    POST /api/channels/{name}/start|stop|pause
+    GET  /api/messages?channel=&status=&since=&until=&type=&control_id=&meta.KEY=&limit=&offset=
+    GET  /api/messages/{id}                 what ``show --json`` prints
+    POST /api/messages/{id}/replay          body (optional): {"destination", "dry_run"}
+    POST /api/replay                        body: {"ids": [...]} or {"channel", "status", "since",
+                                            "until"}, plus "destination", "dry_run"
+
+The token was checked before the body was read (``auth.AdminSite.screen``); each endpoint checks
+again that a token name is attached (defence in depth).  Errors are ``{"error": sentence}`` with
+the status code (400 bad input, 404 unknown, 405 method, 409 state or config conflict, 500 our
+fault, logged without content).  Reads of the store run in threads, never in the reactor.
+
+Audit (engine/admin/audit.py), written and committed *before* the answer goes out: ``view``
+(message id), ``search`` (the filters -- only the keys of ``meta.*`` and whether ``text`` was
+given, as their values may be patient data -- and the ids returned), ``replay`` /
+``replay.dry_run`` (the selection and ids), ``channel.start|stop|pause``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from engine.admin.metrics import age_seconds
+from engine.replay import ReplayError, Selection, time_bound
+from engine.service import ChannelStateError
+from engine.store_schema import normalize_status
+
+log = Logger(namespace="switchboard.admin")
+
+JSON_TYPE = b"application/json"
+MAX_LIMIT = 1000
+SEARCH_KEYS = frozenset({"channel", "status", "since", "until", "type", "control_id", "limit", "offset", "text"})
+ACTIONS = ("start", "stop", "pause")
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, **extra) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.extra = code, reason, extra
+
+
+class Raw:
+    """A non-JSON answer (the metrics text)."""
+
+    def __init__(self, content_type: bytes, body: bytes) -> None:
+        self.content_type, self.body = content_type, body
+
+
+def respond(request, code: int, data) -> None:
+    if request._disconnected or request.finished:
+        return
+    if isinstance(data, Raw):
+        content_type, body = data.content_type, data.body
+    else:
+        content_type, body = JSON_TYPE, json.dumps(data).encode("utf-8")
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.write(body)
+    request.finish()
+
+
+class Endpoint(resource.Resource):
+    """A JSON resource: ``json_GET(request)`` etc. return data, ``(code, data)`` or a Deferred."""
+
+    open = False        # True only for /healthz
+
+    def __init__(self, admin) -> None:
+        super().__init__()
+        self.admin = admin
+
+    def getChild(self, name: bytes, request):
+        return self if name == b"" else NotFound(self.admin)
+
+    def render(self, request):
+        method = request.method.decode("ascii", "replace")
+        handler = getattr(self, f"json_{'GET' if method == 'HEAD' else method}", None)
+        if not self.open and not getattr(request, "who", None):
+            respond(request, 401, {"error": "a valid bearer token is required"})
+            return server.NOT_DONE_YET
+        if handler is None:
+            allowed = sorted(name[5:] for name in dir(self) if name.startswith("json_"))
+            request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
+            respond(request, 405, {"error": f"use {' or '.join(allowed) or 'another path'}"})
+            return server.NOT_DONE_YET
+        d = defer.maybeDeferred(handler, request)
+        d.addCallbacks(lambda result: respond(request, *(result if isinstance(result, tuple) else (200, result))),
+                       lambda failure: self._failed(request, failure))
+        d.addErrback(lambda failure: log.failure("admin API: could not answer", failure))
+        return server.NOT_DONE_YET
+
+    def _failed(self, request, failure) -> None:
+        error = failure.value
+        if isinstance(error, ApiError):
+            respond(request, error.code, {"error": error.reason, **error.extra})
+        elif isinstance(error, ReplayError):
+            respond(request, error.code, {"error": error.reason, "problems": error.problems})
+        else:
+            log.failure("admin API: internal error on {method} {path}", failure,
+                        method=request.method.decode("ascii", "replace"), path=request.path.split(b"?")[0])
+            respond(request, 500, {"error": "internal error (see the daemon's log)"})
+
+
+class NotFound(Endpoint):
+    def getChild(self, name, request):
+        return self
+
+    def render(self, request):
+        respond(request, 404, {"error": "no such path"})
+        return server.NOT_DONE_YET
+
+
+def json_body(request) -> dict:
+    raw = request.content.getvalue() if request.content is not None else b""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+def query(request) -> dict[str, str]:
+    values = {}
+    for key, items in (request.args or {}).items():
+        name = key.decode("utf-8", "replace")
+        if len(items) != 1:
+            raise ApiError(400, f"give {name} once")
+        values[name] = items[0].decode("utf-8", "replace")
+    return values
+
+
+def in_thread(function, *args):
+    return threads.deferToThread(function, *args)
+
+
+# -- the tree --------------------------------------------------------------------------------
+class Root(Endpoint):
+    def json_GET(self, request):
+        return {"name": "switchboard", "api": ["/api/channels", "/api/messages", "/api/replay", "/metrics",
+                                               "/healthz"]}
+
+
+class Healthz(Endpoint):
+    open = True
+
+    def json_GET(self, request):
+        return {"status": "ok"}
+
+
+class Metrics(Endpoint):
+    def json_GET(self, request):
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return self.admin.metrics.render().addCallback(lambda text: Raw(CONTENT_TYPE_LATEST.encode(), text))
+
+
+class Channels(Endpoint):
+    def getChild(self, name, request):
+        return self if name == b"" else ChannelNode(self.admin, name.decode("utf-8", "replace"))
+
+    @defer.inlineCallbacks
+    def json_GET(self, request):
+        views = yield channel_views(self.admin)
+        return views
+
+
+class ChannelNode(Endpoint):
+    def __init__(self, admin, name: str) -> None:
+        super().__init__(admin)
+        self.name = name
+
+    def getChild(self, name, request):
+        action = name.decode("ascii", "replace")
+        return ChannelAction(self.admin, self.name, action) if action in ACTIONS else NotFound(self.admin)
+
+    @defer.inlineCallbacks
+    def json_GET(self, request):
+        views = yield channel_views(self.admin, self.name)
+        return views[0]
+
+
+class ChannelAction(Endpoint):
+    def __init__(self, admin, name: str, action: str) -> None:
+        super().__init__(admin)
+        self.name, self.action = name, action
+
+    @defer.inlineCallbacks
+    def json_POST(self, request):
+        engine = self.admin.engine
+        service = engine.channel_services.get(self.name)
+        if service is None:
+            if engine.config.channel(self.name) is not None:
+                raise ApiError(409, f"channel {self.name} is disabled in its file (enabled = false); enable it "
+                                    "and restart the daemon")
+            raise ApiError(404, f"no channel named {self.name!r}")
+        yield self.admin.audit.record(request.who, f"channel.{self.action}", f"channel:{self.name}",
+                                      {"state_before": service.state})
+        try:
+            yield service.change(self.action)
+        except ChannelStateError as error:
+            raise ApiError(409, str(error)) from None
+        views = yield channel_views(self.admin, self.name)
+        return views[0]
+
+
+class Messages(Endpoint):
+    def getChild(self, name, request):
+        if name == b"":
+            return self
+        return MessageNode(self.admin, int(name)) if name.isdigit() else NotFound(self.admin)
+
+    @defer.inlineCallbacks
+    def json_GET(self, request):
+        filters, recorded = search_filters(query(request), self.admin.engine.store)
+        try:
+            rows = yield in_thread(lambda: self.admin.engine.store.search(**filters))
+        except ValueError as error:
+            raise ApiError(400, str(error)) from None
+        yield self.admin.audit.record(request.who, "search", "messages",
+                                      {"filters": recorded, "ids": [row["id"] for row in rows]})
+        return rows
+
+
+class MessageNode(Endpoint):
+    def __init__(self, admin, message_id: int) -> None:
+        super().__init__(admin)
+        self.message_id = message_id
+
+    def getChild(self, name, request):
+        return MessageReplay(self.admin, self.message_id) if name == b"replay" else NotFound(self.admin)
+
+    @defer.inlineCallbacks
+    def json_GET(self, request):
+        message = yield in_thread(self.admin.engine.store.get_message, self.message_id)
+        if message is None:
+            raise ApiError(404, f"no message with id {self.message_id}")
+        yield self.admin.audit.record(request.who, "view", f"message:{self.message_id}")
+        return message
+
+
+class MessageReplay(Endpoint):
+    def __init__(self, admin, message_id: int) -> None:
+        super().__init__(admin)
+        self.message_id = message_id
+
+    def json_POST(self, request):
+        body = json_body(request)
+        extra = sorted(set(body) - {"destination", "dry_run"})
+        if extra:
+            raise ApiError(400, f"unknown key(s) {', '.join(extra)}; known: destination, dry_run")
+        selection = Selection.parse({**body, "ids": [self.message_id]})
+        return self.admin.replayer.replay(selection, request.who, self.admin.audit)
+
+
+class Replay(Endpoint):
+    def json_POST(self, request):
+        selection = Selection.parse(json_body(request))
+        return self.admin.replayer.replay(selection, request.who, self.admin.audit)
+
+
+def build_root(admin) -> resource.Resource:
+    root = Root(admin)
+    api = Endpoint(admin)
+    root.putChild(b"api", api)
+    root.putChild(b"healthz", Healthz(admin))
+    root.putChild(b"metrics", Metrics(admin))
+    api.putChild(b"channels", Channels(admin))
+    api.putChild(b"messages", Messages(admin))
+    api.putChild(b"replay", Replay(admin))
+    return root
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
+    """Query parameters -> (store.search arguments, what the audit log may keep)."""
+    filters: dict = {}
+    meta = {}
+    for key, value in params.items():
+        if key.startswith("meta.") and len(key) > 5:
+            meta[key[5:]] = value
+        elif key not in SEARCH_KEYS:
+            raise ApiError(400, f"unknown filter {key!r}; known: {', '.join(sorted(SEARCH_KEYS))}, meta.KEY")
+        else:
+            filters[key] = value
+    try:
+        if "status" in filters:
+            filters["status"] = normalize_status(filters["status"])
+        for key in ("since", "until"):
+            if key in filters:
+                filters[key] = time_bound(filters[key])
+        for key, low, high, default in (("limit", 1, MAX_LIMIT, 100), ("offset", 0, None, 0)):
+            number = int(filters.get(key, default))
+            if number < low or (high is not None and number > high):
+                raise ValueError(f"{key} must be between {low} and {high}" if high else f"{key} must be {low} or more")
+            filters[key] = number
+    except ValueError as error:
+        raise ApiError(400, str(error)) from None
+    if "text" in filters and "text" not in inspect.signature(store.search).parameters:
+        raise ApiError(400, "text search is not available in this version")
+    if meta:
+        filters["meta"] = meta
+    recorded = {key: (value.isoformat() if hasattr(value, "isoformat") else value)
+                for key, value in filters.items() if key not in ("meta", "text")}
+    if meta:
+        recorded["meta_keys"] = sorted(meta)
+    if "text" in filters:
+        recorded["text"] = True
+    return filters, recorded
+
+
+@defer.inlineCallbacks
+def channel_views(admin, only: str | None = None):
+    """``[{"name", "state", "received", "filtered", "queued", "sent", "errored", "destinations":
+    [{"name", "type", "depth", "oldest_queued_age", "last_error", "failures"}]}]``."""
+    engine = admin.engine
+    configs = [c for c in engine.config.channels if only is None or c.name == only]
+    if only is not None and not configs:
+        raise ApiError(404, f"no channel named {only!r}")
+    counts, stats = yield in_thread(lambda: (engine.store.channel_counts(), engine.store.queue_stats()))
+    now = time.time()
+    views = []
+    for config in configs:
+        service = engine.channel_services.get(config.name)
+        view = {"name": config.name, "state": service.state if service else "disabled",
+                "source": config.source.type, "address": _address(service)}
+        view.update({key: counts.get(config.name, {}).get(key, 0)
+                     for key in ("received", "filtered", "queued", "sent", "errored")})
+        view["destinations"] = []
+        for destination in config.destinations:
+            queue = service.queues.get(destination.name) if service else None
+            figures = stats.get((config.name, destination.name), {})
+            view["destinations"].append({
+                "name": destination.name, "type": destination.type, "depth": figures.get("depth", 0),
+                "oldest_queued_age": round(age_seconds(figures.get("oldest_queued_at"), now), 3),
+                "last_error": queue.last_error if queue else None, "failures": queue.failures if queue else 0,
+            })
+        views.append(view)
+    return views
+
+
+def _address(service) -> str | None:
+    if service is None or service.state != "started":
+        return None
+    try:
+        host, port = service.source.address
+    except Exception:  # a source that does not listen (file, channel) has no address
+        return None
+    return f"{host}:{port}"

@@ -1,0 +1,108 @@
+"""The admin listener and what it serves, wired for one engine.
+
+``start_admin(engine)`` is called by ``Engine.startService`` once the store is open and the
+channels are built (before their sources start, so the metrics see every message).  It resolves
+the tokens (generating ``admin.token`` beside the store when none is configured), builds the
+audit log, metrics, the replayer and the alert monitor, and listens on ``[admin] listen``; it logs
+``admin API listening on HOST:PORT`` (tests parse it) and writes that address to
+``admin.address`` beside the store, which is how the CLI finds a daemon listening on port 0.
+A listener that cannot bind is logged and the daemon serves its channels without it: the API is
+closed, never open.  A ``listen`` that is not a loopback address is warned about: the token then
+crosses the network in clear unless a TLS proxy sits in front.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from engine.admin.alerts import AlertMonitor
+from engine.admin.api import build_root
+from engine.admin.audit import AuditLog
+from engine.admin.auth import AdminSite, Tokens
+from engine.admin.metrics import Metrics
+from engine.replay import Replayer
+
+log = Logger(namespace="switchboard.admin")
+
+ADDRESS_FILE = "admin.address"
+
+
+def address_file(config) -> Path:
+    return Path(config.store.path).parent / ADDRESS_FILE
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AdminServer:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.tokens = Tokens.for_engine(engine.config)
+        self.audit = AuditLog(engine.store)
+        self.metrics = Metrics(engine)
+        self.replayer = Replayer(engine)
+        self.alerts = AlertMonitor(engine)
+        self.site = AdminSite(build_root(self), self.tokens, engine.reactor)
+        self.port = None
+
+    def start(self) -> None:
+        self.alerts.start()
+        host, port = self.engine.config.admin.listen
+        try:
+            self.port = self.engine.reactor.listenTCP(port, self.site, interface=host)
+        except Exception as error:
+            log.error("admin API not started: cannot listen on {host}:{port}: {error}", host=host, port=port,
+                      error=str(error))
+            return
+        bound = self.port.getHost()
+        log.info("admin API listening on {host}:{port}", host=bound.host, port=bound.port)
+        if not is_loopback(host):
+            log.warn("admin API listens on {host}, not loopback: put TLS in front of it, the token travels "
+                     "in every request", host=host)
+        self._write_address(f"{bound.host}:{bound.port}")
+
+    def _write_address(self, text: str) -> None:
+        path = address_file(self.engine.config)
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            temp.write_text(text + "\n", encoding="ascii")
+            os.replace(temp, path)
+        except OSError as error:
+            log.warn("cannot write {path}: {error}; the CLI needs [admin] listen with a fixed port",
+                     path=str(path), error=error.strerror)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        self.alerts.stop()
+        if self.port is None:
+            return
+        port, self.port = self.port, None
+        try:
+            address_file(self.engine.config).unlink()
+        except OSError:
+            pass
+        yield port.stopListening()
+        for channel in list(self.site.connections):
+            if channel.transport is not None:
+                channel.transport.loseConnection()
+
+
+def start_admin(engine) -> AdminServer | None:
+    try:
+        server = AdminServer(engine)
+    except Exception:
+        log.failure("admin API, metrics, audit and alerts not started")
+        return None
+    server.start()
+    return server

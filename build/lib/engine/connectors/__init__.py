@@ -1,0 +1,1 @@
+"""Transports: one module per connector type, each registering through the plugin hooks."""

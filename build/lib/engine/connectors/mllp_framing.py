@@ -1,0 +1,108 @@
+"""MLLP framing: turning a TCP byte stream into frames, and frames into one write each.
+
+Kept apart from the listener so the framing rules of RELIABILITY 1-17 can be tested byte by byte
+with ``StringTransport`` and reused by the MLLP client (``switchboard send``, the MLLP destination).
+
+A frame is ``0x0B <payload> 0x1C 0x0D``.  The decoder is a small state machine over a bytearray:
+it never grows a frame past ``max_size`` (the caller closes the connection instead) and never
+raises on any input; it reports what it found through callbacks so that the protocol decides
+what to answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+START = 0x0B
+END = 0x1C
+CR = 0x0D
+START_BYTE = b"\x0b"
+END_BYTES = b"\x1c\x0d"
+
+
+def frame(payload: bytes) -> bytes:
+    """Wrap one payload; callers write the result in a single ``transport.write``."""
+    return START_BYTE + payload + END_BYTES
+
+
+@dataclass
+class FrameEvent:
+    """What the decoder found: ``kind`` is frame | junk | bad_end | start_inside | oversize."""
+
+    kind: str
+    payload: bytes = b""
+    count: int = 0
+
+
+class FrameDecoder:
+    """Incremental MLLP decoder.
+
+    ``feed(data)`` returns the events found in ``data`` in order:
+
+    - ``frame``: a complete payload (may contain 0x0B, which the caller answers AR: RELIABILITY 6);
+    - ``junk``: bytes outside any frame were discarded (count only: RELIABILITY 1, 2);
+    - ``bad_end``: 0x1C followed by a byte other than 0x0D (RELIABILITY 3, 4, 7); in strict mode
+      the decoder stops (``broken`` is set) because the stream can no longer be trusted;
+    - ``oversize``: the frame in progress passed ``max_size`` (RELIABILITY 8); the decoder stops.
+
+    With ``lenient_end`` a lone 0x1C ends the frame (RELIABILITY 3's option).
+    """
+
+    def __init__(self, max_size: int, *, lenient_end: bool = False) -> None:
+        self.max_size = max_size
+        self.lenient_end = lenient_end
+        self.buffer = bytearray()
+        self.inside = False
+        self.broken = False
+
+    @property
+    def partial(self) -> bool:
+        """True while a frame has started and not ended (what an idle timeout discards)."""
+        return self.inside
+
+    def feed(self, data: bytes) -> list[FrameEvent]:
+        events: list[FrameEvent] = []
+        if self.broken:
+            return events
+        self.buffer += data
+        while self.buffer and not self.broken:
+            if not self.inside:
+                start = self.buffer.find(START)
+                if start < 0:
+                    events.append(FrameEvent("junk", count=len(self.buffer)))
+                    self.buffer.clear()
+                    break
+                if start:
+                    events.append(FrameEvent("junk", count=start))
+                del self.buffer[: start + 1]
+                self.inside = True
+                continue
+            end = self.buffer.find(END)
+            if end < 0:
+                if len(self.buffer) > self.max_size:
+                    self._stop(events, "oversize")
+                break
+            if end > self.max_size:
+                self._stop(events, "oversize")
+                break
+            if end + 1 >= len(self.buffer):
+                break  # 0x1C is the last byte so far: 0x0D may come in the next read
+            payload = bytes(self.buffer[:end])
+            if self.buffer[end + 1] == CR:
+                del self.buffer[: end + 2]
+                self.inside = False
+                events.append(FrameEvent("frame", payload))
+            elif self.lenient_end:
+                del self.buffer[: end + 1]
+                self.inside = False
+                events.append(FrameEvent("frame", payload))
+            else:
+                events.append(FrameEvent("bad_end", payload))
+                self.broken = True
+                self.buffer.clear()
+        return events
+
+    def _stop(self, events: list[FrameEvent], kind: str) -> None:
+        events.append(FrameEvent(kind, count=len(self.buffer)))
+        self.broken = True
+        self.buffer.clear()
