@@ -374,10 +374,12 @@ FTS_DELETE_SQL = "INSERT INTO messages_fts (messages_fts, rowid, raw) VALUES ('d
 def _m006_text_search_and_retention(db: sqlite_utils.Database) -> None:
     """``messages --text`` and retention.
 
-    The full-text index over ``raw`` is kept in step by the writer (store.py stages the insert,
-    store_writer.py runs every insert of a commit in one statement at its end) and by pruning
-    (retention.py issues FTS5's 'delete' with the text before the text is cleared). Existing
-    messages are indexed here, once.
+    ``messages_fts`` indexes ``raw``. The writer indexes new messages in bulk (store_writer.py
+    ``stage``: at most 64 messages or 0.5 s behind their commit) and ``text_index`` records in
+    the same transaction the highest message id indexed, so a store reopened after a crash
+    indexes what came after it (``store_text.catch_up``). Pruning (retention.py) removes a
+    message's words with FTS5's 'delete' before it clears the text, and only below that mark.
+    Messages already stored are indexed here, once.
 
     ``idx_messages_unpruned`` holds only messages whose content is still there, in time order:
     a pruning pass walks it from the oldest, so it never steps over the (growing) history of
@@ -388,6 +390,9 @@ def _m006_text_search_and_retention(db: sqlite_utils.Database) -> None:
     )
     db.execute(f"INSERT INTO {FTS_TABLE} (rowid, raw) SELECT id, raw FROM messages"
                " WHERE raw IS NOT NULL AND pruned = 0")
+    db.execute("CREATE TABLE text_index (id INTEGER PRIMARY KEY CHECK (id = 1),"
+               " indexed_through INTEGER NOT NULL)")
+    db.execute("INSERT INTO text_index (id, indexed_through) SELECT 1, coalesce(max(id), 0) FROM messages")
     db.execute("CREATE INDEX idx_messages_unpruned ON messages (received_at) WHERE pruned = 0")
     db.conn.execute("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES"
                     " ('messages', 'idx_messages_unpruned', '300000 2')")

@@ -201,7 +201,7 @@ retry = {{ interval = "50ms", backoff = 1.5, max_interval = "300ms" }}
 
     elapsed = time.monotonic() - began
     print(f"crash test: {len(kills)} kills ({', '.join(kills)}), {len(acked)} messages AA'd, "
-          f"{sum(s.resends for s in senders)} re-sends, {duplicates} duplicate deliveries (per kill {per_kill}), {elapsed:.1f}s")
+          f"{sum(s.resends for s in senders)} re-sends, {sum(len(s.not_aa) for s in senders)} non-AA answers, {duplicates} duplicate deliveries (per kill {per_kill}), {elapsed:.1f}s")
     assert elapsed < 60
 
 

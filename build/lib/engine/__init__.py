@@ -1,1 +1,0 @@
-"""Switchboard: an HL7 interface engine."""

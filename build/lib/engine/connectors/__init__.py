@@ -1,1 +1,0 @@
-"""Transports: one module per connector type, each registering through the plugin hooks."""
