@@ -10,6 +10,8 @@ drives it with the same load client (``bench/load_client.py``) and prints one li
 - ``idle-rss``: 10 channels, 1,000 idle connections held open, then 8-connection load on one
   channel; peak RSS (VmHWM) of the daemon.
 - ``startup-20``: time from process start to "switchboard started" with 20 channels.
+- ``replay-100k``: 100,000 stored and delivered messages replayed through the admin API; time
+  until the last replayed message reaches the destination.
 """
 
 from __future__ import annotations
@@ -108,19 +110,61 @@ def e2e_8(tmpdir: Path, messages: int = 10000) -> dict:
     try:
         began = time.time()
         ingest = harness.run_client(port, 8, messages, 1, 60)
-        done = None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if select.select([sink.proc.stdout], [], [], 1)[0]:
-                line = sink.proc.stdout.readline()
-                if line.startswith("DONE"):
-                    done = line.split()
-                    break
+        done = wait_done(sink, 120)
         delivered = int(done[1]) if done else 0
         last = float(done[3]) if done else time.time()
         return {"ingest_msg_per_s": ingest["msg_per_s"], "ingest_p99_ms": ingest["p99_ms"],
                 "delivered": delivered, "delivery_msg_per_s": round(delivered / (last - began), 1),
                 "errors": ingest["errors"], "peak_rss_mb": round(server.read_peak_rss() / 1024, 1)}
+    finally:
+        server.stop()
+        sink.stop()
+
+
+def wait_done(sink: harness.Server, timeout: float) -> list[str] | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([sink.proc.stdout], [], [], 1)[0]:
+            line = sink.proc.stdout.readline()
+            if line.startswith("DONE"):
+                return line.split()
+    return None
+
+
+def replay_100k(tmpdir: Path, messages: int = 100_000) -> dict:
+    """Ingest N (pipelined, to fill the store fast), let them be delivered, then replay all N
+    through the admin API and time until the N-th replayed message reaches the destination."""
+    import urllib.request
+
+    sink = harness.start_ready_line("sink", [sys.executable, str(harness.BENCH / "sink_peer.py"), "--port", "0",
+                                             "--expect", str(messages), "--expect", str(2 * messages)], tmpdir)
+    port = harness.free_port()
+    server, _ = start_with_channels(tmpdir, {"bench": channel_text(E2E_CHANNEL, HOST=harness.HOST, PORT=port,
+                                                                    SINK=sink.port)})
+    try:
+        cmd = [sys.executable, str(harness.CLIENT), "--host", harness.HOST, "--port", str(port), "--connections", "8",
+               "--messages", str(messages), "--pipeline", "16", "--duration-limit", "600", "--json"]
+        subprocess.run(cmd, capture_output=True, text=True, timeout=700, check=False)
+        if wait_done(sink, 600) is None:
+            raise harness.Unavailable("the first delivery of the messages did not finish")
+        home = tmpdir / "switchboard"
+        address = (home / "var" / "admin.address").read_text().strip()
+        token = next(line.split('"')[1] for line in (home / "config.toml").read_text().splitlines()
+                     if line.startswith("token"))
+        request = urllib.request.Request(f"http://{address}/api/replay", method="POST",
+                                          data=json.dumps({"channel": "bench"}).encode(),
+                                          headers={"Authorization": f"Bearer {token}",
+                                                   "Content-Type": "application/json"})
+        began = time.time()
+        with urllib.request.urlopen(request, timeout=600) as answer:
+            accepted = time.time() - began
+            answer.read()
+        done = wait_done(sink, 900)
+        if done is None:
+            raise harness.Unavailable("the replayed messages did not all arrive")
+        seconds = float(done[3]) - began
+        return {"replayed": messages, "seconds": round(seconds, 1), "msg_per_s": round(messages / seconds, 1),
+                "api_answer_s": round(accepted, 2), "peak_rss_mb": round(server.read_peak_rss() / 1024, 1)}
     finally:
         server.stop()
         sink.stop()
@@ -161,7 +205,8 @@ def startup_20(tmpdir: Path) -> dict:
     return {"startup_s": round(seconds, 3)}
 
 
-SCENARIOS = {"e2e-8": e2e_8, "ingest-64": ingest_64, "idle-rss": idle_rss, "startup-20": startup_20}
+SCENARIOS = {"e2e-8": e2e_8, "ingest-64": ingest_64, "idle-rss": idle_rss, "startup-20": startup_20,
+             "replay-100k": replay_100k}
 
 
 def main(argv=None) -> int:

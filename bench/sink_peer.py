@@ -1,7 +1,7 @@
 """A downstream MLLP peer for the end-to-end benchmark: ACKs every frame AA and times arrivals.
 
-``python bench/sink_peer.py --port 0 --expect N`` prints ``READY <port>``, then ``DONE <count>
-<first> <last>`` (wall-clock seconds of the first and the N-th frame) once N frames arrived, so the
+``python bench/sink_peer.py --port 0 --expect N [--expect M]`` prints ``READY <port>``, then ``DONE
+<count> <first> <last>`` (wall-clock seconds of the first and the N-th frame) each time N frames arrived, so the
 benchmark measures the delivery rate where it matters: at the destination.  asyncio, one process,
 so its cost is not the engine's.
 """
@@ -19,7 +19,7 @@ START, END = b"\x0b", b"\x1c\x0d"
 class Sink(asyncio.Protocol):
     count = 0
     first = 0.0
-    expect = 0
+    expect: tuple[int, ...] = ()
 
     def connection_made(self, transport):
         self.transport = transport
@@ -39,16 +39,17 @@ class Sink(asyncio.Protocol):
             if cls.count == 0:
                 cls.first = time.time()
             cls.count += 1
-            if cls.count == cls.expect:
+            if cls.count in cls.expect:
                 print(f"DONE {cls.count} {cls.first:.6f} {time.time():.6f}", flush=True)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--expect", type=int, action="append", required=True,
+                        help="print DONE when this many frames have arrived (repeatable)")
     args = parser.parse_args()
-    Sink.expect = args.expect
+    Sink.expect = tuple(args.expect)
     server = await asyncio.get_running_loop().create_server(Sink, "127.0.0.1", args.port)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:

@@ -38,6 +38,7 @@ from typing import Callable, Iterable
 from twisted.internet import defer
 
 from . import store_queries as q
+from . import store_text
 from .store_schema import (  # noqa: F401 - DEDUPE_SQL, IDEMPOTENCY_SQL re-exported for tests
     DEDUPE_SQL,
     DELIVERY_STATUSES,
@@ -84,6 +85,7 @@ class Store(GroupCommitWriter):
             raise StoreError(f"cannot open the store ({exc.sqlite_errorname})") from exc
         try:
             migrate(conn)
+            store_text.catch_up(conn)  # messages a crash left unindexed (store_text.py)
             self._next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
         except BaseException:
             conn.close()
@@ -98,6 +100,12 @@ class Store(GroupCommitWriter):
         return iso_utc(self._clock())
 
     # --- writes -------------------------------------------------------------------------------
+
+    def _staged_ran(self, conn, staged) -> None:
+        """The writer just indexed the held messages: record how far the index goes."""
+        top = max((params[0] for sql, params in staged if sql == FTS_INSERT_SQL), default=0)
+        if top:
+            conn.execute(store_text.WATERMARK_SQL, (top, top))
 
     def put_received(
         self,
@@ -362,10 +370,13 @@ class Store(GroupCommitWriter):
         self._local = threading.local()
 
     def search(self, channel=None, status=None, since=None, until=None, type=None,
-               control_id=None, meta: dict | None = None, limit=100, offset=0) -> list[dict]:
-        """Message summaries matching every given filter, newest first (``messages --json``)."""
+               control_id=None, meta: dict | None = None, text: str | None = None,
+               limit=100, offset=0, before_id: int | None = None) -> list[dict]:
+        """Message summaries matching every given filter, newest first (``messages --json``);
+        see ``store_queries.search``."""
         return q.search(self._reader(), channel=channel, status=status, since=since, until=until,
-                        type=type, control_id=control_id, meta=meta, limit=limit, offset=offset)
+                        type=type, control_id=control_id, meta=meta, text=text, limit=limit,
+                        offset=offset, before_id=before_id)
 
     def search_plan(self, **filters) -> list[str]:
         """SQLite's query plan for ``search(**filters)``: to check a search uses an index."""

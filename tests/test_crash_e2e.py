@@ -170,6 +170,7 @@ retry = {{ interval = "50ms", backoff = 1.5, max_interval = "300ms" }}
 
     for sender in senders:
         assert not sender.errors, sender.errors
+        assert not sender.not_aa, sender.not_aa   # a killed daemon answers nothing, never AE
     assert len(kills) >= 3 and set(FAULT_PHASES) <= set(kills)
     assert all(len(ids) >= 20 for ids in journal.values()), {p: len(ids) for p, ids in journal.items()}
     assert sum(s.resends for s in senders) >= 1, "no sender ever had to re-send: the kills hit nothing"

@@ -149,7 +149,6 @@ class Downstream:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalogue")
     pki = make_pki(root / "pki")
-    (root / "inbox" / "files").mkdir(parents=True)
     downstream = Downstream()
     silent_once: Counter = Counter()
 
@@ -206,6 +205,11 @@ def messages(daemon: Daemon, channel: str, control_id: str) -> list[tuple]:
     """(id, status, error, raw) of a channel's messages with this control id, oldest first."""
     return query(daemon, "SELECT id, status, error, raw FROM messages WHERE channel = ? AND control_id = ?"
                  " ORDER BY id", channel, control_id)
+
+
+def wait_id_status(daemon: Daemon, message_id: int, status: str, timeout: float = 15.0) -> None:
+    wait_for(lambda: query(daemon, "SELECT status FROM messages WHERE id = ?", message_id)[0][0] == status,
+             timeout, what=f"message {message_id} to be {status}")
 
 
 def wait_status(daemon: Daemon, channel: str, control_id: str, status: str, timeout: float = 15.0) -> tuple:
@@ -344,6 +348,7 @@ def test_reliability_04_end_byte_followed_by_another_byte(world):
 def test_reliability_05_partial_frame_then_silence_fin_or_rst(world):
     daemon = world["daemon"]
     partial = b"\x0b" + hl7("R05-1", mrn="R05SECRET").encode()[:90]
+    before = len(events(world, "partial_frame_discarded", "mllp"))
     silent, fin, rst = (MllpClient(daemon.ports["mllp"]) for _ in range(3))
     for client in (silent, fin, rst):
         client.send_raw(partial)
@@ -354,11 +359,13 @@ def test_reliability_05_partial_frame_then_silence_fin_or_rst(world):
     assert closed_without_answer(silent)                              # after idle_timeout
     fin.close()
     silent.close()
-    discarded = wait_for(lambda: [e for e in events(world, "partial_frame_discarded", "mllp")
-                                  if e["reason"]][-3:] if len(events(world, "partial_frame_discarded", "mllp")) >= 3
-                         else None, what="three partial-frame events")
+    def new_events():
+        found = events(world, "partial_frame_discarded", "mllp")[before:]
+        return found if any(e["reason"] == "idle timeout inside a frame" for e in found) and len(found) >= 3 else None
+
+    discarded = wait_for(new_events, what="an event for each discarded partial frame")
     reasons = {e["reason"] for e in discarded}
-    assert {"connection closed inside a frame", "idle timeout inside a frame"} <= reasons
+    assert reasons == {"connection closed inside a frame", "idle timeout inside a frame"}
     assert not any("R05" in e["reason"] for e in discarded)          # PHI-free: no content
     assert messages(daemon, "mllp", "R05-1") == []
 
@@ -387,22 +394,26 @@ def test_reliability_07_end_byte_inside_a_message(world):
 def test_reliability_08_frame_over_max_message_size(world):
     daemon = world["daemon"]
     client = MllpClient(daemon.ports["mllp"])
-    client.sock.settimeout(0.01)
-    sent, piece = 0, b"\x0b" + b"MSH|^~\\&|" + b"A" * (16 * 1024)
-    try:
-        while sent < 64 * 1024 * 1024:                                # a 64 MB frame, if let through
+    client.sock.settimeout(0.02)
+    sent, closed, piece = 0, False, b"\x0b" + b"MSH|^~\\&|" + b"A" * (16 * 1024)
+    while sent < 16 * 1024 * 1024 and not closed:                     # a 16 MB frame, if let through
+        try:
             client.sock.sendall(piece)
             sent += len(piece)
             piece = b"A" * (16 * 1024)
-            try:
-                if client.sock.recv(1) == b"":
-                    break
-            except socket.timeout:
-                pass
-    except (ConnectionResetError, BrokenPipeError, socket.timeout):
-        pass
+        except socket.timeout:
+            pass
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+            break
+        try:
+            closed = client.sock.recv(1) == b""
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            closed = True
     client.close()
-    assert sent < 8 * 1024 * 1024, f"still reading after {sent} bytes of a frame capped at 64 KB"
+    assert closed and sent < 4 * 1024 * 1024, f"still reading after {sent} bytes of a frame capped at 64 KB"
     assert request(daemon.ports["mllp"], hl7("R08-1"))["code"] == "AA"
 
 
@@ -438,13 +449,24 @@ def test_reliability_11_connection_cap_idle_timeout_and_clean_shutdown(tmp_path)
         held = [MllpClient(port) for _ in range(2)]
         for number, client in enumerate(held):
             assert client.request(hl7(f"R11-{number}"))["code"] == "AA"
-        extra = MllpClient(port)
-        assert closed_without_answer(extra, timeout=0.5)              # over the cap: closed at once
-        extra.close()
+        try:
+            extra = MllpClient(port)
+        except ConnectionError:
+            pass                                                      # refused while connecting
+        else:
+            assert closed_without_answer(extra, timeout=0.5)          # over the cap: closed at once
+            extra.close()
         assert all(closed_without_answer(c) for c in held)            # idle: closed after 1s
         for client in held:
             client.close()
-        assert request(port, hl7("R11-2"))["code"] == "AA"
+
+        def admitted():
+            try:
+                return request(port, hl7("R11-2"))["code"] == "AA"
+            except ConnectionError:
+                return False
+
+        wait_for(admitted, what="a connection once the idle ones were closed")
         idle, partial = MllpClient(port), MllpClient(port)
         partial.send_raw(b"\x0b" + hl7("R11-3").encode()[:30])
         started = time.monotonic()
@@ -479,8 +501,7 @@ def test_reliability_14_no_msh10_or_short_msh(world):
     no_id = hl7("R14-X").replace("|R14-X|", "||")
     short = "MSH|^~\\&|EHR|HOSP|SWB|AG|2024||ADT^A08|R14-2"            # 10 fields
     for message in (no_id, short):
-        ack = request(daemon.ports["mllp"], message)
-        assert ack["code"] == "AR" and ack["code"] != "AA"
+        assert request(daemon.ports["mllp"], message)["code"] == "AR"
     assert messages(daemon, "mllp", "R14-2") == [] and messages(daemon, "mllp", "") == []
 
 
@@ -505,8 +526,8 @@ def test_reliability_16_lf_and_crlf_segment_endings(world):
 
 def test_reliability_17_invalid_bytes_for_the_declared_charset(world):
     daemon = world["daemon"]
-    utf8 = hl7("R17-1").replace("|2.5", "|2.5|||||||UNICODE UTF-8", 1).encode().replace(b"DOE", b"D\xff\xfeE")
-    latin1 = hl7("R17-2").replace("|2.5", "|2.5|||||||8859/1", 1).encode().replace(b"DOE", b"D\xe9E")
+    utf8 = hl7("R17-1").replace("|2.5", "|2.5||||||UNICODE UTF-8", 1).encode().replace(b"DOE", b"D\xff\xfeE")
+    latin1 = hl7("R17-2").replace("|2.5", "|2.5||||||8859/1", 1).encode().replace(b"DOE", b"D\xe9E")
     assert request(daemon.ports["mllp"], utf8)["code"] == "AA"
     assert request(daemon.ports["mllp"], latin1)["code"] == "AA"
     assert HL7View(messages(daemon, "mllp", "R17-1")[0][3])["PID.5.1"] == "D\ufffd\ufffdE"   # replaced
@@ -524,7 +545,7 @@ def test_reliability_18_a_resent_message_is_acked_again_and_delivered_once(world
     rows = messages(daemon, "dup", "R18-1")
     assert len(rows) == 2
     for row in rows:
-        wait_status(daemon, "dup", "R18-1", "SENT")
+        wait_id_status(daemon, row[0], "SENT")
     outputs = [(daemon.root / "outbox" / "dup" / f"{row[0]}.txt") for row in rows]
     wait_for(lambda: all(p.exists() for p in outputs), what="two deliveries")
     assert len(list((daemon.root / "outbox" / "dup").iterdir())) == 2
@@ -818,10 +839,10 @@ def test_reliability_31_a_file_still_being_written_is_read_once_stable(world):
     path = inbox(daemon) / "slow.hl7"
     pieces = [data[i:i + 64] for i in range(0, len(data), 64)]
     with open(path, "wb") as out:
-        for piece in pieces:                                           # one write per 100 ms (settle: 200 ms)
+        for piece in pieces:                                           # one write per 50 ms (settle: 200 ms)
             out.write(piece)
             out.flush()
-            time.sleep(0.1)                                            # the writer's pace, not a wait
+            time.sleep(0.05)                                           # the writer's pace, not a wait
             assert messages(daemon, "files", "R31-1") == []
     wait_path(inbox(daemon) / "done" / "slow.hl7")
     assert [row[3] for row in messages(daemon, "files", "R31-1")] == [data.decode()]
@@ -837,10 +858,11 @@ def test_reliability_32_a_failing_file_goes_to_error_with_a_reason_once(world):
     reason = wait_path(inbox(daemon) / "error" / "bad.hl7.reason")
     assert reason.read_text().strip() and "R32" not in reason.read_text()
     assert (inbox(daemon) / "error" / "bad.hl7").read_bytes() == content    # never deleted
+    mentioned = wait_for(lambda: sum("bad.hl7" in line for line in daemon.log_lines), what="the log line")
     drop(daemon, "after-bad.hl7", hl7("R32-2"))                        # the watcher moved on
     wait_path(inbox(daemon) / "done" / "after-bad.hl7")
     assert sorted(p.name for p in (inbox(daemon) / "error").glob("bad.hl7*")) == ["bad.hl7", "bad.hl7.reason"]
-    assert sum("bad.hl7" in line for line in daemon.log_lines) == 1    # once, never looping
+    assert sum("bad.hl7" in line for line in daemon.log_lines) == mentioned   # taken once, never looping
 
 
 def test_reliability_33_odd_files_skipped_and_identical_files_recognised(world, tmp_path):
@@ -851,12 +873,12 @@ def test_reliability_33_odd_files_skipped_and_identical_files_recognised(world, 
     os.symlink(target, inbox(daemon) / "link.hl7")
     drop(daemon, "empty-batch.hl7", "FHS|^~\\&\rBHS|^~\\&\rBTS|0\rFTS|1\r")
     drop(daemon, "huge.hl7", hl7("R33-HUGE", extra="NTE|1||" + "x" * 70_000))
-    drop(daemon, "..\\..\\evil.hl7", hl7("R33-TRAVERSAL"))
+    drop(daemon, "x\\..\\evil.hl7", hl7("R33-TRAVERSAL"))
     folder = os.fsencode(inbox(daemon))
     with open(os.path.join(folder, b"bad-\xff.hl7"), "wb") as out:
         out.write(hl7("R33-NAME").encode())
     expected = {"link.hl7": "symbolic link", "empty-batch.hl7": "no message", "huge.hl7": "max_file_size",
-                "..\\..\\evil.hl7": "path"}
+                "x\\..\\evil.hl7": "path traversal"}
     for name, words in expected.items():
         assert words in wait_path(error / f"{name}.reason").read_text(), name
     wait_for(lambda: os.path.exists(os.path.join(os.fsencode(error), b"bad-\xff.hl7.reason")), what="reason")
