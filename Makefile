@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-full check clean
+.PHONY: run test bench bench-full bench-search check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: $(STAMP)                 # < 3 min: ingest at 1 and 8 connections against
 bench-full: $(STAMP)            # every scenario, 3 runs each
 	$(BIN)/python bench/run.py --runs 5
 	$(BIN)/python bench/scenarios.py --runs 3
+
+bench-search: $(STAMP)          # ~3 min: 1,000,000 generated messages, then every kind of search
+	$(BIN)/python bench/search_bench.py
 
 clean:
 	rm -rf $(VENV) var

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from engine import cli_admin, cli_read, cli_tools, report
+from engine import cli_admin, cli_read, cli_tools, report, retention
 
 
 class UserError(Exception):
@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.add_replay_arguments(replay)
     audit = verb("audit", "who viewed, searched, replayed or changed what (admin API); --verify checks the chain")
     cli_admin.add_audit_arguments(audit)
+    prune = verb("prune", "clear the content of messages older than the retention window (ERROR, QUEUED kept)")
+    retention.add_prune_arguments(prune)
     return parser
 
 
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": report.report_command,
         "replay": cli_admin.replay_command,
         "audit": cli_admin.audit_command,
+        "prune": retention.prune_command,
     }
     try:
         return handlers[args.verb](args, config_path(args)) or 0

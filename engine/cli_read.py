@@ -22,9 +22,11 @@ def add_search_arguments(parser) -> None:
     parser.add_argument("--type", help="message type, e.g. ADT^A08 (ADT matches every trigger)")
     parser.add_argument("--control-id")
     parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--text", help="a word in the message content")
+    parser.add_argument("--text", help="words in the message content, all of them (JANE DOE, MRN0012*)")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--before-id", type=int, metavar="ID",
+                        help="the messages listed after this one (next page: the last id shown)")
 
 
 def open_store(path):
@@ -77,6 +79,8 @@ def search_filters(args) -> dict:
                "meta": meta or None, "limit": args.limit, "offset": args.offset}
     if getattr(args, "text", None):
         filters["text"] = args.text
+    if getattr(args, "before_id", None) is not None:
+        filters["before_id"] = args.before_id
     return filters
 
 
@@ -120,6 +124,9 @@ def show_command(args, path) -> int:
         print(f"meta {key} = {value}")
     if message.get("error"):
         print(f"error: {message['error']}")
+    if message.get("pruned"):
+        print("content pruned: older than the retention window ([store] retention or switchboard prune);"
+              " its record, metadata, statuses and attempts are kept")
     _block("raw", message.get("raw"))
     _block("transformed", message.get("transformed"))
     for destination in message.get("destinations", []):
@@ -143,26 +150,71 @@ def _block(title: str, text: str | None) -> None:
 
 
 def status_command(args, path) -> int:
-    config, store = open_store(path)
+    """Counts from the store; a broken channel file does not stop it (its problems are listed, with
+    those of the running daemon's latest live reload: ``reload.json`` beside the store)."""
+    from engine.reload import read_state
+
+    config, store, problems = _open_store_leniently(path)
     try:
         counts = store.channel_counts()
     finally:
         store.close_readers()
-    names = [c.name for c in config.channels] + sorted(set(counts) - {c.name for c in config.channels})
+    daemon = read_state(config) or {}
+    reported = [p for p in daemon.get("problems", []) if isinstance(p, dict) and p.get("text")]
+    texts = [p["text"] for p in reported]
+    texts += [str(problem) for problem in problems if str(problem) not in texts]
+    invalid = {p["channel"]: [] for p in reported if p.get("channel")}
+    for problem in reported:
+        if problem.get("channel"):
+            invalid[problem["channel"]].append(problem["text"])
+    configured = [c.name for c in config.channels]
+    names = configured + [n for n in invalid if n not in configured]
+    names += sorted(set(counts) - set(names))
     enabled = {c.name: c.enabled for c in config.channels}
     rows = []
     for name in names:
-        row = {"name": name, "state": _state(name, enabled),
-               **{k: counts.get(name, {}).get(k, 0) for k in ("received", "filtered", "queued", "sent", "errored")}}
+        row = {"name": name, "state": "invalid" if name in invalid else _state(name, enabled),
+               **{k: counts.get(name, {}).get(k, 0) for k in ("received", "filtered", "queued", "sent", "errored")},
+               "problems": invalid.get(name, [])}
         rows.append(row)
+    unattached = [text for text in texts if not any(text in row["problems"] for row in rows)]
     if args.json:
         print(json.dumps(rows, indent=2))
+        for text in unattached:
+            print(f"problem: {text}", file=sys.stderr)
         return 0
     print(f"{'CHANNEL':24} {'STATE':10} {'RECEIVED':>9} {'FILTERED':>9} {'QUEUED':>7} {'SENT':>8} {'ERRORED':>8}")
     for row in rows:
         print(f"{row['name'][:24]:24} {row['state']:10} {row['received']:>9} {row['filtered']:>9} "
               f"{row['queued']:>7} {row['sent']:>8} {row['errored']:>8}")
+    if texts:
+        print("\nproblems in the configuration files (a running daemon keeps the previous version of a channel "
+              "whose file has one):")
+        for text in texts:
+            print(f"  {text}")
     return 0
+
+
+def _open_store_leniently(path):
+    """(config without the channels whose files have problems, store, those problems)."""
+    from engine.checks import plugins_dir_of
+    from engine.cli_tools import CommandError
+    from engine.plugins import PluginError, load_plugins
+    from engine.reload_plan import load_lenient
+    from engine.store import Store
+
+    try:
+        registry = load_plugins(plugins_dir_of(path))
+    except PluginError as error:
+        raise CommandError(str(error)) from None
+    config, problems, _bad = load_lenient(path, registry)
+    if config is None:
+        for problem in problems:
+            print(str(problem), file=sys.stderr)
+        raise CommandError(f"{len(problems)} problem(s) in the configuration")
+    if not config.store.path.exists():
+        raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
+    return config, Store.open_readonly(config.store.path), problems
 
 
 def _state(name: str, enabled: dict) -> str:

@@ -59,6 +59,7 @@ class DestinationQueue:
         options = getattr(config, "options", None) or {}
         self.warn_at = int(options.get("queue_warning") or QUEUE_WARNING)
         self.over_warning = False
+        self.in_flight: defer.Deferred | None = None   # the latest send's Deferred (stop_after_send)
         self._settled: list[defer.Deferred] = []
         self._idle: list[defer.Deferred] = []
 
@@ -136,6 +137,7 @@ class DestinationQueue:
         d.addCallbacks(self._sent, self._failed, callbackArgs=(head,), errbackArgs=(head,))
         d.addErrback(lambda failure: log.failure("{channel}/{destination}: queue bookkeeping failed",
                                                  failure, channel=self.channel, destination=self.name))
+        self.in_flight = d
 
     def _refill_then_kick(self, _):
         self.sending = False
@@ -239,6 +241,23 @@ class DestinationQueue:
             return self._when_settled()
         self._idle.append(d)
         return d.addCallback(lambda _: self._when_settled())
+
+    def stop_after_send(self) -> defer.Deferred:
+        """``stop``, once the send in progress (if any) has its outcome recorded: a live reload
+        (engine/reload.py) replaces this queue by one that loads QUEUED rows from the store, and
+        that one must not send the same head while this one still waits for its answer."""
+        self.running = False
+        d = self.in_flight
+        if not self.sending or d is None or d.called:
+            return self.stop()
+        answered = defer.Deferred()
+
+        def relay(result):
+            answered.callback(None)
+            return result
+
+        d.addBoth(relay)
+        return answered.addCallback(lambda _: self.stop())
 
     def stop(self) -> defer.Deferred:
         """Stop sending; an in-flight send finishes (its outcome is recorded), then close."""

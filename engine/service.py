@@ -80,6 +80,18 @@ class ChannelService(service.Service):
         return self._transitions.run({"start": self.start_channel, "stop": self.stop_channel,
                                       "pause": self.pause}[action])
 
+    def exclusive(self, function, *args) -> defer.Deferred:
+        """Run ``function`` while no start, stop, pause or other redeploy runs on this channel."""
+        return self._transitions.run(function, *args)
+
+    def adopt(self, config, channel: Channel, source, queues: dict) -> None:
+        """Take a rebuilt channel in place (live reload: engine/reload.py swaps the parts, this
+        service object stays).  A stopped channel loads its new queues at its next start."""
+        self.config, self.channel, self.source, self.queues = config, channel, source, queues
+        self.engine.channels[self.name] = channel
+        if self.state == "stopped":
+            self._started_once = False
+
     @defer.inlineCallbacks
     def start_channel(self):
         """Start the channel, or start it again after a pause, a stop or a failed start.
@@ -169,6 +181,7 @@ class Engine(service.MultiService):
         self.channels: dict[str, Channel] = {}
         self.channel_services: dict[str, ChannelService] = {}
         self.admin = None   # engine/admin/server.py: the admin API, metrics, audit log and alerts
+        self.reloader = None   # engine/reload.py: live reload on file changes and SIGHUP
         self.started: defer.Deferred = defer.Deferred()
         for channel_config in config.channels:
             if channel_config.enabled:
@@ -180,6 +193,10 @@ class Engine(service.MultiService):
         service.Service.startService(self)
         self.config.store.path.parent.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.config.store.path, reactor=self.reactor)
+        from engine.retention import Retention
+
+        self.retention = Retention(self.store, self.config.store.retention, self.reactor)
+        self.retention.start()  # prunes content older than [store] retention while the daemon runs
         for child in self.channel_services.values():
             child.build(self.store)
             self.channels[child.name] = child.channel
@@ -189,15 +206,26 @@ class Engine(service.MultiService):
         d = defer.DeferredList([c.start_channel() for c in self.channel_services.values()])
         for child in self.channel_services.values():
             service.Service.startService(child)
+        d.addCallback(lambda _: self._start_live_reload())
         d.addCallback(lambda _: log.info("switchboard started: {n} channel(s), store {path}",
                                          n=len(self.channel_services), path=str(self.config.store.path)))
         d.addCallback(lambda _: self.started.callback(self))
 
+    def _start_live_reload(self) -> None:
+        """Once every channel has started (a reload never races a first start)."""
+        from engine.reload import start_reloader
+
+        self.reloader = start_reloader(self)
+
     @defer.inlineCallbacks
     def stopService(self):
+        if self.reloader is not None:
+            yield self.reloader.stop()
         if self.admin is not None:
             yield self.admin.stop()
         yield service.MultiService.stopService(self)
+        if getattr(self, "retention", None) is not None:
+            yield self.retention.stop()  # its batch in flight commits before the store closes
         if self.store is not None:
             yield self.store.close()
         log.info("switchboard stopped")

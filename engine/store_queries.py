@@ -17,7 +17,8 @@ import sqlite3
 from contextlib import contextmanager
 from typing import Iterator
 
-from .store_schema import normalize_status, to_iso
+from .store_schema import FTS_TABLE, normalize_status, to_iso
+from .store_text import match_expression, probe_is_cheaper
 
 _SUMMARY = "id, channel, status, received_at, type, control_id"
 _META_CHUNK = 500  # ids per "IN (...)": well under SQLite's bound-parameter limit
@@ -33,6 +34,19 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("COMMIT")
 
 
+MAX_LIMIT = 100_000
+MAX_TYPES = 200  # concrete types one "ADT" may stand for
+
+
+def _page(limit, offset) -> tuple[int, int]:
+    limit, offset = int(limit), int(offset)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise ValueError("offset must be 0 or more")
+    return limit, offset
+
+
 def search_sql(
     channel=None,
     status=None,
@@ -41,40 +55,123 @@ def search_sql(
     type=None,
     control_id=None,
     meta=None,
+    text=None,
     limit=100,
     offset=0,
+    before_id=None,
+    probe=False,
 ) -> tuple[str, list]:
-    """The SQL and parameters of :func:`search` (also what ``Store.search_plan`` explains).
+    """The SQL and parameters of one search (also what ``Store.search_plan`` explains).
 
-    ``since`` is inclusive, ``until`` inclusive; both accept datetimes or ISO 8601 strings."""
+    ``since`` and ``until`` are inclusive and accept datetimes, ISO 8601 strings or epoch
+    seconds. ``type`` is one type (``ADT^A08``) or a tuple of types (:func:`search` expands a
+    bare ``ADT`` into the types stored under it). Without ``text`` the rows come newest first
+    by (received_at, id), and ``before_id`` keeps the rows that come after that message in this
+    order (keyset paging: pass the last id of a page to get the next). With ``text`` they come
+    by id, newest first, driven by the full-text index (FTS5 walks its doclists in rowid order,
+    so the first page of a common word costs a page, not every match), and ``before_id`` is
+    ``id < before_id``; with a control id or a metadata filter, which find a few messages, those
+    drive and each candidate is probed in the index instead; ``probe`` does the same for a
+    channel or status filter (:func:`search` asks for it when the word is common and those
+    messages are few)."""
+    limit, offset = _page(limit, offset)
     where, params = [], []
     if channel is not None:
-        where.append("channel = ?")
+        where.append("m.channel = ?")
         params.append(channel)
     if status is not None:
-        where.append("status = ?")
+        where.append("m.status = ?")
         params.append(normalize_status(status))
     if since is not None:
-        where.append("received_at >= ?")
+        where.append("m.received_at >= ?")
         params.append(to_iso(since))
     if until is not None:
-        where.append("received_at <= ?")
+        where.append("m.received_at <= ?")
         params.append(to_iso(until))
-    if type is not None:
-        where.append("type = ?")
+    if isinstance(type, (tuple, list)):
+        where.append(f"m.type IN ({','.join('?' * len(type))})")
+        params.extend(type)
+    elif type is not None:
+        where.append("m.type = ?")
         params.append(type)
     if control_id is not None:
-        where.append("control_id = ?")
+        where.append("m.control_id = ?")
         params.append(control_id)
-    for key, value in (meta or {}).items():
-        where.append("id IN (SELECT message_id FROM metadata WHERE key = ? AND value = ?)")
+    for number, (key, value) in enumerate((meta or {}).items()):
+        if number == 0:  # the first pair finds the candidates (search() puts the rarest first)...
+            where.append("m.id IN (SELECT message_id FROM metadata WHERE key = ? AND value = ?)")
+        else:  # ...each other pair is one primary-key probe per candidate, never a whole set
+            where.append("EXISTS (SELECT 1 FROM metadata WHERE message_id = m.id AND key = ? AND value = ?)")
         params.extend((str(key), str(value)))
-    sql = f"SELECT {_SUMMARY} FROM messages"
+    select = "SELECT m.id, m.channel, m.status, m.received_at, m.type, m.control_id"
+    if text is None:
+        if before_id is not None:
+            at = "(SELECT received_at FROM messages WHERE id = ?)"
+            where.append(f"m.received_at <= {at} AND (m.received_at < {at} OR m.id < ?)")
+            params.extend((int(before_id),) * 3)
+        sql = f"{select} FROM messages m"
+        order = "m.received_at DESC, m.id DESC"
+    else:
+        if before_id is not None:
+            where.append("m.id < ?")
+            params.append(int(before_id))
+        match = match_expression(text)
+        # The time window as an id range too, so FTS5 seeks to it instead of walking every newer
+        # match (a common word with last month's window): received_at never goes back in id
+        # order (the writer stamps it so), so the window's first and last ids bound it exactly.
+        if since is not None:
+            where.append("m.id >= (SELECT id FROM messages WHERE received_at >= ?"
+                         " ORDER BY received_at, id LIMIT 1)")
+            params.append(to_iso(since))
+        if until is not None:
+            where.append("m.id <= (SELECT id FROM messages WHERE received_at <= ?"
+                         " ORDER BY received_at DESC, id DESC LIMIT 1)")
+            params.append(to_iso(until))
+        few = control_id is not None or bool(meta)
+        if few or probe:
+            sql = f"{select} FROM messages m"
+            where.append(f"EXISTS (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? AND rowid = m.id)")
+            params.append(match)
+        else:
+            sql = f"{select} FROM {FTS_TABLE} f CROSS JOIN messages m ON m.id = f.rowid"
+            where.insert(0, f"f.{FTS_TABLE} MATCH ?")
+            params.insert(0, match)
+            where = [w.replace("m.id <", "f.rowid <").replace("m.id >", "f.rowid >")
+                     for w in where]  # FTS5 seeks on rowid
+        order = "m.id DESC" if few else "m.received_at DESC, m.id DESC" if probe else "f.rowid DESC"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?"
-    params.extend((int(limit), int(offset)))
+    sql += f" ORDER BY {order} LIMIT ? OFFSET ?"
+    params.extend((limit, offset))
     return sql, params
+
+
+def rarest_first(conn: sqlite3.Connection, meta: dict, cap: int = 1000) -> dict:
+    """The metadata pairs ordered by how many messages hold them (counted up to ``cap``, a short
+    index range each), so the rarest (an MRN, not a facility) finds the candidates."""
+    def held_by(pair) -> int:
+        return conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM metadata WHERE key = ? AND value = ? LIMIT ?)",
+            (str(pair[0]), str(pair[1]), cap),
+        ).fetchone()[0]
+    return dict(sorted(meta.items(), key=held_by))
+
+
+def types_under(conn: sqlite3.Connection, code: str) -> list[str]:
+    """The stored types a bare message code stands for: ``ADT`` -> ``ADT``, ``ADT^A01``,
+    ``ADT^A08``, ... One index seek per distinct type (``type > previous``), never a scan."""
+    found = [code] if conn.execute(
+        "SELECT 1 FROM messages WHERE type = ? LIMIT 1", (code,)).fetchone() else []
+    last, end = code + "^", code + "_"  # '_' sorts right after '^'
+    while len(found) < MAX_TYPES:
+        row = conn.execute(
+            "SELECT type FROM messages WHERE type > ? AND type < ? ORDER BY type LIMIT 1", (last, end)
+        ).fetchone()
+        if row is None:
+            break
+        found.append(row[0])
+        last = row[0]
+    return found
 
 
 def _summary(row) -> dict:
@@ -105,11 +202,44 @@ def _attach_meta(conn: sqlite3.Connection, summaries: list[dict]) -> list[dict]:
 
 def search(conn: sqlite3.Connection, **filters) -> list[dict]:
     """Message summaries, newest first: ``{"id", "channel", "status", "received_at", "type",
-    "control_id", "meta"}``."""
-    sql, params = search_sql(**filters)
+    "control_id", "meta"}``. Filters: see :func:`search_sql`; ``type`` without a ``^`` (``ADT``)
+    matches every trigger of that message code.
+
+    Every plan is answered from an index (``tests/test_store_queries.py`` checks each filter
+    and their combinations). A bare code standing for several types is searched type by type,
+    each an indexed newest-first walk of ``limit + offset`` rows, and the pages merged: one
+    ``type IN (...)`` would make SQLite sort every message of those types."""
+    type_ = filters.get("type")
     with snapshot(conn):
-        summaries = [_summary(row) for row in conn.execute(sql, params).fetchall()]
-        return _attach_meta(conn, summaries)
+        if len(filters.get("meta") or {}) > 1:
+            filters["meta"] = rarest_first(conn, filters["meta"])
+        if isinstance(type_, str) and "^" not in type_:
+            types = types_under(conn, type_)
+            if not types:
+                _page(filters.get("limit", 100), filters.get("offset", 0))  # still refuse bad paging
+                return []
+            filters["type"] = types[0] if len(types) == 1 else tuple(types)
+        if filters.get("text") is not None and probe_is_cheaper(conn, filters):
+            filters["probe"] = True
+        if isinstance(filters.get("type"), tuple) and filters.get("text") is None:
+            rows = _merged_by_type(conn, filters)
+        else:
+            sql, params = search_sql(**filters)
+            rows = conn.execute(sql, params).fetchall()
+        return _attach_meta(conn, [_summary(row) for row in rows])
+
+
+def _merged_by_type(conn: sqlite3.Connection, filters: dict) -> list[tuple]:
+    limit, offset = _page(filters.get("limit", 100), filters.get("offset", 0))
+    if limit + offset > MAX_LIMIT:
+        raise ValueError(f"with a message code (not one type) limit + offset must be at most {MAX_LIMIT};"
+                         " page with before_id instead")
+    rows: list[tuple] = []
+    for one in filters["type"]:
+        sql, params = search_sql(**{**filters, "type": one, "limit": limit + offset, "offset": 0})
+        rows += conn.execute(sql, params).fetchall()
+    rows.sort(key=lambda row: (row[3], row[0]), reverse=True)  # (received_at, id), newest first
+    return rows[offset:offset + limit]
 
 
 def get_message(conn: sqlite3.Connection, message_id: int) -> dict | None:

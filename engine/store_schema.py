@@ -132,6 +132,11 @@ def to_iso(value: object) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S") + ".%03dZ" % (value.microsecond // 1000)
 
 
+def from_iso(text: str) -> float:
+    """A stored time ('2026-11-25T03:04:12.123Z') -> seconds since the epoch."""
+    return _dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 # --- connections --------------------------------------------------------------------------------
 
 BUSY_TIMEOUT_MS = 5000
@@ -375,15 +380,18 @@ def _m006_text_search_and_retention(db: sqlite_utils.Database) -> None:
     """``messages --text`` and retention.
 
     ``messages_fts`` indexes ``raw``. The writer indexes new messages in bulk (store_writer.py
-    ``stage``: at most 64 messages or 0.5 s behind their commit) and ``text_index`` records in
+    ``stage``: at most 256 messages or 0.5 s behind their commit) and ``text_index`` records in
     the same transaction the highest message id indexed, so a store reopened after a crash
     indexes what came after it (``store_text.catch_up``). Pruning (retention.py) removes a
     message's words with FTS5's 'delete' before it clears the text, and only below that mark.
     Messages already stored are indexed here, once.
 
-    ``idx_messages_unpruned`` holds only messages whose content is still there, in time order:
-    a pruning pass walks it from the oldest, so it never steps over the (growing) history of
-    messages already pruned. Its key grows with time, so an insert appends to its last leaf."""
+    ``idx_messages_unpruned`` holds only messages whose content is still there, by status and
+    id: a pruning pass reads each prunable status from its oldest id, so it never steps over the
+    (growing) history of messages already pruned nor over the ERROR and QUEUED ones it keeps.
+    Ids grow with received_at (the writer stamps it so), so the window's last id bounds the
+    range. Keyed on (status, rowid) only, it costs ~20 B per message (with received_at in the
+    key: ~55 B, and DESIGN §5 allows 3 KB per message in all); an insert appends to a leaf."""
     db.execute(
         f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(raw, content='messages', content_rowid='id',"
         " detail=none, columnsize=0, tokenize='unicode61 remove_diacritics 2')"
@@ -393,9 +401,9 @@ def _m006_text_search_and_retention(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE text_index (id INTEGER PRIMARY KEY CHECK (id = 1),"
                " indexed_through INTEGER NOT NULL)")
     db.execute("INSERT INTO text_index (id, indexed_through) SELECT 1, coalesce(max(id), 0) FROM messages")
-    db.execute("CREATE INDEX idx_messages_unpruned ON messages (received_at) WHERE pruned = 0")
+    db.execute("CREATE INDEX idx_messages_unpruned ON messages (status) WHERE pruned = 0")
     db.conn.execute("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES"
-                    " ('messages', 'idx_messages_unpruned', '300000 2')")
+                    " ('messages', 'idx_messages_unpruned', '300000 60000')")
     db.execute("ANALYZE sqlite_schema")
 
 

@@ -55,7 +55,7 @@ class GroupCommitWriter:
     override ``_on_closed`` (run in the reactor once the connection is closed)."""
 
     _writer = False      # True once a subclass has a read-write connection
-    hold_rows = 64       # staged statements are run once this many are held...
+    hold_rows = 256      # staged statements are run once this many are held...
     hold_seconds = 0.5   # ...or the oldest has waited this long
     _accepting = False
     _closed = False
@@ -187,14 +187,15 @@ class GroupCommitWriter:
 
         For derived data that is far cheaper written in bulk: the full-text index. FTS5 writes
         a new index segment at every SAVEPOINT and every COMMIT that follows an index insert,
-        and a segment costs ~26 us plus ~0.85 us per distinct word (measured), so indexing a
-        message inside its own write cost ~180 us, and even once per commit a lone caller's
-        one-message commits paid ~130 us each (0.25 -> 0.38 ms of writer time per message).
-        Held and run 64 at a time it is ~20 us per message. The subclass records in
-        ``_staged_ran`` (same transaction) how far the derived data goes, so a crash between
-        a message's commit and its indexing is repaired at the next start. Staged statements
-        run in order, consecutive ones with the same SQL as one ``executemany``; if they fail,
-        the batch fails like a failed COMMIT and they stay held."""
+        and a segment costs ~26 us plus ~0.85 us per distinct word (measured), so indexing each
+        message inside its own write cost ~180 us per message, and even once per commit a lone
+        caller's one-message commits paid ~130 us each. Held and run 256 at a time, measured
+        with ``bench/store_bench.py``'s ingest (writer thread CPU per message, medians of 4):
+        64 callers 51 -> 67-69 us (+~17 us), one caller 220 -> 236-245 us per commit (+~20 us).
+        The subclass records in ``_staged_ran`` (same transaction) how far the derived data
+        goes, so a crash between a message's commit and its indexing is repaired at the next
+        start. Staged statements run in order, consecutive ones with the same SQL as one
+        ``executemany``; if they fail, the batch fails like a failed COMMIT and they stay held."""
         self._op_staged.append((sql, params))
 
     def flush_staged(self) -> defer.Deferred:

@@ -82,8 +82,8 @@ def test_healthz_needs_no_token(world):
     assert daemon.api("GET", "/healthz", token=None) == (200, {"status": "ok"})
 
 
-@pytest.mark.parametrize("path", ["/api/channels", "/api/messages", "/api/messages/1", "/metrics", "/",
-                                  "/healthz/", "/api/nothing"])
+@pytest.mark.parametrize("path", ["/api/channels", "/api/messages", "/api/messages/1", "/metrics",
+                                  "/healthz/", "/api/nothing"])   # dashboard pages: test_dashboard_e2e.py
 @pytest.mark.parametrize("token", [None, "wrong-token", ADMIN_TOKEN + "x", ""])
 def test_no_token_no_answer(world, path, token):
     daemon, _peer, _gate = world

@@ -19,7 +19,6 @@ test that needs it is skipped and says exactly why.
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import socket
 import sqlite3

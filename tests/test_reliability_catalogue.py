@@ -13,6 +13,7 @@ small ``message_event`` plugin writing JSON lines: both are the daemon's real ou
 from __future__ import annotations
 
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -691,7 +692,8 @@ def test_reliability_25_connection_refused_or_reset_is_queued_with_backoff(world
         daemon, "SELECT a.at FROM attempts a JOIN deliveries d ON d.id = a.delivery_id JOIN messages m"
         " ON m.id = d.message_id WHERE m.channel = 'refused' ORDER BY a.id")]
     gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
-    assert gaps[0] >= 0.09 and max(gaps) >= 0.2                        # backoff: 100 ms, growing
+    # backoff: 100 ms growing by 1.5 (times are stamped at commit, hence the slack): no tight loop
+    assert len(gaps) >= 4 and min(gaps) > 0.02 and max(gaps) >= 0.25
 
 
 def test_reliability_26_store_failure_at_ingest_is_never_aa(tmp_path):
@@ -783,7 +785,7 @@ def test_reliability_28_bad_client_certificate_refused(world, certificate):
         tls_post(certificate, json.dumps({"who": f"R28-{certificate}"}))
     assert query(daemon, "SELECT COUNT(*) FROM messages WHERE channel = 'mtls' AND raw LIKE ?",
                  f"%R28-{certificate}%")[0][0] == 0
-    assert tls_post("client", json.dumps({"who": "R28-trusted"})) == 202    # the listener works
+    assert tls_post("client", json.dumps({"who": f"R28-trusted-{certificate}"})) == 202   # the listener works
 
 
 @pytest.mark.parametrize("document", [
@@ -797,7 +799,8 @@ def test_reliability_29_xml_with_a_dtd_or_entities_refused(world, document):
     status, _headers, body = post(daemon.ports["xml"], "/xml", document, {"Content-Type": "application/xml"})
     assert status == 400 and "DTD" in json.loads(body)["error"]
     assert query(daemon, "SELECT COUNT(*) FROM messages WHERE channel = 'xml'")[0][0] == before
-    assert post(daemon.ports["xml"], "/xml", "<r><a>1</a></r>")[0] == 202
+    control = f"<r><a>{hashlib.sha256(document.encode()).hexdigest()}</a></r>"   # unique: not a re-send
+    assert post(daemon.ports["xml"], "/xml", control)[0] == 202
 
 
 def test_reliability_30_client_gone_after_store_retry_not_processed_twice(world):
@@ -854,15 +857,15 @@ def test_reliability_31_a_file_still_being_written_is_read_once_stable(world):
 def test_reliability_32_a_failing_file_goes_to_error_with_a_reason_once(world):
     daemon = world["daemon"]
     content = b"\x00\xffnot HL7 at all R32"
-    drop(daemon, "bad.hl7", content)
-    reason = wait_path(inbox(daemon) / "error" / "bad.hl7.reason")
+    drop(daemon, "refused.hl7", content)
+    reason = wait_path(inbox(daemon) / "error" / "refused.hl7.reason")
     assert reason.read_text().strip() and "R32" not in reason.read_text()
-    assert (inbox(daemon) / "error" / "bad.hl7").read_bytes() == content    # never deleted
-    mentioned = wait_for(lambda: sum("bad.hl7" in line for line in daemon.log_lines), what="the log line")
-    drop(daemon, "after-bad.hl7", hl7("R32-2"))                        # the watcher moved on
-    wait_path(inbox(daemon) / "done" / "after-bad.hl7")
-    assert sorted(p.name for p in (inbox(daemon) / "error").glob("bad.hl7*")) == ["bad.hl7", "bad.hl7.reason"]
-    assert sum("bad.hl7" in line for line in daemon.log_lines) == mentioned   # taken once, never looping
+    assert (inbox(daemon) / "error" / "refused.hl7").read_bytes() == content    # never deleted
+    mentioned = wait_for(lambda: sum("refused.hl7" in line for line in daemon.log_lines), what="the log line")
+    drop(daemon, "next-one.hl7", hl7("R32-2"))                        # the watcher moved on
+    wait_path(inbox(daemon) / "done" / "next-one.hl7")
+    assert sorted(p.name for p in (inbox(daemon) / "error").glob("refused.hl7*")) == ["refused.hl7", "refused.hl7.reason"]
+    assert sum("refused.hl7" in line for line in daemon.log_lines) == mentioned   # taken once, never looping
 
 
 def test_reliability_33_odd_files_skipped_and_identical_files_recognised(world, tmp_path):
@@ -882,7 +885,7 @@ def test_reliability_33_odd_files_skipped_and_identical_files_recognised(world, 
     for name, words in expected.items():
         assert words in wait_path(error / f"{name}.reason").read_text(), name
     wait_for(lambda: os.path.exists(os.path.join(os.fsencode(error), b"bad-\xff.hl7.reason")), what="reason")
-    assert target.read_text() == hl7("R33-LINK")                       # the link was never followed
+    assert target.read_bytes() == hl7("R33-LINK").encode()                       # the link was never followed
     for control_id in ("R33-LINK", "R33-HUGE", "R33-TRAVERSAL", "R33-NAME"):
         assert messages(daemon, "files", control_id) == []
     drop(daemon, "same.hl7", hl7("R33-SAME"))

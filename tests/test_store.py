@@ -1,43 +1,21 @@
-"""The message store: group commit, failure isolation, dedupe, statuses, searches, plans."""
+"""The message store: group commit, failure isolation, dedupe, statuses, migrations, size.
+Reads and query plans: test_store_queries.py; held index writes: test_store_writer.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
-import re
 import sqlite3
-import threading
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
 from engine import store_schema
-from engine.store import DEDUPE_SQL, IDEMPOTENCY_SQL, Store, StoreError, derive_status
+from engine.store import Store, StoreError, derive_status
 from engine.store_schema import SCHEMA_VERSION, connect_writer, migrate, to_iso
-
-ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def hl7(control_id: str, mrn: str = "MRN1", size: int = 1100) -> str:
-    """A synthetic ADT^A08 of about `size` characters (no real person)."""
-    text = (
-        f"MSH|^~\\&|EPIC|MERCY|AGENCY|COLLECT|20261125030412||ADT^A08|{control_id}|P|2.5.1\r"
-        f"PID|1||{mrn}^^^MERCY^MR||DOE^JANE||19700101|F\r"
-        "PV1|1|O|CLINIC^101^1^MERCY\r"
-    )
-    return text + "ZPD|" + "X" * max(0, size - len(text) - 5) + "\r"
-
-
-class FakeClock:
-    """Seconds since the epoch, moved by the test (the writer stamps received_at with it)."""
-
-    def __init__(self, start: float = 1_795_000_000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
+from store_support import ISO_MS, FakeClock, count_rows, hl7, pause_writer, settle
 
 
 @pytest.fixture
@@ -50,34 +28,6 @@ async def store(tmp_path, clock):
     s = Store(tmp_path / "store.db", clock=clock)
     yield s
     await s.close()
-
-
-def pause_writer(store: Store):
-    """Hold the writer inside a write until released, so the writes queued meanwhile form one
-    batch. Returns (release, the blocking write's Deferred)."""
-    started, release = threading.Event(), threading.Event()
-
-    def block(conn):
-        started.set()
-        assert release.wait(10), "the test never released the writer"
-
-    d = store.write(block)
-    assert started.wait(10), "the writer thread did not pick up the blocking write"
-    return release, d
-
-
-async def settle(deferreds):
-    """Wait for every Deferred; return (ok, value-or-exception) per Deferred, in order."""
-    results = await defer.DeferredList(list(deferreds), consumeErrors=True)
-    return [(ok, value if ok else value.value) for ok, value in results]
-
-
-def count_rows(path, table: str) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-    finally:
-        conn.close()
 
 
 # --- the writer -------------------------------------------------------------------------------
@@ -393,98 +343,6 @@ async def test_events_are_kept(store):
     assert ISO_MS.match(events[0]["at"])
 
 
-# --- reads ------------------------------------------------------------------------------------
-
-
-async def populate(store: Store, clock: FakeClock) -> dict[str, int]:
-    """Five messages, one second apart, on two channels with varied types, statuses and meta."""
-    ids = {}
-    rows = [
-        ("a", "ehr", "ADT^A08", {"mrn": "M1", "account": "X1"}),
-        ("b", "ehr", "DFT^P03", {"mrn": "M2", "account": "X2"}),
-        ("c", "lab", "ORU^R01", {"mrn": "M1"}),
-        ("d", "ehr", "ADT^A08", {"mrn": "M1", "account": "X3"}),
-        ("e", "lab", "ADT^A08", {}),
-    ]
-    for control_id, channel, type_, meta in rows:
-        ids[control_id], _ = await store.put_received(
-            channel, hl7(control_id), type=type_, control_id=control_id, meta=meta)
-        clock.now += 1
-    await store.set_message_result(ids["a"], status="SENT")
-    await store.set_message_result(ids["b"], status="ERROR", error="bad")
-    await store.set_message_result(ids["c"], status="FILTERED")
-    await store.set_message_result(ids["d"], status="QUEUED")
-    return ids
-
-
-def control_ids(rows):
-    return [row["control_id"] for row in rows]
-
-
-@pytest_twisted.ensureDeferred
-async def test_search_filters(store, clock):
-    start = clock.now
-    await populate(store, clock)
-    assert control_ids(store.search()) == ["e", "d", "c", "b", "a"]  # newest first
-    assert control_ids(store.search(channel="lab")) == ["e", "c"]
-    assert control_ids(store.search(status="error")) == ["b"]  # status words are case-insensitive
-    assert control_ids(store.search(status="RECEIVED")) == ["e"]
-    assert control_ids(store.search(type="ADT^A08")) == ["e", "d", "a"]
-    assert control_ids(store.search(control_id="c")) == ["c"]
-    assert control_ids(store.search(meta={"mrn": "M1"})) == ["d", "c", "a"]
-    assert control_ids(store.search(meta={"mrn": "M1", "account": "X3"})) == ["d"]
-    since = dt.datetime.fromtimestamp(start + 1, dt.timezone.utc)
-    assert control_ids(store.search(since=since)) == ["e", "d", "c", "b"]
-    until = to_iso(start + 1).replace(".000Z", "Z")  # a plain ISO string works too
-    assert control_ids(store.search(until=until)) == ["b", "a"]
-    assert control_ids(store.search(since=start + 1, until=start + 3, channel="ehr")) == ["d", "b"]
-    assert control_ids(store.search(channel="ehr", type="ADT^A08", status="queued")) == ["d"]
-    assert control_ids(store.search(limit=2, offset=1)) == ["d", "c"]
-    with pytest.raises(ValueError):
-        store.search(status="delivered")
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_summary_and_a_full_message_have_the_documented_shape(store, clock):
-    ids = await populate(store, clock)
-    summary = store.search(control_id="a")[0]
-    assert set(summary) == {"id", "channel", "status", "received_at", "type", "control_id", "meta"}
-    assert summary["meta"] == {"mrn": "M1", "account": "X1"}
-    message = store.get_message(ids["a"])
-    assert {"raw", "transformed", "error", "destinations"} <= set(message)
-    assert {k: message[k] for k in summary} == summary
-    json.dumps(message)  # the CLI prints it as it is
-    assert store.get_message(999_999) is None
-
-
-@pytest_twisted.ensureDeferred
-async def test_channel_counts_and_unprocessed(store, clock):
-    ids = await populate(store, clock)
-    assert store.channel_counts() == {
-        "ehr": {"received": 3, "filtered": 0, "queued": 1, "sent": 1, "errored": 1},
-        "lab": {"received": 2, "filtered": 1, "queued": 0, "sent": 0, "errored": 0},
-    }
-    assert store.unprocessed("lab") == [ids["e"]]
-    assert store.unprocessed("ehr") == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_the_read_only_store_sees_the_daemons_writes(store):
-    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
-    reader = Store.open_readonly(store.path)
-    try:
-        assert [m["id"] for m in reader.search()] == [message_id]
-        (ok, error), = await settle([reader.put_received("ehr", hl7("C2"), control_id="C2")])
-        assert not ok and isinstance(error, StoreError)  # it has no writer
-    finally:
-        await reader.close()
-
-
-def test_opening_a_missing_store_read_only_is_a_store_error(tmp_path):
-    with pytest.raises(StoreError):
-        Store.open_readonly(tmp_path / "absent.db")
-
-
 # --- schema -----------------------------------------------------------------------------------
 
 
@@ -526,91 +384,9 @@ async def test_a_version_1_store_is_upgraded_when_opened(tmp_path):
         assert columns == ["channel", "control_id", "sha256", "received_at"]
         assert version == SCHEMA_VERSION
         assert len(store.search()) == 1
+        assert len(store.search(text="MSH")) == 1  # messages stored before m006 are indexed by it
     finally:
         await store.close()
-
-
-def plans_of(store: Store, call) -> dict[str, list[str]]:
-    """Run a read and return the query plan of every statement it executed."""
-    conn = store._reader()
-    statements = []
-    conn.set_trace_callback(statements.append)
-    try:
-        call()
-    finally:
-        conn.set_trace_callback(None)
-    return {sql: store.explain(sql) for sql in statements if sql.lstrip().upper().startswith("SELECT")}
-
-
-def assert_indexed(plans: dict[str, list[str]]) -> None:
-    assert plans
-    for sql, lines in plans.items():
-        assert any(re.search(r"USING (COVERING |INTEGER PRIMARY KEY|PRIMARY KEY|INDEX)", line)
-                   for line in lines), (sql, lines)
-        bare = [line for line in lines if re.match(r"SCAN \w+( AS \w+)?$", line.strip())]
-        assert not bare, (sql, lines)
-
-
-@pytest.mark.parametrize(
-    "filters",
-    [
-        {},
-        {"channel": "ehr"},
-        {"status": "error"},
-        {"channel": "ehr", "status": "queued"},
-        {"since": "2026-11-25T00:00:00Z"},
-        {"channel": "ehr", "since": "2026-11-25T00:00:00Z", "until": "2026-11-26T00:00:00Z"},
-        {"type": "ADT^A08"},
-        {"control_id": "C1"},
-        {"channel": "ehr", "control_id": "C1"},
-        {"meta": {"mrn": "M1"}},
-        {"channel": "ehr", "meta": {"mrn": "M1", "account": "X1"}},
-    ],
-)
-@pytest_twisted.ensureDeferred
-async def test_searches_use_an_index(store, clock, filters):
-    await populate(store, clock)
-    assert_indexed(plans_of(store, lambda: store.search(**filters)))
-
-
-@pytest.mark.parametrize(
-    "filters, driver",
-    [
-        ({"channel": "ehr", "control_id": "C1"}, "idx_messages_dedupe"),
-        ({"control_id": "C1"}, "idx_messages_control_id"),
-        ({"channel": "ehr", "meta": {"mrn": "M1"}}, "idx_metadata_key_value"),
-    ],
-)
-@pytest_twisted.ensureDeferred
-async def test_selective_searches_look_up_instead_of_walking_a_channel(store, filters, driver):
-    plan = " | ".join(store.search_plan(**filters))
-    assert driver in plan
-    assert "idx_messages_channel_received" not in plan
-
-
-def test_planner_statistics_name_real_indexes(tmp_path):
-    conn = connect_writer(str(tmp_path / "s.db"))
-    try:
-        migrate(conn)
-        indexes = set(conn.execute("SELECT tbl_name, name FROM sqlite_master WHERE type = 'index'"))
-        stats = set(conn.execute("SELECT tbl, idx FROM sqlite_stat1"))
-    finally:
-        conn.close()
-    assert set(store_schema.PLANNER_STATS) <= indexes
-    assert set(store_schema.PLANNER_STATS) <= stats
-
-
-@pytest_twisted.ensureDeferred
-async def test_the_other_reads_and_the_dedupe_lookups_use_an_index(store, clock):
-    ids = await populate(store, clock)
-    await store.set_message_result(ids["e"], status="QUEUED", transformed="t",
-                                   deliveries=[{"destination": "agency", "body": "t"}])
-    for read in (lambda: store.get_message(ids["e"]), store.channel_counts,
-                 lambda: store.unprocessed("ehr"), store.queued_destinations,
-                 lambda: store.next_queued("lab", "agency"), lambda: store.metadata_for(list(ids.values()))):
-        assert_indexed(plans_of(store, read))
-    assert_indexed({DEDUPE_SQL: store.explain(DEDUPE_SQL, ("ehr", "C1", "0" * 64, "2026"))})
-    assert_indexed({IDEMPOTENCY_SQL: store.explain(IDEMPOTENCY_SQL, ("ehr", "k"))})
 
 
 # --- size and time ----------------------------------------------------------------------------
@@ -618,8 +394,12 @@ async def test_the_other_reads_and_the_dedupe_lookups_use_an_index(store, clock)
 
 @pytest_twisted.ensureDeferred
 async def test_a_processed_message_costs_under_3_kb_of_store(tmp_path):
-    """DESIGN §5: <= 3 KB stored per 1.1 KB message (received, transformed, sent, 2 meta)."""
+    """DESIGN §5: <= 3 KB stored per 1.1 KB message (received, transformed, sent, 2 meta,
+    indexed for text search). Measured as the growth over an empty store: the ~30 tables and
+    indexes of an empty store take one page each (~120 KB), which is not a per-message cost."""
     path = tmp_path / "size.db"
+    await Store(path).close()
+    empty = os.path.getsize(path)
     store = Store(path)
     count = 600
 
@@ -639,7 +419,7 @@ async def test_a_processed_message_costs_under_3_kb_of_store(tmp_path):
     await defer.gatherResults([defer.ensureDeferred(life(n)) for n in range(count)])
     await store.close()
     assert count_rows(path, "messages") == count
-    assert os.path.getsize(path) / count <= 3 * 1024
+    assert (os.path.getsize(path) - empty) / count <= 3 * 1024
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@
     POST /api/messages/{id}/replay          body (optional): {"destination", "dry_run"}
     POST /api/replay                        body: {"ids": [...]} or {"channel", "status", "since",
                                             "until"}, plus "destination", "dry_run"
+    GET  /api/reload                        the latest live reload and its problems (engine/reload.py)
+    POST /api/reload                        reload the config files now; answers what changed
 
 The token was checked before the body was read (``auth.AdminSite.screen``); each endpoint checks
 again that a token name is attached (defence in depth).  Errors are ``{"error": sentence}`` with
@@ -41,7 +43,8 @@ log = Logger(namespace="switchboard.admin")
 
 JSON_TYPE = b"application/json"
 MAX_LIMIT = 1000
-SEARCH_KEYS = frozenset({"channel", "status", "since", "until", "type", "control_id", "limit", "offset", "text"})
+SEARCH_KEYS = frozenset({"channel", "status", "since", "until", "type", "control_id", "limit", "offset", "text",
+                         "before_id"})
 ACTIONS = ("start", "stop", "pause")
 
 
@@ -275,6 +278,26 @@ class Replay(Endpoint):
         return self.admin.replayer.replay(selection, request.who, self.admin.audit)
 
 
+class Reload(Endpoint):
+    """GET: the latest live reload (engine/reload.py); POST: reload now and answer what it did."""
+
+    def _reloader(self):
+        reloader = getattr(self.admin.engine, "reloader", None)
+        if reloader is None:
+            raise ApiError(409, "live reload is not running in this daemon (see its log)")
+        return reloader
+
+    def json_GET(self, request):
+        return self._reloader().state()
+
+    @defer.inlineCallbacks
+    def json_POST(self, request):
+        reloader = self._reloader()
+        yield self.admin.audit.record(request.who, "reload", "config")
+        outcome = yield reloader.reload(f"POST /api/reload by {request.who}")
+        return {**outcome, "problems": reloader.state()["problems"]}
+
+
 def build_root(admin) -> resource.Resource:
     root = Root(admin)
     api = Endpoint(admin)
@@ -284,6 +307,7 @@ def build_root(admin) -> resource.Resource:
     api.putChild(b"channels", Channels(admin))
     api.putChild(b"messages", Messages(admin))
     api.putChild(b"replay", Replay(admin))
+    api.putChild(b"reload", Reload(admin))
     return root
 
 
@@ -310,6 +334,8 @@ def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
             if number < low or (high is not None and number > high):
                 raise ValueError(f"{key} must be between {low} and {high}" if high else f"{key} must be {low} or more")
             filters[key] = number
+        if "before_id" in filters:  # keyset paging: the messages listed after this one
+            filters["before_id"] = int(filters["before_id"])
     except ValueError as error:
         raise ApiError(400, str(error)) from None
     if "text" in filters and "text" not in inspect.signature(store.search).parameters:
@@ -342,6 +368,8 @@ def channel_views(admin, only: str | None = None):
                 "source": config.source.type, "address": _address(service)}
         view.update({key: counts.get(config.name, {}).get(key, 0)
                      for key in ("received", "filtered", "queued", "sent", "errored")})
+        reloader = getattr(engine, "reloader", None)
+        view["problems"] = reloader.problems_for(config.name) if reloader is not None else []
         view["destinations"] = []
         for destination in config.destinations:
             queue = service.queues.get(destination.name) if service else None

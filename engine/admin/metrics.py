@@ -71,16 +71,20 @@ class Metrics:
         self.registry.register(_ScrapeCollector(self))
         self._stored_at: OrderedDict[int, float] = OrderedDict()
         self._figures: dict = {"queues": {}, "store_bytes": 0, "at": time.time()}
-        for name, service in engine.channel_services.items():
-            for counter in self.counters.values():
-                counter.labels(name)
-            self.errored.labels(name, "")
-            for destination in service.queues:
-                self.sent.labels(name, destination)
-                self.errored.labels(name, destination)
-            if service.channel is not None:
-                self._time_receive(service.channel)
+        for service in engine.channel_services.values():
+            self.channel_added(service)
         engine.events.listeners.append(self.observe)
+
+    def channel_added(self, service) -> None:
+        """A channel built after start (live reload, engine/reload.py): its series and ingest timing."""
+        for counter in self.counters.values():
+            counter.labels(service.name)
+        self.errored.labels(service.name, "")
+        for destination in service.queues:
+            self.sent.labels(service.name, destination)
+            self.errored.labels(service.name, destination)
+        if service.channel is not None:
+            self._time_receive(service.channel)
 
     # -- feeding ----------------------------------------------------------------------------
     def observe(self, event) -> None:

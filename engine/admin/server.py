@@ -23,8 +23,10 @@ from twisted.logger import Logger
 from engine.admin.alerts import AlertMonitor
 from engine.admin.api import build_root
 from engine.admin.audit import AuditLog
-from engine.admin.auth import AdminSite, Tokens
+from engine.admin.auth import Tokens
+from engine.admin.dashboard import Dashboard
 from engine.admin.metrics import Metrics
+from engine.admin.sessions import DashboardSite, Sessions
 from engine.replay import Replayer
 
 log = Logger(namespace="switchboard.admin")
@@ -53,7 +55,10 @@ class AdminServer:
         self.metrics = Metrics(engine)
         self.replayer = Replayer(engine)
         self.alerts = AlertMonitor(engine)
-        self.site = AdminSite(build_root(self), self.tokens, engine.reactor)
+        self.sessions = Sessions()
+        root = build_root(self)
+        Dashboard(self).mount(root)        # /, /login, /channels, /messages, /search, /static
+        self.site = DashboardSite(root, self.tokens, engine.reactor, self.sessions)
         self.port = None
 
     def start(self) -> None:

@@ -1,0 +1,369 @@
+"""The web dashboard on the admin listener (DESIGN §3.7): server-rendered pages, readable without
+JavaScript, for the people who run the channels.
+
+    GET  /login, POST /login            sign in with an admin token (engine/admin/sessions.py)
+    GET|POST /logout                    end the session
+    GET  /                              every channel: state, counts, queues, last error, problems
+    GET  /channels/NAME                 one channel and its recent messages (filter form)
+    POST /channels/NAME/start|stop|pause
+    GET  /messages/ID                   raw | transformed | each destination's sent and response
+    POST /messages/ID/replay
+    GET  /search                        messages of every channel
+    GET  /static/dashboard.css|js
+
+Pages are Jinja templates in ``pages/`` rendered by a plain ``jinja2.Environment`` with
+``autoescape=True`` -- not the sandboxed message-template environment, which does not escape
+(it writes HL7 and JSON): these pages show message content, and every value goes through HTML
+escaping.  They read through what the JSON API uses (``api.channel_views``,
+``api.search_filters`` with ``Store.search``, ``Store.get_message``, ``Replayer.replay``,
+``ChannelService.change``), in threads for the store.  Audit rows, committed before the page goes
+out: ``view`` for every message shown, ``search`` for every list of messages (filters without
+``meta`` values or ``text``, and the ids shown), ``channel.*`` and ``replay`` for actions, and
+``login``/``logout``.  State-changing forms are POSTs with the session's CSRF token; the answer is
+a redirect back (post/redirect/get) with a one-time note.  Responses forbid framing, inline
+scripts (Content-Security-Policy) and referrers (URLs carry search values).
+
+The JavaScript (``static/dashboard.js``) only refreshes the parts marked ``data-refresh`` every few
+seconds; without it the pages are complete and a reload refreshes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode
+
+import jinja2
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from engine.admin.api import ApiError, channel_views, in_thread, search_filters
+from engine.admin.display import age, hl7_markup, looks_like_hl7
+from engine.admin.sessions import csrf_ok, cookie_value, set_cookie_header
+from engine.replay import ReplayError, Selection
+from engine.service import ChannelStateError
+from engine.store_schema import MESSAGE_STATUSES
+
+log = Logger(namespace="switchboard.dashboard")
+
+HERE = Path(__file__).resolve().parent
+STATIC = {b"dashboard.css": b"text/css; charset=utf-8", b"dashboard.js": b"text/javascript; charset=utf-8"}
+ACTIONS = ("start", "stop", "pause")
+PAGE_SIZE = 50
+FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
+SECURITY_HEADERS = (
+    (b"Content-Security-Policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                                 b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"X-Content-Type-Options", b"nosniff"),
+    (b"X-Frame-Options", b"DENY"),
+    (b"Referrer-Policy", b"no-referrer"),
+    (b"Cache-Control", b"no-store"),
+)
+
+
+class Html:
+    def __init__(self, body: str, code: int = 200) -> None:
+        self.body, self.code = body, code
+
+
+class Redirect:
+    def __init__(self, location: str, cookie: bytes | None = None) -> None:
+        self.location, self.cookie = location, cookie
+
+
+def build_environment() -> jinja2.Environment:
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "pages"), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters.update(hl7=hl7_markup, age=age)
+    environment.tests["hl7"] = looks_like_hl7
+    return environment
+
+
+def local_path(value: str | None, default: str) -> str:
+    """A redirect target from a form: a path on this site only."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return default
+
+
+class Dashboard:
+    def __init__(self, admin) -> None:
+        self.admin = admin
+        self.environment = build_environment()
+        self.static = {name: (kind, (HERE / "static" / name.decode()).read_bytes()) for name, kind in STATIC.items()}
+
+    def mount(self, root: resource.Resource) -> None:
+        root.putChild(b"", Route(self, "channels"))
+        for name in ("login", "logout", "channels", "messages", "search"):
+            root.putChild(name.encode(), Route(self, name))
+        root.putChild(b"static", Static(self))
+
+    # -- answering ----------------------------------------------------------------------------
+    def render(self, request, template: str, code: int = 200, **context) -> Html:
+        session = getattr(request, "dashboard_session", None)
+        flash, reloader = [], getattr(self.admin.engine, "reloader", None)
+        if session is not None:
+            flash, session.flash = session.flash, []
+        context.setdefault("title", "Switchboard")
+        context.setdefault("statuses", MESSAGE_STATUSES)
+        html = self.environment.get_template(template).render(
+            who=getattr(request, "who", None), csrf=session.csrf if session else None, flash=flash,
+            config_problems=reloader.other_problems() if reloader is not None else [], **context)
+        return Html(html, code)
+
+    def send(self, request, answer) -> None:
+        if request._disconnected or request.finished:
+            return
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
+        if isinstance(answer, Redirect):
+            request.setResponseCode(303)
+            request.setHeader(b"Location", answer.location.encode("utf-8"))
+            if answer.cookie is not None:
+                request.setHeader(b"Set-Cookie", answer.cookie)
+            body = b""
+        else:
+            request.setResponseCode(answer.code)
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+            body = answer.body.encode("utf-8")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+    def fail(self, request, failure) -> None:
+        error = failure.value
+        if isinstance(error, ApiError):
+            answer = self.render(request, "error.html", error.code, title=f"Error {error.code}", reason=error.reason)
+        else:
+            log.failure("dashboard: internal error on {path}", failure, path=request.path.split(b"?")[0])
+            answer = self.render(request, "error.html", 500, title="Error", reason="internal error (see the daemon's log)")
+        self.send(request, answer)
+
+    def note(self, request, text: str) -> None:
+        session = getattr(request, "dashboard_session", None)
+        if session is not None:
+            session.flash.append(text)
+
+    # -- sign in and out ----------------------------------------------------------------------
+    def login_GET(self, request):
+        if getattr(request, "who", None):
+            return Redirect("/")
+        return self.render(request, "login.html", title="Sign in", error=None)
+
+    @defer.inlineCallbacks
+    def login_POST(self, request):
+        form = parse_form(request)
+        who = self.admin.tokens.who(form.get("token", "").encode("utf-8"))
+        if who is None:
+            peer = request.getClientAddress()
+            log.info("dashboard: sign-in refused for {peer}: not an admin token", peer=getattr(peer, "host", "?"))
+            return self.render(request, "login.html", 401, title="Sign in", error="That is not an admin token.")
+        value, _session = self.admin.sessions.create(who)
+        yield self.admin.audit.record(who, "login", "dashboard")
+        return Redirect("/", set_cookie_header(value, secure=request.isSecure()))
+
+    @defer.inlineCallbacks
+    def logout_GET(self, request):
+        return (yield self._logout(request))
+
+    @defer.inlineCallbacks
+    def logout_POST(self, request):
+        return (yield self._logout(request))
+
+    @defer.inlineCallbacks
+    def _logout(self, request):
+        value = cookie_value(request)
+        if value and self.admin.sessions.find(value) is not None:
+            self.admin.sessions.end(value)
+            yield self.admin.audit.record(request.who, "logout", "dashboard")
+        return Redirect("/login", set_cookie_header("", secure=request.isSecure(), clear=True))
+
+    # -- channels -----------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def channels_GET(self, request, name: str | None = None, action: str | None = None):
+        if action is not None:
+            raise ApiError(405, "use POST for start, stop and pause")
+        if name is None:
+            views = yield channel_views(self.admin)
+            return self.render(request, "channels.html", channels=views, actions=actions_for)
+        views = yield channel_views(self.admin, name)
+        channel = views[0]
+        if one(request, "part") == "summary":
+            return self.render(request, "channel.html", title=f"Channel {name}", channel=channel,
+                               actions=actions_for, summary_only=True, search=None)
+        search = yield self.search(request, {"channel": name})
+        return self.render(request, "channel.html", title=f"Channel {name}", channel=channel, actions=actions_for,
+                           summary_only=False, search=search)
+
+    @defer.inlineCallbacks
+    def channels_POST(self, request, name: str | None = None, action: str | None = None):
+        form = self.checked_form(request)
+        if name is None or action not in ACTIONS:
+            raise ApiError(404, "no such action")
+        engine = self.admin.engine
+        service = engine.channel_services.get(name)
+        back = local_path(form.get("next"), f"/channels/{name}")
+        if service is None:
+            raise ApiError(404 if engine.config.channel(name) is None else 409, f"channel {name} is not running")
+        yield self.admin.audit.record(request.who, f"channel.{action}", f"channel:{name}",
+                                      {"state_before": service.state, "via": "dashboard"})
+        try:
+            yield service.change(action)
+        except ChannelStateError as error:
+            self.note(request, str(error))
+        else:
+            self.note(request, f"Channel {name}: {action} done; it is now {service.state}.")
+        return Redirect(back)
+
+    # -- messages -----------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def messages_GET(self, request, message_id: str | None = None, action: str | None = None):
+        if message_id is None:
+            return Redirect("/search")
+        if not message_id.isdigit() or action is not None:
+            raise ApiError(404, "no such page")
+        message = yield in_thread(self.admin.engine.store.get_message, int(message_id))
+        if message is None:
+            raise ApiError(404, f"no message with id {message_id}")
+        yield self.admin.audit.record(request.who, "view", f"message:{message['id']}", {"via": "dashboard"})
+        service = self.admin.engine.channel_services.get(message["channel"])
+        return self.render(request, "message.html", title=f"Message {message['id']}", message=message,
+                           destinations=sorted(service.queues) if service else [])
+
+    @defer.inlineCallbacks
+    def messages_POST(self, request, message_id: str | None = None, action: str | None = None):
+        form = self.checked_form(request)
+        if message_id is None or not message_id.isdigit() or action != "replay":
+            raise ApiError(404, "no such action")
+        data = {"ids": [int(message_id)]}
+        if form.get("destination"):
+            data["destination"] = form["destination"]
+        try:
+            result = yield self.admin.replayer.replay(Selection.parse(data), request.who, self.admin.audit)
+        except ReplayError as error:
+            self.note(request, f"Not replayed: {error.reason} {' '.join(error.problems)}".strip())
+        else:
+            if result["replayed"]:
+                statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
+                self.note(request, f"Replayed: {statuses}.")
+            for skipped in result["skipped"]:
+                self.note(request, f"Not replayed: {skipped['reason']}.")
+        return Redirect(f"/messages/{int(message_id)}")
+
+    # -- search -------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def search_GET(self, request):
+        wanted = any(key in (request.args or {}) for key in (b"go", b"channel") + tuple(k.encode() for k in FORM_KEYS))
+        search = (yield self.search(request, {})) if wanted else None
+        names = [channel.name for channel in self.admin.engine.config.channels]
+        return self.render(request, "search.html", title="Search", search=search, channel_names=names,
+                           form=form_values(request), statuses=MESSAGE_STATUSES)
+
+    @defer.inlineCallbacks
+    def search(self, request, fixed: dict) -> dict:
+        """Messages for a filter form: {"form", "rows", "error", "older", "newer"} (links to pages)."""
+        form = form_values(request)
+        refused = lambda reason: {"form": form, "rows": [], "error": reason, "older": None, "newer": None}  # noqa: E731
+        params = {key: form[key] for key in ("status", "since", "until", "type", "control_id", "text") if form[key]}
+        if form["channel"] and "channel" not in fixed:
+            params["channel"] = form["channel"]
+        params.update(fixed)
+        if form["meta"]:
+            key, sep, value = form["meta"].partition("=")
+            if not sep or not key.strip():
+                return refused("metadata is written key=value")
+            params[f"meta.{key.strip()}"] = value.strip()
+        offset = max(int(form["offset"]) if form["offset"].isdigit() else 0, 0)
+        params.update(limit=str(PAGE_SIZE + 1), offset=str(offset))
+        try:
+            filters, recorded = search_filters(params, self.admin.engine.store)
+            rows = yield in_thread(lambda: self.admin.engine.store.search(**filters))
+        except (ApiError, ValueError) as error:
+            return refused(error.reason if isinstance(error, ApiError) else str(error))
+        more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
+        yield self.admin.audit.record(request.who, "search", "messages",
+                                      {"filters": recorded, "ids": [row["id"] for row in rows], "via": "dashboard"})
+        base = {key: value for key, value in form.items() if value and key != "offset"}
+        page = lambda at: f"{request.path.decode('utf-8', 'replace')}?{urlencode({**base, 'go': '1', 'offset': at})}"  # noqa: E731
+        return {"form": form, "rows": rows, "error": None, "older": page(offset + PAGE_SIZE) if more else None,
+                "newer": page(max(offset - PAGE_SIZE, 0)) if offset else None}
+
+    def checked_form(self, request) -> dict:
+        """The POSTed form, once its CSRF token matches the session's (bearer requests need none)."""
+        form = parse_form(request)
+        session = getattr(request, "dashboard_session", None)
+        if session is not None and not csrf_ok(session, form.get("csrf")):
+            raise ApiError(403, "the form is out of date or did not come from this dashboard; reload the page")
+        return form
+
+
+def actions_for(state: str) -> list[str]:
+    return {"started": ["pause", "stop"], "paused": ["start", "stop"], "stopped": ["start"],
+            "failed": ["start", "stop"]}.get(state, [])
+
+
+def parse_form(request) -> dict[str, str]:
+    raw = request.content.getvalue() if request.content is not None else b""
+    try:
+        parsed = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "the form could not be read") from None
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def one(request, key: str) -> str:
+    values = (request.args or {}).get(key.encode())
+    return values[0].decode("utf-8", "replace").strip() if values else ""
+
+
+def form_values(request) -> dict[str, str]:
+    return {key: one(request, key) for key in ("channel", *FORM_KEYS, "offset")}
+
+
+class Route(resource.Resource):
+    """One top-level path; the rest of the path is handed to ``Dashboard.<name>_<METHOD>``."""
+
+    isLeaf = True
+
+    def __init__(self, dashboard: Dashboard, name: str) -> None:
+        super().__init__()
+        self.dashboard, self.name = dashboard, name
+
+    def render(self, request):
+        method = "GET" if request.method == b"HEAD" else request.method.decode("ascii", "replace")
+        segments = [part.decode("utf-8", "replace") for part in request.postpath if part]
+        handler = getattr(self.dashboard, f"{self.name}_{method}", None)
+        dashboard = self.dashboard
+        if self.name != "login" and not getattr(request, "who", None):
+            dashboard.send(request, Redirect("/login"))     # screened already: defence in depth
+            return server.NOT_DONE_YET
+        if handler is None or len(segments) > 2 or (self.name in ("login", "logout", "search") and segments):
+            d = defer.fail(ApiError(404 if segments else 405, "no such page"))
+        else:
+            d = defer.maybeDeferred(handler, request, *segments)
+        d.addCallbacks(lambda answer: dashboard.send(request, answer), lambda failure: dashboard.fail(request, failure))
+        d.addErrback(lambda failure: log.failure("dashboard: could not answer", failure))
+        return server.NOT_DONE_YET
+
+
+class Static(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, dashboard: Dashboard) -> None:
+        super().__init__()
+        self.dashboard = dashboard
+
+    def render_GET(self, request):
+        name = request.postpath[0] if len(request.postpath) == 1 else b""
+        if name not in self.dashboard.static:
+            request.setResponseCode(404)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"not found"
+        kind, body = self.dashboard.static[name]
+        request.setHeader(b"Content-Type", kind)
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return body
+
+    render_HEAD = render_GET

@@ -1,0 +1,70 @@
+"""How the dashboard shows stored content: HL7 one segment per line with field numbers on hover.
+
+Everything here returns ``markupsafe.Markup`` built from *escaped* pieces: message content is
+shown as text, never as HTML (a field holding ``<script>`` is printed as those characters).
+Each field is a ``<span title="PID-5">``; MSH (and FHS/BHS) count as the standard does, the field
+separator itself being MSH-1 and the encoding characters MSH-2.
+"""
+
+from __future__ import annotations
+
+import re
+
+from markupsafe import Markup, escape
+
+HEADERS = ("MSH", "FHS", "BHS")
+SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}$")
+LINES = re.compile(r"\r\n|\r|\n")
+
+
+def looks_like_hl7(text: str | None) -> bool:
+    return bool(text) and text.startswith(HEADERS) and len(text) > 8
+
+
+def hl7_markup(text: str | None) -> Markup:
+    """Segments on their own lines, fields in titled spans; non-HL7 text comes back escaped."""
+    if text is None:
+        return Markup("")
+    if not looks_like_hl7(text):
+        return escape(text)
+    separator = text[3]
+    lines = []
+    for segment in LINES.split(text):
+        if not segment:
+            continue
+        fields = segment.split(separator)
+        name = fields[0]
+        if not SEGMENT_NAME.match(name):
+            lines.append(escape(segment))
+            continue
+        header = name in HEADERS
+        parts = [Markup('<span class="seg">{}</span>').format(name)]
+        for index, value in enumerate(fields[1:], 1):
+            number = index + 1 if header else index
+            if header and index == 1:
+                parts.append(Markup('<span class="sep" title="{}-1">{}</span>').format(name, separator))
+            else:
+                parts.append(escape(separator))
+            parts.append(Markup('<span class="f" title="{}-{}">{}</span>').format(name, number, value))
+        lines.append(Markup("").join(parts))
+    return Markup("\n").join(lines)
+
+
+def age(seconds) -> str:
+    """12s, 3m 20s, 2h 5m, 3d 4h: how long the oldest queued delivery has waited."""
+    try:
+        total = int(float(seconds or 0))
+    except (TypeError, ValueError):
+        return ""
+    if total <= 0:
+        return ""
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

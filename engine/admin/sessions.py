@@ -1,0 +1,156 @@
+"""Browser sessions for the dashboard, and the admin site's screening with them.
+
+A browser signs in at ``/login`` with an admin token (DESIGN §3.7).  The daemon then keeps a
+session in memory -- the token's *name* (for the audit log), a CSRF token, when it was made and
+last used -- under the SHA-256 of a random 256-bit id, and gives the browser that id in a cookie:
+``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page sends it),
+``Path=/``, and ``Secure`` when the request came over TLS.  Memory holds no usable cookie, only
+its digest; a restart signs everyone out.  A session ends at ``/logout``, after ``IDLE`` seconds
+unused or ``LIFETIME`` seconds in all; at most ``MAX_SESSIONS`` are kept (the least recently used
+goes first).
+
+``DashboardSite.screen`` extends ``AdminSite.screen`` (still before a byte of the body is read):
+
+* open: ``GET /healthz``, ``GET /login``, ``GET /static/*`` (CSS and JS, no data), and
+  ``POST /login`` with a ``Content-Length`` of at most ``LOGIN_MAX_BODY`` bytes;
+* a request with an ``Authorization`` header, and every ``/api`` and ``/metrics`` request, is
+  checked as before: a bearer token or 401 JSON (scripts keep their contract; a session cookie is
+  never enough for the JSON API, whose POSTs carry no CSRF token);
+* a dashboard page (``/``, ``/channels``, ``/messages``, ``/search``, ``/logout``) with a valid
+  session cookie is taken with ``request.who`` = the session's token name; without one a GET is
+  redirected to ``/login`` (303) and anything else is refused (401).
+
+CSRF: every POST form carries the session's token in a hidden ``csrf`` field and the dashboard
+compares it (``hmac.compare_digest``) before acting; a bearer-token request needs none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from engine.admin.auth import MAX_BODY, OPEN_PATHS, AdminSite
+from engine.connectors.http_source import Refusal
+
+COOKIE = "switchboard_session"
+IDLE = 30 * 60.0
+LIFETIME = 12 * 3600.0
+MAX_SESSIONS = 1000
+LOGIN_MAX_BODY = 4096
+PAGES = (b"channels", b"messages", b"search", b"logout")
+SIGN_IN = Refusal(303, "sign in at /login", ((b"Location", b"/login"),))
+SIGN_IN_FIRST = Refusal(401, "sign in at /login, or send a bearer token")
+
+
+@dataclass
+class Session:
+    who: str
+    csrf: str
+    created: float
+    seen: float
+    flash: list[str] = field(default_factory=list)   # one-time notes shown on the next page
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
+
+
+class Sessions:
+    def __init__(self, *, clock=time.monotonic, idle: float = IDLE, lifetime: float = LIFETIME,
+                 limit: int = MAX_SESSIONS) -> None:
+        self.clock, self.idle, self.lifetime, self.limit = clock, idle, lifetime, limit
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+
+    def create(self, who: str) -> tuple[str, Session]:
+        """(cookie value, session) for a browser that just signed in as ``who``."""
+        value = secrets.token_urlsafe(32)
+        now = self.clock()
+        session = Session(who, secrets.token_urlsafe(32), now, now)
+        self._sessions[_digest(value)] = session
+        while len(self._sessions) > self.limit:
+            self._sessions.popitem(last=False)
+        return value, session
+
+    def find(self, value: str | None) -> Session | None:
+        if not value:
+            return None
+        key = _digest(value)
+        session = self._sessions.get(key)
+        if session is None:
+            return None
+        now = self.clock()
+        if now - session.seen > self.idle or now - session.created > self.lifetime:
+            del self._sessions[key]
+            return None
+        session.seen = now
+        self._sessions.move_to_end(key)
+        return session
+
+    def end(self, value: str | None) -> None:
+        if value:
+            self._sessions.pop(_digest(value), None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+def cookie_value(request) -> str | None:
+    """The session cookie, read from the headers: ``screen`` runs before twisted.web parses
+    cookies (that happens once the body is in)."""
+    wanted = COOKIE.encode("ascii")
+    for header in request.requestHeaders.getRawHeaders(b"cookie") or []:
+        for item in header.split(b";"):
+            name, sep, value = item.strip().partition(b"=")
+            if sep and name == wanted and value:
+                return value.decode("ascii", "replace")
+    return None
+
+
+def set_cookie_header(value: str, *, secure: bool, clear: bool = False) -> bytes:
+    parts = [f"{COOKIE}={'' if clear else value}", "Path=/", "HttpOnly", "SameSite=Strict"]
+    if clear:
+        parts.append("Max-Age=0")
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts).encode("ascii")
+
+
+def csrf_ok(session: Session | None, presented: str | None) -> bool:
+    if session is None:
+        return False
+    return hmac.compare_digest(session.csrf.encode(), (presented or "").encode("utf-8", "replace"))
+
+
+def is_page(path: bytes) -> bool:
+    return path == b"/" or path.split(b"/")[1] in PAGES
+
+
+class DashboardSite(AdminSite):
+    """``AdminSite`` with the dashboard's sessions (see the module docstring)."""
+
+    def __init__(self, resource, tokens, reactor, sessions: Sessions, **kwargs) -> None:
+        super().__init__(resource, tokens, reactor, **kwargs)
+        self.sessions = sessions
+
+    def screen(self, request, method: bytes, uri: bytes, length) -> None:
+        path = uri.split(b"?", 1)[0]
+        reading = method in (b"GET", b"HEAD")
+        if reading and (path in OPEN_PATHS or path == b"/login" or path.startswith(b"/static/")):
+            return
+        if path == b"/login" and method == b"POST":
+            if length is None or length > LOGIN_MAX_BODY:
+                raise Refusal(413, f"a sign-in form is at most {LOGIN_MAX_BODY} bytes, with a Content-Length")
+            return
+        if request.requestHeaders.hasHeader(b"authorization") or not is_page(path):
+            return super().screen(request, method, uri, length)
+        session = self.sessions.find(cookie_value(request))
+        if session is None:
+            raise SIGN_IN if reading else SIGN_IN_FIRST
+        request.who = session.who
+        request.dashboard_session = session
+        if length is not None and length > MAX_BODY:
+            raise Refusal(413, f"the body is larger than {MAX_BODY} bytes")
