@@ -230,9 +230,9 @@ def queries(sample: dict, rng: random.Random, total: int) -> list[tuple[str, str
         ("text", "text: MRN + status SENT", lambda r: {"text": mrns(r), "status": "SENT"}),
         ("text", "text: name + control id", lambda r: {"text": families(r), "control_id": cids(r)[1]}),
         ("text", "text: name + meta mrn", lambda r: {"text": families(r), "meta": {"mrn": mrns(r)}}),
-        # The known worst case: a word in most messages and a filter none of them passes walks
-        # every message holding the word (a time window bounds the walk).
-        ("worst", "text: common word + channel without it", lambda r: {"text": "balance", "channel": "none"}),
+        # A word in most messages with a channel holding none of them: walking the word's matches
+        # would read them all (0.7-2.7 s); the channel's few messages are probed instead.
+        ("text", "text: common word + channel without it", lambda r: {"text": "balance", "channel": "none"}),
         ("text", "same, within 1 day", lambda r: {"text": "balance", "channel": "none", **day(r)}),
     ]
 
@@ -286,7 +286,7 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    goal = {"index": 5.0, "text": 100.0, "worst": 100.0}
+    goal = {"index": 5.0, "text": 100.0}
     print(f"\n{args.messages:,} messages, median of {args.runs} runs (each with other values), warm page cache\n")
     print("| query | kind | median ms | slowest ms | rows | goal |")
     print("|---|---|---|---|---|---|")

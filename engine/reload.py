@@ -59,11 +59,18 @@ def state_file(config) -> Path:
 
 
 def read_state(config) -> dict | None:
-    """What the running daemon last reported (``switchboard status``); None when it is not running."""
+    """What the running daemon last reported (``switchboard status``); None when it is not running
+    (no file, or one left by a daemon that was killed: its pid is gone)."""
     try:
-        return json.loads(state_file(config).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        state = json.loads(state_file(config).read_text(encoding="utf-8"))
+        os.kill(int(state["pid"]), 0)
+    except ProcessLookupError:
         return None
+    except PermissionError:      # alive, under another user
+        return state
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def relevant(path: str) -> bool:

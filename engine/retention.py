@@ -22,7 +22,7 @@ batch once the last one committed, on a later reactor turn. Measured (``bench/se
 messages, 1.1 KB HL7, 2 cores): ~35 us per message (FTS5 re-reading the words it deletes, the
 row deleted and inserted again, see ``prune_batch``) and ~13 us per page given back, so a
 100-message batch holds the writer ~4-5 ms: writes committed alongside it wait that long once
-per batch, and pruning clears ~20,000 messages/s when the writer has nothing else to do. Each
+per batch, and pruning clears 10,000-20,000 messages/s when the writer has nothing else to do. Each
 batch gives up to ``VACUUM_PAGES`` free pages back to the file system (``incremental_vacuum``:
 the store is created with ``auto_vacuum=INCREMENTAL``). Pruning 20 % of a 60,000-message store
 this way shrank the file by 1.1 KB per pruned message.
@@ -284,9 +284,9 @@ def prune_command(args, path) -> int:
         pruned = _prune_all(conn, cutoff, args.include_errors, now)
         _vacuum_all(conn)
         after = _size(conn)
-    except sqlite3.OperationalError as error:
-        raise CommandError(f"the store is busy or not writable ({error.sqlite_errorname}); "
-                           "nothing half-done is kept: run prune again") from None
+    except sqlite3.Error as error:
+        raise CommandError(f"the store is busy or not writable ({error.sqlite_errorname}); every batch"
+                           " pruned so far is committed, the one under way was rolled back: run prune again") from None
     finally:
         conn.close()
     print(f"pruned the content of {pruned} message(s) received before {cutoff}; "

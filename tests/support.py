@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "samples" / "hl7v2"
+SAMPLES = ROOT / "tests" / "samples" / "hl7v2"
 START_LINE = re.compile(r"channel (\S+) started: (\S+) source(?: on ([\d.]+):(\d+))?")
 ADMIN_LINE = re.compile(r"admin API listening on ([\d.]+):(\d+)")
 ADMIN_TOKEN = "test-token"

@@ -163,7 +163,8 @@ def check_fault_then_recovery(daemon: Daemon, port: int, prefix: str, make_fault
     finally:
         clear_fault()
     assert during in ("AE", "closed"), f"{during} while the store could not commit"
-    assert "message could not be stored" in daemon.log   # the refusal came from the failed commit
+    # the refusal came from the failed commit (the log is read by another thread: wait for the line)
+    wait_for(lambda: "message could not be stored" in daemon.log, what="the store failure in the log")
     assert daemon.process.poll() is None, "the daemon died of a store fault:\n" + daemon.log[-2000:]
     assert answer(port, hl7(f"{prefix}-2")) == "AA"
     assert answer(port, message(f"{prefix}-1")) == "AA"   # the sender re-sends what got AE

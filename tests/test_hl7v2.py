@@ -28,7 +28,7 @@ from engine.hl7v2 import (
     unescape,
 )
 
-SAMPLES = FsPath(__file__).resolve().parent.parent.parent / "shared" / "samples" / "hl7v2"
+SAMPLES = FsPath(__file__).resolve().parent / "samples" / "hl7v2"
 SAMPLE_FILES = sorted(SAMPLES.glob("*.hl7"))
 NOW = datetime(2024, 1, 2, 3, 4, 5)
 PHI = "ZEBRAPHI"  # a marker that must never appear in an error message

@@ -23,7 +23,7 @@ from support import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "docs" / "collections-kit"
-SAMPLES = ROOT.parent / "shared" / "samples" / "hl7v2"
+SAMPLES = ROOT / "tests" / "samples" / "hl7v2"
 KIT_CHANNELS = ("ehr-placements", "agency-payments", "account-status", "fhir-export")
 CLINICAL_TEXT = ("Chest pain", "Electrocardiogram", "ED visit", "troponin", "cardiology", "Penicillin",
                  "Hives", "R07.9", "93000", "99284", "WELBY", "CASEY", "Progress note")

@@ -19,7 +19,7 @@ from engine.pipeline import StageError
 from engine.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = sorted((ROOT.parent / "shared" / "samples" / "hl7v2").glob("*.hl7"))
+SAMPLES = sorted((ROOT / "tests" / "samples" / "hl7v2").glob("*.hl7"))
 ISSUE_SEGMENTS = {"DG1", "PR1", "OBX", "OBR", "ORC", "NTE", "AL1", "DRG", "DB1", "PDA", "ABS", "RMI",
                   "BLC", "ROL", "IN3"}
 ISSUE_FIELDS = {"FT1": (19, 25, 26, 29), "PV1": (7, 8, 9, 10, 17, 36), "PV2": (3,)}
@@ -84,7 +84,7 @@ def test_demographics_guarantor_insurance_and_financial_fields_are_unchanged(ste
 
 
 def test_billing_segments_stay_in_order(step):
-    raw = read(ROOT.parent / "shared" / "samples" / "hl7v2" / "DFT-P03-02.hl7")
+    raw = read(ROOT / "tests" / "samples" / "hl7v2" / "DFT-P03-02.hl7")
     out = step.apply(Message(raw), {})
     assert names(out) == ["MSH", "EVN", "PID", "PV1", "PV2", "FT1", "FT1", "GT1", "IN1", "IN2"]
 
@@ -92,7 +92,7 @@ def test_billing_segments_stay_in_order(step):
 def test_an_allow_list_keeps_only_what_it_names(step):
     plugin = load_plugins(ROOT / "plugins", entry_points=False).transforms["minimum-necessary"]
     allow = plugin({"keep": ["PID", "FT1", "ZFN"]})
-    raw = read(ROOT.parent / "shared" / "samples" / "hl7v2" / "DFT-P03-01.hl7") + "\rZFN|1|20240301"
+    raw = read(ROOT / "tests" / "samples" / "hl7v2" / "DFT-P03-01.hl7") + "\rZFN|1|20240301"
     out = allow.apply(Message(raw), {})
     assert names(out) == ["MSH", "PID", "FT1", "FT1", "ZFN"]
     assert HL7View(out)["FT1.19"] == ""          # blanking still applies to what is kept
@@ -101,7 +101,7 @@ def test_an_allow_list_keeps_only_what_it_names(step):
 def test_also_remove_and_also_blank_extend_the_defaults():
     plugin = load_plugins(ROOT / "plugins", entry_points=False).transforms["minimum-necessary"]
     step = plugin({"also_remove": ["IN2"], "also_blank": ["PID.13", "GT1.6.1"], "keep_z_segments": True})
-    raw = read(ROOT.parent / "shared" / "samples" / "hl7v2" / "BAR-P01-01.hl7") + "\rZPM|1|plan"
+    raw = read(ROOT / "tests" / "samples" / "hl7v2" / "BAR-P01-01.hl7") + "\rZPM|1|plan"
     out = step.apply(Message(raw), {})
     view = HL7View(out)
     assert "IN2" not in names(out) and "DG1" not in names(out) and "ZPM" in names(out)

@@ -223,7 +223,7 @@ def test_non_hl7_input_is_a_stage_error(registry):
 
 
 def test_shared_samples_with_a_death_indicator_are_never_placed(registry):
-    sample = (ROOT.parent / "shared" / "samples" / "hl7v2" / "DFT-P03-01.hl7").read_text(encoding="utf-8")
+    sample = (ROOT / "tests" / "samples" / "hl7v2" / "DFT-P03-01.hl7").read_text(encoding="utf-8")
     result, placement = run(registry, sample)
     assert rule_of(result) == "excluded-deceased"       # PID-30 is Y in the sample
     assert placement["balance"] == "220.00"             # 100 + 120 USD charges (FT1-11.1)

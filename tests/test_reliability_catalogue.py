@@ -858,7 +858,8 @@ def test_reliability_32_a_failing_file_goes_to_error_with_a_reason_once(world):
     daemon = world["daemon"]
     content = b"\x00\xffnot HL7 at all R32"
     drop(daemon, "refused.hl7", content)
-    reason = wait_path(inbox(daemon) / "error" / "refused.hl7.reason")
+    reason = wait_path(inbox(daemon) / "error" / "refused.hl7.reason")   # written before the move
+    wait_path(inbox(daemon) / "error" / "refused.hl7")
     assert reason.read_text().strip() and "R32" not in reason.read_text()
     assert (inbox(daemon) / "error" / "refused.hl7").read_bytes() == content    # never deleted
     mentioned = wait_for(lambda: sum("refused.hl7" in line for line in daemon.log_lines), what="the log line")

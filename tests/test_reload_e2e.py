@@ -279,3 +279,45 @@ def test_post_api_reload_answers_what_changed_and_is_audited(pair):
     assert channel_view(daemon, "a")["state"] == "started"
     audit = daemon.cli_json("audit", "--action", "reload")
     assert audit and audit[0]["who"] == "admin"
+
+
+def test_a_new_file_that_does_not_load_is_reported_and_starts_nothing(pair):
+    daemon, out_a, _out_b = pair
+    before = last_reload(daemon)
+    (daemon.root / "channels" / "c.toml").write_text(file_channel(out_a).replace('type = "mllp"', 'type = "pigeon"'))
+    state = wait_reload(daemon, before, "the refused new file", lambda s: s["problems"])
+    problem = state["problems"][0]
+    assert problem["file"] == "channels/c.toml" and problem["channel"] is None
+    assert problem["consequence"] == "this file's channel was not started"
+    assert sorted(state["unchanged"]) == ["a", "b"] and not state["added"]
+    status, page = daemon.api("GET", "/")
+    assert status == 200 and "Configuration problems" in page and "pigeon" in page
+    result = daemon.cli("status", "--json")
+    assert result.returncode == 0 and [row["name"] for row in json.loads(result.stdout)] == ["a", "b"]
+    assert "problem: channels/c.toml: source.type" in result.stderr
+
+
+def test_an_edited_plugin_is_loaded_again_and_used(tmp_path):
+    plugin = ("from engine.hookspecs import hookimpl\nfrom engine.pipeline import FilterResult\n\n\n"
+              "class Gate:\n    name = 'gate'\n\n"
+              "    def __init__(self, options):\n        self.options = options\n\n"
+              "    def check(self, message, context):\n        return FilterResult({verdict}, 'gate')\n\n\n"
+              "@hookimpl\ndef register_filters():\n    return {{'gate': Gate}}\n")
+    out = tmp_path / "out"
+    daemon = Daemon(tmp_path / "d", {"gated": file_channel(out) + '\n[[filter]]\nuse = "gate"\n',
+                                     "plain": file_channel(tmp_path / "plain")},
+                    plugins={"gate.py": plugin.format(verdict="True")})
+    daemon.start(2)
+    try:
+        client = MllpClient(daemon.ports["gated"])
+        assert client.request(hl7("G1"))["code"] == "AA"
+        before = last_reload(daemon)
+        (daemon.root / "plugins" / "gate.py").write_text(plugin.format(verdict="False"))
+        state = wait_reload(daemon, before, "every channel redeployed", lambda s: s["redeployed"])
+        assert sorted(state["redeployed"]) == ["gated", "plain"]      # a new registry: every channel rebuilt
+        assert client.request(hl7("G2"))["code"] == "AA"               # the same connection throughout
+        statuses = {row["control_id"]: row["status"] for row in daemon.cli_json("messages", "--channel", "gated")}
+        assert statuses == {"G1": "SENT", "G2": "FILTERED"}
+        client.close()
+    finally:
+        daemon.stop()

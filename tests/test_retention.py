@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor
 
 from engine import store_text
 from engine.retention import (
-    BATCH, Retention, check_interval, count_prunable, prune_batch,
+    BATCH, Retention, _candidates, check_interval, count_prunable, prune_batch,
 )
 from engine.store import Store
 from engine.store_schema import to_iso
@@ -181,9 +181,12 @@ async def test_prune_reads_only_the_index_of_unpruned_messages(store, clock):
     await message(store, "a", "SENT")
     clock.now += 2 * DAY
     await store.flush_staged()
-    plans = plans_of(store, lambda: count_prunable(store._reader(), to_iso(clock.now), True))
-    assert_indexed(plans)
-    assert any("idx_messages_unpruned" in " ".join(lines) for lines in plans.values())
+    for read in (lambda: count_prunable(store._reader(), to_iso(clock.now), True),
+                 lambda: _candidates(store._reader(), to_iso(clock.now), True, BATCH)):
+        plans = plans_of(store, read)
+        assert_indexed(plans)
+        by_status = [lines for sql, lines in plans.items() if "status = ?" in sql or "status = '" in sql]
+        assert by_status and all("idx_messages_unpruned" in " ".join(lines) for lines in by_status), plans
 
 
 @pytest.mark.parametrize("retention, interval", [(30 * DAY, 60.0), (3600.0, 3.6), (10.0, 1.0)])

@@ -29,6 +29,7 @@ seconds; without it the pages are complete and a reload refreshes them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -79,11 +80,12 @@ def build_environment() -> jinja2.Environment:
     return environment
 
 
+LOCAL_PATH = re.compile(r"/(?!/)[A-Za-z0-9._~/?=&%+-]*")
+
+
 def local_path(value: str | None, default: str) -> str:
-    """A redirect target from a form: a path on this site only."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return default
+    """A redirect target from a form: a path on this site only (no scheme, host or control bytes)."""
+    return value if value and LOCAL_PATH.fullmatch(value) else default
 
 
 class Dashboard:
