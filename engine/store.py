@@ -172,14 +172,24 @@ class Store(GroupCommitWriter):
         return self.write(self._put_processed, put_args, normalize_status(status), transformed, error, rows)
 
     def _put_processed(self, conn, put_args, status, transformed, error, rows):
-        message_id, duplicate = self._put_received(conn, *put_args)
+        """One INSERT with the final status (no INSERT-then-UPDATE churn on the status indexes),
+        then one INSERT per delivery whose ids come back from ``lastrowid`` (no read-back)."""
+        message_id, duplicate = self._put_received(conn, *put_args, outcome=(status, transformed, error))
         if duplicate:
             return message_id, True, None, {}
-        status, ids = self._set_message_result(conn, message_id, status, transformed, error, rows)
+        now, channel = self._now(), put_args[0]
+        ids = {}
+        for dest, dstatus, body, derr in rows:
+            shared = body is not None and body == transformed
+            ids[dest] = conn.execute(
+                "INSERT INTO deliveries (message_id, channel, destination, status, error,"
+                " body_is_transformed, body, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (message_id, channel, dest, dstatus, derr, int(shared), None if shared else body, now),
+            ).lastrowid
         return message_id, False, status, ids
 
     def _put_received(self, conn, channel, raw, type_, control_id, sender, inbound, meta_rows,
-                      dedupe_seconds, idempotency_key, message_id=None):
+                      dedupe_seconds, idempotency_key, message_id=None, outcome=None):
         try:
             digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
         except UnicodeEncodeError:
@@ -197,11 +207,13 @@ class Store(GroupCommitWriter):
             ).fetchone()
             if row:
                 return row[0], True
+        status, transformed, error = outcome or ("RECEIVED", None, None)
         message_id = conn.execute(
             "INSERT INTO messages (id, channel, received_at, status, type, control_id, sender,"
-            " inbound, idempotency_key, sha256, raw) VALUES (?, ?, ?, 'RECEIVED', ?, ?, ?, ?, ?, ?, ?)",
-            (message_id, channel, iso_utc(now), type_, control_id, sender, inbound, idempotency_key,
-             digest, raw),
+            " inbound, idempotency_key, sha256, raw, transformed, error, processed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (message_id, channel, iso_utc(now), status, type_, control_id, sender, inbound,
+             idempotency_key, digest, raw, transformed, error, None if outcome is None else iso_utc(now)),
         ).lastrowid
         if meta_rows:
             conn.executemany(

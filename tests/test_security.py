@@ -192,19 +192,30 @@ def secret_operand(node: ast.AST) -> str | None:
     return name if name and SECRET_NAME.search(name.rsplit(".", 1)[-1]) else None
 
 
-def test_secrets_are_never_compared_with_eq_or_in():
+def secret_comparisons(tree: ast.AST) -> list[tuple[int, list[str]]]:
     found = []
-    for path, tree in SOURCES:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn))
-                                                     for op in node.ops):
-                operands = [node.left, *node.comparators]
-                if any(isinstance(o, ast.Constant) and o.value in (None, "", b"") for o in operands):
-                    continue                                     # "is it set at all?" reveals nothing
-                named = [secret_operand(o) for o in operands]
-                if any(named):
-                    found.append((rel(path), node.lineno, [n for n in named if n]))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn))
+                                                 for op in node.ops):
+            operands = [node.left, *node.comparators]
+            if any(isinstance(o, ast.Constant) and o.value in (None, "", b"") for o in operands):
+                continue                                         # "is it set at all?" reveals nothing
+            named = [name for name in map(secret_operand, operands) if name]
+            if named:
+                found.append((node.lineno, named))
+    return found
+
+
+def test_secrets_are_never_compared_with_eq_or_in():
+    found = [(rel(path), *hit) for path, tree in SOURCES for hit in secret_comparisons(tree)]
     assert found == []
+
+
+def test_the_secret_rule_catches_what_it_should():
+    flagged = secret_comparisons(ast.parse(
+        "a = presented == self.token\nb = csrf_value != form['csrf']\nc = key in api_keys\n"
+        "d = self.token is None\ne = token == ''\nf = name == 'x'\n"))
+    assert [line for line, _names in flagged] == [1, 2, 3]
 
 
 def test_token_checks_use_compare_digest():
