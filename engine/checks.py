@@ -63,6 +63,7 @@ def check(path, *, environ=None):
     problems: list[Problem] = []
     for channel in config.channels:
         where = str(channel.file)
+        problems.extend(_open_webhook(channel, where))
         try:
             ChannelPipeline(channel, registry, templates)
         except PipelineError as error:
@@ -78,3 +79,20 @@ def check(path, *, environ=None):
             except Exception as error:  # a connector refusing its options: report, don't crash
                 problems.append(Problem(where, key, f"{type(error).__name__}: {error}"))
     return config, registry, problems
+
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _open_webhook(channel, where: str) -> list[Problem]:
+    """An HTTP source reachable from other hosts must authenticate its callers (a token or
+    mutual TLS): an unauthenticated payments webhook would let anyone post money."""
+    source = channel.source
+    if source.type != "http" or not channel.enabled:
+        return []
+    host = (source.options.get("listen") or ("127.0.0.1", 0))[0]
+    tls = source.options.get("tls") or {}
+    if host.startswith(LOOPBACK) or source.options.get("token") or tls.get("client_ca"):
+        return []
+    return [Problem(where, "source.token", f"the http source listens on {host}, beyond this host, without "
+                    "a token or mutual TLS (tls.client_ca); set one of them")]

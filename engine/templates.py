@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,11 +129,24 @@ class _Environment(SandboxedEnvironment):
     """The sandbox plus deadline checks and size checks on ``*`` and ``**``."""
 
     code_generator_class = _GuardedCodeGenerator
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self, *, max_output: int, **options: Any):
         super().__init__(**options)
         self.max_output = max_output
+        # lipsum(n) runs unchecked for as long as n says; a message template has no use for it
+        self.globals.pop("lipsum", None)
+        # padding filters allocate their width before the output limit can see it
+        for name in ("center", "indent"):
+            self.filters[name] = self._capped(self.filters[name])
+
+    def _capped(self, function):
+        def capped(value, width=80, *args, **kwargs):
+            if isinstance(width, int) and width > self.max_output:
+                raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
+            return function(value, width, *args, **kwargs)
+
+        return capped
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's own signature
         _check_deadline()
@@ -167,12 +181,23 @@ class _Environment(SandboxedEnvironment):
             self._check_repeat(right, left)
         elif operator == "**":
             _check_power(left, right)
+        elif operator == "%" and isinstance(left, str):
+            self._check_printf_widths(left)
         return super().call_binop(context, operator, left, right)
+
+    def _check_printf_widths(self, pattern: str) -> None:
+        """``'%200000000d' % 1`` would allocate its width before any output check runs."""
+        for width, precision in _PRINTF_SIZES.findall(pattern):
+            if "*" in (width, precision) or max(int(width or 0), int(precision or 0)) > self.max_output:
+                raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
 
     def _check_repeat(self, sequence: Any, times: Any) -> None:
         if isinstance(sequence, (str, bytes, list, tuple)) and isinstance(times, int):
             if len(sequence) * times > self.max_output:
                 raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
+
+
+_PRINTF_SIZES = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d*)(?:\.(\*|\d*))?")
 
 
 def _check_power(base: Any, exponent: Any) -> None:

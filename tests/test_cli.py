@@ -149,3 +149,10 @@ def test_send_with_nothing_listening_exits_1(tmp_path):
     messages.write_text(hl7("NOBODY").replace("\r", "\n"))
     result = run_cli("send", f"127.0.0.1:{free_port()}", str(messages), "--timeout", "2s")
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_an_http_source_open_beyond_loopback_needs_a_token(tmp_path):
+    config = write_tree(tmp_path, {"hook": '[source]\ntype = "http"\nlisten = "0.0.0.0:0"\npath = "/in"\n'})
+    result = run_cli("-c", str(config), "check")
+    assert result.returncode == 1
+    assert "hook.toml: source.token" in result.stderr and "0.0.0.0" in result.stderr

@@ -150,6 +150,7 @@ def test_slow_writer_is_not_read_early(daemon):  # RELIABILITY 31
 def test_bts_count_mismatch_goes_to_error(daemon):
     drop(daemon, "hl7", "short.hl7", batch(hl7("BTS-1"), hl7("BTS-2"), count=3))
     wait_file(inbox(daemon, "hl7") / "error" / "short.hl7.reason")
+    wait_file(inbox(daemon, "hl7") / "error" / "short.hl7")  # the reason is written before the move
     reason = (inbox(daemon, "hl7") / "error" / "short.hl7.reason").read_text()
     assert "BTS-1" in reason and "3" in reason and "2" in reason
     assert (inbox(daemon, "hl7") / "error" / "short.hl7").exists()
@@ -160,6 +161,7 @@ def test_garbage_file_goes_to_error_with_reason(daemon):
     drop(daemon, "hl7", "garbage.hl7", b"\x00\xffPK\x03\x04 not a message DOE^JANE\n")
     reason_file = inbox(daemon, "hl7") / "error" / "garbage.hl7.reason"
     wait_file(reason_file)
+    wait_file(inbox(daemon, "hl7") / "error" / "garbage.hl7")  # the reason is written before the move
     reason = reason_file.read_text()
     assert reason.startswith("not HL7") and "DOE" not in reason
     assert (inbox(daemon, "hl7") / "error" / "garbage.hl7").read_bytes().startswith(b"\x00\xffPK")

@@ -323,3 +323,10 @@ def test_one_environment_is_shared_by_every_template(transforms):
     templates.environment.globals["greet"] = lambda: "hello"  # visible to what compiles later
     assert templates.from_file(name).render({}) == "hello"
     assert templates.from_string("{{ greet() }}", "t").render({}) == "hello"
+
+
+@pytest.mark.parametrize("source", ["{{ '%200000000d' % 1 }}", "{{ '%.*f' % (900000000, 1.0) }}",
+                                    "{{ 'x' | center(900000000) }}", "{{ 'x' | indent(900000000, true) }}"])
+def test_widths_that_would_allocate_past_the_output_limit_are_refused(source):
+    with pytest.raises(TemplateError, match="output exceeds"):
+        Templates(None).from_string(source, "wide").render({})

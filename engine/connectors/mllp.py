@@ -74,6 +74,7 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
     def timeoutConnection(self) -> None:
         if self.decoder.partial:
             self.factory.sink.note_event("partial_frame_discarded", "idle timeout inside a frame")
+            self.decoder.inside = False  # reported here; connectionLost must not report it again
         self.transport.loseConnection()
 
     def _take_frame(self, payload: bytes) -> None:

@@ -58,7 +58,7 @@ class FrameDecoder:
     @property
     def partial(self) -> bool:
         """True while a frame has started and not ended (what an idle timeout discards)."""
-        return self.inside
+        return self.inside and not self.broken
 
     def feed(self, data: bytes) -> list[FrameEvent]:
         events: list[FrameEvent] = []
@@ -99,10 +99,12 @@ class FrameDecoder:
             else:
                 events.append(FrameEvent("bad_end", payload))
                 self.broken = True
+                self.inside = False
                 self.buffer.clear()
         return events
 
     def _stop(self, events: list[FrameEvent], kind: str) -> None:
         events.append(FrameEvent(kind, count=len(self.buffer)))
         self.broken = True
+        self.inside = False  # reported once, as its own kind: not a partial frame any more
         self.buffer.clear()
