@@ -74,7 +74,12 @@ def browser():
 
 
 def wait(driver, predicate, what: str, timeout: float = 20.0):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: predicate(d), message=what)
+    # the page refreshes its own table: an element read mid-refresh is stale, so try again
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+                         ).until(lambda d: predicate(d), message=what)
 
 
 def keep(driver, name: str) -> None:
@@ -96,7 +101,8 @@ def test_sign_in_watch_counts_open_a_failure_and_replay_it(world, browser):
     keep(browser, "login")
     browser.find_element(By.ID, "token").send_keys("wrong")
     browser.find_element(By.ID, "sign-in").click()
-    assert "not an admin token" in browser.find_element(By.CSS_SELECTOR, ".error").text
+    refused = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".error"), "the refusal to be shown")
+    assert "not an admin token" in refused[0].text
     browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
     browser.find_element(By.ID, "sign-in").click()
     wait(browser, lambda d: d.current_url == base + "/", "the channels page")
@@ -112,14 +118,14 @@ def test_sign_in_watch_counts_open_a_failure_and_replay_it(world, browser):
     # no reload here: the page refreshes its own table
     wait(browser, lambda d: count(d, "relay", "received") == before + 4, "the received count to change")
     wait(browser, lambda d: count(d, "relay", "errored") == 1, "the errored count to change")
-    assert count(browser, "relay", "sent") == 3
+    wait(browser, lambda d: count(d, "relay", "sent") == 3, "the sent count")
     keep(browser, "channels")
 
     browser.find_element(By.LINK_TEXT, "relay").click()
     Select(browser.find_element(By.NAME, "status")).select_by_visible_text("ERROR")
     browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
     wait(browser, lambda d: "status=ERROR" in d.current_url, "the filtered list")
-    links = browser.find_elements(By.CSS_SELECTOR, "a.message-link")
+    links = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "a.message-link"), "the failed message listed")
     assert len(links) == 1
     keep(browser, "channel")
 
