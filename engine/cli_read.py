@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.config import ConfigError
 from engine.units import parse_duration
 
 
@@ -30,17 +29,11 @@ def add_search_arguments(parser) -> None:
 
 
 def open_store(path):
+    from engine.cli_admin import open_config
     from engine.cli_tools import CommandError
     from engine.store import Store
 
-    from engine.checks import load
-
-    try:
-        config, _registry = load(path)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(str(problem), file=sys.stderr)
-        raise CommandError(f"{len(error.problems)} problem(s) in the configuration") from None
+    config = open_config(path)
     if not config.store.path.exists():
         raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
     return config, Store.open_readonly(config.store.path)

@@ -91,6 +91,19 @@ def _import_file(path: Path):
     return module
 
 
+def load_sibling(plugin_file: str, name: str):
+    """Import a helper module that sits beside a plugin file (plugins are files, not a package),
+    once per path; a leading underscore keeps the loader from registering it as a plugin."""
+    path = Path(plugin_file).resolve().with_name(f"{name}.py")
+    module_name = f"switchboard_plugin_helper_{name}_{abs(hash(str(path)))}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
 def _collect(manager: pluggy.PluginManager) -> Registry:
     registry = Registry(manager)
     hook = manager.hook

@@ -31,27 +31,13 @@ adjustment of its own payment.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 from engine.hookspecs import hookimpl
+from engine.plugins import load_sibling
 from engine.pipeline import FilterResult, StageError
 
 
-def _sibling(name: str):
-    """Plugins are files, not a package: load the kit's shared module by path, once."""
-    path = Path(__file__).resolve().with_name(f"{name}.py")
-    module_name = f"switchboard_kit{name}_{abs(hash(str(path)))}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-account = _sibling("_account")
+account = load_sibling(__file__, "_account")
 ADJUST_KINDS = ("insurance-payment", "adjustment", "patient-payment")
 
 
