@@ -330,6 +330,11 @@ class MllpPeer:
         self.thread.join(2)
 
 
+def first_seen(items: list) -> list:
+    """Each item once, in the order it first appeared (deliveries after at-least-once re-sends)."""
+    return list(dict.fromkeys(items))
+
+
 def control_id_of(payload: bytes) -> str:
     msh = payload.decode("utf-8", "replace").split("\r")[0]
     fields = msh.split(msh[3])

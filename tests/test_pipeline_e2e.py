@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from support import Daemon, MllpClient, MllpPeer, ack_for, control_id_of, free_port, hl7, wait_for
+from support import Daemon, MllpClient, MllpPeer, ack_for, control_id_of, first_seen, free_port, hl7, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -90,11 +90,7 @@ ack_timeout = "2s"
                  what="a failed attempt while the peer is down")
         peer = MllpPeer(port=port)
         wait_for(lambda: len(set(peer.control_ids())) >= 30, timeout=20, what="all 30 delivered")
-        delivered = []
-        for control_id in peer.control_ids():
-            if control_id not in delivered:
-                delivered.append(control_id)
-        assert delivered == ids
+        assert first_seen(peer.control_ids()) == ids
         shown = daemon.wait_status(first["id"], "SENT")
         attempts = shown["destinations"][0]["attempts"]
         assert not attempts[0]["ok"] and attempts[-1]["ok"]
@@ -195,11 +191,7 @@ connect = "127.0.0.1:{port}"
         peer = MllpPeer(port=port)
         daemon.start(1)
         wait_for(lambda: set(ids) <= set(peer.control_ids()), timeout=20, what="every ACKed message delivered")
-        first_seen = []
-        for control_id in peer.control_ids():
-            if control_id not in first_seen:
-                first_seen.append(control_id)
-        assert first_seen == ids
+        assert first_seen(peer.control_ids()) == ids
     finally:
         daemon.stop()
         if peer:
