@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
+import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,7 @@ class _Environment(SandboxedEnvironment):
         # padding filters allocate their width before the output limit can see it
         for name in ("center", "indent"):
             self.filters[name] = self._capped(self.filters[name])
+        self.filters["format"] = self._printf_checked(self.filters["format"])
 
     def _capped(self, function):
         def capped(value, width=80, *args, **kwargs):
@@ -148,9 +150,50 @@ class _Environment(SandboxedEnvironment):
 
         return capped
 
+    def _printf_checked(self, function):
+        """The ``format`` filter is ``pattern % args``, called directly: not seen by call_binop."""
+        def checked(value, *args, **kwargs):
+            if isinstance(value, str):
+                self._check_printf_widths(value)
+            return function(value, *args, **kwargs)
+
+        return checked
+
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's own signature
         _check_deadline()
+        if isinstance(getattr(__obj, "__self__", None), str):
+            __self._check_str_method(__obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
+
+    def _check_str_method(self, method, args: tuple, kwargs: dict) -> None:
+        """``'x'.ljust(900000000)`` allocates its width first; the output limit would only see
+        the result, after the memory is gone."""
+        if method.__name__ in _STR_PADDING:
+            width = args[0] if args else kwargs.get("width", 0)
+            if isinstance(width, int) and width > self.max_output:
+                raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
+
+    def wrap_str_format(self, value: Any):
+        """Jinja sandboxes ``str.format``/``format_map`` at attribute access; we add the width
+        check there, for the same reason as the padding methods: ``'{:900000000}'.format(x)``."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        self._check_format_widths(value.__self__)
+        return wrapped
+
+    def _check_format_widths(self, pattern: str) -> None:
+        try:
+            fields = list(_FORMATTER.parse(pattern))
+        except ValueError:
+            return  # a malformed pattern: the call itself raises and reports it
+        for _text, field, spec, _conversion in fields:
+            if field is None or not spec:
+                continue
+            if "{" in spec:
+                raise _LimitExceeded("a format width taken from a value is not allowed")
+            if any(int(digits) > self.max_output for digits in re.findall(r"\d+", spec)):
+                raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         _check_deadline()
@@ -197,6 +240,8 @@ class _Environment(SandboxedEnvironment):
                 raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
 
 
+_STR_PADDING = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+_FORMATTER = string.Formatter()
 _PRINTF_SIZES = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d*)(?:\.(\*|\d*))?")
 
 

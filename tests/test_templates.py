@@ -330,3 +330,24 @@ def test_one_environment_is_shared_by_every_template(transforms):
 def test_widths_that_would_allocate_past_the_output_limit_are_refused(source):
     with pytest.raises(TemplateError, match="output exceeds"):
         Templates(None).from_string(source, "wide").render({})
+
+
+# Widths of 10**15 cannot be allocated: without the check these raise MemoryError/OverflowError,
+# not the limit's error, so the test fails if a check goes missing.
+@pytest.mark.parametrize("source", [
+    "{{ '%1000000000000000s' | format(v) }}", "{{ '%(a)1000000000000000s' | format(a=v) }}",
+    "{{ '{:1000000000000000}'.format(v) }}", "{{ '{a:>1000000000000000}'.format_map({'a': v}) }}",
+    "{{ v.ljust(n) }}", "{{ v.rjust(n) }}", "{{ v.center(n) }}", "{{ v.zfill(n) }}",
+])
+def test_format_and_padding_widths_are_checked_before_they_allocate(source):
+    with pytest.raises(TemplateError, match="output exceeds"):
+        Templates(None).from_string(source, "wide").render({"v": "ab", "n": 10**15})
+
+
+def test_a_format_width_taken_from_a_value_is_refused_and_ordinary_formats_work():
+    templates = Templates(None)
+    with pytest.raises(TemplateError, match="width taken from a value"):
+        templates.from_string("{{ '{:{w}}'.format(v, w=n) }}", "nested").render({"v": "ab", "n": 3})
+    rendered = templates.from_string("{{ '{:>6}|{:08.2f}|{:,}'.format(v, x, n) }} {{ '%-4s|' | format(v) }}"
+                                     " {{ v.rjust(4, '0') }}", "ok").render({"v": "ab", "x": 3.5, "n": 1234})
+    assert rendered == "    ab|00003.50|1,234 ab  | 00ab"
