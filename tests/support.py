@@ -66,6 +66,15 @@ def sample(name: str) -> str:
     return (SAMPLES / name).read_text(encoding="utf-8").replace("\r\n", "\n").replace("\n", "\r").strip("\r")
 
 
+def parse_cli_json(result) -> object:
+    """The CLI's --json output; when it is not JSON, fail with everything the CLI printed."""
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError as error:
+        raise AssertionError(f"{result.args[-3:]}: stdout is not JSON ({error}); "
+                             f"stdout={result.stdout[:2000]!r} stderr={result.stderr[:2000]!r}") from None
+
+
 class Daemon:
     """``switchboard run`` in a subprocess with its own config tree under ``root``."""
 
@@ -165,13 +174,13 @@ class Daemon:
     def cli_json(self, *args: str):
         result = self.cli(*args, "--json")
         assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return parse_cli_json(result)
 
     def wait_status(self, message_id: int, status: str, timeout: float = 15.0) -> dict:
         def check():
             shown = self.cli("show", str(message_id), "--json")
             if shown.returncode == 0:
-                data = json.loads(shown.stdout)
+                data = parse_cli_json(shown)
                 return data if data["status"] == status else None
             return None
 

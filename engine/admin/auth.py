@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import os
 import secrets
 import stat
@@ -28,7 +27,7 @@ from pathlib import Path
 from twisted.logger import Logger
 from twisted.web import server
 
-from engine.connectors.http_source import Refusal, SourceChannel
+from engine.connectors.http_source import CappedBody, Refusal, SourceChannel
 
 log = Logger(namespace="switchboard.admin")
 
@@ -112,27 +111,15 @@ class Tokens:
         return self.who(presented.strip())
 
 
-class AdminRequest(server.Request):
-    """A twisted.web request whose body goes to a capped in-memory buffer (never a temp file).
+class AdminRequest(CappedBody, server.Request):
+    """A twisted.web request with the HTTP source's capped in-memory body.
 
     ``who`` is set by ``AdminSite.screen`` (the token's name) before the body is read."""
 
-    _parsePOSTFormSubmission = False
     who: str | None = None
 
-    def gotLength(self, length) -> None:
-        self.content = io.BytesIO()
-        self.body_size = 0
-
-    def handleContentChunk(self, data: bytes) -> None:
-        channel = self.channel
-        if channel is None or channel.refused:
-            return
-        self.body_size += len(data)
-        if self.body_size > MAX_BODY:
-            channel.refuse(Refusal(413, f"the body is larger than {MAX_BODY} bytes"))
-            return
-        self.content.write(data)
+    def body_limit(self) -> int:
+        return MAX_BODY
 
 
 class AdminChannel(SourceChannel):

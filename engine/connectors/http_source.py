@@ -75,10 +75,15 @@ class Refusal(Exception):
         self.code, self.reason, self.headers = code, reason, headers
 
 
-class SourceRequest(http.Request):
-    """A request whose body goes to a capped in-memory buffer (never a temp file)."""
+class CappedBody:
+    """Request mixin: the body goes to a capped in-memory buffer (never a temp file), and a body
+    over ``body_limit()`` -- a chunked one that keeps coming -- is refused 413 as it arrives.
+    Shared by the HTTP source and the admin API; the channel must have ``refused``/``refuse``."""
 
     _parsePOSTFormSubmission = False   # the body is ours to parse, not a form
+
+    def body_limit(self) -> int:
+        raise NotImplementedError
 
     def gotLength(self, length) -> None:
         self.content = io.BytesIO()
@@ -89,10 +94,18 @@ class SourceRequest(http.Request):
         if channel is None or channel.refused:
             return
         self.body_size += len(data)
-        if self.body_size > channel.factory.max_body:   # a chunked body that keeps coming
-            channel.refuse(Refusal(413, f"the body is larger than {channel.factory.max_body} bytes"))
+        limit = self.body_limit()
+        if self.body_size > limit:
+            channel.refuse(Refusal(413, f"the body is larger than {limit} bytes"))
             return
         self.content.write(data)
+
+
+class SourceRequest(CappedBody, http.Request):
+    """The HTTP source's request: capped body, handled by the factory."""
+
+    def body_limit(self) -> int:
+        return self.channel.factory.max_body
 
     def process(self) -> None:
         self.channel.factory.handle(self)
