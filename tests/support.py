@@ -318,12 +318,19 @@ class MllpPeer:
                 end = buffer.index(FS_CR)
                 payload, buffer = buffer[1:end], buffer[end + 2:]
                 self.received.append(payload)
-                answer = self.responder(payload)
-                if answer is not None:
-                    try:
-                        conn.sendall(VB + answer + FS_CR)
-                    except OSError:
-                        return
+                if not self.answer(conn, payload):
+                    return
+
+    def answer(self, conn: socket.socket, payload: bytes) -> bool:
+        """Answer one frame (already journalled); False ends the connection's reading."""
+        answer = self.responder(payload)
+        if answer is None:
+            return True
+        try:
+            conn.sendall(VB + answer + FS_CR)
+        except OSError:
+            return False
+        return True
 
     def control_ids(self) -> list[str]:
         return [control_id_of(p) for p in self.received]

@@ -232,40 +232,25 @@ class ScriptedPeer(MllpPeer):
         self.mode = mode
         super().__init__()
 
-    def _handle(self, conn: socket.socket) -> None:
-        buffer = b""
-        conn.settimeout(0.5)
-        while self.running:
-            try:
-                chunk = conn.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if not chunk:
-                return
-            buffer += chunk
-            while FS_CR in buffer:
-                end = buffer.index(FS_CR)
-                payload, buffer = buffer[1:end], buffer[end + 2:]
-                self.received.append(payload)
-                mode = self.mode
-                if mode == "hang":
-                    continue
-                if mode == "reset":
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    conn.close()
-                    return
-                if mode == "garbage":
-                    reply = b"this is not an HL7 acknowledgement"
-                elif mode == "wrong_msa2":
-                    reply = ack_for(payload.replace(control_id_of(payload).encode(), b"SOMEONE-ELSE"), "AA")
-                else:
-                    reply = ack_for(payload, "AA")
-                try:
-                    conn.sendall(VB + reply + FS_CR)
-                except OSError:
-                    return
+    def answer(self, conn: socket.socket, payload: bytes) -> bool:
+        mode = self.mode
+        if mode == "hang":
+            return True
+        if mode == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return False
+        if mode == "garbage":
+            reply = b"this is not an HL7 acknowledgement"
+        elif mode == "wrong_msa2":
+            reply = ack_for(payload.replace(control_id_of(payload).encode(), b"SOMEONE-ELSE"), "AA")
+        else:
+            reply = ack_for(payload, "AA")
+        try:
+            conn.sendall(VB + reply + FS_CR)
+        except OSError:
+            return False
+        return True
 
 
 PEER_MODES = ("hang", "reset", "garbage", "wrong_msa2")
