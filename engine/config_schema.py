@@ -478,6 +478,8 @@ BUILTIN: dict[tuple[str, str], tuple[dict[str, OptionSpec], str]] = {
         "ack_timeout": OptionSpec("duration", "30s", check=_positive),
         "connect_timeout": OptionSpec("duration", "10s", check=_positive),
         "tls": OptionSpec("tls"),
+        # messages sent before the first one's ACK (pipelining; engine/queue.py): 1 = strict order
+        "max_in_flight": OptionSpec("int", 1, check=lambda n: None if 1 <= n <= 64 else "must be 1 to 64"),
     }, "hl7"),
     ("destination", "http"): ({
         "url": OptionSpec("str", required=True, check=_http_url),

@@ -10,8 +10,15 @@ retried after ``interval * backoff**n`` capped at ``max_interval``, or the peer'
 a permanent failure marks the head ERROR and the line moves on.  ``attempts = 0`` retries until
 success; ``attempts = N`` turns the Nth transient failure into ERROR.
 
-SENT is recorded without waiting for its commit before the next send: a crash between the peer's
-ACK and that commit re-sends the message at the next start (at-least-once, DESIGN §2).
+A connector may allow more sends in flight (``max_in_flight``, the MLLP destination's pipelining
+option): the next messages go out before the head's answer, answers come back in order, and a
+transient failure stops new sends until the retry, which starts again from the oldest message not
+yet SENT.  What was already accepted stays SENT, so a message that failed while later ones got
+through arrives after them: the price of pipelining, documented with the option.
+
+SENT is recorded without waiting for its commit before the next send, and SENTs that come while an
+earlier SENT write is committing are recorded together in the next write: a crash between the peer's ACK and that commit re-sends the
+message at the next start (at-least-once, DESIGN §2).
 
 Depth warning: the queue counts its QUEUED deliveries (the store's count at start when the queue
 spilled, then +1 per push, -1 per SENT or ERROR) and logs one warning when the count reaches the
@@ -49,7 +56,7 @@ class DestinationQueue:
         self.window = window
         self.pending: deque[Delivery] = deque()
         self.spilled = False
-        self.sending = False
+        self.refilling = False       # the window is being refilled from the store
         self.running = False
         self.failures = 0            # consecutive transient failures of the head
         self.last_error: str | None = None
@@ -59,8 +66,12 @@ class DestinationQueue:
         options = getattr(config, "options", None) or {}
         self.warn_at = int(options.get("queue_warning") or QUEUE_WARNING)
         self.over_warning = False
-        self.in_flight: defer.Deferred | None = None   # the latest send's Deferred (stop_after_send)
+        self.max_in_flight = max(1, int(getattr(connector, "max_in_flight", 1) or 1))
+        self.outstanding: dict[int, defer.Deferred] = {}   # delivery id -> its send, in send order
+        self.retry_at = datetime.now(timezone.utc)          # when the scheduled retry is due
         self._settled: list[defer.Deferred] = []
+        self._sent_batch: list[tuple[int, str | None, int]] = []   # SENT records of this reactor turn
+        self._sent_writing = False   # a record_sent write is being committed
         self._idle: list[defer.Deferred] = []
 
     # -- feeding ---------------------------------------------------------------------------
@@ -118,47 +129,78 @@ class DestinationQueue:
         self._note_depth()
 
     # -- sending ---------------------------------------------------------------------------
+    @property
+    def sending(self) -> bool:
+        """A send is waiting for its answer, or the window is being refilled from the store."""
+        return bool(self.outstanding) or self.refilling
+
     def kick(self) -> None:
-        if not self.running or self.sending or (self.retry_call is not None and self.retry_call.active()):
+        """Send while there is room in flight (``max_in_flight``, 1 unless the connector says
+        more), unless a retry is scheduled; refill the window or report idle when all is done."""
+        if not self.running or self.refilling or (self.retry_call is not None and self.retry_call.active()):
             return
-        if not self.pending:
-            if self.spilled:
-                self.sending = True
-                self._when_settled().addCallback(self._refill_then_kick)
+        while len(self.outstanding) < self.max_in_flight:
+            delivery = self._next_unsent()
+            if delivery is None:
+                break
+            self._send(delivery)
+            if not self.running or (self.retry_call is not None and self.retry_call.active()):
                 return
-            self._notify_idle()
+        if self.pending or self.outstanding:
             return
-        self.sending = True
-        head = self.pending[0]
-        try:
-            d = defer.maybeDeferred(self.connector.send, head)
-        except Exception as error:  # pragma: no cover - maybeDeferred catches; belt and braces
-            d = defer.fail(error)
-        d.addCallbacks(self._sent, self._failed, callbackArgs=(head,), errbackArgs=(head,))
+        if self.spilled:
+            self.refilling = True
+            self._when_settled().addCallback(self._refill_then_kick)
+            return
+        self._notify_idle()
+
+    def _next_unsent(self) -> Delivery | None:
+        for delivery in self.pending:  # the in-flight ones are at the front
+            if delivery.id not in self.outstanding:
+                return delivery
+        return None
+
+    def _send(self, delivery: Delivery) -> None:
+        d = defer.maybeDeferred(self.connector.send, delivery)
+        self.outstanding[delivery.id] = d  # before the callbacks: a synchronous answer runs them now
+        d.addCallbacks(self._sent, self._failed, callbackArgs=(delivery,), errbackArgs=(delivery,))
         d.addErrback(lambda failure: log.failure("{channel}/{destination}: queue bookkeeping failed",
                                                  failure, channel=self.channel, destination=self.name))
-        self.in_flight = d
 
     def _refill_then_kick(self, _):
-        self.sending = False
+        self.refilling = False
         if self.running:
             self._refill()
             self.kick()
 
-    def _sent(self, result, head: Delivery) -> None:
-        faults.point("kill_after_downstream_ack_before_sent")  # crash tests: peer ACKed, SENT not recorded
-        self.pending.popleft()
+    def _leave(self, delivery: Delivery) -> None:
+        """``delivery`` is SENT or ERROR: out of the window (it is nearly always the head)."""
+        if self.pending and self.pending[0] is delivery:
+            self.pending.popleft()
+        else:
+            try:
+                self.pending.remove(delivery)
+            except ValueError:
+                return
         self._taken()
-        self.failures = 0
-        self.last_error = None
-        self._record(head, ok=True, response=result.response if result else None, final_status="SENT")
-        self.events.emit("sent", self.channel, head.message_id, destination=self.name)
-        self.sending = False
+
+    def _retrying(self) -> bool:
+        return self.retry_call is not None and self.retry_call.active()
+
+    def _sent(self, result, delivery: Delivery) -> None:
+        faults.point("kill_after_downstream_ack_before_sent")  # crash tests: peer ACKed, SENT not recorded
+        self.outstanding.pop(delivery.id, None)
+        self._leave(delivery)
+        if not self._retrying():  # a later message's success does not clear the head's failures
+            self.failures = 0
+            self.last_error = None
+        self._record_sent(delivery, result.response if result else None)
+        self.events.emit("sent", self.channel, delivery.message_id, destination=self.name)
         self.kick()
 
-    def _failed(self, failure, head: Delivery) -> None:
+    def _failed(self, failure, delivery: Delivery) -> None:
         error = failure.value
-        self.sending = False
+        self.outstanding.pop(delivery.id, None)
         if not self.running:
             return
         response = getattr(error, "response", None)
@@ -168,28 +210,33 @@ class DestinationQueue:
                         channel=self.channel, destination=self.name)
         self.last_error = reason
         permanent = isinstance(error, PermanentError)
+        possible_duplicate = bool(getattr(error, "possible_duplicate", False))
+        if not permanent and self._retrying():
+            # pipelined: another send of this round failed first and the retry is set; this one
+            # is retried with it, from the head, and does not count as one more failure
+            self._record(delivery, ok=False, error=reason, response=response, final_status=None,
+                         next_attempt_at=self.retry_at.isoformat(), possible_duplicate=possible_duplicate)
+            return
         self.failures += 1
         if not permanent and self.retry.attempts and self.failures >= self.retry.attempts:
             permanent = True
             reason = f"{reason} (gave up after {self.failures} attempts)"
-        possible_duplicate = bool(getattr(error, "possible_duplicate", False))
         if permanent:
-            self.pending.popleft()
-            self._taken()
+            self._leave(delivery)
             self.failures = 0
-            self._record(head, ok=False, error=reason, response=response, final_status="ERROR",
+            self._record(delivery, ok=False, error=reason, response=response, final_status="ERROR",
                          possible_duplicate=possible_duplicate)
             log.warn("{channel}/{destination}: message {id} ERROR: {reason}", channel=self.channel,
-                     destination=self.name, id=head.message_id, reason=reason)
-            self.events.emit("error", self.channel, head.message_id, destination=self.name, reason=reason)
+                     destination=self.name, id=delivery.message_id, reason=reason)
+            self.events.emit("error", self.channel, delivery.message_id, destination=self.name, reason=reason)
             self.kick()
             return
         delay = self.backoff(self.failures, getattr(error, "retry_after", None))
-        next_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
-        self._record(head, ok=False, error=reason, response=response, final_status=None,
-                     next_attempt_at=next_at.isoformat(), possible_duplicate=possible_duplicate)
+        self.retry_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
+        self._record(delivery, ok=False, error=reason, response=response, final_status=None,
+                     next_attempt_at=self.retry_at.isoformat(), possible_duplicate=possible_duplicate)
         log.info("{channel}/{destination}: message {id} attempt {n} failed ({reason}); retry in {delay:.1f}s",
-                 channel=self.channel, destination=self.name, id=head.message_id, n=self.failures,
+                 channel=self.channel, destination=self.name, id=delivery.message_id, n=self.failures,
                  reason=reason, delay=delay)
         self.retry_call = self.reactor.callLater(delay, self._retry)
 
@@ -206,8 +253,43 @@ class DestinationQueue:
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _record(self, head: Delivery, **kwargs) -> None:
+        if self._sent_batch:  # keep the records in the order of the outcomes
+            self._flush_sent()
+        d = self._settling(self.store.record_attempt(head.id, **kwargs))
+        d.addErrback(lambda failure: log.error(
+            "{channel}/{destination}: attempt for message {id} not recorded: {error}",
+            channel=self.channel, destination=self.name, id=head.message_id, error=failure.getErrorMessage()))
+
+    def _record_sent(self, head: Delivery, response: str | None) -> None:
+        """SENT records are batched by the writer's pace: while one ``Store.record_sent`` write
+        is being committed, the next SENTs wait and then go as one write.  An idle queue records
+        each at once; a busy one (many sends per commit) records them set at a time.  Failures
+        are rare and keep one write each (``_record``), in order with the batches."""
+        if not self._sent_batch:
+            self.unsettled += 1  # a waiting batch counts as one record until its write settles
+        self._sent_batch.append((head.id, response, head.message_id))
+        if not self._sent_writing:
+            self._flush_sent()
+
+    def _flush_sent(self) -> None:
+        batch, self._sent_batch = self._sent_batch, []
+        self.unsettled -= 1  # _settling counts the write itself
+        self._sent_writing = True
+        d = self._settling(self.store.record_sent([(delivery_id, response) for delivery_id, response, _ in batch]))
+        d.addErrback(lambda failure: log.error(
+            "{channel}/{destination}: SENT not recorded for messages {ids}: {error}", channel=self.channel,
+            destination=self.name, ids=",".join(str(message_id) for _, _, message_id in batch),
+            error=failure.getErrorMessage()))
+        d.addBoth(self._sent_written)
+
+    def _sent_written(self, _result) -> None:
+        self._sent_writing = False
+        if self._sent_batch:
+            self._flush_sent()
+
+    def _settling(self, d: defer.Deferred) -> defer.Deferred:
+        """Count a store write until it settles; wake ``_when_settled`` waiters at zero."""
         self.unsettled += 1
-        d = self.store.record_attempt(head.id, **kwargs)
 
         def settled(result):
             self.unsettled -= 1
@@ -217,10 +299,7 @@ class DestinationQueue:
                     waiter.callback(None)
             return result
 
-        d.addBoth(settled)
-        d.addErrback(lambda failure: log.error(
-            "{channel}/{destination}: attempt for message {id} not recorded: {error}",
-            channel=self.channel, destination=self.name, id=head.message_id, error=failure.getErrorMessage()))
+        return d.addBoth(settled)
 
     def _when_settled(self) -> defer.Deferred:
         if not self.unsettled:
@@ -243,21 +322,14 @@ class DestinationQueue:
         return d.addCallback(lambda _: self._when_settled())
 
     def stop_after_send(self) -> defer.Deferred:
-        """``stop``, once the send in progress (if any) has its outcome recorded: a live reload
+        """``stop``, once every send in flight has its outcome recorded: a live reload
         (engine/reload.py) replaces this queue by one that loads QUEUED rows from the store, and
-        that one must not send the same head while this one still waits for its answer."""
+        that one must not send the same messages while this one still waits for their answers."""
         self.running = False
-        d = self.in_flight
-        if not self.sending or d is None or d.called:
+        waiting = [d for d in self.outstanding.values() if not d.called]
+        if not waiting:
             return self.stop()
-        answered = defer.Deferred()
-
-        def relay(result):
-            answered.callback(None)
-            return result
-
-        d.addBoth(relay)
-        return answered.addCallback(lambda _: self.stop())
+        return defer.DeferredList(waiting).addCallback(lambda _: self.stop())
 
     def stop(self) -> defer.Deferred:
         """Stop sending; an in-flight send finishes (its outcome is recorded), then close."""

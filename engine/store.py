@@ -329,6 +329,50 @@ class Store(GroupCommitWriter):
         )
         return self._rederive(conn, message_id)
 
+    def record_sent(self, sent: list[tuple[int, str | None]]) -> defer.Deferred:
+        """Record many successful attempts ``(delivery_id, response)`` in one write: what
+        ``record_attempt(id, ok=True, response=..., final_status="SENT")`` does for each, set at
+        a time.  A busy destination queue records its SENTs once per reactor turn this way:
+        measured on the end-to-end benchmark, one write per SENT cost ~85 us of writer-thread
+        CPU per message (six statements, a savepoint, a Deferred), a third of the writer's work."""
+        return self.write(self._record_sent, list(sent))
+
+    def _record_sent(self, conn, sent):
+        now = self._now()
+        for start in range(0, len(sent), 500):  # well under SQLite's bound-parameter limit
+            chunk = sent[start:start + 500]
+            conn.executemany(
+                "INSERT INTO attempts (delivery_id, at, ok, possible_duplicate, error, response)"
+                " VALUES (?, ?, 1, 0, NULL, ?)", [(delivery_id, now, response) for delivery_id, response in chunk])
+            conn.executemany(
+                "UPDATE deliveries SET status = 'SENT', attempts = attempts + 1, error = NULL, response = ?,"
+                " next_attempt_at = NULL, updated_at = ? WHERE id = ?",
+                [(response, now, delivery_id) for delivery_id, response in chunk])
+            marks = ",".join("?" * len(chunk))
+            message_ids = [row[0] for row in conn.execute(
+                f"SELECT DISTINCT message_id FROM deliveries WHERE id IN ({marks})", [d for d, _ in chunk])]
+            self._rederive_many(conn, message_ids)
+
+    @staticmethod
+    def _rederive_many(conn, message_ids: list[int]) -> None:
+        """``_rederive`` for many messages with two reads and one executemany."""
+        if not message_ids:
+            return
+        marks = ",".join("?" * len(message_ids))
+        current = {row[0]: (row[1], row[2]) for row in conn.execute(
+            f"SELECT id, status, error FROM messages WHERE id IN ({marks})", message_ids)}
+        statuses: dict[int, list[str]] = {}
+        for message_id, status in conn.execute(
+                f"SELECT message_id, status FROM deliveries WHERE message_id IN ({marks})", message_ids):
+            statuses.setdefault(message_id, []).append(status)
+        changed = []
+        for message_id, (status, error) in current.items():
+            derived = derive_status(statuses.get(message_id, []), filtered=status == "FILTERED",
+                                    error=error is not None)
+            if derived != status:
+                changed.append((derived, message_id))
+        conn.executemany("UPDATE messages SET status = ? WHERE id = ?", changed)
+
     @staticmethod
     def _rederive(conn, message_id: int) -> str:
         status, error = conn.execute(

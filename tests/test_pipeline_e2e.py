@@ -130,6 +130,58 @@ connect = "127.0.0.1:{peer.port}"
         peer.close()
 
 
+class HoldingPeer(MllpPeer):
+    """Answers nothing until ``hold`` frames have arrived, then all of them in order, then each at
+    once: only a sender with ``hold`` messages in flight gets past the start.  AE for ``refuse``."""
+
+    def __init__(self, hold: int, refuse: str) -> None:
+        self.hold, self.refuse, self.held = hold, refuse, []
+        super().__init__()
+
+    def answer(self, conn, payload: bytes) -> bool:
+        self.held.append(payload)
+        if len(self.received) < self.hold:
+            return True
+        held, self.held = self.held, []
+        for frame in held:
+            code = "AE" if control_id_of(frame) == self.refuse else "AA"
+            self.responder = lambda payload, code=code: ack_for(payload, code)
+            if not super().answer(conn, frame):
+                return False
+        return True
+
+
+def test_pipelined_destination_keeps_several_in_flight_and_order(tmp_path):
+    peer = HoldingPeer(hold=4, refuse="PIPE-6")
+    channel = mllp_source() + f"""
+[[destination]]
+name = "ehr"
+type = "mllp"
+connect = "127.0.0.1:{peer.port}"
+ack_timeout = "5s"
+max_in_flight = 4
+{FAST_RETRY}
+"""
+    daemon = Daemon(tmp_path / "d", {"pipe": channel}).start(1)
+    try:
+        client = MllpClient(daemon.ports["pipe"])
+        ids = [f"PIPE-{i}" for i in range(1, 21)]
+        for control_id in ids:
+            assert client.request(hl7(control_id))["code"] == "AA"
+        client.close()
+        wait_for(lambda: len(peer.received) >= 20, timeout=20, what="all 20 delivered")
+        assert peer.control_ids() == ids  # once each, in order: nothing timed out and was re-sent
+        last = daemon.cli_json("messages", "--control-id", "PIPE-20")[0]
+        daemon.wait_status(last["id"], "SENT")
+        refused = daemon.cli_json("messages", "--control-id", "PIPE-6")[0]
+        assert daemon.wait_status(refused["id"], "ERROR")["destinations"][0]["attempts"][0]["ok"] is False
+        assert {row["control_id"] for row in daemon.cli_json("messages", "--status", "sent", "--limit", "50")} == \
+            set(ids) - {"PIPE-6"}
+    finally:
+        daemon.stop()
+        peer.close()
+
+
 def test_template_bug_errors_messages_and_daemon_keeps_serving(tmp_path):
     outbox = tmp_path / "outbox"
     broken = mllp_source() + f"""

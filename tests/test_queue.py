@@ -29,6 +29,11 @@ class RecordingStore:
             self.queued = [row for row in self.queued if row["id"] != delivery_id]
         return defer.succeed(None)
 
+    def record_sent(self, sent):
+        for delivery_id, response in sent:
+            self.record_attempt(delivery_id, ok=True, response=response, final_status="SENT")
+        return defer.succeed(None)
+
     def next_queued(self, channel, destination, limit=100, after=0):
         return self.queued[:limit]
 
@@ -76,6 +81,28 @@ def make_queue(peer, store=None, retry=None, window=1000, options=None):
     queue = DestinationQueue("chan", config, peer, store or RecordingStore(), Events(NoHook()), clock,
                              window=window)
     return queue, clock
+
+
+def test_sents_that_come_while_a_sent_write_commits_are_recorded_together():
+    store = RecordingStore()
+    writes: list[tuple[list, defer.Deferred]] = []
+
+    def record_sent(sent):
+        writes.append((list(sent), defer.Deferred()))
+        return writes[-1][1]
+
+    store.record_sent = record_sent
+    queue, _clock = make_queue(ScriptedPeer(), store)
+    queue.start()
+    for number in range(1, 6):
+        queue.push(number, number, f"m{number}")
+    settled = queue.wait_empty()
+    assert [sent for sent, _ in writes] == [[(1, "fine")]]  # the first at once; 2-5 wait for it
+    writes[0][1].callback(None)
+    assert [sent for sent, _ in writes] == [[(1, "fine")], [(n, "fine") for n in range(2, 6)]]
+    assert not settled.called and queue.unsettled == 1
+    writes[1][1].callback(None)
+    assert queue.unsettled == 0 and settled.called
 
 
 def test_sends_in_order():
@@ -203,3 +230,82 @@ def test_depth_counts_a_spilled_queue_from_the_store_at_start():
 def test_default_warning_threshold_without_options():
     queue, _clock = make_queue(ScriptedPeer())
     assert queue.warn_at == 10_000
+
+
+class PipelinedPeer:
+    """A connector that allows ``max_in_flight`` sends and answers only when the test says."""
+
+    def __init__(self, max_in_flight: int):
+        self.max_in_flight = max_in_flight
+        self.waiting: list[tuple[str, defer.Deferred]] = []
+        self.sent: list[str] = []
+
+    def send(self, delivery):
+        self.sent.append(delivery.body)
+        d = defer.Deferred()
+        self.waiting.append((delivery.body, d))
+        return d
+
+    def answer(self, outcome: str = "ok") -> str:
+        body, d = self.waiting.pop(0)
+        if outcome == "ok":
+            d.callback(SendResult("AA"))
+        elif outcome == "permanent":
+            d.errback(PermanentError("refused", "AR"))
+        else:
+            d.errback(TransientError("connection lost", possible_duplicate=True))
+        return body
+
+
+def test_pipelined_sends_fill_the_window_and_answers_free_it_in_order():
+    peer, store = PipelinedPeer(3), RecordingStore()
+    queue, _clock = make_queue(peer, store)
+    queue.start()
+    for number in range(1, 7):
+        queue.push(number, number, f"m{number}")
+    assert peer.sent == ["m1", "m2", "m3"]  # three in flight, no more
+    peer.answer()
+    assert peer.sent == ["m1", "m2", "m3", "m4"]
+    peer.answer("permanent")  # m2 refused: ERROR, the line moves on
+    while peer.waiting:
+        peer.answer()
+    assert peer.sent == [f"m{n}" for n in range(1, 7)]
+    assert [(delivery_id, kwargs["final_status"]) for delivery_id, kwargs in store.attempts] == [
+        (1, "SENT"), (2, "ERROR"), (3, "SENT"), (4, "SENT"), (5, "SENT"), (6, "SENT")]
+    assert not queue.pending and not queue.sending and queue.depth == 0
+
+
+def test_a_transient_failure_in_a_pipeline_stops_new_sends_and_retries_from_the_oldest():
+    peer, store = PipelinedPeer(3), RecordingStore()
+    queue, clock = make_queue(peer, store)
+    queue.start()
+    for number in range(1, 6):
+        queue.push(number, number, f"m{number}")
+    peer.answer("transient")  # m1: the connection broke ...
+    peer.answer("transient")  # ... and took m2 with it
+    peer.answer()             # m3 had been answered before the break: SENT
+    assert peer.sent == ["m1", "m2", "m3"]  # nothing new while the retry is pending
+    assert queue.failures == 1  # one failure of the line, not one per message of the round
+    assert [delivery_id for delivery_id, kwargs in store.attempts if kwargs.get("final_status") == "SENT"] == [3]
+    assert [kwargs["possible_duplicate"] for _id, kwargs in store.attempts[:2]] == [True, True]
+    clock.advance(1.0)  # the retry starts again from the oldest unsent: m1, m2, then m4
+    assert peer.sent[3:] == ["m1", "m2", "m4"]
+    while peer.waiting:
+        peer.answer()
+    assert peer.sent[3:] == ["m1", "m2", "m4", "m5"]
+    while peer.waiting:
+        peer.answer()
+    assert not queue.pending and queue.failures == 0
+
+
+def test_stop_after_send_waits_for_every_send_in_flight():
+    peer = PipelinedPeer(2)
+    queue, _clock = make_queue(peer)
+    queue.start()
+    for number in (1, 2, 3):
+        queue.push(number, number, f"m{number}")
+    stopped = queue.stop_after_send()
+    peer.answer()
+    assert not stopped.called  # m2 is still waiting for its answer
+    peer.answer()
+    assert stopped.called and peer.sent == ["m1", "m2"]  # stopped: m3 is left for the next queue

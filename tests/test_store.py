@@ -307,6 +307,36 @@ async def test_processing_and_delivery_outcomes_drive_the_message_status(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_record_sent_does_for_many_what_record_attempt_does_for_one(store):
+    """Two stores fed the same outcomes, one SENT at a time and all at once, end up equal."""
+    async def fill():
+        ids = []
+        for n, destinations in enumerate((["agency"], ["agency", "archive"], ["agency"])):
+            message_id, _ = await store.put_received("ehr", hl7(f"S{n}"), control_id=f"S{n}")
+            _status, by_name = await store.set_message_result(
+                message_id, status=None, transformed=f"body{n}",
+                deliveries=[{"destination": name, "body": f"body{n}"} for name in destinations])
+            ids.append((message_id, by_name))
+        return ids
+
+    def view(message_id):
+        message = store.get_message(message_id)
+        return message["status"], [(d["name"], d["status"], [(a["ok"], a["response"]) for a in d["attempts"]])
+                                   for d in message["destinations"]]
+
+    one, many = await fill(), await fill()
+    await store.record_attempt(one[2][1]["agency"], ok=False, error="down")   # a failure first
+    await store.record_attempt(many[2][1]["agency"], ok=False, error="down")
+    for _message_id, by_name in one:
+        await store.record_attempt(by_name["agency"], ok=True, response="AA", final_status="SENT")
+    await store.record_sent([(by_name["agency"], "AA") for _message_id, by_name in many])
+    for (first, _), (second, _) in zip(one, many):
+        assert view(first) == view(second)
+    assert [view(message_id)[0] for message_id, _ in many] == ["SENT", "QUEUED", "SENT"]  # archive still queued
+    assert store.get_message(many[2][0])["destinations"][0]["attempts"][0]["error"] == "down"
+
+
+@pytest_twisted.ensureDeferred
 async def test_processing_a_message_again_updates_its_deliveries(store):
     message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
     _status, ids = await store.set_message_result(

@@ -1,13 +1,18 @@
-"""An MLLP client connection: send one frame, read one answer frame, with a timeout.
+"""An MLLP client connection: send frames, read their answer frames in order, with a timeout.
 
 Used by the MLLP destination (one persistent connection per destination) and by
-``switchboard send``.  Request/response, one message in flight: order is the point of an
-interface queue, and MLLP peers answer in order anyway.
+``switchboard send``.  One message in flight by default: order is the point of an interface
+queue.  The destination's ``max_in_flight`` lets several frames go out before their answers
+(pipelining); MLLP peers answer in order on a connection, so answers are matched first in, first
+out, and anything that breaks the connection fails every request still waiting on it.
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
 
 from engine.connectors.mllp_framing import FrameDecoder, frame
 from engine.connectors.tls import client_endpoint
@@ -30,8 +35,7 @@ class BadFraming(Exception):
 class MllpClientProtocol(protocol.Protocol):
     def __init__(self) -> None:
         self.decoder = FrameDecoder(MAX_ANSWER)
-        self.waiting: defer.Deferred | None = None
-        self.timer = None
+        self.waiting: deque[tuple[defer.Deferred, object]] = deque()  # (answer, its timer), in send order
         self.closed: defer.Deferred = defer.Deferred()
         self.connected_ok = False
 
@@ -39,13 +43,11 @@ class MllpClientProtocol(protocol.Protocol):
         self.connected_ok = True
 
     def request(self, payload: bytes, timeout: float, reactor) -> defer.Deferred:
-        """Write one frame; fire with the answer payload (bytes) or fail."""
-        if self.waiting is not None:
-            raise RuntimeError("one request at a time")
-        self.waiting = defer.Deferred()
-        self.timer = reactor.callLater(timeout, self._timeout)
+        """Write one frame; fire with its answer payload (bytes) or fail."""
+        waiting = defer.Deferred()
+        self.waiting.append((waiting, reactor.callLater(timeout, self._timeout)))
         self.transport.write(frame(payload))
-        return self.waiting
+        return waiting
 
     def dataReceived(self, data: bytes) -> None:
         for event in self.decoder.feed(data):
@@ -54,29 +56,28 @@ class MllpClientProtocol(protocol.Protocol):
             elif event.kind in ("bad_end", "oversize"):
                 self._fail(BadFraming(f"peer sent an invalid frame ({event.kind})"))
                 self.transport.abortConnection()
+                return
             # junk between answers is ignored: some peers send a stray CR or LF
 
     def _answer(self, payload: bytes) -> None:
-        waiting, self.waiting = self.waiting, None
-        self._cancel_timer()
-        if waiting is not None:
-            waiting.callback(payload)
+        if not self.waiting:
+            return  # an answer nobody is waiting for (after a timeout, or unsolicited)
+        waiting, timer = self.waiting.popleft()
+        if timer.active():
+            timer.cancel()
+        waiting.callback(payload)
 
     def _fail(self, error: Exception) -> None:
-        waiting, self.waiting = self.waiting, None
-        self._cancel_timer()
-        if waiting is not None:
+        """The connection is done for: every request still waiting fails with ``error``."""
+        pending, self.waiting = self.waiting, deque()
+        for waiting, timer in pending:
+            if timer.active():
+                timer.cancel()
             waiting.errback(error)
 
     def _timeout(self) -> None:
-        self.timer = None
         self._fail(AnswerTimeout("no answer within the ACK timeout"))
         self.transport.abortConnection()
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
 
     def connectionLost(self, reason=None) -> None:
         self._fail(ConnectionClosed("connection closed before the answer"))
@@ -91,19 +92,38 @@ class MllpConnection:
         self.reactor = reactor
         self.endpoint = client_endpoint(reactor, host, port, tls, timeout=connect_timeout)
         self.protocol: MllpClientProtocol | None = None
+        self._connect_waiters: list[defer.Deferred] = []
 
-    @defer.inlineCallbacks
-    def request(self, payload: bytes, timeout: float):
-        if self.protocol is None or not self.protocol.transport or not self.protocol.transport.connected:
-            factory = protocol.Factory.forProtocol(MllpClientProtocol)
-            self.protocol = yield self.endpoint.connect(factory)
+    def request(self, payload: bytes, timeout: float) -> defer.Deferred:
+        """Send ``payload`` on the connection (opened first if needed; requests made while it
+        opens wait for the same connection) and fire with the answer."""
+        d = self._connected()
+        d.addCallback(lambda proto: proto.request(payload, timeout, self.reactor))
+        d.addErrback(self._forget)
+        return d
+
+    def _connected(self) -> defer.Deferred:
         proto = self.protocol
-        try:
-            answer = yield proto.request(payload, timeout, self.reactor)
-        except Exception:
-            self.protocol = None
-            raise
-        return answer
+        if proto is not None and proto.transport is not None and proto.transport.connected:
+            return defer.succeed(proto)
+        waiter = defer.Deferred()
+        self._connect_waiters.append(waiter)
+        if len(self._connect_waiters) == 1:
+            factory = protocol.Factory.forProtocol(MllpClientProtocol)
+            self.endpoint.connect(factory).addBoth(self._connect_done)
+        return waiter
+
+    def _connect_done(self, result) -> None:
+        if not isinstance(result, Failure):
+            self.protocol = result
+        waiters, self._connect_waiters = self._connect_waiters, []
+        for waiter in waiters:
+            waiter.callback(result) if not isinstance(result, Failure) else waiter.errback(result)
+
+    def _forget(self, failure):
+        """A failed request leaves no connection behind: the next one connects afresh."""
+        self.protocol = None
+        return failure
 
     def close(self, grace: float = 5.0) -> defer.Deferred:
         """Close politely; abort after ``grace`` seconds (a TLS peer that never answers our

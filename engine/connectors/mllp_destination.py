@@ -4,6 +4,12 @@ AA/CA: SENT.  AE/AR/CE/CR: permanent ERROR with the ACK kept (the peer refused t
 retrying would not change its mind).  No answer in ``ack_timeout``: transient, and the attempt is
 marked a possible duplicate (the peer may have taken it).  A refused or reset connection, garbage
 or an ACK whose MSA-2 is not our MSH-10: transient (RELIABILITY 23-25).
+
+``max_in_flight = N`` (default 1) pipelines: up to N messages go out before the first one's ACK,
+ACKs are matched in order (engine/connectors/mllp_client.py), and the queue (engine/queue.py)
+retries from the oldest unsent on a transient failure -- a message refused transiently while
+later ones were accepted then arrives after them.  For peers that read one connection in order
+and answer every frame, and only where that reordering on a failure is acceptable.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class MllpDestination:
         options = config.options
         host, port = options["connect"]
         self.ack_timeout = options["ack_timeout"]
+        self.max_in_flight = options.get("max_in_flight", 1)  # the queue reads it (pipelining)
         self.connection = MllpConnection(reactor, host, port, tls=options.get("tls"),
                                          connect_timeout=options.get("connect_timeout", 10.0))
 
