@@ -6,6 +6,7 @@ drives it with the same load client (``bench/load_client.py``) and prints one li
 
 - ``e2e-8``: filter + Jinja transform (HL7 out) + MLLP destination to ``sink_peer.py``, 8
   connections; the delivery rate is measured AT THE DESTINATION (first to last frame received).
+- ``e2e-8-pipelined``: the same with ``max_in_flight = 8`` on the MLLP destination.
 - ``ingest-64``: MLLP -> store -> AA over 64 connections.
 - ``idle-rss``: 10 channels, 1,000 idle connections held open, then 8-connection load on one
   channel; peak RSS (VmHWM) of the daemon.
@@ -101,12 +102,14 @@ def mllp_channel(name: str, port: int, max_connections: int = 100) -> str:
             f'max_connections = {max_connections}\n')
 
 
-def e2e_8(tmpdir: Path, messages: int = 10000) -> dict:
+def e2e_8(tmpdir: Path, messages: int = 10000, max_in_flight: int = 1) -> dict:
     sink = harness.start_ready_line("sink", [sys.executable, str(harness.BENCH / "sink_peer.py"), "--port", "0",
                                              "--expect", str(messages)], tmpdir)
     port = harness.free_port()
-    server, _ = start_with_channels(tmpdir, {"bench": channel_text(E2E_CHANNEL, HOST=harness.HOST, PORT=port,
-                                                                    SINK=sink.port)})
+    text = channel_text(E2E_CHANNEL, HOST=harness.HOST, PORT=port, SINK=sink.port)
+    if max_in_flight > 1:
+        text += f"max_in_flight = {max_in_flight}\n"
+    server, _ = start_with_channels(tmpdir, {"bench": text})
     try:
         began = time.time()
         ingest = harness.run_client(port, 8, messages, 1, 60)
@@ -119,6 +122,11 @@ def e2e_8(tmpdir: Path, messages: int = 10000) -> dict:
     finally:
         server.stop()
         sink.stop()
+
+
+def e2e_8_pipelined(tmpdir: Path) -> dict:
+    """``e2e-8`` with the MLLP destination pipelining 8 messages (``max_in_flight = 8``)."""
+    return e2e_8(tmpdir, max_in_flight=8)
 
 
 def wait_done(sink: harness.Server, timeout: float) -> list[str] | None:
@@ -205,7 +213,7 @@ def startup_20(tmpdir: Path) -> dict:
     return {"startup_s": round(seconds, 3)}
 
 
-SCENARIOS = {"e2e-8": e2e_8, "ingest-64": ingest_64, "idle-rss": idle_rss, "startup-20": startup_20,
+SCENARIOS = {"e2e-8": e2e_8, "e2e-8-pipelined": e2e_8_pipelined, "ingest-64": ingest_64, "idle-rss": idle_rss, "startup-20": startup_20,
              "replay-100k": replay_100k}
 
 

@@ -89,17 +89,29 @@ class AdminClient:
         return reason
 
 
-def open_config(path):
-    """The config as the daemon loads it (with plugin connector schemas); problems -> exit 1."""
-    from engine.checks import load
+def open_config(path, *, lenient: bool = False):
+    """The config as the daemon loads it (with plugin connector schemas); problems -> exit 1.
+
+    ``lenient``: only a problem in config.toml or the plugins is fatal; a broken channel file is
+    left out silently.  For commands that talk to the running daemon (replay): it keeps the
+    previous version of such a channel, and judges the files itself in its answer."""
+    from engine.checks import load, plugins_dir_of
     from engine.config import ConfigError
+    from engine.plugins import PluginError, load_plugins
+    from engine.reload_plan import load_lenient
 
     try:
-        config, _registry = load(path)
+        if not lenient:
+            return load(path)[0]
+        config, problems, _bad = load_lenient(path, load_plugins(plugins_dir_of(path)))
     except ConfigError as error:
-        for problem in error.problems:
+        problems, config = list(error.problems), None
+    except PluginError as error:
+        raise CommandError(f"plugins: {error}") from None
+    if config is None:
+        for problem in problems:
             print(str(problem), file=sys.stderr)
-        raise CommandError(f"{len(error.problems)} problem(s) in the configuration") from None
+        raise CommandError(f"{len(problems)} problem(s) in the configuration")
     return config
 
 
@@ -121,7 +133,7 @@ def replay_command(args, path) -> int:
     if args.ids and (args.status or args.since or args.until):
         print("switchboard replay: --status, --since and --until go with --channel", file=sys.stderr)
         return 2
-    client = AdminClient.for_config(open_config(path))
+    client = AdminClient.for_config(open_config(path, lenient=True))
     body = {"ids": args.ids} if args.ids else {"channel": args.channel}
     for key in ("status", "since", "until", "destination"):
         if getattr(args, key):

@@ -187,7 +187,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None,
                 connector_options: ConnectorOptions | None = None) -> Config:
     """Read and validate the config file and every channel file; raise one ConfigError listing all problems."""
     path = Path(path).resolve()
-    loader = _Loader(os.environ if environ is None else environ,
+    loader = ConfigLoader(os.environ if environ is None else environ,
                      connector_options or ConnectorOptions.builtin(), path.parent)
     data = loader.read(path)
     if data is None:
@@ -226,8 +226,10 @@ def _clash(a: tuple[str, int], b: tuple[str, int]) -> bool:
     return a[1] == b[1] and (a[0] == b[0] or a[0] in _WILDCARD_HOSTS or b[0] in _WILDCARD_HOSTS)
 
 
-class _Loader:
-    """One load: the problems found so far and what every check needs."""
+class ConfigLoader:
+    """One load: the problems found so far and what every check needs.  ``load_config`` drives
+    it all-or-nothing; live reload and replay (``reload_plan.load_lenient``) drive the same steps
+    and set aside only the channel files that have problems."""
 
     def __init__(self, environ: Mapping[str, str], connectors: ConnectorOptions, base_dir: Path) -> None:
         self.problems: list[Problem] = []

@@ -3,7 +3,7 @@ and fingerprinted.  Pure work for a thread; ``engine.reload`` applies the result
 
 Why not ``engine.checks.check``: ``load_config`` is all-or-nothing by design (``switchboard check``
 lists every problem and the daemon refuses to start), but a reload must not let one broken
-channel file hold back a fixed one.  ``load_lenient`` therefore drives the same ``config._Loader``
+channel file hold back a fixed one.  ``load_lenient`` therefore drives the same ``config.ConfigLoader``
 steps as ``load_config`` (read, settings, channels, cross_check) and sorts the problems by file:
 a problem in ``config.toml`` stops the whole reload, a problem in a channel file puts that file
 aside (its running channel keeps its previous version).  Every other channel then goes through
@@ -29,7 +29,7 @@ import jinja2
 from jinja2 import meta
 
 from engine.checks import connector_options, plugins_dir_of
-from engine.config import Config, ConfigError, Problem
+from engine.config import Config, ConfigError, ConfigLoader, Problem
 from engine.pipeline import ChannelPipeline, PipelineError
 from engine.plugins import PluginError, Registry, load_plugins
 
@@ -131,11 +131,10 @@ def load_lenient(path, registry: Registry, *, environ=None) -> tuple[Config | No
 
     ``config`` is None when ``config.toml`` itself has a problem.  A channel file with a problem is
     left out of ``config.channels``; the other channels are loaded as ``load_config`` would."""
-    from engine.config import _Loader   # see the module docstring: load_config is all-or-nothing
 
     path = Path(path).resolve()
     base = path.parent
-    loader = _Loader(os.environ if environ is None else environ, connector_options(registry), base)
+    loader = ConfigLoader(os.environ if environ is None else environ, connector_options(registry), base)
     data = loader.read(path)
     if data is None:
         return None, _relabel(loader.problems, base), set()

@@ -13,7 +13,8 @@ The daemon does the work (the CLI asks through the admin API), in this order:
    pruned, one of a channel the daemon does not run.
 3. **Rebuild** the channel's pipeline from disk (a thread): ``load_config`` with the running
    plugins' connector schemas, fresh ``Templates`` (so edited template files are read), a new
-   ``ChannelPipeline``.  A configuration with problems refuses the replay with every problem.
+   ``ChannelPipeline``.  A problem in config.toml or in the replayed channel's own file refuses
+   the replay with every such problem; another channel's broken file does not matter here.
    Connectors are the running ones: a changed destination *list* needs a restart first.
 4. **Audit** the request (who, the selection, the ids) and wait for that row to commit.
 5. **Process** in chunks of ``CHUNK`` messages: read them (a thread), then run each through the
@@ -33,6 +34,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
@@ -229,21 +231,25 @@ class Replayer:
     # -- the channel as it is on disk -------------------------------------------------------
     def _pipelines(self, channels: set[str]) -> dict:
         """In a thread: {channel: (ChannelPipeline, ChannelConfig)} built from the files on disk."""
-        from engine.checks import connector_options
-        from engine.config import ConfigError, load_config
         from engine.pipeline import ChannelPipeline, PipelineError
+        from engine.reload_plan import load_lenient
         from engine.service import build_templates
 
         engine = self.engine
-        try:
-            config = load_config(engine.config.path, connector_options=connector_options(engine.registry))
-        except ConfigError as error:
+        config, problems, bad_files = load_lenient(engine.config.path, engine.registry)
+        if config is None:  # config.toml itself has a problem
             raise ReplayError(409, "the configuration on disk has problems; fix them and replay again",
-                              [str(problem) for problem in error.problems]) from None
+                              [str(problem) for problem in problems])
         templates = build_templates(config, engine.registry)
         built = {}
         for name in sorted(channels):
             channel_config = config.channel(name)
+            running_file = Path(engine.channel_services[name].config.file).resolve()
+            if channel_config is None and running_file in bad_files:  # other files' problems do not matter
+                raise ReplayError(409, f"channel {name}'s file on disk has problems; fix them and replay again",
+                                  [str(problem) for problem in problems
+                                   if (Path(engine.config.path).resolve().parent / problem.file).resolve()
+                                   == running_file])
             if channel_config is None:
                 raise ReplayError(409, f"channel {name} is no longer in the configuration on disk")
             running = sorted(engine.channel_services[name].queues)

@@ -145,6 +145,26 @@ def test_a_broken_config_refuses_the_replay(placed):
     assert daemon.api("GET", f"/api/messages/{ids[0]}")[1]["destinations"] == before["destinations"]
 
 
+def test_only_the_replayed_channels_own_file_can_refuse_the_replay(placed):
+    """Another channel's broken file does not hold a replay back; the channel's own does, naming
+    its problems."""
+    daemon, ids, _outbox = placed
+    files = {name: daemon.root / "channels" / f"{name}.toml" for name in ("waiting", "placements")}
+    kept = {name: path.read_text() for name, path in files.items()}
+    try:
+        files["waiting"].write_text("[source\n")
+        result = daemon.cli("replay", str(ids[1]))
+        assert result.returncode == 0, result.stderr
+        files["placements"].write_text(kept["placements"] + "\nbogus_key = 1\n")
+        refused = daemon.cli("replay", str(ids[1]))
+    finally:
+        for name, path in files.items():
+            path.write_text(kept[name])
+    assert refused.returncode == 1
+    assert "channel placements's file on disk has problems" in refused.stderr
+    assert "bogus_key" in refused.stderr and "waiting.toml" not in refused.stderr
+
+
 def test_usage_errors(placed):
     daemon, ids, _outbox = placed
     assert daemon.cli("replay").returncode == 2
