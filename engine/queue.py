@@ -55,6 +55,7 @@ class DestinationQueue:
         self.reactor = reactor
         self.window = window
         self.pending: deque[Delivery] = deque()
+        self._window_ids: set[int] = set()   # the ids in ``pending``
         self.spilled = False
         self.refilling = False       # the window is being refilled from the store
         self.running = False
@@ -86,12 +87,24 @@ class DestinationQueue:
         self.kick()
 
     def push(self, delivery_id: int, message_id: int, body: str, meta: dict | None = None) -> None:
+        """A delivery was committed QUEUED.  The channel calls this once the commit's callback
+        reaches the reactor; a refill that ran in between (``_refill`` reads committed rows) may
+        already have put it in the window.  Appending it again would send it twice (the soak
+        found this: bench/README.md, "Soak"), so a delivery already in the window is not added,
+        and not counted again unless the queue is still spilled (a spilled refill does not
+        recount the depth)."""
+        if delivery_id in self._window_ids:
+            if self.spilled:
+                self.depth += 1
+                self._note_depth()
+            return
         self.depth += 1
         self._note_depth()
         if self.spilled or len(self.pending) >= self.window:
             self.spilled = True
         else:
             self.pending.append(Delivery(delivery_id, message_id, body, 0, meta))
+            self._window_ids.add(delivery_id)
         self.kick()
 
     def _refill(self) -> None:
@@ -104,6 +117,7 @@ class DestinationQueue:
         self.pending = deque(Delivery(row["id"], row["message_id"], row["body"] or "", row.get("attempts") or 0,
                                       meta.get(row["message_id"], {}))
                              for row in rows)
+        self._window_ids = {delivery.id for delivery in self.pending}
 
     @property
     def depth_hint(self) -> int:
@@ -182,6 +196,7 @@ class DestinationQueue:
                 self.pending.remove(delivery)
             except ValueError:
                 return
+        self._window_ids.discard(delivery.id)
         self._taken()
 
     def _retrying(self) -> bool:

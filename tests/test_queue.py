@@ -185,6 +185,25 @@ def test_spill_and_refill_keep_order():
     assert peer.sent == ["m1"] + [f"m{n}" for n in range(1, 9)]
 
 
+def test_a_push_for_a_delivery_a_refill_already_read_does_not_send_it_twice():
+    """The soak's finding: a delivery committed while the queue drains its spill is read by the
+    refill (the store has it) before the channel's push for it arrives."""
+    rows = [{"id": n, "message_id": n, "body": f"m{n}", "attempts": 0} for n in range(1, 5)]
+    store, peer = RecordingStore(rows), PipelinedPeer(1)
+    queue, _clock = make_queue(peer, store, window=3)
+    queue.start()                                      # m1..m3 in memory, m4 spilled
+    store.queued.append({"id": 5, "message_id": 5, "body": "m5", "attempts": 0})  # m5 committed ...
+    for _ in range(3):
+        peer.answer()                                  # the window drains: the refill reads m4, m5
+    assert peer.sent[-1] == "m4" and not queue.spilled and queue.depth == 2
+    queue.push(5, 5, "m5")                             # ... and only now pushed
+    assert queue.depth == 2
+    while peer.waiting:
+        peer.answer()
+    assert peer.sent == [f"m{n}" for n in range(1, 6)]
+    assert queue.depth == 0 and not queue.pending
+
+
 def _queue_log_lines(events: list) -> list[str]:
     return [formatEvent(e) for e in events if e.get("log_namespace") == "switchboard.queue"]
 
