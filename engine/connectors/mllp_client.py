@@ -110,6 +110,7 @@ class MllpConnection:
         self._connect_waiters.append(waiter)
         if len(self._connect_waiters) == 1:
             factory = protocol.Factory.forProtocol(MllpClientProtocol)
+            factory.noisy = False  # Twisted would log "Starting factory" at every (re)connect
             self.endpoint.connect(factory).addBoth(self._connect_done)
         return waiter
 
