@@ -48,8 +48,13 @@ class Channel:
         self._idle_waiters: list[defer.Deferred] = []
 
     # -- the source side -------------------------------------------------------------------
-    def receive(self, text: str, *, msh=None, idempotency_key: str | None = None) -> defer.Deferred:
+    def receive(self, text: str, *, msh=None, idempotency_key: str | None = None,
+                original: bytes | None = None) -> defer.Deferred:
         """Process ``text`` and store it with its outcome in one durable write; fire a ``Receipt``.
+
+        ``original``: the bytes ``text`` was decoded from, given only when decoding replaced invalid
+        ones (RELIABILITY 17); stored beside the text, never processed (the pipeline, replay and
+        the full-text index see the decoded text).
 
         The pipeline is pure CPU (lazy HL7 view, compiled templates), so running it before the
         commit costs the sender microseconds and saves a second fsync per message: the message,
@@ -72,7 +77,7 @@ class Channel:
             control_id=msh.control_id if msh else "",
             sender=msh.sender if msh else "",
             inbound=self.config.inbound, meta=meta,
-            dedupe_seconds=self.dedupe_seconds, idempotency_key=idempotency_key,
+            dedupe_seconds=self.dedupe_seconds, idempotency_key=idempotency_key, original=original,
         )
         d.addCallbacks(self._stored, self._store_failed, callbackArgs=(outcome, meta), errbackArgs=(outcome, meta))
         d.addBoth(self._done)

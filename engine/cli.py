@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = verb("show", "every stage of one message, each destination's attempts and responses")
     show.add_argument("id", type=int)
     show.add_argument("--json", action="store_true")
+    show.add_argument("--original", action="store_true",
+                      help="write the bytes the message arrived as to stdout (kept only when they were not valid "
+                           "for its charset)")
     test = verb("test", "dry run of a channel over the messages in FILE: nothing stored or sent")
     test.add_argument("channel")
     test.add_argument("file")

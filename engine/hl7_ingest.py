@@ -44,25 +44,28 @@ def is_batch(text: str) -> bool:
 
 
 @defer.inlineCallbacks
-def answer_frame(sink, text: str, *, split_batches: bool):
+def answer_frame(sink, text: str, *, split_batches: bool, original: bytes | None = None):
     """Hand one decoded, normalized frame to ``sink`` and return the HL7 answer text.
 
     A batch (FHS/BHS) is split when the channel says so (RELIABILITY 13) and answered with one ACK
-    mirroring its first message: AA only when every message in it was taken.
+    mirroring its first message: AA only when every message in it was taken.  ``original``: the
+    frame's bytes when decoding it replaced invalid ones (RELIABILITY 17), else None; a batch keeps
+    them once, on its first message (the bytes cannot be cut per message once decoding was lossy,
+    and a copy on every message would multiply the frame's size by its message count).
     """
     if split_batches and is_batch(text):
-        answer = yield _answer_batch(sink, text)
+        answer = yield _answer_batch(sink, text, original)
         return answer
     msh, problem = check_hl7(text)
     if problem is not None:
         sink.note_rejected(problem)
         return build_ack(msh, "AR", "message rejected", error=problem) if msh else build_reject(problem)
-    receipt = yield sink.receive(text, msh=msh)
+    receipt = yield sink.receive(text, msh=msh, original=original)
     return ack_for(msh, receipt)
 
 
 @defer.inlineCallbacks
-def _answer_batch(sink, text: str):
+def _answer_batch(sink, text: str, original: bytes | None):
     try:
         messages, declared = split_batch(text)
     except ValueError as error:
@@ -81,7 +84,8 @@ def _answer_batch(sink, text: str):
         sink.note_rejected("empty batch")
         return build_reject("empty batch")
     receipts = yield defer.gatherResults(
-        [sink.receive(message, msh=msh) for message, (msh, _) in zip(messages, checked)],
+        [sink.receive(message, msh=msh, original=original if number == 0 else None)
+         for number, (message, (msh, _)) in enumerate(zip(messages, checked))],
         consumeErrors=True,
     )
     failed = [receipt for receipt in receipts if not receipt.ok]

@@ -201,16 +201,14 @@ def charset_codec(name: str) -> str | None:
     return codec if codec.startswith(_PLAIN_CODECS) else None
 
 
-def decode_bytes(raw: bytes, charset_hint: str = "") -> str:
-    """Decode a frame by its declared charset (RELIABILITY 17), never raising.
-
-    A BOM wins; then ``charset_hint``; then MSH-18, read from a Latin-1 decode of the first
-    segment; else UTF-8.  Invalid bytes become U+FFFD: the raw bytes are the caller's to keep.
-    """
+def frame_codec(raw: bytes, charset_hint: str = "") -> str:
+    """The codec a frame is decoded with: a BOM wins (``utf-8-sig`` / ``utf-16``, which drop it);
+    then ``charset_hint``; then MSH-18, read from a Latin-1 decode of the first segment; else
+    UTF-8.  ``switchboard show`` names it when a message's original bytes were kept."""
     if raw.startswith(codecs.BOM_UTF8):
-        return raw[3:].decode("utf-8", "replace")
+        return "utf-8-sig"
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16", "replace")
+        return "utf-16"
     codec = charset_codec(charset_hint) if charset_hint else None
     if codec is None and raw.startswith(b"MSH"):
         end = len(raw)
@@ -220,7 +218,40 @@ def decode_bytes(raw: bytes, charset_hint: str = "") -> str:
                 end = found
         msh = peek_msh(raw[:end].decode("latin-1"))
         codec = charset_codec(msh.charset) if msh is not None else None
+    return codec or "utf-8"
+
+
+def decode_frame(raw: bytes, charset_hint: str = "") -> tuple[str, bytes | None]:
+    """Decode a frame by its declared charset (``frame_codec``, RELIABILITY 17), never raising:
+    ``(text, original)``.
+
+    Invalid bytes become U+FFFD, and only then is ``original`` the frame itself (``raw``, the same
+    object: no copy), for the store to keep; a valid frame gives ``None``.  The strict decode is
+    tried first and the replacing one only after a UnicodeDecodeError, so a valid frame is still
+    decoded once.  Measured (timeit, best of 21 x 20,000, 1.1 KB ADT, 2 busy cores), before (one
+    ``decode(codec, "replace")``) -> now: 3.31 -> 3.34 us per frame, the MSH-18 look-up being most
+    of it; with a UTF-8 BOM 0.35 -> 0.43 us; the MLLP ``_take_frame`` as a whole (decode, MSH
+    check, receive, ACK) 17.6 -> 17.6 us, within the run-to-run noise.  A lossy frame: 4.6 us.
+    """
+    codec, body = frame_codec(raw, charset_hint), raw
+    if codec == "utf-8-sig":  # C-speed utf-8 on the rest, not the pure-Python utf-8-sig codec (3x)
+        codec, body = "utf-8", raw[3:]
     try:
-        return raw.decode(codec or "utf-8", "replace")
+        return body.decode(codec), None  # the hot path: one strict decode, no copy kept
+    except UnicodeDecodeError:
+        pass
+    except (LookupError, UnicodeError):  # a codec that fails as such: read the frame as UTF-8
+        codec = "utf-8"
+        try:
+            return body.decode(codec), None
+        except UnicodeDecodeError:
+            pass
+    try:
+        return body.decode(codec, "replace"), raw
     except (LookupError, UnicodeError):
-        return raw.decode("utf-8", "replace")
+        return body.decode("utf-8", "replace"), raw
+
+
+def decode_bytes(raw: bytes, charset_hint: str = "") -> str:
+    """``decode_frame``'s text only, for callers with nowhere to keep the original bytes."""
+    return decode_frame(raw, charset_hint)[0]

@@ -1,11 +1,12 @@
 """Retention: prune message content older than ``[store] retention`` (DESIGN §3.1), while the
 daemon runs and by hand (``switchboard prune``).
 
-Pruning clears a message's content and keeps its record: ``raw``, ``transformed``, every
-delivery's body and response and every attempt's response are set to NULL, its words leave the
-full-text index, and ``pruned = 1``. Its id, channel, times, type, control id, status, metadata,
-error reasons, delivery statuses, attempt times and outcomes, events and the audit log stay, so
-``messages`` still finds it, ``status`` still counts it and ``show`` says its content was pruned.
+Pruning clears a message's content and keeps its record: ``raw``, ``transformed``, ``original``
+(the bytes kept when decoding was lossy, RELIABILITY 17), every delivery's body and response and
+every attempt's response are set to NULL, its words leave the full-text index, and ``pruned = 1``.
+Its id, channel, times, type, control id, status, metadata, error reasons, delivery statuses,
+attempt times and outcomes, events and the audit log stay, so ``messages`` still finds it,
+``status`` still counts it and ``show`` says its content was pruned.
 
 What is never pruned on its own:
 
@@ -57,7 +58,8 @@ def statuses(include_errors: bool) -> tuple[str, ...]:
     return PRUNABLE + ("ERROR",) if include_errors else PRUNABLE
 
 
-# Every column but the content, in table order (raw and transformed come last and stay NULL).
+# Every column but the content, in table order (raw, transformed and original are left out, so the
+# row inserted again holds NULL for them).
 _KEPT_COLUMNS = ("id, channel, received_at, status, type, control_id, sender, inbound, processed_at,"
                  " idempotency_key, sha256, error")
 

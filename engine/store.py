@@ -128,8 +128,10 @@ class Store(GroupCommitWriter):
         meta: dict | None = None,
         dedupe_seconds: float = 0,
         idempotency_key: str | None = None,
+        original: bytes | None = None,
     ) -> defer.Deferred:
-        """Store a received message (status RECEIVED). Fires with ``(id, duplicate)``.
+        """Store a received message (status RECEIVED). Fires with ``(id, duplicate)``. ``original``:
+        the bytes ``raw`` was decoded from, only when decoding was lossy (RELIABILITY 17).
 
         A duplicate stores nothing and returns the earlier message's id: same bytes on the same
         channel within ``dedupe_seconds`` (when > 0), or the same ``idempotency_key`` on the same
@@ -142,7 +144,7 @@ class Store(GroupCommitWriter):
         return self.write(
             self._put_received,
             channel, raw, type, control_id, sender, inbound, meta_rows,
-            float(dedupe_seconds), idempotency_key, self.reserve_id(),
+            float(dedupe_seconds), idempotency_key, self.reserve_id(), None, original,  # outcome None
         )
 
     def reserve_id(self) -> int:
@@ -159,7 +161,8 @@ class Store(GroupCommitWriter):
     def put_processed(self, channel: str, raw: str, *, message_id: int, status: str, transformed=None,
                       error=None, deliveries: Iterable[dict] = (), type: str = "", control_id: str = "",
                       sender: str = "", inbound: str = "hl7", meta: dict | None = None,
-                      dedupe_seconds: float = 0, idempotency_key: str | None = None) -> defer.Deferred:
+                      dedupe_seconds: float = 0, idempotency_key: str | None = None,
+                      original: bytes | None = None) -> defer.Deferred:
         """``put_received`` and ``set_message_result`` as ONE write (one fsync before the ACK).
 
         Fires with ``(id, duplicate, status, {destination: delivery id})``; a duplicate stores
@@ -169,12 +172,13 @@ class Store(GroupCommitWriter):
                  d.get("body"), d.get("error")) for d in deliveries]
         put_args = (channel, raw, type, control_id, sender, inbound, meta_rows, float(dedupe_seconds),
                     idempotency_key, message_id)
-        return self.write(self._put_processed, put_args, normalize_status(status), transformed, error, rows)
+        return self.write(self._put_processed, put_args, normalize_status(status), transformed, error, rows, original)
 
-    def _put_processed(self, conn, put_args, status, transformed, error, rows):
+    def _put_processed(self, conn, put_args, status, transformed, error, rows, original=None):
         """One INSERT with the final status (no INSERT-then-UPDATE churn on the status indexes),
         then one INSERT per delivery whose ids come back from ``lastrowid`` (no read-back)."""
-        message_id, duplicate = self._put_received(conn, *put_args, outcome=(status, transformed, error))
+        message_id, duplicate = self._put_received(conn, *put_args, outcome=(status, transformed, error),
+                                                   original=original)
         if duplicate:
             return message_id, True, None, {}
         now, channel = self._now(), put_args[0]
@@ -189,7 +193,7 @@ class Store(GroupCommitWriter):
         return message_id, False, status, ids
 
     def _put_received(self, conn, channel, raw, type_, control_id, sender, inbound, meta_rows,
-                      dedupe_seconds, idempotency_key, message_id=None, outcome=None):
+                      dedupe_seconds, idempotency_key, message_id=None, outcome=None, original=None):
         try:
             digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
         except UnicodeEncodeError:
@@ -210,10 +214,11 @@ class Store(GroupCommitWriter):
         status, transformed, error = outcome or ("RECEIVED", None, None)
         message_id = conn.execute(
             "INSERT INTO messages (id, channel, received_at, status, type, control_id, sender,"
-            " inbound, idempotency_key, sha256, raw, transformed, error, processed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " inbound, idempotency_key, sha256, raw, transformed, error, processed_at, original)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message_id, channel, iso_utc(now), status, type_, control_id, sender, inbound,
-             idempotency_key, digest, raw, transformed, error, None if outcome is None else iso_utc(now)),
+             idempotency_key, digest, raw, transformed, error, None if outcome is None else iso_utc(now),
+             original),
         ).lastrowid
         if meta_rows:
             conn.executemany(
@@ -456,6 +461,10 @@ class Store(GroupCommitWriter):
     def get_message(self, id: int) -> dict | None:
         """Summary plus raw, transformed, error and destinations (``show --json``)."""
         return q.get_message(self._reader(), id)
+
+    def get_original(self, id: int) -> bytes | None:
+        """The bytes message ``id`` arrived as when they were invalid for its charset, else None."""
+        return q.get_original(self._reader(), id)
 
     def channel_counts(self) -> dict[str, dict[str, int]]:
         return q.channel_counts(self._reader())

@@ -246,8 +246,8 @@ def get_message(conn: sqlite3.Connection, message_id: int) -> dict | None:
     """Everything kept about one message (``show --json``), or None for an unknown id."""
     with snapshot(conn):
         row = conn.execute(
-            f"SELECT {_SUMMARY}, sender, inbound, processed_at, pruned, error, raw, transformed"
-            " FROM messages WHERE id = ?",
+            f"SELECT {_SUMMARY}, sender, inbound, processed_at, pruned, error, raw, transformed,"
+            " length(original) FROM messages WHERE id = ?",
             (message_id,),
         ).fetchone()
         if row is None:
@@ -262,6 +262,7 @@ def get_message(conn: sqlite3.Connection, message_id: int) -> dict | None:
             error=row[10],
             raw=row[11],
             transformed=transformed,
+            original_bytes=row[13],  # the length only (None: nothing kept); get_original has the bytes
         )
         deliveries = conn.execute(
             "SELECT id, destination, status, attempts, next_attempt_at, updated_at, error,"
@@ -299,6 +300,12 @@ def get_message(conn: sqlite3.Connection, message_id: int) -> dict | None:
         for d in deliveries
     ]
     return message
+
+
+def get_original(conn: sqlite3.Connection, message_id: int) -> bytes | None:
+    """The bytes a message arrived as, when decoding them was lossy (RELIABILITY 17), else None."""
+    row = conn.execute("SELECT original FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None or row[0] is None else bytes(row[0])
 
 
 _COUNT_KEYS = {"FILTERED": "filtered", "QUEUED": "queued", "SENT": "sent", "ERROR": "errored"}

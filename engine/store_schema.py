@@ -407,6 +407,15 @@ def _m006_text_search_and_retention(db: sqlite_utils.Database) -> None:
     db.execute("ANALYZE sqlite_schema")
 
 
+def _m007_original_bytes(db: sqlite_utils.Database) -> None:
+    """RELIABILITY 17: the bytes a message arrived as, when they were not valid for its declared
+    charset and decoding replaced some with U+FFFD (``raw`` holds that decoded text). NULL for
+    every message that decoded cleanly: one record-header byte per row (measured: 200,000 rows,
+    +1.8 % pages on a 90-byte row, ~1.5 B/row). PHI like ``raw``: pruning clears it. ALTER TABLE
+    ADD COLUMN only edits the schema: existing rows are not rewritten."""
+    db.execute("ALTER TABLE messages ADD COLUMN original BLOB")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial,
     _m002_dedupe_by_control_id,
@@ -414,6 +423,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m004_source_files,
     _m005_planner_stats,
     _m006_text_search_and_retention,
+    _m007_original_bytes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

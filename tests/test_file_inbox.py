@@ -178,11 +178,25 @@ def test_a_file_gone_before_the_read(tmp_path):
 def test_decoding_follows_msh_18_and_refuses_non_utf8_csv(tmp_path):
     latin = hl7("L", extra="NTE|1||caf\u00e9").replace("|P|2.5", "|P|2.5||||||8859/1").encode("latin-1")
     batch_latin = b"FHS|^~\\&\rBHS|^~\\&\r" + latin + b"\rBTS|1\rFTS|1"
-    assert "caf\u00e9" in inbox.decode_file(latin, "hl7")
-    assert "caf\u00e9" in inbox.decode_file(batch_latin, "hl7")
+    for data in (latin, batch_latin):
+        text, original = inbox.decode_file(data, "hl7")
+        assert "caf\u00e9" in text and original is None          # valid as declared: nothing kept
     with pytest.raises(inbox.Refused, match="not UTF-8"):
         inbox.decode_file("a,b\ncaf\u00e9,1".encode("latin-1"), "csv")
-    assert inbox.decode_file("\ufeffa,b".encode("utf-8"), "csv") == "a,b"
+    assert inbox.decode_file("\ufeffa,b".encode("utf-8"), "csv") == ("a,b", None)
+
+
+def test_a_file_with_bytes_invalid_for_its_charset_keeps_them(tmp_path):
+    """RELIABILITY 17: Latin-1 bytes in a file that declares UTF-8 become U+FFFD in the text and the
+    file's exact bytes come back as ``original`` (kept with its first message by the source)."""
+    data = hl7("U", extra="NTE|1||caf\u00e9").replace("|P|2.5", "|P|2.5||||||UNICODE UTF-8").encode("latin-1")
+    (tmp_path / "a.hl7").write_bytes(data + b"\r" + hl7("V").encode())
+    prepared = prepare(tmp_path, "a.hl7")
+    assert [msh.control_id for _text, msh in prepared.messages] == ["U", "V"]
+    assert "caf\ufffd" in prepared.messages[0][0]
+    assert prepared.original == data + b"\r" + hl7("V").encode()
+    (tmp_path / "b.hl7").write_bytes(hl7("W").encode())
+    assert prepare(tmp_path, "b.hl7").original is None
 
 
 def test_scan_lists_files_and_links_not_directories(tmp_path):

@@ -28,18 +28,20 @@ class Sink:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, str]] = []
+        self.originals: list[bytes | None] = []
         self.events: list[tuple[str, str]] = []
         self.refuse = False
         self.hold: list[defer.Deferred] | None = None
         self.keys: set[str] = set()
         self.store = Store(self)
 
-    def receive(self, text, *, msh=None, idempotency_key=None):
+    def receive(self, text, *, msh=None, idempotency_key=None, original=None):
         if self.refuse:
             return defer.succeed(Receipt(None, False, error="the message could not be stored"))
         duplicate = idempotency_key in self.keys
         self.keys.add(idempotency_key)
         self.received.append((text, idempotency_key))
+        self.originals.append(original)
         receipt = Receipt(len(self.received), True, duplicate=duplicate)
         if self.hold is not None:
             d = defer.Deferred()
@@ -149,6 +151,19 @@ def test_messages_carry_per_file_keys_and_the_file_is_recorded_before_it_moves(t
     assert sink.store.files == [("files", sha, "b.hl7", "done", 2)]
     assert "b.hl7" in sink.store.inbox_when_marked[0]       # recorded while still in the inbox
     assert done(tmp_path) == ["b.hl7"]
+
+
+def test_a_file_invalid_for_its_charset_hands_its_bytes_on_with_its_first_message(tmp_path):
+    """RELIABILITY 17: the file is decoded whole, so its exact bytes go with message 1 only."""
+    source, sink, clock = make_source(tmp_path, settle=0)
+    data = hl7("F1").encode().replace(b"DOE", b"D\xffE") + b"\r" + hl7("F2").encode()
+    (tmp_path / "f.hl7").write_bytes(data)
+    (tmp_path / "g.hl7").write_bytes(hl7("G1").encode())
+    for name in ("f.hl7", "g.hl7"):
+        source.check(name)
+        clock.advance(0)
+    assert "D\ufffdE" in sink.received[0][0]
+    assert sink.originals == [data, None, None]
 
 
 def test_identical_content_is_moved_without_being_processed_again(tmp_path):

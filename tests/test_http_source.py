@@ -23,11 +23,13 @@ class Sink:
     def __init__(self, receipt: Receipt) -> None:
         self.receipt = receipt
         self.received: list[tuple[str, str | None]] = []
+        self.originals: list[bytes | None] = []
         self.rejected: list[str] = []
         self.events: list[tuple[str, str]] = []
 
-    def receive(self, text, *, msh=None, idempotency_key=None):
+    def receive(self, text, *, msh=None, idempotency_key=None, original=None):
         self.received.append((text, idempotency_key))
+        self.originals.append(original)
         return defer.succeed(self.receipt)
 
     def note_rejected(self, reason):
@@ -79,6 +81,23 @@ def test_hl7_store_failure_is_ae_with_503():
     channel.dataReceived(request(hl7("U-1").encode()))
     assert status_of(transport) == 503
     assert b"MSA|AE|U-1" in body_of(transport)
+
+
+def test_an_hl7_body_invalid_for_its_charset_is_taken_and_its_bytes_passed_on():
+    """RELIABILITY 17: replaced in the text, the body's exact bytes handed to the channel; a valid
+    body (here valid as its Content-Type charset says) hands on nothing more."""
+    lossy = hl7("U-2").encode().replace(b"DOE", b"D\xff\xe9E")
+    latin = hl7("U-3").encode().replace(b"DOE", b"D\xe9E")
+    for body, extra in ((lossy, ""), (latin, "Content-Type: x-application/hl7-v2+er7; charset=ISO-8859-1\r\n")):
+        sink = Sink(Receipt(7, True))
+        channel, transport, _clock = connect(sink, inbound="hl7", max_body=4096)
+        channel.dataReceived(request(body, extra=extra))
+        assert status_of(transport) == 200 and b"MSA|AA|" in body_of(transport)
+        (text, _key), = sink.received
+        if body is lossy:
+            assert "D\ufffd\ufffdE" in text and sink.originals == [lossy]
+        else:
+            assert "D\u00e9E" in text and sink.originals == [None]
 
 
 def test_chunked_body_at_the_cap_is_taken_one_byte_more_is_413():

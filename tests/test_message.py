@@ -15,6 +15,8 @@ from engine.message import (
     XmlView,
     charset_codec,
     decode_bytes,
+    decode_frame,
+    frame_codec,
     parse_inbound,
 )
 
@@ -194,6 +196,62 @@ def test_decode_never_raises(charset):
     assert isinstance(decode_bytes(_hl7_bytes(charset, junk)), str)
     assert isinstance(decode_bytes(junk, charset_hint=charset), str)
     assert isinstance(decode_bytes(b"MSH|" + junk), str)
+
+
+# -- decode_frame: the original bytes, kept only when decoding was lossy (RELIABILITY 17) ----------
+
+@pytest.mark.parametrize("raw, hint", [
+    (_hl7_bytes("UNICODE UTF-8", "Zoë".encode()), ""),
+    (_hl7_bytes("8859/1", b"Zo\xeb"), ""),
+    (b"\xef\xbb\xbf" + _hl7_bytes("", "Zoë".encode()), ""),
+    (codecs.BOM_UTF16_BE + "MSH|^~\\&|A\rPID|1||Zoë".encode("utf-16-be"), ""),
+    (b"PID|1||Zo\xeb", "8859/1"),
+])
+def test_a_valid_frame_keeps_no_original(raw, hint):
+    text, original = decode_frame(raw, hint)
+    assert original is None
+    assert "Zoë" in text and "\ufffd" not in text
+
+
+@pytest.mark.parametrize("raw, hint", [
+    (_hl7_bytes("UNICODE UTF-8", b"D\xff\xfeE^J\xe9NE"), ""),      # not UTF-8 at all; a Latin-1 byte
+    (_hl7_bytes("", b"Zo\xeb"), ""),                                # undeclared: UTF-8, and it is not
+    (_hl7_bytes("ASCII", b"Zo\xeb"), ""),
+    (b"\xef\xbb\xbf" + _hl7_bytes("", b"Zo\xeb"), ""),              # the BOM is part of what is kept
+    (codecs.BOM_UTF16_LE + "MSH|A".encode("utf-16-le") + b"\x00", ""),  # odd length
+    (b"PID|1||Zo\xeb", "UTF-8"),
+])
+def test_a_lossy_frame_keeps_its_exact_bytes(raw, hint):
+    text, original = decode_frame(raw, hint)
+    assert "\ufffd" in text
+    assert original is raw                    # the frame itself: no copy, byte for byte
+    assert decode_bytes(raw, hint) == text    # the old entry point gives the same text
+
+
+def test_replacement_is_per_invalid_sequence_and_keeps_the_rest():
+    text, original = decode_frame(_hl7_bytes("UNICODE UTF-8", b"D\xff\xfeE^J\xe9NE"))
+    assert text.endswith("PID|1||D\ufffd\ufffdE^J\ufffdNE") and original is not None
+
+
+def test_frame_codec_names_what_decode_frame_uses():
+    assert frame_codec(_hl7_bytes("8859/1", b"")) == "latin-1"
+    assert frame_codec(_hl7_bytes("UNICODE UTF-8", b"")) == "utf-8"
+    assert frame_codec(_hl7_bytes("8859/1", b""), "UTF-8") == "utf-8"        # the hint wins over MSH-18
+    assert frame_codec(b"\xef\xbb\xbf" + _hl7_bytes("8859/1", b"")) == "utf-8-sig"  # a BOM over both
+    assert frame_codec(codecs.BOM_UTF16_LE + b"M\x00") == "utf-16"
+    assert frame_codec(b"PID|1") == frame_codec(_hl7_bytes("KLINGON", b"")) == "utf-8"
+
+
+@pytest.mark.parametrize("charset", ["", "ASCII", "UNICODE UTF-8", "UNICODE UTF-16", "8859/1",
+                                     "ISO IR87", "BIG-5", "GB 18030-2000", "utf-32", "nonsense"])
+def test_decode_frame_never_raises_and_keeps_junk(charset):
+    junk = bytes(range(256)) * 3 + b"\xf0\x28\x8c\x28\xc3"
+    for raw, hint in ((_hl7_bytes(charset, junk), ""), (junk, charset), (b"MSH|" + junk, "")):
+        text, original = decode_frame(raw, hint)
+        assert isinstance(text, str)
+        assert original is None or original is raw
+        if original is None:                  # only a codec that maps every byte may keep nothing
+            assert "\ufffd" not in text
 
 
 def test_charset_codec():

@@ -124,7 +124,7 @@ class HeldSink:
         self.held: list[defer.Deferred] = []
         self.received: list[str] = []
 
-    def receive(self, text, *, msh=None, idempotency_key=None):
+    def receive(self, text, *, msh=None, idempotency_key=None, original=None):
         self.received.append(text)
         receipt = Receipt(len(self.received), True)
         if self.immediate:

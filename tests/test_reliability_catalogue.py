@@ -21,6 +21,8 @@ import socket
 import sqlite3
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -525,14 +527,60 @@ def test_reliability_16_lf_and_crlf_segment_endings(world):
         assert raw == hl7(control_id)                                  # CR only
 
 
+def show_bytes(daemon: Daemon, *args: str) -> subprocess.CompletedProcess:
+    """``switchboard ARGS`` with stdout as bytes (``show --original``)."""
+    return subprocess.run([sys.executable, "-m", "engine.cli", "-c", str(daemon.config), *args],
+                          cwd=daemon.root, env=daemon.env, capture_output=True, timeout=60)
+
+
+def declaring(control_id: str, charset: str) -> bytes:
+    return hl7(control_id).replace("|2.5", f"|2.5||||||{charset}", 1).encode()
+
+
 def test_reliability_17_invalid_bytes_for_the_declared_charset(world):
     daemon = world["daemon"]
-    utf8 = hl7("R17-1").replace("|2.5", "|2.5||||||UNICODE UTF-8", 1).encode().replace(b"DOE", b"D\xff\xfeE")
-    latin1 = hl7("R17-2").replace("|2.5", "|2.5||||||8859/1", 1).encode().replace(b"DOE", b"D\xe9E")
+    # declares UTF-8, holds two bytes that are never UTF-8 and a Latin-1 é (a lead byte before 'N')
+    utf8 = declaring("R17-1", "UNICODE UTF-8").replace(b"DOE^JANE", b"D\xff\xfeE^J\xe9NE")
+    latin1 = declaring("R17-2", "8859/1").replace(b"DOE", b"D\xe9E")
     assert request(daemon.ports["mllp"], utf8)["code"] == "AA"
     assert request(daemon.ports["mllp"], latin1)["code"] == "AA"
-    assert HL7View(messages(daemon, "mllp", "R17-1")[0][3])["PID.5.1"] == "D\ufffd\ufffdE"   # replaced
-    assert HL7View(messages(daemon, "mllp", "R17-2")[0][3])["PID.5.1"] == "DéE"              # declared
+    (lossy_id, _status, _error, raw), = messages(daemon, "mllp", "R17-1")
+    assert (HL7View(raw)["PID.5.1"], HL7View(raw)["PID.5.2"]) == ("D\ufffd\ufffdE", "J\ufffdNE")  # replaced
+    (valid_id, _status, _error, raw), = messages(daemon, "mllp", "R17-2")
+    assert HL7View(raw)["PID.5.1"] == "DéE"                                  # decoded as declared
+
+    kept = show_bytes(daemon, "show", str(lossy_id), "--original")           # the raw bytes were kept
+    assert (kept.returncode, kept.stdout) == (0, utf8)
+    assert daemon.cli_json("show", str(lossy_id))["original_bytes"] == len(utf8)
+    assert daemon.api("GET", f"/api/messages/{lossy_id}")[1]["original_bytes"] == len(utf8)
+    shown = daemon.cli("show", str(lossy_id))
+    assert f"original bytes kept: {len(utf8):,} bytes (not valid utf-8;" in shown.stdout
+    assert "J\ufffdNE" in shown.stdout                                      # show prints the text...
+    assert not any("J\ufffdNE" in line or "JANE" in line for line in daemon.log_lines)  # ...logs never
+
+    none = show_bytes(daemon, "show", str(valid_id), "--original")          # valid: nothing extra kept
+    assert none.returncode == 1 and none.stdout == b"" and b"no original bytes kept" in none.stderr
+    assert daemon.cli_json("show", str(valid_id))["original_bytes"] is None
+    both = show_bytes(daemon, "show", str(lossy_id), "--original", "--json")    # bytes or JSON, not both
+    assert both.returncode == 1 and both.stdout == b"" and b"does not go with --json" in both.stderr
+    assert query(daemon, "SELECT count(*) FROM messages WHERE original IS NOT NULL AND control_id = 'R17-2'") == [(0,)]
+
+
+def test_reliability_17_a_lossy_batch_or_file_keeps_its_bytes_once(world):
+    """A batch frame or a file is decoded whole, so its bytes cannot be cut per message: they are
+    kept once, with its first message (a copy on each would multiply them by the message count)."""
+    daemon = world["daemon"]
+    first = declaring("R17-3", "UNICODE UTF-8").replace(b"DOE", b"D\xffE")
+    batch = b"\r".join([b"FHS|^~\\&|EHR", b"BHS|^~\\&|EHR", first, hl7("R17-4").encode(), b"BTS|2", b"FTS|1"])
+    assert request(daemon.ports["batches"], batch)["code"] == "AA"
+    drop(daemon, "lossy.hl7", first.replace(b"R17-3", b"R17-5") + b"\r" + hl7("R17-6").encode())
+    wait_path(inbox(daemon) / "done" / "lossy.hl7")
+    for channel, whole, (with_bytes, without) in (("batches", batch, ("R17-3", "R17-4")),
+                                                    ("files", first.replace(b"R17-3", b"R17-5") + b"\r"
+                                                     + hl7("R17-6").encode(), ("R17-5", "R17-6"))):
+        kept = show_bytes(daemon, "show", str(messages(daemon, channel, with_bytes)[0][0]), "--original")
+        assert (kept.returncode, kept.stdout) == (0, whole)
+        assert show_bytes(daemon, "show", str(messages(daemon, channel, without)[0][0]), "--original").returncode == 1
 
 
 def test_reliability_18_a_resent_message_is_acked_again_and_delivered_once(world):

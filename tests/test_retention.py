@@ -38,9 +38,11 @@ def writer_conn(store: Store) -> sqlite3.Connection:
     return sqlite3.connect(store.path)
 
 
-async def message(store: Store, name: str, status: str, *, queued_too: bool = False, size: int = 1100) -> int:
+async def message(store: Store, name: str, status: str, *, queued_too: bool = False, size: int = 1100,
+                  original: bytes | None = None) -> int:
     """A processed message in ``status`` with one delivery (and an attempt with a response when
-    it was sent or refused), metadata, and a distinctive word ``W<name>`` in its content."""
+    it was sent or refused), metadata, and a distinctive word ``W<name>`` in its content;
+    ``original``: the bytes kept for a lossy decode (RELIABILITY 17)."""
     raw = hl7(name, mrn=f"W{name}", size=size)
     body = json.dumps({"mrn": f"W{name}", "note": "x" * 300})
     deliveries = [] if status in ("FILTERED", "TRANSFORMED", "RECEIVED") else [
@@ -50,7 +52,7 @@ async def message(store: Store, name: str, status: str, *, queued_too: bool = Fa
     message_id = store.reserve_id()
     await store.put_processed("ehr", raw, message_id=message_id, status="QUEUED" if deliveries else status,
                               transformed=body if status != "RECEIVED" else None, deliveries=deliveries,
-                              control_id=name, meta={"mrn": f"W{name}"})
+                              control_id=name, meta={"mrn": f"W{name}"}, original=original)
     if status in ("SENT", "ERROR"):
         delivery = store.get_message(message_id)["destinations"][0]["delivery_id"]
         await store.record_attempt(delivery, ok=status == "SENT", final_status=status,
@@ -85,10 +87,11 @@ def check_index(store: Store) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_pruning_clears_content_and_keeps_the_record(store, clock):
-    old = {s: await message(store, f"old{s}", s) for s in
-           ("SENT", "FILTERED", "TRANSFORMED", "ERROR", "QUEUED", "RECEIVED")}
+    lossy = {s: f"Wold{s} D\xe9E".encode("latin-1") for s in  # the bytes a lossy decode kept (PHI too)
+             ("SENT", "FILTERED", "TRANSFORMED", "ERROR", "QUEUED", "RECEIVED")}
+    old = {s: await message(store, f"old{s}", s, original=lossy[s]) for s in lossy}
     clock.now += 2 * DAY
-    new = await message(store, "newSENT", "SENT")
+    new = await message(store, "newSENT", "SENT", original=b"WnewSENT \xff")
     before = {i: store.get_message(i) for i in [*old.values(), new]}
     await store.flush_staged()
 
@@ -97,6 +100,8 @@ async def test_pruning_clears_content_and_keeps_the_record(store, clock):
     for status in ("SENT", "FILTERED", "TRANSFORMED"):
         pruned, was = store.get_message(old[status]), before[old[status]]
         assert pruned["pruned"] is True and pruned["raw"] is None and pruned["transformed"] is None
+        assert pruned["original_bytes"] is None and store.get_original(old[status]) is None
+        assert was["original_bytes"] == len(lossy[status])
         keep = ("id", "channel", "status", "received_at", "type", "control_id", "meta", "error", "processed_at")
         assert {k: pruned[k] for k in keep} == {k: was[k] for k in keep}
         for dest, was_dest in zip(pruned["destinations"], was["destinations"]):
@@ -107,8 +112,9 @@ async def test_pruning_clears_content_and_keeps_the_record(store, clock):
         assert text_ids(store, f"Wold{status}") == []
     for status in ("ERROR", "QUEUED", "RECEIVED"):  # kept until resolved
         assert store.get_message(old[status]) == before[old[status]]
+        assert store.get_original(old[status]) == lossy[status]
         assert text_ids(store, f"Wold{status}") == [old[status]]
-    assert store.get_message(new) == before[new]
+    assert store.get_message(new) == before[new] and store.get_original(new) == b"WnewSENT \xff"
     assert text_ids(store, "WnewSENT") == [new]
     assert store.channel_counts()["ehr"]["received"] == 7  # counts do not change
     check_index(store)

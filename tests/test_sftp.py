@@ -132,15 +132,17 @@ class Store:
 class Sink:
     def __init__(self) -> None:
         self.received: list[tuple[str, str]] = []
+        self.originals: list[bytes | None] = []
         self.refuse = False
         self.rejected: list[str] = []
         self.events: list[tuple[str, str]] = []
         self.store = Store()
 
-    def receive(self, text, *, msh=None, idempotency_key=None):
+    def receive(self, text, *, msh=None, idempotency_key=None, original=None):
         if self.refuse:
             return defer.succeed(Receipt(None, False, error="the message could not be stored"))
         self.received.append((text, idempotency_key))
+        self.originals.append(original)
         return defer.succeed(Receipt(len(self.received), True))
 
     def note_rejected(self, reason):
@@ -185,6 +187,16 @@ def test_a_batch_is_stored_recorded_then_moved_never_overwriting(tmp_path):
     assert [(status, n) for _sha, status, n in sink.store.files] == [("done", 2)]
     assert names(tmp_path / "done") == ["a.hl7", "a.hl7.1"]
     assert (tmp_path / "done" / "a.hl7").read_text() == "an older file of the same name"
+
+
+def test_a_file_invalid_for_its_charset_hands_its_bytes_on_with_its_first_message(tmp_path):
+    """RELIABILITY 17, as the local file source: replaced in the text, the exact bytes once."""
+    data = hl7("S1").encode().replace(b"DOE", b"D\xffE") + b"\r" + hl7("S2").encode()
+    (tmp_path / "a.hl7").write_bytes(data)
+    source, sink, clock = make_source(tmp_path, split="hl7-batch", settle="0s")
+    source.start()
+    clock.advance(0)
+    assert "D\ufffdE" in sink.received[0][0] and sink.originals == [data, None]
 
 
 def test_store_refusal_leaves_the_file_for_the_next_poll(tmp_path):

@@ -209,6 +209,32 @@ async def test_unencodable_text_is_refused_without_echoing_it(store):
     assert "\udcff" not in str(error) and "PID" not in str(error)
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_bytes_of_a_lossy_decode_are_kept_beside_its_text(store):
+    """RELIABILITY 17: ``original`` is stored as given (a BLOB, byte for byte) by both writes, and
+    read back only by ``get_original``; ``get_message`` gives its length, None when none was kept."""
+    lossy = hl7("L1").encode().replace(b"DOE", b"D\xff\xfe\x00E")
+    received, _ = await store.put_received("ehr", hl7("L1").replace("DOE", "D\ufffd\ufffd\x00E"),
+                                           control_id="L1", original=lossy)
+    processed = store.reserve_id()
+    await store.put_processed("ehr", hl7("L2"), message_id=processed, status="FILTERED", control_id="L2",
+                              original=b"\xe9")
+    clean, _ = await store.put_received("ehr", hl7("L3"), control_id="L3")
+    assert (store.get_original(received), store.get_original(processed)) == (lossy, b"\xe9")
+    assert store.get_message(received)["original_bytes"] == len(lossy)
+    assert store.get_message(processed)["original_bytes"] == 1
+    assert store.get_message(clean)["original_bytes"] is None and store.get_original(clean) is None
+    assert store.get_original(10**6) is None                               # no such message
+    assert lossy not in json.dumps(store.get_message(received)).encode()   # the JSON view holds no bytes
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_duplicate_keeps_the_first_copys_bytes(store):
+    first, _ = await store.put_received("ehr", "MSH|\ufffd", idempotency_key="k", original=b"MSH|\xff")
+    assert await store.put_received("ehr", "MSH|\ufffd", idempotency_key="k", original=b"MSH|\xfe") == (first, True)
+    assert store.get_original(first) == b"MSH|\xff"
+
+
 # --- dedupe -----------------------------------------------------------------------------------
 
 
@@ -415,6 +441,27 @@ async def test_a_version_1_store_is_upgraded_when_opened(tmp_path):
         assert version == SCHEMA_VERSION
         assert len(store.search()) == 1
         assert len(store.search(text="MSH")) == 1  # messages stored before m006 are indexed by it
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_6_store_gains_the_original_column_without_touching_its_rows(tmp_path):
+    path = tmp_path / "v6.db"
+    conn = connect_writer(str(path))
+    migrate(conn, store_schema.MIGRATIONS[:6])
+    conn.execute("INSERT INTO messages (channel, received_at, status, sha256, raw)"
+                 " VALUES ('ehr', '2026-01-01T00:00:00.000Z', 'SENT', 'x', 'MSH|')")
+    conn.close()
+    store = Store(path)
+    try:
+        conn = sqlite3.connect(path)
+        columns = {r[1]: r[2] for r in conn.execute("PRAGMA table_info(messages)")}
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.close()
+        assert columns["original"] == "BLOB" and version == SCHEMA_VERSION
+        (old,) = store.search()
+        assert store.get_message(old["id"])["original_bytes"] is None and store.get_message(old["id"])["raw"] == "MSH|"
     finally:
         await store.close()
 

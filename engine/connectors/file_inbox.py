@@ -40,7 +40,7 @@ from typing import Callable
 from engine.connectors.file_destination import write_atomically
 from engine.hl7_ingest import check_hl7, is_batch
 from engine.hl7v2 import normalize_segments, peek_msh, split_batch
-from engine.message import MessageParseError, decode_bytes, parse_inbound
+from engine.message import MessageParseError, decode_frame, parse_inbound
 
 DONE, ERROR = "done", "error"
 HL7_STARTS = ("MSH", "FHS", "BHS")
@@ -68,6 +68,7 @@ class Prepared:
     messages: list = field(default_factory=list)  # [(text, msh or None)]
     sha256: str = ""
     reason: str = ""
+    original: bytes | None = None  # the file's bytes when decoding replaced invalid ones (RELIABILITY 17)
 
 
 class Refused(Exception):
@@ -186,7 +187,7 @@ def read_stable(directory: Path, entry: Entry, max_size: int) -> bytes:
 
 
 def _batch_charset(data: bytes) -> str:
-    """MSH-18 of the first message of an FHS/BHS file (decode_bytes looks at a leading MSH only)."""
+    """MSH-18 of the first message of an FHS/BHS file (decode_frame looks at a leading MSH only)."""
     for marker in (b"\rMSH", b"\nMSH"):
         at = data.find(marker)
         if at != -1:
@@ -196,14 +197,15 @@ def _batch_charset(data: bytes) -> str:
     return ""
 
 
-def decode_file(data: bytes, inbound: str) -> str:
-    """HL7 as the MLLP source decodes a frame (BOM, MSH-18, else UTF-8; bad bytes replaced,
-    RELIABILITY 17); every other format must be UTF-8 (a BOM is dropped)."""
+def decode_file(data: bytes, inbound: str) -> tuple[str, bytes | None]:
+    """``(text, original)``.  HL7 as the MLLP source decodes a frame (BOM, MSH-18, else UTF-8; bad
+    bytes replaced and then ``original`` is ``data``, to be kept with the file's first message,
+    RELIABILITY 17); every other format must be UTF-8 (a BOM is dropped), so nothing is lost."""
     if inbound == "hl7":
         hint = _batch_charset(data) if data[:3] in (b"FHS", b"BHS") else ""
-        return decode_bytes(data, hint)
+        return decode_frame(data, hint)
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as error:
         raise Refused(f"the file is not UTF-8 text (invalid byte at offset {error.start})") from None
 
@@ -293,13 +295,13 @@ def prepare(directory: Path, entry: Entry, *, split: str, inbound: str, max_size
     if seen(digest):
         return Prepared("seen", sha256=digest)
     try:
-        text = decode_file(data, inbound)
+        text, original = decode_file(data, inbound)
     except Refused as error:
         return Prepared("refused", sha256=digest, reason=str(error))
     messages, problem = split_messages(text, split, inbound)
     if problem is not None:
         return Prepared("refused", sha256=digest, reason=problem)
-    return Prepared("messages", messages=messages, sha256=digest)
+    return Prepared("messages", messages=messages, sha256=digest, original=original)
 
 
 # -- moving --------------------------------------------------------------------------------------

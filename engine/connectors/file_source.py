@@ -344,7 +344,8 @@ class FileSource:
             chunk = messages[start:start + CHUNK]
             try:
                 receipts = yield defer.gatherResults([
-                    self.sink.receive(text, msh=msh, idempotency_key=f"file:{prepared.sha256}:{number}")
+                    self.sink.receive(text, msh=msh, idempotency_key=f"file:{prepared.sha256}:{number}",
+                                      original=prepared.original if number == 1 else None)  # once a file
                     for number, (text, msh) in enumerate(chunk, start=start + 1)], consumeErrors=True)
             except Exception as error:  # noqa: BLE001 - a sink bug: treat as not stored
                 receipts = [None]

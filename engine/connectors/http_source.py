@@ -38,7 +38,7 @@ from engine.connectors.listener import ListeningSource
 from engine.hl7_ingest import answer_frame
 from engine.hl7v2 import normalize_segments
 from engine.hookspecs import hookimpl
-from engine.message import MessageParseError, charset_codec, decode_bytes, parse_inbound
+from engine.message import MessageParseError, charset_codec, decode_frame, parse_inbound
 
 log = Logger(namespace="switchboard.http")
 
@@ -209,8 +209,8 @@ class _KeyedSink:
     def __init__(self, sink, key: str | None) -> None:
         self.sink, self.key, self.receipt = sink, key, None
 
-    def receive(self, text: str, *, msh=None, idempotency_key=None):
-        d = self.sink.receive(text, msh=msh, idempotency_key=self.key)
+    def receive(self, text: str, *, msh=None, idempotency_key=None, original=None):
+        d = self.sink.receive(text, msh=msh, idempotency_key=self.key, original=original)
         return d.addCallback(self._keep)
 
     def _keep(self, receipt):
@@ -337,9 +337,9 @@ class HttpSourceFactory(protocol.ServerFactory):
 
     @defer.inlineCallbacks
     def _answer_hl7(self, body: bytes, charset: str, key: str | None):
-        text = normalize_segments(decode_bytes(body, charset))
+        text, original = decode_frame(body, charset)  # original: the body, only if a byte was invalid
         keyed = _KeyedSink(self.sink, key)
-        ack = yield answer_frame(keyed, text, split_batches=False)
+        ack = yield answer_frame(keyed, normalize_segments(text), split_batches=False, original=original)
         receipt = keyed.receipt
         if receipt is None:
             code = 400                  # AR: not an acceptable HL7 message; nothing stored

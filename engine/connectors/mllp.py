@@ -21,7 +21,7 @@ from engine.connectors.listener import ListeningSource
 from engine.hl7_ingest import answer_frame
 from engine.hl7v2 import build_reject, normalize_segments
 from engine.hookspecs import hookimpl
-from engine.message import decode_bytes
+from engine.message import decode_frame
 
 log = Logger(namespace="switchboard.mllp")
 
@@ -80,8 +80,9 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
     def _take_frame(self, payload: bytes) -> None:
         slot = [None, False]
         self.answers.append(slot)
-        text = normalize_segments(decode_bytes(payload))
-        d = answer_frame(self.factory.sink, text, split_batches=self.factory.split_batches)
+        text, original = decode_frame(payload)  # original: the payload, only if a byte was invalid
+        d = answer_frame(self.factory.sink, normalize_segments(text), split_batches=self.factory.split_batches,
+                         original=original)
         d.addErrback(self._internal_error)
         d.addCallback(self._fill, slot)
 

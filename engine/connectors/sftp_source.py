@@ -267,14 +267,14 @@ class SftpSource:
             yield self.finish(entry, "already processed")
             return
         try:
-            messages, problem = inbox.split_messages(inbox.decode_file(data, self.inbound),
-                                                     self.options["split"], self.inbound)
+            text, original = inbox.decode_file(data, self.inbound)
+            messages, problem = inbox.split_messages(text, self.options["split"], self.inbound)
         except Refused as error:
-            messages, problem = [], str(error)
+            messages, problem, original = [], str(error), None
         if problem is not None:
             yield self.refuse(entry, problem, sha256)
             return
-        yield self.store_messages(sha256, messages)
+        yield self.store_messages(sha256, messages, original)
         if self.store is not None:
             try:
                 yield self.store.mark_file(self.channel, sha256, name, "done", len(messages))
@@ -292,11 +292,13 @@ class SftpSource:
                                          lambda: self.store.file_seen(self.channel, sha256) is not None)
 
     @defer.inlineCallbacks
-    def store_messages(self, sha256: str, messages):
+    def store_messages(self, sha256: str, messages, original: bytes | None = None):
+        """``original``: the file's bytes when decoding it was lossy, kept with its first message."""
         for start in range(0, len(messages), CHUNK):
             chunk = messages[start:start + CHUNK]
             receipts = yield defer.gatherResults([
-                self.sink.receive(text, msh=msh, idempotency_key=f"sftp:{sha256}:{number}")
+                self.sink.receive(text, msh=msh, idempotency_key=f"sftp:{sha256}:{number}",
+                                  original=original if number == 1 else None)
                 for number, (text, msh) in enumerate(chunk, start=start + 1)], consumeErrors=True)
             refused = sum(1 for receipt in receipts if not receipt.ok)
             if refused:
