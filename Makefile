@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-full bench-search check clean
+.PHONY: run test bench bench-full bench-search bench-soak check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench-full: $(STAMP)            # every scenario, 3 runs each
 
 bench-search: $(STAMP)          # ~3 min: 1,000,000 generated messages, then every kind of search
 	$(BIN)/python bench/search_bench.py
+
+bench-soak: $(STAMP)            # ~11 min: 10 min at 300 msg/s end to end, the destination flapping; memory and queue over time
+	$(BIN)/python bench/soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) var

@@ -14,7 +14,16 @@ after ``duration_limit`` seconds, whichever comes first; a message that gets no 
 ``ack_timeout`` is a timeout. Loopback hosts only: this is a benchmark, not a load generator for
 other people's servers.
 
+For the soak (``bench/soak.py``), both off by default: ``--rate R`` paces R msg/s in total, each
+connection on its own evenly spaced, staggered ticks (``loop.call_at``), still strict request/response
+(a tick due while an ACK is outstanding sends when it arrives; more than ``MAX_LAG`` behind, missed
+ticks are dropped and counted as ``behind`` rather than burst).  ``--journal FILE`` appends every
+control id that got a correct AA to FILE, one per line, in batches, so each acknowledged message
+can be checked against what reached the destination.
+
     python bench/load_client.py --port 2575 --connections 8 --messages 10000 --json
+    python bench/load_client.py --port 2575 --connections 4 --rate 300 --messages 10000000 \
+        --duration-limit 600 --journal /tmp/acked.txt --json
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ import time
 
 START = b"\x0b"
 END = b"\x1c\r"
+MAX_LAG = 1.0          # seconds a paced connection may fall behind before it skips ticks
+JOURNAL_BATCH = 1000   # ids per journal write
+JOURNAL_EVERY = 0.25   # seconds between journal flushes while ids trickle in
 
 # A realistic ADT^A08 of about 1.1 KB (the size DESIGN.md's costs are measured on); synthetic data.
 # MSH-10 is replaced per message.
@@ -103,10 +115,34 @@ def check_ack(frame: bytes, control_id: bytes) -> bool:
     return len(fields) > 2 and fields[1] == b"AA" and fields[2] == control_id
 
 
+class Journal:
+    """The AA'd control ids, appended to a file in batches (one id per line)."""
+
+    def __init__(self, path: str):
+        self.handle = open(path, "ab")
+        self.ids: list[bytes] = []
+
+    def add(self, control_id: bytes) -> None:
+        self.ids.append(control_id)
+        if len(self.ids) >= JOURNAL_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.ids:
+            self.handle.write(b"\n".join(self.ids) + b"\n")
+            self.ids.clear()
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.handle.close()
+
+
 class Run:
     """Shared state of one run: the global message budget, deadline, and results."""
 
-    def __init__(self, messages: int, pipeline: int, deadline: float, prefix: bytes, suffix: bytes):
+    def __init__(self, messages: int, pipeline: int, deadline: float, prefix: bytes, suffix: bytes,
+                 interval: float = 0.0, journal: Journal | None = None):
         self.remaining = messages
         self.pipeline = pipeline
         self.deadline = deadline
@@ -120,6 +156,9 @@ class Run:
         self.timeouts = 0
         self.sent = 0
         self.last_ack = 0.0
+        self.interval = interval   # seconds between one connection's sends (0: as fast as ACKs come)
+        self.journal = journal
+        self.behind = 0            # paced ticks skipped because a connection fell MAX_LAG behind
 
     def take(self) -> bool:
         """Claim one message from the global budget, unless it or the time is used up."""
@@ -141,20 +180,46 @@ class LoadProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
         self.connected: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.exhausted = False     # the budget or the time is used up: finish once answered
+        self.next_due = 0.0        # paced mode: loop time of the next send
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport):
         self.transport = transport
         self.connected.set_result(None)
 
-    def start(self) -> None:
+    def start(self, first_due: float | None = None) -> None:
+        if self.run.interval:
+            self.next_due = first_due if first_due is not None else asyncio.get_running_loop().time()
+            self.send_paced()
+            return
         for _ in range(self.run.pipeline):
             if not self.send_one():
                 break
         self.maybe_finish()
 
+    def send_paced(self) -> None:
+        """Send now if this connection's tick is due and nothing is outstanding, else wait for it."""
+        self.timer = None
+        if self.outstanding or self.exhausted or self.done.done():
+            return  # the ACK's arrival calls again
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now < self.next_due:
+            self.timer = loop.call_at(self.next_due, self.send_paced)
+            return
+        if now - self.next_due > MAX_LAG:
+            skipped = int((now - self.next_due) / self.run.interval)
+            self.run.behind += skipped
+            self.next_due += skipped * self.run.interval
+        self.next_due += self.run.interval
+        if not self.send_one():
+            self.maybe_finish()
+
     def send_one(self) -> bool:
         run = self.run
         if not run.take():
+            self.exhausted = True
             return False
         self.seq += 1
         control_id = f"B{self.conn}-{self.seq}-{run.runid}".encode("ascii")
@@ -182,14 +247,19 @@ class LoadProtocol(asyncio.Protocol):
             start = frame.find(START)
             if start >= 0 and check_ack(frame[start + 1 :], control_id):
                 run.ok += 1
+                if run.journal is not None:
+                    run.journal.add(control_id)
             else:
                 run.bad += 1
-            self.send_one()
+            if run.interval:
+                self.send_paced()
+            else:
+                self.send_one()
         self.buffer = buffer
         self.maybe_finish()
 
     def maybe_finish(self) -> None:
-        if not self.outstanding and not self.done.done():
+        if not self.outstanding and self.exhausted and not self.done.done():
             self.done.set_result(None)
             self.transport.close()
 
@@ -200,6 +270,9 @@ class LoadProtocol(asyncio.Protocol):
         else:
             self.run.lost += len(self.outstanding)
         self.outstanding.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if not self.done.done():
             self.done.set_result(None)
         if self.transport is not None:
@@ -220,10 +293,15 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 async def _watch(protocols: list[LoadProtocol], run: Run, ack_timeout: float, grace: float) -> None:
-    """Abandon a connection whose oldest ACK is overdue, or everything once deadline + grace passes."""
+    """Abandon a connection whose oldest ACK is overdue, or everything once deadline + grace passes;
+    flush the journal now and then."""
+    flushed = time.perf_counter()
     while True:
         await asyncio.sleep(0.2)
         now = time.perf_counter()
+        if run.journal is not None and now - flushed >= JOURNAL_EVERY:
+            run.journal.flush()
+            flushed = now
         hard_stop = now >= run.deadline + grace
         for proto in protocols:
             if proto.done.done():
@@ -241,30 +319,43 @@ async def run_load(
     duration_limit: float = 60,
     message_file: str | None = None,
     ack_timeout: float = 10.0,
+    rate: float = 0.0,
+    journal: str | None = None,
 ) -> dict:
-    """Send ``messages`` over ``connections`` (bounded by ``duration_limit`` s); return the summary."""
+    """Send ``messages`` over ``connections`` (bounded by ``duration_limit`` s); return the summary.
+    ``rate`` > 0 paces the sends (messages per second in total, strict request/response);
+    ``journal`` is a file to append every AA'd control id to."""
     if not is_loopback(host):
         raise ValueError(f"refusing non-loopback host {host!r}: the benchmark runs on loopback only")
-    if connections < 1 or messages < 1 or pipeline < 1 or duration_limit <= 0:
+    if connections < 1 or messages < 1 or pipeline < 1 or duration_limit <= 0 or rate < 0:
         raise ValueError("connections, messages, pipeline and duration_limit must be positive")
+    if rate and pipeline != 1:
+        raise ValueError("--rate is strict request/response: use it with --pipeline 1")
     prefix, suffix = split_template(load_template(message_file))
     loop = asyncio.get_running_loop()
-    run = Run(messages, pipeline, float("inf"), prefix, suffix)
+    interval = connections / rate if rate else 0.0
+    run = Run(messages, pipeline, float("inf"), prefix, suffix, interval,
+              Journal(journal) if journal else None)
     protocols = [LoadProtocol(run, conn) for conn in range(connections)]
-    for proto in protocols:
-        await asyncio.wait_for(loop.create_connection(lambda p=proto: p, host, port), timeout=10)
-    started = time.perf_counter()
-    run.deadline = started + duration_limit
-    for proto in protocols:
-        proto.start()
-    watcher = asyncio.ensure_future(_watch(protocols, run, ack_timeout, min(ack_timeout, 2.0)))
     try:
-        await asyncio.gather(*(proto.done for proto in protocols))
-    finally:
-        watcher.cancel()
         for proto in protocols:
-            if proto.transport is not None:
-                proto.transport.close()
+            await asyncio.wait_for(loop.create_connection(lambda p=proto: p, host, port), timeout=10)
+        started = time.perf_counter()
+        run.deadline = started + duration_limit
+        now = loop.time()
+        for conn, proto in enumerate(protocols):
+            proto.start(now + conn * interval / connections)  # staggered ticks when paced
+        watcher = asyncio.ensure_future(_watch(protocols, run, ack_timeout, min(ack_timeout, 2.0)))
+        try:
+            await asyncio.gather(*(proto.done for proto in protocols))
+        finally:
+            watcher.cancel()
+            for proto in protocols:
+                if proto.transport is not None:
+                    proto.transport.close()
+    finally:
+        if run.journal is not None:
+            run.journal.close()
     seconds = max((run.last_ack or time.perf_counter()) - started, 1e-9)
     latencies = sorted(run.latencies)
     return {
@@ -284,6 +375,7 @@ async def run_load(
         "p99_ms": round(percentile(latencies, 0.99), 3),
         "max_ms": round(latencies[-1] * 1000.0, 3) if latencies else 0.0,
         "message_bytes": len(prefix) + len(suffix) + len(f"B0-1-{run.runid}"),
+        **({"rate": rate, "behind": run.behind} if rate else {}),
     }
 
 
@@ -297,12 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", type=int, default=1, help="outstanding messages per connection")
     parser.add_argument("--ack-timeout", type=float, default=10.0, help="seconds")
     parser.add_argument("--message-file", help="HL7 file to send (LF/CRLF/CR segments)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="messages per second in total, paced over the connections (strict)")
+    parser.add_argument("--journal", help="append every AA'd control id to this file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
         result = asyncio.run(
             run_load(args.host, args.port, args.connections, args.messages, args.pipeline,
-                     args.duration_limit, args.message_file, args.ack_timeout)
+                     args.duration_limit, args.message_file, args.ack_timeout, args.rate, args.journal)
         )
     except (OSError, ValueError, asyncio.TimeoutError) as exc:
         print(f"load_client: {exc or type(exc).__name__}", file=sys.stderr)
