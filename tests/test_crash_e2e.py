@@ -21,7 +21,7 @@ from contextlib import closing
 
 import pytest
 
-from support import Daemon, MllpClient, MllpPeer, control_id_of, free_port, hl7, wait_for
+from support import Daemon, MllpClient, MllpPeer, control_id_of, first_seen, free_port, hl7, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -187,16 +187,11 @@ retry = {{ interval = "50ms", backoff = 1.5, max_interval = "300ms" }}
     assert set(delivered) <= acked
     duplicates = _duplicates(peer)
     per_kill = [b - a for a, b in zip(dupes_at_kill, dupes_at_kill[1:] + [duplicates])]
-    assert duplicates <= len(kills) * (SENDERS + 1), f"{duplicates} duplicates after {len(kills)} kills"
+    assert duplicates <= len(kills) * (SENDERS + 1), \
+        f"{duplicates} duplicates after {len(kills)} kills: {list(zip(kills, per_kill))}"
 
-    first_seen: list[str] = []
-    seen: set[str] = set()
-    for cid in delivered:
-        if cid not in seen:
-            seen.add(cid)
-            first_seen.append(cid)
     for prefix, ids in journal.items():
-        assert [cid for cid in first_seen if cid.startswith(prefix)] == ids, f"order of sender {prefix}"
+        assert [cid for cid in first_seen(delivered) if cid.startswith(prefix)] == ids, f"order of sender {prefix}"
 
     elapsed = time.monotonic() - began
     print(f"crash test: {len(kills)} kills ({', '.join(kills)}), {len(acked)} messages AA'd, "

@@ -83,25 +83,26 @@ def make_queue(peer, store=None, retry=None, window=1000, options=None):
     return queue, clock
 
 
-def test_sents_that_come_while_a_sent_write_commits_are_recorded_together():
+def test_the_sents_of_one_reactor_turn_are_recorded_in_one_write_at_its_end():
     store = RecordingStore()
-    writes: list[tuple[list, defer.Deferred]] = []
-
-    def record_sent(sent):
-        writes.append((list(sent), defer.Deferred()))
-        return writes[-1][1]
-
-    store.record_sent = record_sent
-    queue, _clock = make_queue(ScriptedPeer(), store)
+    writes = []
+    store.record_sent = lambda sent: writes.append(list(sent)) or defer.succeed(None)
+    peer = PipelinedPeer(3)
+    queue, clock = make_queue(peer, store)
     queue.start()
-    for number in range(1, 6):
+    for number in range(1, 5):
         queue.push(number, number, f"m{number}")
     settled = queue.wait_empty()
-    assert [sent for sent, _ in writes] == [[(1, "fine")]]  # the first at once; 2-5 wait for it
-    writes[0][1].callback(None)
-    assert [sent for sent, _ in writes] == [[(1, "fine")], [(n, "fine") for n in range(2, 6)]]
-    assert not settled.called and queue.unsettled == 1
-    writes[1][1].callback(None)
+    peer.answer()
+    peer.answer()                          # two ACKs read in one turn
+    assert writes == [] and queue.unsettled == 1
+    clock.advance(0)                       # the end of the turn
+    assert writes == [[(1, "AA"), (2, "AA")]]
+    peer.answer("permanent")               # m3 refused: its record goes at once, after ...
+    assert len(writes) == 1 and store.attempts[-1][1]["final_status"] == "ERROR"
+    peer.answer()
+    clock.advance(0)
+    assert writes == [[(1, "AA"), (2, "AA")], [(4, "AA")]]
     assert queue.unsettled == 0 and settled.called
 
 
@@ -164,10 +165,11 @@ def test_attempts_limit_turns_transient_into_error_and_moves_on():
 def test_permanent_failure_errors_only_that_message():
     peer = ScriptedPeer(["ok", "permanent", "ok"])
     store = RecordingStore()
-    queue, _clock = make_queue(peer, store)
+    queue, clock = make_queue(peer, store)
     queue.start()
     for number in (1, 2, 3):
         queue.push(number, number, f"m{number}")
+    clock.advance(0)  # SENT records go at the end of the reactor turn
     assert [kwargs["final_status"] for _id, kwargs in store.attempts] == ["SENT", "ERROR", "SENT"]
     assert store.attempts[1][1]["response"] == "AE"
 
@@ -190,16 +192,18 @@ def test_a_push_for_a_delivery_a_refill_already_read_does_not_send_it_twice():
     refill (the store has it) before the channel's push for it arrives."""
     rows = [{"id": n, "message_id": n, "body": f"m{n}", "attempts": 0} for n in range(1, 5)]
     store, peer = RecordingStore(rows), PipelinedPeer(1)
-    queue, _clock = make_queue(peer, store, window=3)
+    queue, clock = make_queue(peer, store, window=3)
     queue.start()                                      # m1..m3 in memory, m4 spilled
     store.queued.append({"id": 5, "message_id": 5, "body": "m5", "attempts": 0})  # m5 committed ...
     for _ in range(3):
-        peer.answer()                                  # the window drains: the refill reads m4, m5
+        peer.answer()                                  # the window drains ...
+    clock.advance(0)                                   # ... its SENTs commit: the refill reads m4, m5
     assert peer.sent[-1] == "m4" and not queue.spilled and queue.depth == 2
     queue.push(5, 5, "m5")                             # ... and only now pushed
     assert queue.depth == 2
     while peer.waiting:
         peer.answer()
+    clock.advance(0)
     assert peer.sent == [f"m{n}" for n in range(1, 6)]
     assert queue.depth == 0 and not queue.pending
 
@@ -278,7 +282,7 @@ class PipelinedPeer:
 
 def test_pipelined_sends_fill_the_window_and_answers_free_it_in_order():
     peer, store = PipelinedPeer(3), RecordingStore()
-    queue, _clock = make_queue(peer, store)
+    queue, clock = make_queue(peer, store)
     queue.start()
     for number in range(1, 7):
         queue.push(number, number, f"m{number}")
@@ -288,6 +292,7 @@ def test_pipelined_sends_fill_the_window_and_answers_free_it_in_order():
     peer.answer("permanent")  # m2 refused: ERROR, the line moves on
     while peer.waiting:
         peer.answer()
+    clock.advance(0)  # the end of the reactor turn: the SENT records go
     assert peer.sent == [f"m{n}" for n in range(1, 7)]
     assert [(delivery_id, kwargs["final_status"]) for delivery_id, kwargs in store.attempts] == [
         (1, "SENT"), (2, "ERROR"), (3, "SENT"), (4, "SENT"), (5, "SENT"), (6, "SENT")]
@@ -303,6 +308,7 @@ def test_a_transient_failure_in_a_pipeline_stops_new_sends_and_retries_from_the_
     peer.answer("transient")  # m1: the connection broke ...
     peer.answer("transient")  # ... and took m2 with it
     peer.answer()             # m3 had been answered before the break: SENT
+    clock.advance(0)
     assert peer.sent == ["m1", "m2", "m3"]  # nothing new while the retry is pending
     assert queue.failures == 1  # one failure of the line, not one per message of the round
     assert [delivery_id for delivery_id, kwargs in store.attempts if kwargs.get("final_status") == "SENT"] == [3]
