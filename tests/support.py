@@ -346,6 +346,12 @@ class MllpPeer:
         self.thread.join(2)
 
 
+def delivered_files(directory: Path) -> list[Path]:
+    """The files a file destination finished writing, sorted: not its temp files (``.name.tmp-PID``,
+    which ``Path.glob("*")`` lists too and which vanish when renamed into place)."""
+    return sorted(path for path in Path(directory).glob("*") if not path.name.startswith("."))
+
+
 def first_seen(items: list) -> list:
     """Each item once, in the order it first appeared (deliveries after at-least-once re-sends)."""
     return list(dict.fromkeys(items))

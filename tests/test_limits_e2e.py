@@ -16,7 +16,7 @@ import sqlite3
 
 import pytest
 
-from support import Daemon, MllpClient, MllpPeer, api_call, free_port, hl7, wait_for
+from support import Daemon, MllpClient, MllpPeer, api_call, delivered_files, free_port, hl7, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +123,7 @@ directory = "{tmp_path / 'plain'}"
 
         rows = wait_for(lambda: (found := deliveries()) and all(r[2] != "QUEUED" for r in found) and found,
                         what="every delivery settled")
-        assert len(list((tmp_path / "plain").glob("*"))) == 2
+        assert len(delivered_files(tmp_path / "plain")) == 2
         by_destination = {(cid, dest): (status, error) for cid, dest, status, error in rows}
         for control_id in ("DL-1", "DL-2"):
             status, error = by_destination[(control_id, "huge")]

@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from support import Daemon, MllpClient, MllpPeer, ack_for, control_id_of, first_seen, free_port, hl7, wait_for
+from support import (Daemon, MllpClient, MllpPeer, ack_for, control_id_of, delivered_files, first_seen, free_port,
+                     hl7, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ directory = "{tmp_path / 'big'}"
         assert files[0].startswith("A1-") and files[1].startswith("BIG-")
         assert json.loads((outbox / files[0]).read_text()) == {"account": "A1", "name": "DOE"}
         assert not list(outbox.glob(".*"))  # no temp file left behind
-        big = wait_for(lambda: list((tmp_path / "big").glob("*")), what="the destination-filtered file")
+        big = wait_for(lambda: delivered_files(tmp_path / "big"), what="the destination-filtered file")
         assert len(big) == 1 and json.loads(big[0].read_text())["account"] == "BIG"
         filtered = daemon.cli_json("messages", "--control-id", "P-2")[0]
         assert filtered["status"] == "FILTERED"
@@ -214,7 +215,7 @@ directory = "{tmp_path / 'healthy'}"
         other = MllpClient(daemon.ports["healthy"])
         assert other.request(hl7("TB-OK"))["code"] == "AA"
         other.close()
-        wait_for(lambda: list((tmp_path / "healthy").glob("*")), what="the healthy channel's file")
+        wait_for(lambda: delivered_files(tmp_path / "healthy"), what="the healthy channel's file")
         again = MllpClient(daemon.ports["broken"])
         assert again.request(hl7("TB-3"))["code"] == "AA"
         again.close()
@@ -274,7 +275,7 @@ directory = "{outbox}"
         path.unlink()
     daemon.start(1)
     try:
-        wait_for(lambda: list(outbox.glob("*")), what="the recovered message delivered")
+        wait_for(lambda: delivered_files(outbox), what="the recovered message delivered")
         assert any("stored before the last stop" in line for line in daemon.log_lines)
     finally:
         daemon.stop()
