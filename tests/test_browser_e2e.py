@@ -48,8 +48,10 @@ connect = "127.0.0.1:{port}"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    refuse = threading.Event()
-    peer = MllpPeer(lambda payload: ack_for(payload, "AR" if refuse.is_set() else "AA"))
+    refuse = threading.Event()  # while set, the agency refuses the FAILS-* messages (only those:
+    # the OK-* ones may still be on their way when the test sets it)
+    peer = MllpPeer(lambda payload: ack_for(
+        payload, "AR" if refuse.is_set() and control_id_of(payload).startswith("FAILS") else "AA"))
     daemon = Daemon(tmp_path_factory.mktemp("browser") / "d", {"relay": RELAY.format(port=peer.port)})
     daemon.start(1)
     yield daemon, peer, refuse
