@@ -24,10 +24,12 @@ test: $(STAMP)
 bench: $(STAMP)                 # < 3 min: ingest at 1 and 8 connections against the references, end to end at 8
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/scenarios.py --only e2e-8 --runs 3
+	$(BIN)/python bench/scenarios.py --only e2e-8-pipelined --runs 3
 
-bench-full: $(STAMP)            # every scenario, 3 runs each
+bench-full: $(STAMP)            # every scenario, 3 runs each (~20 min), then the CPU per message
 	$(BIN)/python bench/run.py --runs 5
 	$(BIN)/python bench/scenarios.py --runs 3
+	$(BIN)/python bench/cpu_budget.py --runs 3
 
 bench-search: $(STAMP)          # ~3 min: 1,000,000 generated messages, then every kind of search
 	$(BIN)/python bench/search_bench.py
