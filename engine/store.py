@@ -492,6 +492,6 @@ class Store(GroupCommitWriter):
         """Depth and oldest queued time of every durable queue (metrics, alerts, the admin API)."""
         return q.queue_stats(self._reader())
 
-    def replay_candidates(self, **selection) -> list[dict]:
-        """What a replay selects, in id order; see ``store_queries.replay_candidates``."""
+    def replay_candidates(self, **selection):
+        """What a replay selects, in id order, page by page; see ``store_queries.replay_candidates``."""
         return q.replay_candidates(self._reader(), **selection)

@@ -321,3 +321,21 @@ async def test_a_common_word_in_a_small_channel_is_probed_message_by_message(sto
         main = " | ".join(next(lines for sql, lines in plans.items() if sql.startswith("SELECT m.id")))
         assert ("CORRELATED" in main) == probed, main
         assert control_ids(store.search(text="balance", **filters)) == expected == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_replay_candidates_come_page_by_page_in_id_order_up_to_the_limit(store):
+    made = []
+    for n in range(1203):  # more than two pages of 500
+        channel = "ehr" if n % 3 else "lab"
+        message_id, _ = await store.put_received(channel, hl7(f"R{n}"), control_id=f"R{n}")
+        if channel == "ehr" and n % 2:
+            await store.set_message_result(message_id, status=None, deliveries=[{"destination": "agency"}])
+        made.append((message_id, channel))
+    ehr = [message_id for message_id, channel in made if channel == "ehr"]
+    rows = list(store.replay_candidates(channel="ehr", limit=10_000))
+    assert [row["id"] for row in rows] == ehr
+    assert {row["deliveries"].get("agency") for row in rows} == {"QUEUED", None}
+    assert [row["id"] for row in store.replay_candidates(channel="ehr", limit=501)] == ehr[:501]
+    wanted = ehr[::7] + [made[0][0]]
+    assert [row["id"] for row in store.replay_candidates(ids=reversed(wanted))] == sorted(wanted)
