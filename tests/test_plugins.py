@@ -308,3 +308,16 @@ def test_builtin_filters_take_their_options_from_a_channel_file(tmp_path):
     (tmp_path / "config.toml").write_text('[store]\npath = "s.db"\n')
     _config, _registry, problems = check(tmp_path / "config.toml")
     assert problems == []
+
+
+def test_the_builtin_plugins_load_without_paramiko():
+    """SFTP's session code (and paramiko, 2.5 MB resident) is imported only when SFTP is used."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from engine.plugins import load_plugins; registry = load_plugins(None); "
+            "assert 'sftp' in registry.sources and 'sftp' in registry.destinations; "
+            "print('paramiko' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -23,7 +23,7 @@ from twisted.internet import defer
 
 from engine.config_schema import OptionSpec
 from engine.connectors.file_destination import safe_filename
-from engine.connectors.sftp_session import SSH_OPTIONS, SftpSession, describe, is_refusal, is_server_answer
+from engine.connectors.sftp_options import SSH_OPTIONS, session_module
 from engine.connectors.sftp_source import SftpSource
 from engine.delivery import PermanentError, SendResult, TransientError
 from engine.hookspecs import hookimpl
@@ -45,7 +45,7 @@ def upload(sftp, directory: str, name: str, suffix: str, data: bytes) -> str:
             remote.write(data)
     except Exception as error:
         error.sftp_stage = "upload"
-        if is_server_answer(error):  # the link is fine: do not leave a half-written temp behind
+        if session_module().is_server_answer(error):  # the link is fine: do not leave a half-written temp behind
             try:
                 sftp.remove(temp)
             except Exception:  # noqa: BLE001 - best effort; the next attempt truncates it anyway
@@ -71,7 +71,7 @@ class SftpDestination:
         self.filename = context.templates.from_string(options.get("filename") or "{{ id }}.txt",
                                                       f"destination[{config.name}].filename")
         self.channel = context.channel_name
-        self.session = SftpSession(options, reactor, label=f"{context.channel_name}/{config.name}")
+        self.session = session_module().SftpSession(options, reactor, label=f"{context.channel_name}/{config.name}")
 
     def send(self, delivery):
         from engine.templates import TemplateError
@@ -92,8 +92,9 @@ class SftpDestination:
     def _failed(failure):
         error = failure.value
         stage = getattr(error, "sftp_stage", None)
-        reason = describe(error) if stage is None else f"{stage} failed: {describe(error)}"
-        if is_refusal(error):
+        session = session_module()
+        reason = session.describe(error) if stage is None else f"{stage} failed: {session.describe(error)}"
+        if session.is_refusal(error):
             raise PermanentError(reason)
         raise TransientError(reason, possible_duplicate=stage == "rename")
 

@@ -25,7 +25,6 @@ import paramiko
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from engine.config_schema import OptionSpec
 
 log = Logger(namespace="switchboard.sftp")
 
@@ -36,24 +35,6 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 KEEPALIVE_SECONDS = 30
 
 
-def positive(value: float) -> str | None:
-    return None if value > 0 else "must be more than 0"
-
-
-# The options both SFTP connectors take (docs/sftp.md).  ``known_hosts`` absent: ~/.ssh/known_hosts.
-SSH_OPTIONS = {
-    "host": OptionSpec("str", required=True),
-    "port": OptionSpec("int", 22, check=lambda port: None if 0 < port < 65536 else "must be 1-65535"),
-    "username": OptionSpec("str", required=True),
-    "password": OptionSpec("str", ""),
-    "private_key": OptionSpec("file"),
-    "passphrase": OptionSpec("str", ""),
-    "known_hosts": OptionSpec("file"),
-    "insecure_skip_host_key_check": OptionSpec("bool", False),
-    "remote_path": OptionSpec("str", required=True, check=lambda path: None if path.strip() else "must not be empty"),
-    "connect_timeout": OptionSpec("duration", "10s", check=positive),
-    "timeout": OptionSpec("duration", "30s", check=positive),
-}
 REFUSALS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
 
 

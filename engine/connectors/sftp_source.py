@@ -37,7 +37,7 @@ from engine.connectors import file_inbox as inbox
 from engine.connectors.file_inbox import Entry, Refused, shown
 from engine.connectors.file_source import CHUNK
 from engine.config_schema import OptionSpec
-from engine.connectors.sftp_session import SSH_OPTIONS, SftpSession, describe, is_server_answer, positive
+from engine.connectors.sftp_options import SSH_OPTIONS, positive, session_module
 
 log = Logger(namespace="switchboard.sftp")
 
@@ -155,7 +155,7 @@ class SftpSource:
         self.reactor = reactor
         self.store = getattr(sink, "store", None)
         self.remote = options["remote_path"]
-        self.session = SftpSession(options, reactor, label=f"{self.channel}/source")
+        self.session = session_module().SftpSession(options, reactor, label=f"{self.channel}/source")
         self.running = False
         self.next_poll = None                       # DelayedCall of the next poll
         self.polling: defer.Deferred | None = None
@@ -224,7 +224,7 @@ class SftpSource:
         except StoreRefused as error:
             self._problem(str(error))
         except Exception as error:  # noqa: BLE001 - connection trouble: the next poll retries
-            self._problem(describe(error))
+            self._problem(session_module().describe(error))
         else:
             if self.problem is not None:
                 log.info("channel {channel}: sftp source working again", channel=self.channel)
@@ -311,7 +311,7 @@ class SftpSource:
         try:
             final = yield self.session.run(delete if delete_it else move_done, self.remote, entry.name)
         except Exception as error:
-            if not is_server_answer(error):
+            if not session_module().is_server_answer(error):
                 raise                                # the link: the next poll retries the move
             self._cannot_move(entry, "delete it" if delete_it else "done/", error)
             return
@@ -326,7 +326,7 @@ class SftpSource:
         try:
             final = yield self.session.run(move_error, self.remote, entry.name, reason, sha256)
         except Exception as error:
-            if not is_server_answer(error):
+            if not session_module().is_server_answer(error):
                 raise
             self._cannot_move(entry, "error/", error)
             return
@@ -343,7 +343,7 @@ class SftpSource:
         self.skip[entry.name] = entry.signature
         log.error("channel {channel}: cannot move sftp file {name} to {where} ({error}); it is ignored "
                   "until it changes", channel=self.channel, name=shown(entry.name), where=where,
-                  error=describe(error))
+                  error=session_module().describe(error))
         self.sink.note_event("source_error", f"cannot move a file to {where}")
 
 
