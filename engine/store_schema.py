@@ -36,9 +36,10 @@ from __future__ import annotations
 import datetime as _dt
 import sqlite3
 import time
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-import sqlite_utils
+if TYPE_CHECKING:  # imported by migrate() when a migration runs: ~3.7 MB resident (click, tabulate)
+    import sqlite_utils
 
 # --- statuses (DESIGN §3.4) ---------------------------------------------------------------------
 
@@ -440,6 +441,10 @@ def migrate(conn: sqlite3.Connection, migrations=None) -> int:
             f"the store's schema is version {user_version(conn)}, newer than this Switchboard "
             f"knows ({len(steps)}); refusing to touch it"
         )
+    if user_version(conn) == len(steps):
+        return len(steps)  # the usual restart: nothing to run, sqlite-utils not even imported
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn, execute_plugins=False)
     for number, step in enumerate(steps, start=1):
         if user_version(conn) >= number:

@@ -519,3 +519,18 @@ def test_times_are_normalized_to_iso_utc_with_milliseconds(value, expected):
 def test_a_malformed_time_is_refused():
     with pytest.raises(ValueError):
         to_iso("yesterday-ish")
+
+
+def test_reopening_a_migrated_store_does_not_import_sqlite_utils(tmp_path):
+    """sqlite-utils runs the migrations; a store already at the current version does not need it
+    (it and what it imports cost ~3.7 MB resident in the daemon)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "store.db"
+    code = ("import sys, sqlite3; from engine.store_schema import connect_writer, migrate; "
+            f"conn = connect_writer({str(path)!r}); print(migrate(conn), 'sqlite_utils' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert first.stdout.split() == [str(SCHEMA_VERSION), "True"], first.stderr
+    assert again.stdout.split() == [str(SCHEMA_VERSION), "False"], again.stderr
