@@ -75,19 +75,7 @@ def search_sql(
     channel or status filter (:func:`search` asks for it when the word is common and those
     messages are few)."""
     limit, offset = _page(limit, offset)
-    where, params = [], []
-    if channel is not None:
-        where.append("m.channel = ?")
-        params.append(channel)
-    if status is not None:
-        where.append("m.status = ?")
-        params.append(normalize_status(status))
-    if since is not None:
-        where.append("m.received_at >= ?")
-        params.append(to_iso(since))
-    if until is not None:
-        where.append("m.received_at <= ?")
-        params.append(to_iso(until))
+    where, params = _message_filters("m.", channel, status, since, until)
     if isinstance(type, (tuple, list)):
         where.append(f"m.type IN ({','.join('?' * len(type))})")
         params.extend(type)
@@ -419,6 +407,21 @@ def queue_stats(conn: sqlite3.Connection) -> dict[tuple[str, str], dict]:
     return {(c, d): {"depth": n, "oldest_queued_at": oldest} for c, d, n, oldest in rows}
 
 
+def _message_filters(prefix: str, channel, status, since, until) -> tuple[list[str], list]:
+    """WHERE terms and parameters for a channel, a status and an inclusive time window (each
+    optional) on the messages table, its columns prefixed with ``prefix`` (an alias, or '')."""
+    where, params = [], []
+    for column, value in (("channel", channel), ("status", None if status is None else normalize_status(status))):
+        if value is not None:
+            where.append(f"{prefix}{column} = ?")
+            params.append(value)
+    for operator, bound in ((">=", since), ("<=", until)):
+        if bound is not None:
+            where.append(f"{prefix}received_at {operator} ?")
+            params.append(to_iso(bound))
+    return where, params
+
+
 def replay_candidates(
     conn: sqlite3.Connection,
     *,
@@ -447,16 +450,9 @@ def replay_candidates(
                     f"SELECT id, channel, status, pruned FROM messages WHERE id IN ({marks}) ORDER BY id", page
                 ).fetchall())
             return
-        where, params = ["channel = ?", "id > ?"], [channel, 0]
-        if status is not None:
-            where.append("status = ?")
-            params.append(normalize_status(status))
-        if since is not None:
-            where.append("received_at >= ?")
-            params.append(to_iso(since))
-        if until is not None:
-            where.append("received_at <= ?")
-            params.append(to_iso(until))
+        where, params = _message_filters("", channel, status, since, until)
+        where.append("id > ?")
+        params.append(0)
         sql = "SELECT id, channel, status, pruned FROM messages WHERE " + " AND ".join(where) + " ORDER BY id LIMIT ?"
         left = int(limit)
         while left > 0:
@@ -465,7 +461,7 @@ def replay_candidates(
                 return
             yield from _candidate_page(conn, rows)
             left -= len(rows)
-            params[1] = rows[-1][0]  # keyset: the next page starts after this one's last id
+            params[-1] = rows[-1][0]  # keyset: the next page starts after this one's last id
 
 
 def _candidate_page(conn: sqlite3.Connection, rows: list) -> list[dict]:
