@@ -19,6 +19,26 @@ def mllp_source(extra: str = "") -> str:
     return f'[source]\ntype = "mllp"\nlisten = "127.0.0.1:0"\n{extra}\n[metadata]\naccount = "PID.18.1"\n'
 
 
+def to_ehr(port: int, extra: str = "", retry: str = FAST_RETRY) -> str:
+    """An MLLP source channel with one MLLP destination "ehr" on ``port``."""
+    return mllp_source() + f"""
+[[destination]]
+name = "ehr"
+type = "mllp"
+connect = "127.0.0.1:{port}"
+{extra}
+{retry}
+"""
+
+
+def send_all(daemon, channel: str, ids: list[str]) -> None:
+    """Send each control id's message and require an AA for each, in order."""
+    client = MllpClient(daemon.ports[channel])
+    for control_id in ids:
+        assert client.request(hl7(control_id))["code"] == "AA"
+    client.close()
+
+
 def test_filter_and_transform_results_in_files(tmp_path):
     outbox = tmp_path / "outbox"
     channel = mllp_source() + f"""
@@ -70,22 +90,11 @@ directory = "{tmp_path / 'big'}"
 
 def test_downstream_down_then_up_receives_all_in_order(tmp_path):
     port = free_port()
-    channel = mllp_source() + f"""
-[[destination]]
-name = "ehr"
-type = "mllp"
-connect = "127.0.0.1:{port}"
-ack_timeout = "2s"
-{FAST_RETRY}
-"""
-    daemon = Daemon(tmp_path / "d", {"down": channel}).start(1)
+    daemon = Daemon(tmp_path / "d", {"down": to_ehr(port, 'ack_timeout = "2s"')}).start(1)
     peer = None
     try:
-        client = MllpClient(daemon.ports["down"])
         ids = [f"ORD-{i}" for i in range(30)]
-        for control_id in ids:
-            assert client.request(hl7(control_id))["code"] == "AA"
-        client.close()
+        send_all(daemon, "down", ids)
         first = daemon.cli_json("messages", "--control-id", "ORD-0")[0]
         wait_for(lambda: any(d["attempts"] for d in daemon.cli_json("show", str(first["id"]))["destinations"]),
                  what="a failed attempt while the peer is down")
@@ -104,19 +113,9 @@ ack_timeout = "2s"
 
 def test_nak_marks_only_that_message_error(tmp_path):
     peer = MllpPeer(lambda payload: ack_for(payload, "AE" if control_id_of(payload) == "NAK-2" else "AA"))
-    channel = mllp_source() + f"""
-[[destination]]
-name = "ehr"
-type = "mllp"
-connect = "127.0.0.1:{peer.port}"
-{FAST_RETRY}
-"""
-    daemon = Daemon(tmp_path / "d", {"nak": channel}).start(1)
+    daemon = Daemon(tmp_path / "d", {"nak": to_ehr(peer.port)}).start(1)
     try:
-        client = MllpClient(daemon.ports["nak"])
-        for i in range(1, 5):
-            assert client.request(hl7(f"NAK-{i}"))["code"] == "AA"
-        client.close()
+        send_all(daemon, "nak", [f"NAK-{i}" for i in range(1, 5)])
         wait_for(lambda: peer.control_ids() == ["NAK-1", "NAK-2", "NAK-3", "NAK-4"], what="all four sent once")
         statuses = {}
         for i in range(1, 5):
@@ -155,22 +154,10 @@ class HoldingPeer(MllpPeer):
 
 def test_pipelined_destination_keeps_several_in_flight_and_order(tmp_path):
     peer = HoldingPeer(hold=4, refuse="PIPE-6")
-    channel = mllp_source() + f"""
-[[destination]]
-name = "ehr"
-type = "mllp"
-connect = "127.0.0.1:{peer.port}"
-ack_timeout = "5s"
-max_in_flight = 4
-{FAST_RETRY}
-"""
-    daemon = Daemon(tmp_path / "d", {"pipe": channel}).start(1)
+    daemon = Daemon(tmp_path / "d", {"pipe": to_ehr(peer.port, 'ack_timeout = "5s"\nmax_in_flight = 4')}).start(1)
     try:
-        client = MllpClient(daemon.ports["pipe"])
         ids = [f"PIPE-{i}" for i in range(1, 21)]
-        for control_id in ids:
-            assert client.request(hl7(control_id))["code"] == "AA"
-        client.close()
+        send_all(daemon, "pipe", ids)
         wait_for(lambda: len(peer.received) >= 20, timeout=20, what="all 20 delivered")
         assert peer.control_ids() == ids  # once each, in order: nothing timed out and was re-sent
         last = daemon.cli_json("messages", "--control-id", "PIPE-20")[0]
@@ -226,21 +213,11 @@ directory = "{tmp_path / 'healthy'}"
 
 def test_kill_mid_queue_loses_nothing(tmp_path):
     port = free_port()
-    channel = mllp_source() + f"""
-[[destination]]
-name = "ehr"
-type = "mllp"
-connect = "127.0.0.1:{port}"
-{FAST_RETRY}
-"""
-    daemon = Daemon(tmp_path / "d", {"crash": channel}).start(1)
+    daemon = Daemon(tmp_path / "d", {"crash": to_ehr(port)}).start(1)
     peer = None
     try:
-        client = MllpClient(daemon.ports["crash"])
         ids = [f"KILL-{i}" for i in range(40)]
-        for control_id in ids:
-            assert client.request(hl7(control_id))["code"] == "AA"
-        client.close()
+        send_all(daemon, "crash", ids)
         daemon.kill()  # SIGKILL with everything QUEUED (the peer is down)
         peer = MllpPeer(port=port)
         daemon.start(1)
@@ -283,13 +260,7 @@ directory = "{outbox}"
 
 def test_resent_message_is_delivered_once(tmp_path):
     peer = MllpPeer()
-    channel = mllp_source() + f"""
-[[destination]]
-name = "ehr"
-type = "mllp"
-connect = "127.0.0.1:{peer.port}"
-"""
-    daemon = Daemon(tmp_path / "d", {"dup": channel}).start(1)
+    daemon = Daemon(tmp_path / "d", {"dup": to_ehr(peer.port, retry="")}).start(1)
     try:
         client = MllpClient(daemon.ports["dup"])
         first = hl7("DUP-1")
