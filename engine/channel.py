@@ -9,6 +9,7 @@ destination queues are fed in the order messages were received.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -20,6 +21,13 @@ from engine.message import Message
 from engine.pipeline import ERROR, FILTERED
 
 log = Logger(namespace="switchboard.channel")
+
+# The pipeline runs in the reactor: while one message's filters and transforms run, every channel
+# waits.  Ordinary messages take well under a millisecond; a message that takes STALL_SECONDS is a
+# template loop (cut at the render time limit, 2 s) or a slow plugin step, and STALL_LIMIT of them
+# in a row pause the channel (engine/service.py) so that it cannot keep the others waiting.
+STALL_SECONDS = 1.0
+STALL_LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class Channel:
         self.dedupe_seconds = config.dedupe
         self.in_flight = 0
         self._idle_waiters: list[defer.Deferred] = []
+        self.stalls = 0                 # messages in a row whose pipeline took >= STALL_SECONDS
+        self.on_stalled = None          # called with (count, seconds) at STALL_LIMIT (the service pauses)
 
     # -- the source side -------------------------------------------------------------------
     def receive(self, text: str, *, msh=None, idempotency_key: str | None = None,
@@ -65,8 +75,10 @@ class Channel:
         message_id = self.store.reserve_id()
         message = Message(text, self.config.inbound, id=message_id, channel=self.name,
                           received_at=datetime.now(timezone.utc))
+        started = time.monotonic()
         meta = self.pipeline.metadata(message)
         outcome = self.pipeline.safe_run(message, meta)
+        self._note_pipeline_time(message_id, time.monotonic() - started)
         msh = msh if msh is not None else message.msh
         self.in_flight += 1
         d = self.store.put_processed(
@@ -82,6 +94,18 @@ class Channel:
         d.addCallbacks(self._stored, self._store_failed, callbackArgs=(outcome, meta), errbackArgs=(outcome, meta))
         d.addBoth(self._done)
         return d
+
+    def _note_pipeline_time(self, message_id: int, seconds: float) -> None:
+        if seconds < STALL_SECONDS:
+            self.stalls = 0
+            return
+        self.stalls += 1
+        log.warn("{channel}: message {id} held the engine for {seconds:.1f}s in its filters and transforms "
+                 "({n} in a row); every channel waits meanwhile", channel=self.name, id=message_id,
+                 seconds=seconds, n=self.stalls)
+        if self.stalls >= STALL_LIMIT and self.on_stalled is not None:
+            count, self.stalls = self.stalls, 0
+            self.on_stalled(count, seconds)
 
     def _stored(self, stored, outcome, meta: dict):
         faults.point("kill_after_commit_before_ack")  # crash tests: committed, the sender has no ACK yet

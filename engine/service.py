@@ -67,6 +67,7 @@ class ChannelService(service.Service):
         pipeline = ChannelPipeline(self.config, engine.registry, engine.templates)
         self.channel = Channel(self.config, store=store, pipeline=pipeline, events=engine.events,
                                reactor=engine.reactor)
+        self.channel.on_stalled = self._stalled
         context = ConnectorContext(self.name, engine.templates, engine)
         for destination in self.config.destinations:
             connector = engine.registry.destinations[destination.type](destination, context, engine.reactor)
@@ -88,9 +89,25 @@ class ChannelService(service.Service):
         """Take a rebuilt channel in place (live reload: engine/reload.py swaps the parts, this
         service object stays).  A stopped channel loads its new queues at its next start."""
         self.config, self.channel, self.source, self.queues = config, channel, source, queues
+        channel.on_stalled = self._stalled
         self.engine.channels[self.name] = channel
         if self.state == "stopped":
             self._started_once = False
+
+    def _stalled(self, count: int, seconds: float) -> None:
+        """The channel's pipeline held the reactor (and so every channel) too long, ``count``
+        messages in a row (engine/channel.py, STALL_SECONDS): pause it.  What it stored stays and
+        its queues keep delivering; an operator resumes it once the template or plugin is fixed."""
+        log.error("channel {channel} paused: its filters and transforms held the engine {seconds:.1f}s or "
+                  "more on {n} messages in a row (a template loop or a slow plugin step), and every "
+                  "channel waits meanwhile; fix it, then resume: POST /api/channels/{channel}/start or the "
+                  "dashboard", channel=self.name, seconds=seconds, n=count)
+        self.engine.reactor.callLater(0, self._pause_after_stall)
+
+    def _pause_after_stall(self) -> None:
+        d = self.change("pause")
+        d.addErrback(lambda failure: log.error("channel {channel} could not be paused: {error}",
+                                               channel=self.name, error=failure.getErrorMessage()))
 
     @defer.inlineCallbacks
     def start_channel(self):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import time
 
 import pytest
 
@@ -130,5 +131,37 @@ directory = "{tmp_path / 'plain'}"
             assert status == "ERROR" and "output exceeds 1048576 bytes" in error
             assert by_destination[(control_id, "plain")][0] == "SENT"
         assert not (tmp_path / "huge").exists() or not list((tmp_path / "huge").iterdir())
+    finally:
+        daemon.stop()
+
+
+def test_a_channel_whose_template_keeps_hitting_the_time_limit_is_paused_and_the_others_serve_on(tmp_path):
+    """The pipeline runs in the reactor: three messages in a row held 2 s each by a looping
+    template pause their channel (RELIABILITY: one channel's template bug never stalls another)."""
+    looping = mllp_source('''
+[[transform]]
+inline = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+''')
+    daemon = Daemon(tmp_path / "d", {"looping": looping, "healthy": mllp_source()}).start(2)
+    try:
+        client = MllpClient(daemon.ports["looping"], timeout=30)
+        for number in range(3):
+            assert client.request(hl7(f"LOOP-{number}"))["code"] == "AA"   # stored; its transform ERROR
+        client.close()
+        state = wait_for(lambda: (found := daemon.api("GET", "/api/channels/looping")[1]).get("state") == "paused"
+                         and found, what="the looping channel paused")
+        assert state["state"] == "paused"
+        assert any("channel looping paused" in line and "3 messages in a row" in line for line in daemon.log_lines)
+        with pytest.raises(OSError):  # its listener is closed: senders retry later, nothing is lost
+            MllpClient(daemon.ports["looping"], timeout=5).request(hl7("LOOP-3"))
+        healthy = MllpClient(daemon.ports["healthy"])
+        started = time.monotonic()
+        for number in range(20):
+            assert healthy.request(hl7(f"OK-{number}"))["code"] == "AA"
+        assert time.monotonic() - started < 5   # 20 round trips, no 2-second stalls among them
+        healthy.close()
+        assert statuses(daemon, "looping") == {f"LOOP-{n}": "ERROR" for n in range(3)}
+        assert daemon.api("POST", "/api/channels/looping/start")[0] == 200   # the operator resumes it
+        assert daemon.api("GET", "/api/channels/looping")[1]["state"] == "started"
     finally:
         daemon.stop()
