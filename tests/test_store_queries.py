@@ -85,6 +85,8 @@ async def test_the_read_only_store_sees_the_daemons_writes(store):
     reader = Store.open_readonly(store.path)
     try:
         assert [m["id"] for m in reader.search()] == [message_id]
+        # every reading thread has its own connection: each with a small page cache
+        assert reader._reader().execute("PRAGMA cache_size").fetchone()[0] == store_schema.READER_CACHE_KIB
         (ok, error), = await settle([reader.put_received("ehr", hl7("C2"), control_id="C2")])
         assert not ok and isinstance(error, StoreError)  # it has no writer
     finally:
