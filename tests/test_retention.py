@@ -17,21 +17,9 @@ from engine.retention import (
 )
 from engine.store import Store
 from engine.store_schema import to_iso
-from store_support import FakeClock, assert_indexed, hl7, plans_of
+from store_support import assert_indexed, hl7, plans_of
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest_twisted.async_yield_fixture
-async def store(tmp_path, clock):
-    s = Store(tmp_path / "store.db", clock=clock)
-    yield s
-    await s.close()
 
 
 def writer_conn(store: Store) -> sqlite3.Connection:

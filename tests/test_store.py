@@ -15,19 +15,7 @@ from twisted.internet import defer
 from engine import store_schema
 from engine.store import Store, StoreError, derive_status
 from engine.store_schema import SCHEMA_VERSION, connect_writer, migrate, to_iso
-from store_support import ISO_MS, FakeClock, count_rows, hl7, pause_writer, settle
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest_twisted.async_yield_fixture
-async def store(tmp_path, clock):
-    s = Store(tmp_path / "store.db", clock=clock)
-    yield s
-    await s.close()
+from store_support import ISO_MS, count_rows, hl7, pause_writer, settle
 
 
 # --- the writer -------------------------------------------------------------------------------

@@ -14,19 +14,7 @@ from engine.store import DEDUPE_SQL, IDEMPOTENCY_SQL, Store, StoreError
 from engine.retention import prune_batch
 from engine.store_queries import search_sql
 from engine.store_schema import connect_writer, migrate, to_iso
-from store_support import FakeClock, assert_indexed, control_ids, hl7, plans_of, populate, settle
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest_twisted.async_yield_fixture
-async def store(tmp_path, clock):
-    s = Store(tmp_path / "store.db", clock=clock)
-    yield s
-    await s.close()
+from store_support import assert_indexed, control_ids, hl7, plans_of, populate, settle
 
 
 # --- reads ------------------------------------------------------------------------------------

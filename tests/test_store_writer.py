@@ -7,26 +7,13 @@ from __future__ import annotations
 import sqlite3
 import time
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
 from engine import store_text
 from engine.store import Store
 from engine.store_schema import FTS_INSERT_SQL, connect_writer
-from store_support import FakeClock, hl7, settle
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest_twisted.async_yield_fixture
-async def store(tmp_path, clock):
-    s = Store(tmp_path / "store.db", clock=clock)
-    yield s
-    await s.close()
+from store_support import hl7, settle
 
 
 # --- held writes: the full-text index -----------------------------------------------------------
