@@ -346,6 +346,13 @@ class MllpPeer:
         self.thread.join(2)
 
 
+def relay_channel(port: int, extra: str = "", *, name: str = "peer") -> str:
+    """A channel file: an MLLP source on an ephemeral port and one MLLP destination ``name`` to
+    127.0.0.1:``port``; ``extra`` lines go into the destination table (ack_timeout, retry...)."""
+    return (f'[source]\ntype = "mllp"\nlisten = "127.0.0.1:0"\n\n[[destination]]\nname = "{name}"\n'
+            f'type = "mllp"\nconnect = "127.0.0.1:{port}"\n{extra}\n')
+
+
 def delivered_files(directory: Path) -> list[Path]:
     """The files a file destination finished writing, sorted: not its temp files (``.name.tmp-PID``,
     which ``Path.glob("*")`` lists too and which vanish when renamed into place)."""

@@ -13,7 +13,7 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import ADMIN_TOKEN, Daemon, MllpClient, MllpPeer, ack_for, api_call, hl7, wait_for
+from support import ADMIN_TOKEN, Daemon, MllpClient, MllpPeer, ack_for, api_call, hl7, relay_channel, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,18 +37,7 @@ type = "file"
 directory = "{outbox}"
 """
 
-RELAY = """
-[source]
-type = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "peer"
-type = "mllp"
-connect = "127.0.0.1:{port}"
-ack_timeout = "20s"
-retry = {{ interval = "100ms", backoff = 1.0, max_interval = "100ms" }}
-"""
+RELAY_RETRY = 'ack_timeout = "20s"\nretry = { interval = "100ms", backoff = 1.0, max_interval = "100ms" }'
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +47,7 @@ def world(tmp_path_factory):
     gate.set()
     peer = MllpPeer(lambda payload: ack_for(payload, "AA") if gate.wait(30) else None)
     daemon = Daemon(root / "d", {"counted": COUNTED.replace("{outbox}", str(root / "outbox")),
-                                 "relay": RELAY.format(port=peer.port)},
+                                 "relay": relay_channel(peer.port, RELAY_RETRY)},
                     extra_config='tokens = { ops = "ops-token-0123456789" }\n')
     daemon.start(2)
     yield daemon, peer, gate

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from support import ADMIN_TOKEN, Daemon, MllpClient, MllpPeer, ack_for, control_id_of, hl7, wait_for
+from support import ADMIN_TOKEN, Daemon, MllpClient, MllpPeer, ack_for, control_id_of, hl7, relay_channel, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +32,6 @@ mrn = "PID.3.1"
 name = "outbox"
 type = "file"
 directory = "{outbox}"
-""",
-    "relay": """
-[source]
-type = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "peer"
-type = "mllp"
-connect = "127.0.0.1:{port}"
 """,
 }
 
@@ -125,7 +115,7 @@ def site(tmp_path_factory):
     refuse.set()
     peer = MllpPeer(lambda payload: ack_for(payload, "AE" if refuse.is_set() else "AA"))
     channels = {"intake": CHANNELS["intake"].format(outbox=root / "outbox"),
-                "relay": CHANNELS["relay"].format(port=peer.port)}
+                "relay": relay_channel(peer.port)}
     daemon = Daemon(root / "d", channels)
     daemon.start(2)
     client = MllpClient(daemon.ports["intake"])

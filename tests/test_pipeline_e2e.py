@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from support import (Daemon, MllpClient, MllpPeer, ack_for, control_id_of, delivered_files, first_seen, free_port,
-                     hl7, wait_for)
+                     hl7, relay_channel, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -20,15 +20,8 @@ def mllp_source(extra: str = "") -> str:
 
 
 def to_ehr(port: int, extra: str = "", retry: str = FAST_RETRY) -> str:
-    """An MLLP source channel with one MLLP destination "ehr" on ``port``."""
-    return mllp_source() + f"""
-[[destination]]
-name = "ehr"
-type = "mllp"
-connect = "127.0.0.1:{port}"
-{extra}
-{retry}
-"""
+    """An MLLP source channel (with its account metadata) and one MLLP destination "ehr" on ``port``."""
+    return relay_channel(port, f"{extra}\n{retry}", name="ehr") + '[metadata]\naccount = "PID.18.1"\n'
 
 
 def send_all(daemon, channel: str, ids: list[str]) -> None:

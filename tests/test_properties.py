@@ -250,7 +250,7 @@ def message(field_sep: str, encoding: str, segment: str) -> str:
 @given(st.text(), delimiters)
 def test_an_escaped_value_reads_back_and_adds_nothing(value, delims):
     field_sep, encoding = delims
-    comp, rep, _esc, sub = encoding[0], encoding[1], encoding[2], encoding[3]
+    comp, rep, sub = encoding[0], encoding[1], encoding[3]
     escaped = escape(value, encoding, field_sep)
     segment = field_sep.join(["ZZZ", "left", escaped, f"a{comp}{escaped}{comp}b",
                               f"x{rep}{escaped}", f"s{sub}{escaped}", "right"])

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from support import Daemon, MllpClient, MllpPeer, free_port, hl7, wait_for
+from support import Daemon, MllpClient, MllpPeer, free_port, hl7, relay_channel, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -130,18 +130,9 @@ def test_edit_while_messages_flow_keeps_every_connection_and_message(pair):
 
 def test_queued_deliveries_go_out_after_their_destination_is_redeployed(tmp_path):
     dead = free_port()
-    relay = """
-[source]
-type = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "peer"
-type = "mllp"
-connect = "127.0.0.1:{port}"
-retry = {{ interval = "{interval}", backoff = 1.0, max_interval = "{interval}" }}
-"""
-    daemon = Daemon(tmp_path / "d", {"relay": relay.format(port=dead, interval="200ms")})
+    def relay(port: int, interval: str) -> str:
+        return relay_channel(port, f'retry = {{ interval = "{interval}", backoff = 1.0, max_interval = "{interval}" }}')
+    daemon = Daemon(tmp_path / "d", {"relay": relay(dead, "200ms")})
     daemon.start(1)
     peer = MllpPeer()
     try:
@@ -150,7 +141,7 @@ retry = {{ interval = "{interval}", backoff = 1.0, max_interval = "{interval}" }
             assert client.request(hl7(f"Q{number}"))["code"] == "AA"
         wait_for(lambda: channel_view(daemon, "relay")["destinations"][0]["depth"] == 5, what="five queued")
         before = last_reload(daemon)
-        (daemon.root / "channels" / "relay.toml").write_text(relay.format(port=peer.port, interval="100ms"))
+        (daemon.root / "channels" / "relay.toml").write_text(relay(peer.port, "100ms"))
         wait_reload(daemon, before, "relay redeployed", lambda s: s["redeployed"] == ["relay"])
         wait_for(lambda: len(peer.received) >= 5, what="the queued five delivered to the new peer")
         assert peer.control_ids()[:5] == [f"Q{number}" for number in range(5)]   # in order, none lost

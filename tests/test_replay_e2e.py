@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support import Daemon, MllpClient, MllpPeer, ack_for, control_id_of, free_port, hl7, wait_for
+from support import Daemon, MllpClient, MllpPeer, ack_for, control_id_of, free_port, hl7, relay_channel, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -240,16 +240,7 @@ def test_bulk_replay_keeps_order_while_live_traffic_flows(tmp_path):
     refusing.set()
     peer = MllpPeer(lambda payload: ack_for(payload, "AE" if refusing.is_set() and
                                             control_id_of(payload).startswith("BULK-") else "AA"))
-    channel_text = f"""
-[source]
-type = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "peer"
-type = "mllp"
-connect = "127.0.0.1:{peer.port}"
-"""
+    channel_text = relay_channel(peer.port)
     daemon = Daemon(tmp_path / "d", {"bulk": channel_text}).start(1)
     try:
         client = MllpClient(daemon.ports["bulk"])

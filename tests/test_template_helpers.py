@@ -16,7 +16,7 @@ from engine.hl7v2 import HL7View
 from engine.plugins import new_manager
 from engine.template_helpers import (
     cents, csv_field, csv_row, days_between, hl7_date, hl7_datetime, hl7_escape, hl7_now,
-    hl7_segment, money, now, today, xml_escape,
+    money, now, today, xml_escape,
 )
 from engine.templates import TemplateError, Templates
 
