@@ -72,7 +72,7 @@ class DestinationQueue:
         self.retry_at = datetime.now(timezone.utc)          # when the scheduled retry is due
         self._settled: list[defer.Deferred] = []
         self._sent_batch: list[tuple[int, str | None, int]] = []   # SENT records of this reactor turn
-        self._flush_call = None      # the end-of-turn write of _sent_batch
+        self._flush_call = None      # the end-of-turn write of _sent_batch (a DelayedCall)
         self._idle: list[defer.Deferred] = []
 
     # -- feeding ---------------------------------------------------------------------------
@@ -282,35 +282,34 @@ class DestinationQueue:
         to commit (tried: batches grew, and so did the crash test's re-sends, 5 -> 6-9 per kill)
         costs duplicates.  Failures are rare and keep one write each (``_record``), in order."""
         if not self._sent_batch:
-            self.unsettled += 1  # a waiting batch counts as one record until its write settles
+            self.unsettled += 1  # the batch counts as one record from now until its write settles
             self._flush_call = self.reactor.callLater(0, self._flush_sent)
         self._sent_batch.append((head.id, response, head.message_id))
 
     def _flush_sent(self) -> None:
-        if self._flush_call is not None and self._flush_call.active():
+        if self._flush_call.active():
             self._flush_call.cancel()
-        self._flush_call = None
         batch, self._sent_batch = self._sent_batch, []
-        self.unsettled -= 1  # _settling counts the write itself
-        d = self._settling(self.store.record_sent([(delivery_id, response) for delivery_id, response, _ in batch]))
+        d = self.store.record_sent([(delivery_id, response) for delivery_id, response, _ in batch])
+        d.addBoth(self._settled_one)
         d.addErrback(lambda failure: log.error(
             "{channel}/{destination}: SENT not recorded for messages {ids}: {error}", channel=self.channel,
             destination=self.name, ids=",".join(str(message_id) for _, _, message_id in batch),
             error=failure.getErrorMessage()))
 
     def _settling(self, d: defer.Deferred) -> defer.Deferred:
-        """Count a store write until it settles; wake ``_when_settled`` waiters at zero."""
+        """Count a store write until it settles."""
         self.unsettled += 1
+        return d.addBoth(self._settled_one)
 
-        def settled(result):
-            self.unsettled -= 1
-            if not self.unsettled:
-                waiting, self._settled = self._settled, []
-                for waiter in waiting:
-                    waiter.callback(None)
-            return result
-
-        return d.addBoth(settled)
+    def _settled_one(self, result):
+        """A counted write settled; wake the ``_when_settled`` waiters at zero."""
+        self.unsettled -= 1
+        if not self.unsettled:
+            waiting, self._settled = self._settled, []
+            for waiter in waiting:
+                waiter.callback(None)
+        return result
 
     def _when_settled(self) -> defer.Deferred:
         if not self.unsettled:

@@ -332,7 +332,7 @@ class Store(GroupCommitWriter):
             " next_attempt_at = ?, updated_at = ? WHERE id = ?",
             (new_status, error, response, retry_at, now, delivery_id),
         )
-        return self._rederive(conn, message_id)
+        return self._rederive(conn, [message_id])[message_id]
 
     def record_sent(self, sent: list[tuple[int, str | None]]) -> defer.Deferred:
         """Record many successful attempts ``(delivery_id, response)`` in one write: what
@@ -356,13 +356,14 @@ class Store(GroupCommitWriter):
             marks = ",".join("?" * len(chunk))
             message_ids = [row[0] for row in conn.execute(
                 f"SELECT DISTINCT message_id FROM deliveries WHERE id IN ({marks})", [d for d, _ in chunk])]
-            self._rederive_many(conn, message_ids)
+            self._rederive(conn, message_ids)
 
     @staticmethod
-    def _rederive_many(conn, message_ids: list[int]) -> None:
-        """``_rederive`` for many messages with two reads and one executemany."""
+    def _rederive(conn, message_ids: list[int]) -> dict[int, str]:
+        """Derive each message's status from its deliveries again (two reads, one executemany
+        for those that changed); ``{id: status}``."""
         if not message_ids:
-            return
+            return {}
         marks = ",".join("?" * len(message_ids))
         current = {row[0]: (row[1], row[2]) for row in conn.execute(
             f"SELECT id, status, error FROM messages WHERE id IN ({marks})", message_ids)}
@@ -370,25 +371,13 @@ class Store(GroupCommitWriter):
         for message_id, status in conn.execute(
                 f"SELECT message_id, status FROM deliveries WHERE message_id IN ({marks})", message_ids):
             statuses.setdefault(message_id, []).append(status)
-        changed = []
+        derived, changed = {}, []
         for message_id, (status, error) in current.items():
-            derived = derive_status(statuses.get(message_id, []), filtered=status == "FILTERED",
-                                    error=error is not None)
-            if derived != status:
-                changed.append((derived, message_id))
+            derived[message_id] = derive_status(statuses.get(message_id, []), filtered=status == "FILTERED",
+                                                error=error is not None)
+            if derived[message_id] != status:
+                changed.append((derived[message_id], message_id))
         conn.executemany("UPDATE messages SET status = ? WHERE id = ?", changed)
-
-    @staticmethod
-    def _rederive(conn, message_id: int) -> str:
-        status, error = conn.execute(
-            "SELECT status, error FROM messages WHERE id = ?", (message_id,)
-        ).fetchone()
-        statuses = [r[0] for r in conn.execute(
-            "SELECT status FROM deliveries WHERE message_id = ?", (message_id,)
-        ).fetchall()]
-        derived = derive_status(statuses, filtered=status == "FILTERED", error=error is not None)
-        if derived != status:
-            conn.execute("UPDATE messages SET status = ? WHERE id = ?", (derived, message_id))
         return derived
 
     def add_event(self, kind: str, *, channel: str | None = None, message_id: int | None = None,
