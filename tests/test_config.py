@@ -446,12 +446,13 @@ def test_destination_specific_checks(tmp_path):
                         'tls = { cert = "client.pem", verify = false }\n'
                         'retry = { interval = "10m", max_interval = "1m" }\n'
                         '[[destination]]\nname = "t"\ntype = "mllp"\nconnect = "10.0.0.1:6661"\n'
-                        'tls = { ca = "missing-ca.pem" }\n')
+                        'tls = { ca = "missing-ca.pem" }\nmax_in_flight = 0\n')
     problems = problems_of(write_tree(tmp_path, {"a.toml": channel}))
     assert "port 0 only makes sense for listening" in only(problems, "destination[m].connect").reason
     assert "cert and key go together" in only(problems, "destination[m].tls").reason
     assert "must not be shorter than interval" in only(problems, "destination[m].retry.max_interval").reason
     assert "file not found" in only(problems, "destination[t].tls.ca").reason
+    assert only(problems, "destination[t].max_in_flight").reason == "must be 1 to 64"
 
 
 def test_source_tls_needs_cert_and_key(tmp_path):

@@ -107,6 +107,13 @@ directory = "{tmp_path / 'huge'}"
   inline = "{huge}"
 
 [[destination]]
+name = "wide"
+type = "file"
+directory = "{tmp_path / 'wide'}"
+  [destination.transform]
+  inline = "{{{{ '{{:>1000000000000000}}'.format(msg['PID.5.1']) }}}}"
+
+[[destination]]
 name = "plain"
 type = "file"
 directory = "{tmp_path / 'plain'}"
@@ -128,6 +135,8 @@ directory = "{tmp_path / 'plain'}"
         by_destination = {(cid, dest): (status, error) for cid, dest, status, error in rows}
         for control_id in ("DL-1", "DL-2"):
             status, error = by_destination[(control_id, "huge")]
+            assert status == "ERROR" and "output exceeds 1048576 bytes" in error
+            status, error = by_destination[(control_id, "wide")]   # refused before it allocates
             assert status == "ERROR" and "output exceeds 1048576 bytes" in error
             assert by_destination[(control_id, "plain")][0] == "SENT"
         assert not (tmp_path / "huge").exists() or not list((tmp_path / "huge").iterdir())
