@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from twisted.internet import defer, task  # noqa: E402
 
-from engine.store import Store  # noqa: E402
+from engine.store.sqlite.store import Store  # noqa: E402
 
 
 def adt_a08(n: int) -> str:

@@ -10,7 +10,7 @@ import threading
 
 from twisted.internet import defer
 
-from engine.store import Store
+from engine.store.sqlite.store import Store
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

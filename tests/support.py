@@ -113,7 +113,7 @@ class Daemon:
         self.ports = {}
         self.log_lines = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "-c", str(self.config), "run"],
+            [sys.executable, "-m", "engine.cli.main", "-c", str(self.config), "run"],
             cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
@@ -212,7 +212,7 @@ def api_call(port: int, method: str, path: str, body=None, *, token: str | None 
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "engine.cli.main", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -9,11 +9,11 @@ import pytest
 from twisted.internet import defer, task
 
 from engine.admin.alerts import MAX_IDS, AlertMonitor
-from engine.config import AlertsConfig
-from engine.events import Events
+from engine.config.loader import AlertsConfig
+from engine.core.events import Events
 from engine.hookspecs import hookimpl
-from engine.plugins import load_plugins
-from engine.store_schema import iso_utc
+from engine.core.plugins import load_plugins
+from engine.store.sqlite.schema import iso_utc
 
 START = 1_795_000_000.0
 

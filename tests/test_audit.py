@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 
 from engine.admin.audit import GENESIS, AuditLog, entries, row_hash, verify_chain
-from engine.store import Store
+from engine.store.sqlite.store import Store
 from support import run_cli
 
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet import defer
 
-from engine import channel as channel_module
-from engine.channel import STALL_LIMIT, STALL_SECONDS, Channel
-from engine.pipeline import Outcome
+from engine.core import channel as channel_module
+from engine.core.channel import STALL_LIMIT, STALL_SECONDS, Channel
+from engine.core.pipeline import Outcome
 
 
 class SteppingClock:

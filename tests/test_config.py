@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, ConnectorOptions, OptionSpec, Problem, load_config
+from engine.config.loader import ConfigError, ConnectorOptions, OptionSpec, Problem, load_config
 
 # DESIGN.md §3.1, verbatim.
 CONFIG = '''

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from engine import faults
+from engine.core import faults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASS_TWICE = ("from engine import faults\n"
@@ -80,6 +80,6 @@ def test_unset_or_empty_environment_is_off():
 
 
 def test_bad_environment_stops_at_import():
-    result = run("import engine.faults", "kill_somewhere:0.5")
+    result = run("import engine.core.faults", "kill_somewhere:0.5")
     assert result.returncode != 0
     assert "unknown fault point 'kill_somewhere'" in result.stderr

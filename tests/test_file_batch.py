@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.connectors import file_batch
-from engine.connectors.file_batch import BatchFiles
-from engine.connectors.file_destination import FileDestination
-from engine.templates import Templates
+from engine.connectors.file import batch as file_batch
+from engine.connectors.file.batch import BatchFiles
+from engine.connectors.file.destination import FileDestination
+from engine.core.templates import Templates
 
 HEADER = "account,amount"
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from engine.connectors import file_inbox as inbox
-from engine.connectors.file_inbox import Entry
+from engine.connectors.file import inbox
+from engine.connectors.file.inbox import Entry
 from support import hl7
 
 BATCH_HEAD = ["FHS|^~\\&|EHR", "BHS|^~\\&|EHR"]

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet import defer, task
 
-from engine.channel import Receipt
-from engine.connectors import file_source
-from engine.connectors.file_source import FileSource
+from engine.core.channel import Receipt
+from engine.connectors.file import source as file_source
+from engine.connectors.file.source import FileSource
 from support import hl7
 
 

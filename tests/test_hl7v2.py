@@ -10,23 +10,13 @@ from pathlib import Path as FsPath
 import hl7
 import pytest
 
-from engine.hl7v2 import (
-    HL7View,
-    Path,
-    SegmentView,
-    build_ack,
-    build_reject,
-    build_segment,
-    escape,
-    format_hl7_datetime,
-    normalize_segments,
-    parse_ack,
-    parse_hl7_datetime,
-    parse_path,
-    peek_msh,
-    split_batch,
-    unescape,
-)
+from engine.hl7.view import HL7View, SegmentView
+from engine.hl7.path import Path, parse_path
+from engine.hl7.ack import build_ack, build_reject, parse_ack
+from engine.hl7.encoding import build_segment, escape, normalize_segments, unescape
+from engine.hl7.dates import format_hl7_datetime, parse_hl7_datetime
+from engine.hl7.msh import peek_msh
+from engine.hl7.batch import split_batch
 
 SAMPLES = FsPath(__file__).resolve().parent / "samples" / "hl7v2"
 SAMPLE_FILES = sorted(SAMPLES.glob("*.hl7"))

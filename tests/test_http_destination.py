@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from twisted.web.http_headers import Headers
 
-from engine.connectors.http_destination import HttpDestination, body_type, retry_after
-from engine.delivery import Delivery, PermanentError
-from engine.templates import Templates
+from engine.connectors.http.destination import HttpDestination, body_type, retry_after
+from engine.core.contracts import Delivery, PermanentError
+from engine.core.templates import Templates
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
-from engine.channel import Receipt
-from engine.connectors.http_source import LINGER_BYTES, LINGER_SECONDS, HttpSourceFactory
+from engine.core.channel import Receipt
+from engine.connectors.http.source import LINGER_BYTES, LINGER_SECONDS, HttpSourceFactory
 from support import hl7
 
 MAX_BODY = 64

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.hl7v2 import build_segment
-from engine.message import Message
-from engine.plugins import load_plugins
+from engine.hl7.encoding import build_segment
+from engine.core.message import Message
+from engine.core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "docs" / "collections-kit"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.message import Message
-from engine.pipeline import StageError
-from engine.plugins import load_plugins
+from engine.core.message import Message
+from engine.core.pipeline import StageError
+from engine.core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {"event": "payment", "payment_id": "P-1", "account": "ACC1", "mrn": "M1", "amount": "125.5",

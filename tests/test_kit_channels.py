@@ -17,8 +17,8 @@ import hl7
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from engine.checks import check
-from engine.dry_run import dry_run
+from engine.config.check import check
+from engine.runtime.dry_run import dry_run
 from support import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.hl7v2 import HL7View, normalize_segments
-from engine.message import Message
-from engine.pipeline import StageError
-from engine.plugins import load_plugins
+from engine.hl7.view import HL7View
+from engine.hl7.encoding import normalize_segments
+from engine.core.message import Message
+from engine.core.pipeline import StageError
+from engine.core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "tests" / "samples" / "hl7v2").glob("*.hl7"))

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.hl7v2 import build_segment
-from engine.message import Message
-from engine.pipeline import StageError
-from engine.plugins import load_plugins
+from engine.hl7.encoding import build_segment
+from engine.core.message import Message
+from engine.core.pipeline import StageError
+from engine.core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_OF = "2024-06-30"

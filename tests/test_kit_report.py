@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine import report
-from engine.store_schema import connect_reader, connect_writer, iso_utc, migrate
+from engine.cli import report
+from engine.store.sqlite.schema import connect_reader, connect_writer, iso_utc, migrate
 from support import run_cli
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)

@@ -8,17 +8,10 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from engine.hl7v2 import HL7View, peek_msh
-from engine.message import (
-    Message,
-    MessageParseError,
-    XmlView,
-    charset_codec,
-    decode_bytes,
-    decode_frame,
-    frame_codec,
-    parse_inbound,
-)
+from engine.hl7.view import HL7View
+from engine.hl7.msh import peek_msh
+from engine.core.message import Message, MessageParseError, XmlView, parse_inbound
+from engine.hl7.charset import charset_codec, decode_bytes, decode_frame, frame_codec
 
 PHI = "ZEBRAPHI"  # must never appear in an error message
 HL7 = ("MSH|^~\\&|EHR|HOSP|AGENCY|COLL|20240102030405||ADT^A08^ADT_A01|CTRL7|P|2.5\n"

@@ -1,6 +1,6 @@
 """The MLLP decoder over byte streams: RELIABILITY 1-10 at the framing level."""
 
-from engine.connectors.mllp_framing import FrameDecoder, frame
+from engine.connectors.mllp.framing import FrameDecoder, frame
 
 MSG = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|X1|P|2.5\rPID|1||123"
 

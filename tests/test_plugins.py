@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from engine import hookspecs
-from engine.plugins import BUILTIN_PLUGINS, PluginError, load_plugins
+from engine.core.plugins import BUILTIN_PLUGINS, PluginError, load_plugins
 from support import Daemon, MllpClient, hl7, wait_for
 
 HOOKS = sorted(name for name, value in vars(hookspecs).items()
@@ -24,10 +24,10 @@ PLUGIN = textwrap.dedent('''
     """A third-party plugin exercising every hook, as a plugins_dir file."""
     import json, os
     from pathlib import Path
-    from engine.config_schema import OptionSpec
-    from engine.delivery import SendResult
+    from engine.config.schema import OptionSpec
+    from engine.core.contracts import SendResult
     from engine.hookspecs import hookimpl
-    from engine.pipeline import FilterResult
+    from engine.core.pipeline import FilterResult
 
     class AccountSuffix:
         def __init__(self, options):
@@ -298,7 +298,7 @@ retry = {{ interval = "100ms", backoff = 1.0, max_interval = "100ms" }}
 
 def test_builtin_filters_take_their_options_from_a_channel_file(tmp_path):
     """TOML arrays reach plugins as tuples (frozen config): the built-ins must accept them."""
-    from engine.checks import check
+    from engine.config.check import check
 
     (tmp_path / "channels").mkdir()
     (tmp_path / "channels" / "f.toml").write_text(
@@ -315,7 +315,7 @@ def test_the_builtin_plugins_load_without_paramiko():
     import subprocess
     import sys
 
-    code = ("import sys; from engine.plugins import load_plugins; registry = load_plugins(None); "
+    code = ("import sys; from engine.core.plugins import load_plugins; registry = load_plugins(None); "
             "assert 'sftp' in registry.sources and 'sftp' in registry.destinations; "
             "print('paramiko' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

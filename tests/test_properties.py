@@ -24,10 +24,13 @@ from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from engine.channel import Receipt
-from engine.connectors.mllp import MllpServerFactory
-from engine.connectors.mllp_framing import FrameDecoder
-from engine.hl7v2 import HL7View, build_ack, build_segment, escape, parse_ack, peek_msh
+from engine.core.channel import Receipt
+from engine.connectors.mllp.source import MllpServerFactory
+from engine.connectors.mllp.framing import FrameDecoder
+from engine.hl7.view import HL7View
+from engine.hl7.ack import build_ack, parse_ack
+from engine.hl7.encoding import build_segment, escape
+from engine.hl7.msh import peek_msh
 
 VT, FS, CR = 0x0B, 0x1C, 0x0D
 FAST = settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])

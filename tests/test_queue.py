@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from twisted.internet import defer, task
 from twisted.logger import formatEvent, globalLogPublisher
 
-from engine.config import RetryConfig
-from engine.delivery import PermanentError, SendResult, TransientError
-from engine.events import Events
-from engine.queue import DestinationQueue
+from engine.config.loader import RetryConfig
+from engine.core.contracts import PermanentError, SendResult, TransientError
+from engine.core.events import Events
+from engine.core.queue import DestinationQueue
 
 
 class RecordingStore:

@@ -38,7 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from support import (Daemon, MllpClient, MllpPeer, ack_for, control_id_of, free_port, hl7, parse_ack,
                      wait_for)
 
-from engine.hl7v2 import HL7View
+from engine.hl7.view import HL7View
 
 pytestmark = pytest.mark.slow
 
@@ -529,7 +529,7 @@ def test_reliability_16_lf_and_crlf_segment_endings(world):
 
 def show_bytes(daemon: Daemon, *args: str) -> subprocess.CompletedProcess:
     """``switchboard ARGS`` with stdout as bytes (``show --original``)."""
-    return subprocess.run([sys.executable, "-m", "engine.cli", "-c", str(daemon.config), *args],
+    return subprocess.run([sys.executable, "-m", "engine.cli.main", "-c", str(daemon.config), *args],
                           cwd=daemon.root, env=daemon.env, capture_output=True, timeout=60)
 
 

@@ -14,7 +14,7 @@ from watchdog.events import (
     FileMovedEvent, FileOpenedEvent,
 )
 
-from engine.reload import Reloader, _Handler, relevant
+from engine.runtime.reload import Reloader, _Handler, relevant
 
 
 class Reactor(Clock):

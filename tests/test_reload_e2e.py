@@ -289,7 +289,7 @@ def test_a_new_file_that_does_not_load_is_reported_and_starts_nothing(pair):
 
 
 def test_an_edited_plugin_is_loaded_again_and_used(tmp_path):
-    plugin = ("from engine.hookspecs import hookimpl\nfrom engine.pipeline import FilterResult\n\n\n"
+    plugin = ("from engine.hookspecs import hookimpl\nfrom engine.core.pipeline import FilterResult\n\n\n"
               "class Gate:\n    name = 'gate'\n\n"
               "    def __init__(self, options):\n        self.options = options\n\n"
               "    def check(self, message, context):\n        return FilterResult({verdict}, 'gate')\n\n\n"

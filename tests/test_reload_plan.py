@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.plugins import load_plugins
-from engine.reload_plan import (
-    channel_fingerprint, load_lenient, plugins_fingerprint, prepare, template_fingerprint,
+from engine.core.plugins import load_plugins
+from engine.runtime.reload_plan import (
+    channel_fingerprint,
+    load_lenient,
+    plugins_fingerprint,
+    prepare,
+    template_fingerprint,
 )
 
 CONFIG = '[engine]\n[store]\npath = "var/s.db"\n[admin]\nlisten = "127.0.0.1:0"\ntoken = "t"\n'

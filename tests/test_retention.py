@@ -11,12 +11,17 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from engine import store_text
-from engine.retention import (
-    BATCH, Retention, _candidates, check_interval, count_prunable, prune_batch,
+from engine.store.sqlite import text as store_text
+from engine.runtime.retention import (
+    BATCH,
+    Retention,
+    _candidates,
+    check_interval,
+    count_prunable,
+    prune_batch,
 )
-from engine.store import Store
-from engine.store_schema import to_iso
+from engine.store.sqlite.store import Store
+from engine.store.sqlite.schema import to_iso
 from store_support import assert_indexed, hl7, plans_of
 
 DAY = 86400.0

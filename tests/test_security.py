@@ -41,10 +41,10 @@ from packaging.version import Version
 
 from support import ROOT, Daemon, MllpClient, MllpPeer, api_call, control_id_of, free_port, hl7, wait_for
 
-from engine.config_schema import ADMIN, TLS_CLIENT
-from engine.hl7v2 import HL7View
-from engine.message import MessageParseError, parse_inbound
-from engine.templates import TemplateError, Templates
+from engine.config.schema import ADMIN, TLS_CLIENT
+from engine.hl7.view import HL7View
+from engine.core.message import MessageParseError, parse_inbound
+from engine.core.templates import TemplateError, Templates
 
 PACKAGE_DIRS = (ROOT / "engine", ROOT / "plugins")
 

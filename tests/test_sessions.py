@@ -9,10 +9,8 @@ from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
 from engine.admin.auth import Tokens
-from engine.admin.sessions import (
-    COOKIE, DashboardSite, Sessions, cookie_value, csrf_ok, set_cookie_header,
-)
-from engine.connectors.http_source import Refusal
+from engine.admin.sessions import COOKIE, DashboardSite, Sessions, cookie_value, csrf_ok, set_cookie_header
+from engine.connectors.http.source import Refusal
 
 TOKEN = "the-admin-token"
 

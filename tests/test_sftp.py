@@ -18,12 +18,12 @@ import paramiko
 import pytest
 from twisted.internet import defer, task
 
-from engine.channel import Receipt
-from engine.config_schema import Context, check_table
-from engine.connectors import sftp
-from engine.delivery import Delivery, PermanentError, TransientError
-from engine.plugins import load_plugins
-from engine.templates import Templates
+from engine.core.channel import Receipt
+from engine.config.schema import Context, check_table
+from engine.connectors.sftp import destination as sftp
+from engine.core.contracts import Delivery, PermanentError, TransientError
+from engine.core.plugins import load_plugins
+from engine.core.templates import Templates
 from support import hl7
 
 

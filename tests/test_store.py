@@ -12,9 +12,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from engine import store_schema
-from engine.store import Store, StoreError, derive_status
-from engine.store_schema import SCHEMA_VERSION, connect_writer, migrate, to_iso
+from engine.store.sqlite import schema as store_schema
+from engine.store.sqlite.store import Store, StoreError, derive_status
+from engine.store.sqlite.schema import SCHEMA_VERSION, connect_writer, migrate, to_iso
 from store_support import ISO_MS, count_rows, hl7, pause_writer, settle
 
 
@@ -516,7 +516,7 @@ def test_reopening_a_migrated_store_does_not_import_sqlite_utils(tmp_path):
     import sys
 
     path = tmp_path / "store.db"
-    code = ("import sys, sqlite3; from engine.store_schema import connect_writer, migrate; "
+    code = ("import sys, sqlite3; from engine.store.sqlite.schema import connect_writer, migrate; "
             f"conn = connect_writer({str(path)!r}); print(migrate(conn), 'sqlite_utils' in sys.modules)")
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

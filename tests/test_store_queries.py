@@ -9,11 +9,11 @@ import json
 import pytest
 import pytest_twisted
 
-from engine import store_schema, store_text
-from engine.store import DEDUPE_SQL, IDEMPOTENCY_SQL, Store, StoreError
-from engine.retention import prune_batch
-from engine.store_queries import search_sql
-from engine.store_schema import connect_writer, migrate, to_iso
+from engine.store.sqlite import schema as store_schema, text as store_text
+from engine.store.sqlite.store import DEDUPE_SQL, IDEMPOTENCY_SQL, Store, StoreError
+from engine.runtime.retention import prune_batch
+from engine.store.sqlite.queries import search_sql
+from engine.store.sqlite.schema import connect_writer, migrate, to_iso
 from store_support import assert_indexed, control_ids, hl7, plans_of, populate, settle
 
 

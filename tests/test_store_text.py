@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.store_schema import connect_writer, migrate
-from engine.store_text import MAX_WORDS, indexed_through, match_expression
+from engine.store.sqlite.schema import connect_writer, migrate
+from engine.store.sqlite.text import MAX_WORDS, indexed_through, match_expression
 
 
 @pytest.mark.parametrize(

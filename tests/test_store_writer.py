@@ -10,9 +10,9 @@ import time
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from engine import store_text
-from engine.store import Store
-from engine.store_schema import FTS_INSERT_SQL, connect_writer
+from engine.store.sqlite import text as store_text
+from engine.store.sqlite.store import Store
+from engine.store.sqlite.schema import FTS_INSERT_SQL, connect_writer
 from store_support import hl7, settle
 
 

@@ -11,14 +11,25 @@ from decimal import Decimal
 import pytest
 from jinja2 import TemplateRuntimeError
 
-from engine import hl7v2, template_helpers
-from engine.hl7v2 import HL7View
-from engine.plugins import new_manager
-from engine.template_helpers import (
-    cents, csv_field, csv_row, days_between, hl7_date, hl7_datetime, hl7_escape, hl7_now,
-    money, now, today, xml_escape,
+from engine.hl7.dates import format_hl7_datetime, parse_hl7_datetime
+from engine.core import template_helpers
+from engine.hl7.view import HL7View
+from engine.core.plugins import new_manager
+from engine.core.template_helpers import (
+    cents,
+    csv_field,
+    csv_row,
+    days_between,
+    hl7_date,
+    hl7_datetime,
+    hl7_escape,
+    hl7_now,
+    money,
+    now,
+    today,
+    xml_escape,
 )
-from engine.templates import TemplateError, Templates
+from engine.core.templates import TemplateError, Templates
 
 MSH = "MSH|^~\\&|EPIC|MAIN|AGENCY|AG|20240115083000||ADT^A08|MSG0001|P|2.5"
 HOSTILE = "O'NEIL|X^Y~Z\\W&V\rMSH|^~\\&|EVIL\nZZZ|1\x0b\x1c"
@@ -28,7 +39,7 @@ HOSTILE = "O'NEIL|X^Y~Z\\W&V\rMSH|^~\\&|EVIL\nZZZ|1\x0b\x1c"
 def templates():
     """An environment built from what the hook returns, as the engine builds it."""
     manager = new_manager()
-    manager.register(template_helpers, name="engine.template_helpers")
+    manager.register(template_helpers, name="engine.core.template_helpers")
     (helpers,) = manager.hook.register_template_helpers()
     return Templates(None, filters=helpers["filters"], globals=helpers["globals"])
 
@@ -128,7 +139,7 @@ def test_hl7_now_is_current_and_parses_back():
     before = datetime.now(timezone.utc).replace(microsecond=0)
     stamp = hl7_now()
     after = datetime.now(timezone.utc)
-    parsed = hl7v2.parse_hl7_datetime(stamp)
+    parsed = parse_hl7_datetime(stamp)
     assert parsed is not None and parsed.tzinfo is not None
     assert before <= parsed <= after
 
@@ -157,7 +168,7 @@ def test_days_between(a, b, expected):
 
 
 def test_days_between_defaults_to_today(templates):
-    ninety_days_ago = hl7v2.format_hl7_datetime(date.today() - timedelta(days=90), "day")
+    ninety_days_ago = format_hl7_datetime(date.today() - timedelta(days=90), "day")
     assert days_between(ninety_days_ago) == 90
     assert render(templates, "{{ days_between(d) > 60 }}", d=ninety_days_ago) == "True"
 

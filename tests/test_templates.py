@@ -8,8 +8,8 @@ import time
 import jinja2
 import pytest
 
-from engine.hl7v2 import HL7View
-from engine.templates import TemplateError, Templates
+from engine.hl7.view import HL7View
+from engine.core.templates import TemplateError, Templates
 
 ADT = (
     "MSH|^~\\&|EPIC|MAIN|AGENCY|AG|20240115083000||ADT^A08|MSG0001|P|2.5\r"

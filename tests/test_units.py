@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.units import format_address, parse_address, parse_duration, parse_size
+from engine.core.units import format_address, parse_address, parse_duration, parse_size
 
 SECONDS_PER = {"ms": 0.001, "s": 1, "m": 60, "h": 60 * 60, "d": 24 * 60 * 60}
 BYTES_PER = {"B": 1, "KB": 1024, "MB": 1024 * 1024, "GB": 1024 * 1024 * 1024}

@@ -35,9 +35,9 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from engine.admin.metrics import age_seconds
-from engine.replay import ReplayError, Selection, time_bound
-from engine.service import ChannelStateError
-from engine.store_schema import normalize_status
+from engine.runtime.replay import ReplayError, Selection, time_bound
+from engine.runtime.services import ChannelStateError
+from engine.store.sqlite.schema import normalize_status
 
 log = Logger(namespace="switchboard.admin")
 

@@ -24,7 +24,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from engine.store_schema import iso_utc
+from engine.store.sqlite.schema import iso_utc
 
 GENESIS = "0" * 64
 COLUMNS = ("id", "at", "who", "action", "target", "detail", "prev_hash", "hash")

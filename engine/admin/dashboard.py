@@ -41,9 +41,9 @@ from twisted.web import resource, server
 from engine.admin.api import ApiError, channel_views, in_thread, search_filters
 from engine.admin.display import age, hl7_markup, looks_like_hl7
 from engine.admin.sessions import csrf_ok, cookie_value, set_cookie_header
-from engine.replay import ReplayError, Selection
-from engine.service import ChannelStateError
-from engine.store_schema import MESSAGE_STATUSES
+from engine.runtime.replay import ReplayError, Selection
+from engine.runtime.services import ChannelStateError
+from engine.store.sqlite.schema import MESSAGE_STATUSES
 
 log = Logger(namespace="switchboard.dashboard")
 

@@ -27,7 +27,7 @@ from engine.admin.auth import Tokens
 from engine.admin.dashboard import Dashboard
 from engine.admin.metrics import Metrics
 from engine.admin.sessions import DashboardSite, Sessions
-from engine.replay import Replayer
+from engine.runtime.replay import Replayer
 
 log = Logger(namespace="switchboard.admin")
 

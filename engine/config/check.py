@@ -1,0 +1,98 @@
+"""Loading a config the way the daemon does, and ``switchboard check``: every problem at once.
+
+Plugins can add connector types with option schemas of their own, and ``plugins_dir`` is itself
+set in ``config.toml``; so loading is two-phase: read ``[engine] plugins_dir``, load the plugins,
+then load and validate the whole config against the built-in plus plugin schemas.
+
+``check`` goes one step further, as buildbot's checkconfig does: it compiles every ``when``
+expression and template and builds every destination connector, collecting each failure with the
+file and key it belongs to.  Nothing listens and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from engine.config.loader import ConfigError, Problem, load_config
+from engine.config.schema import ConnectorOptions
+from engine.core.pipeline import ChannelPipeline, PipelineError
+from engine.core.plugins import PluginError, Registry, load_plugins
+
+
+def plugins_dir_of(path) -> Path:
+    """``[engine] plugins_dir`` read ahead of full validation (errors surface in phase two)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        value = data.get("engine", {}).get("plugins_dir", "plugins")
+    except (OSError, ValueError, AttributeError):
+        value = "plugins"
+    return path.parent / (value if isinstance(value, str) else "plugins")
+
+
+def connector_options(registry: Registry) -> ConnectorOptions:
+    options = ConnectorOptions.builtin()
+    for side, classes in (("source", registry.sources), ("destination", registry.destinations)):
+        for cls in classes.values():
+            schema = getattr(cls, "option_schema", None)
+            if schema is not None and options.schema(side, cls.type_name) is None:
+                options.register(side, cls.type_name, schema, inbound=getattr(cls, "default_inbound", "hl7"))
+    return options
+
+
+def load(path, *, environ=None):
+    """(config, registry) for the daemon; raises ConfigError (or PluginError inside it)."""
+    try:
+        registry = load_plugins(plugins_dir_of(path))
+    except PluginError as error:
+        raise ConfigError([Problem(str(plugins_dir_of(path)), "plugins", str(error))]) from None
+    config = load_config(path, environ=environ, connector_options=connector_options(registry))
+    return config, registry
+
+
+def check(path, *, environ=None):
+    """Return (config or None, registry or None, list of Problem)."""
+    try:
+        config, registry = load(path, environ=environ)
+    except ConfigError as error:
+        return None, None, list(error.problems)
+    from engine.runtime.services import ConnectorContext, build_templates
+
+    templates = build_templates(config, registry)
+    problems: list[Problem] = []
+    for channel in config.channels:
+        where = str(channel.file)
+        problems.extend(_open_webhook(channel, where))
+        try:
+            ChannelPipeline(channel, registry, templates)
+        except PipelineError as error:
+            problems.extend(Problem(where, key, reason) for key, reason in error.problems)
+        for destination in channel.destinations:
+            cls = registry.destinations.get(destination.type)
+            key = f"destination[{destination.name}]"
+            if cls is None:
+                problems.append(Problem(where, f"{key}.type", f"no destination type {destination.type!r}"))
+                continue
+            try:
+                cls(destination, ConnectorContext(channel.name, templates, None), None)
+            except Exception as error:  # a connector refusing its options: report, don't crash
+                problems.append(Problem(where, key, f"{type(error).__name__}: {error}"))
+    return config, registry, problems
+
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _open_webhook(channel, where: str) -> list[Problem]:
+    """An HTTP source reachable from other hosts must authenticate its callers (a token or
+    mutual TLS): an unauthenticated payments webhook would let anyone post money."""
+    source = channel.source
+    if source.type != "http" or not channel.enabled:
+        return []
+    host = (source.options.get("listen") or ("127.0.0.1", 0))[0]
+    tls = source.options.get("tls") or {}
+    if host.startswith(LOOPBACK) or source.options.get("token") or tls.get("client_ca"):
+        return []
+    return [Problem(where, "source.token", f"the http source listens on {host}, beyond this host, without "
+                    "a token or mutual TLS (tls.client_ca); set one of them")]

@@ -1,0 +1,1 @@
+"""The message's way: contracts, message, pipeline, channel, queue, templates, events, plugins."""

@@ -1,0 +1,1 @@
+"""The message store behind one interface: all SQL lives in this package."""
