@@ -76,7 +76,7 @@ def test_shipped_channels_pass_check_and_test():
     config = ROOT / "config.toml"
     result = run_cli("-c", str(config), "check", cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    from engine.config.check import load
+    from engine.config.loading import load
 
     shipped, _registry = load(config)
     assert shipped.channels, "no shipped channel"

@@ -12,7 +12,7 @@ import pytest
 from engine.core import faults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PASS_TWICE = ("from engine import faults\n"
+PASS_TWICE = ("from engine.core import faults\n"
               "faults.point('kill_after_commit_before_ack'); print('passed 1', flush=True)\n"
               "faults.point('kill_after_commit_before_ack'); print('passed 2', flush=True)\n")
 

@@ -17,7 +17,7 @@ import hl7
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from engine.config.check import check
+from engine.runtime.check import check
 from engine.runtime.dry_run import dry_run
 from support import run_cli
 

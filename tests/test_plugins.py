@@ -298,7 +298,7 @@ retry = {{ interval = "100ms", backoff = 1.0, max_interval = "100ms" }}
 
 def test_builtin_filters_take_their_options_from_a_channel_file(tmp_path):
     """TOML arrays reach plugins as tuples (frozen config): the built-ins must accept them."""
-    from engine.config.check import check
+    from engine.runtime.check import check
 
     (tmp_path / "channels").mkdir()
     (tmp_path / "channels" / "f.toml").write_text(

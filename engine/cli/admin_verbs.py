@@ -95,7 +95,7 @@ def open_config(path, *, lenient: bool = False):
     ``lenient``: only a problem in config.toml or the plugins is fatal; a broken channel file is
     left out silently.  For commands that talk to the running daemon (replay): it keeps the
     previous version of such a channel, and judges the files itself in its answer."""
-    from engine.config.check import load, plugins_dir_of
+    from engine.config.loading import load, plugins_dir_of
     from engine.config.loader import ConfigError
     from engine.core.plugins import PluginError, load_plugins
     from engine.runtime.reload_plan import load_lenient

@@ -220,7 +220,7 @@ def status_command(args, path) -> int:
 
 def _open_store_leniently(path):
     """(config without the channels whose files have problems, store, those problems)."""
-    from engine.config.check import plugins_dir_of
+    from engine.config.loading import plugins_dir_of
     from engine.cli.tool_verbs import CommandError
     from engine.core.plugins import PluginError, load_plugins
     from engine.runtime.reload_plan import load_lenient

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from engine.config.check import check
+from engine.runtime.check import check
 from engine.core.units import parse_address, parse_duration
 
 

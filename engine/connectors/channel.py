@@ -20,6 +20,10 @@ class ChannelSource:
     def __init__(self, channel_config, sink, reactor) -> None:
         self.sink = sink
 
+    def retarget(self, sink) -> None:
+        """What arrives from now on goes to ``sink`` (live reload)."""
+        self.sink = sink
+
     def start(self):
         return None
 

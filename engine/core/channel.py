@@ -10,13 +10,13 @@ destination queues are fed in the order messages were received.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from engine.core import faults
+from engine.core.contracts import EventKind, Receipt
 from engine.core.message import Message
 from engine.core.pipeline import ERROR, FILTERED
 
@@ -25,20 +25,9 @@ log = Logger(namespace="switchboard.channel")
 # The pipeline runs in the reactor: while one message's filters and transforms run, every channel
 # waits.  Ordinary messages take well under a millisecond; a message that takes STALL_SECONDS is a
 # template loop (cut at the render time limit, 2 s) or a slow plugin step, and STALL_LIMIT of them
-# in a row pause the channel (engine/service.py) so that it cannot keep the others waiting.
+# in a row pause the channel (engine/runtime/services.py) so that it cannot keep the others waiting.
 STALL_SECONDS = 1.0
 STALL_LIMIT = 3
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What a source needs to answer: taken or not, and why not (PHI-free)."""
-
-    message_id: int | None
-    ok: bool
-    duplicate: bool = False
-    status: str = "RECEIVED"
-    error: str | None = None
 
 
 class Channel:
@@ -111,9 +100,9 @@ class Channel:
         faults.point("kill_after_commit_before_ack")  # crash tests: committed, the sender has no ACK yet
         message_id, duplicate, status, delivery_ids = stored
         if duplicate:
-            self.events.emit("duplicate", self.name, message_id)
+            self.events.emit(EventKind.DUPLICATE, self.name, message_id)
             return Receipt(message_id, True, duplicate=True)
-        self.events.emit("received", self.name, message_id)
+        self.events.emit(EventKind.RECEIVED, self.name, message_id)
         self._after_commit(message_id, outcome, delivery_ids, meta)
         failed = self.ack_mode == "processed" and status == ERROR
         return Receipt(message_id, not failed, status=status,
@@ -134,7 +123,7 @@ class Channel:
 
     def note_rejected(self, reason: str) -> None:
         """A frame the source refused before storing it (AR): counted, reason only."""
-        self.events.emit("rejected", self.name, reason=reason)
+        self.events.emit(EventKind.REJECTED, self.name, reason=reason)
 
     def note_event(self, kind: str, detail: str) -> None:
         self.events.emit(kind, self.name, reason=detail)
@@ -159,18 +148,24 @@ class Channel:
         # message, the ACK follows this call); this is "committed, in-memory queues not yet fed"
         faults.point("kill_after_commit_before_queueing")
         self._record_verdicts(message_id, outcome)
+        self.announce(message_id, outcome, delivery_ids, meta)
+
+    def announce(self, message_id: int, outcome, delivery_ids: dict, meta: dict | None, plans=None) -> None:
+        """The one committed-outcome fan-out (processing, recovery and replay): the outcome's events,
+        then each QUEUED delivery pushed to its queue.  ``plans``: the destinations concerned (a
+        replay to one destination), by default all of them."""
         if outcome.status == FILTERED:
             reason = outcome.filters[-1].name if outcome.filters else ""
-            self.events.emit("filtered", self.name, message_id, reason=reason)
+            self.events.emit(EventKind.FILTERED, self.name, message_id, reason=reason)
         elif outcome.status == ERROR and outcome.error:
             log.warn("{channel}: message {id} ERROR: {reason}", channel=self.name, id=message_id,
                      reason=outcome.error)
-            self.events.emit("error", self.name, message_id, reason=outcome.error)
-        for plan in outcome.destinations:
+            self.events.emit(EventKind.ERROR, self.name, message_id, reason=outcome.error)
+        for plan in outcome.destinations if plans is None else plans:
             if plan.status == "QUEUED":
                 self.queues[plan.name].push(delivery_ids[plan.name], message_id, plan.body, meta)
             elif plan.status == ERROR:
-                self.events.emit("error", self.name, message_id, destination=plan.name, reason=plan.error)
+                self.events.emit(EventKind.ERROR, self.name, message_id, destination=plan.name, reason=plan.error or "")
 
     def _record_verdicts(self, message_id: int, outcome) -> None:
         """Keep why the filters decided, as events ``switchboard report`` counts: the stopping

@@ -7,20 +7,11 @@ never changes what happens to a message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twisted.logger import Logger
 
+from engine.core.contracts import EventKind, MessageEvent
+
 log = Logger(namespace="switchboard.events")
-
-
-@dataclass(frozen=True)
-class MessageEvent:
-    kind: str                   # received | duplicate | rejected | filtered | queued | sent | error | replayed
-    channel: str
-    message_id: int | None = None
-    destination: str | None = None
-    reason: str = ""            # PHI-free: stage names, status codes, exception type names
 
 
 class Events:
@@ -28,12 +19,12 @@ class Events:
         self.hook = hook
         self.listeners: list = []   # in-process observers (metrics); same contract as the hook
 
-    def emit(self, kind: str, channel: str, message_id: int | None = None, *,
+    def emit(self, kind: EventKind | str, channel: str, message_id: int | None = None, *,
              destination: str | None = None, reason: str = "") -> None:
-        event = MessageEvent(kind, channel, message_id, destination, reason)
+        event = MessageEvent(EventKind(kind).value, channel, message_id, destination, reason)
         for listener in self.listeners:
             listener(event)
         try:
             self.hook.message_event(event=event)
         except Exception:
-            log.failure("a message_event plugin raised for {kind} on {channel}", kind=kind, channel=channel)
+            log.failure("a message_event plugin raised for {kind} on {channel}", kind=event.kind, channel=channel)

@@ -36,7 +36,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from engine.core import faults
-from engine.core.contracts import Delivery, PermanentError, TransientError
+from engine.core.contracts import Delivery, EventKind, PermanentError, TransientError
 
 log = Logger(namespace="switchboard.queue")
 
@@ -210,7 +210,7 @@ class DestinationQueue:
             self.failures = 0
             self.last_error = None
         self._record_sent(delivery, result.response if result else None)
-        self.events.emit("sent", self.channel, delivery.message_id, destination=self.name)
+        self.events.emit(EventKind.SENT, self.channel, delivery.message_id, destination=self.name)
         self.kick()
 
     def _failed(self, failure, delivery: Delivery) -> None:
@@ -243,7 +243,7 @@ class DestinationQueue:
                          possible_duplicate=possible_duplicate)
             log.warn("{channel}/{destination}: message {id} ERROR: {reason}", channel=self.channel,
                      destination=self.name, id=delivery.message_id, reason=reason)
-            self.events.emit("error", self.channel, delivery.message_id, destination=self.name, reason=reason)
+            self.events.emit(EventKind.ERROR, self.channel, delivery.message_id, destination=self.name, reason=reason)
             self.kick()
             return
         delay = self.backoff(self.failures, getattr(error, "retry_after", None))

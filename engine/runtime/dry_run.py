@@ -10,13 +10,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from engine.core.message import Message
-from engine.core.pipeline import ChannelPipeline
+from engine.core.pipeline import PipelineError
+from engine.runtime.assembly import build_templates, compile_channel
 
 
 def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[dict]:
-    from engine.runtime.services import build_templates
-
-    pipeline = ChannelPipeline(channel_config, registry, build_templates(config, registry))
+    compiled = compile_channel(channel_config, registry, build_templates(config, registry))
+    if compiled.pipeline is None:
+        raise PipelineError(compiled.problems)
+    pipeline = compiled.pipeline
     results = []
     for number, raw in enumerate(raw_messages, 1):
         message = Message(raw, channel_config.inbound, id=number, channel=channel_config.name,

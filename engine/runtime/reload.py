@@ -42,7 +42,8 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from watchdog.events import FileSystemEventHandler
 
-from engine.core.channel import Channel
+from engine.connectors.listener import ListeningSource
+from engine.runtime.assembly import Built, build_channel
 from engine.runtime.reload_plan import channel_fingerprint, label, plugins_fingerprint, prepare
 from engine.store.sqlite.schema import iso_utc
 
@@ -315,48 +316,32 @@ def redeploy(engine, service, config, pipeline) -> defer.Deferred:
 
 @defer.inlineCallbacks
 def _redeploy(engine, service, config, pipeline):
-    from engine.core.queue import DestinationQueue
-    from engine.runtime.services import ConnectorContext
-
-    old_config, old_channel, old_source, old_queues = service.config, service.channel, service.source, service.queues
-    state, reactor, store = service.state, engine.reactor, engine.store
-    channel = Channel(config, store=store, pipeline=pipeline, events=engine.events, reactor=reactor)
-    context = ConnectorContext(config.name, engine.templates, engine)
-    old_destinations = {destination.name: destination for destination in old_config.destinations}
-    queues, fresh = {}, []
-    for destination in config.destinations:
-        queue = old_queues.get(destination.name)
-        cls = engine.registry.destinations[destination.type]
-        if queue is None or old_destinations.get(destination.name) != destination or type(queue.connector) is not cls:
-            queue = DestinationQueue(config.name, destination, cls(destination, context, reactor), store,
-                                     engine.events, reactor)
-            fresh.append(queue)
-        queues[destination.name] = queue
-    channel.queues = queues
-    cls = engine.registry.sources[config.source.type]
-    restart = False
-    if (old_config.source, old_config.inbound) == (config.source, config.inbound) and type(old_source) is cls \
-            and retarget(old_source, channel):
-        source, how = old_source, "source kept"
+    old_channel, old_source, old_queues, state = service.channel, service.source, service.queues, service.state
+    running = Built(service.config, old_channel, old_source, old_queues, [])
+    built = build_channel(config, registry=engine.registry, templates=engine.templates, store=engine.store,
+                          events=engine.events, reactor=engine.reactor, find_channel=engine.channels.get,
+                          pipeline=pipeline, running=running)
+    source, restart = built.source, False
+    if source is old_source:
+        how = "source kept"
     else:
-        source = cls(config, channel, reactor)
         how = "source rebuilt"
         if state == "started":
-            if takeover(old_source, source):
+            if isinstance(source, ListeningSource) and source.take_over(old_source):
                 how = "listener kept"
             else:
                 yield defer.maybeDeferred(old_source.stop)
                 restart, how = True, "listener rebound"
         restart = restart or state == "failed"
-    service.adopt(config, channel, source, queues)
+    service.adopt(config, built.channel, source, built.queues)
     metrics = getattr(engine.admin, "metrics", None)
     if metrics is not None:
         metrics.channel_added(service)
     yield old_channel.wait_idle()          # what the old version took is stored and queued
-    retired = [queue for name, queue in old_queues.items() if queues.get(name) is not queue]
+    retired = [queue for name, queue in old_queues.items() if built.queues.get(name) is not queue]
     yield defer.DeferredList([queue.stop_after_send() for queue in retired], consumeErrors=True)
     if state in ("started", "paused", "failed"):
-        for queue in fresh:
+        for queue in built.fresh:
             queue.start()                  # loads every QUEUED row, the old queue's leftovers first
     if restart:
         try:
@@ -382,48 +367,6 @@ def _log_started(service, how: str) -> None:
         where = ""
     log.info("channel {channel} started: {type} source{where}, {n} destination(s) (redeployed; {how})",
              channel=service.name, type=service.config.source.type, where=where, n=len(service.queues), how=how)
-
-
-def retarget(source, channel) -> bool:
-    """Point a running source at a new sink; False when the source has no known sink attribute."""
-    factory = getattr(source, "factory", None)
-    if factory is not None and hasattr(factory, "sink"):
-        factory.sink = channel
-        return True
-    if hasattr(source, "sink"):
-        source.sink = channel
-        return True
-    return False
-
-
-def takeover(old, new) -> bool:
-    """Hand ``old``'s listening port and open connections to ``new`` (same address and TLS).
-
-    The port keeps listening (its factory, or the TLS wrapper's inner factory, is swapped) and each
-    open connection's protocol is pointed at the new factory, so its next frame or request reaches
-    the new channel; what it sent before is answered by the old one."""
-    from engine.connectors.listener import ListeningSource
-
-    if not (isinstance(old, ListeningSource) and isinstance(new, ListeningSource)) or old.port is None:
-        return False
-    if (old.options.get("listen"), old.options.get("tls")) != (new.options.get("listen"), new.options.get("tls")):
-        return False
-    port = old.port
-    outer = port.factory
-    if getattr(outer, "wrappedFactory", None) is old.factory:
-        outer.wrappedFactory = new.factory
-    elif outer is old.factory:
-        port.factory = new.factory
-    else:
-        return False
-    new.factory.doStart()
-    old.factory.doStop()
-    for connection in list(old.factory.connections):
-        connection.factory = new.factory
-        new.factory.connections.add(connection)
-    old.factory.connections.clear()
-    new.port, old.port = port, None
-    return True
 
 
 @defer.inlineCallbacks

@@ -1,7 +1,7 @@
 """What a live reload would deploy: the configuration on disk, loaded file by file, fully validated
-and fingerprinted.  Pure work for a thread; ``engine.reload`` applies the result in the reactor.
+and fingerprinted.  Pure work for a thread; ``engine.runtime.reload`` applies the result in the reactor.
 
-Why not ``engine.checks.check``: ``load_config`` is all-or-nothing by design (``switchboard check``
+Why not ``engine.runtime.check.check``: ``load_config`` is all-or-nothing by design (``switchboard check``
 lists every problem and the daemon refuses to start), but a reload must not let one broken
 channel file hold back a fixed one.  ``load_lenient`` therefore drives the same ``config.ConfigLoader``
 steps as ``load_config`` (read, settings, channels, cross_check) and sorts the problems by file:
@@ -28,10 +28,11 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
-from engine.config.check import connector_options, plugins_dir_of
+from engine.config.loading import connector_options, plugins_dir_of
 from engine.config.loader import Config, ConfigError, ConfigLoader, Problem
-from engine.core.pipeline import ChannelPipeline, PipelineError
+from engine.core.pipeline import ChannelPipeline
 from engine.core.plugins import PluginError, Registry, load_plugins
+from engine.runtime.assembly import build_templates, compile_channel
 
 MISSING = "missing"
 
@@ -156,35 +157,8 @@ def _relabel(problems: list[Problem], base: Path) -> list[Problem]:
     return [Problem(label(Path(problem.file).resolve(), base), problem.key, problem.reason) for problem in problems]
 
 
-def validate_channel(channel, registry: Registry, templates) -> tuple[ChannelPipeline | None, list[tuple[str, str]]]:
-    """``check``'s second phase for one channel: (compiled pipeline or None, [(key, reason)])."""
-    from engine.runtime.services import ConnectorContext
-
-    problems: list[tuple[str, str]] = []
-    pipeline = None
-    try:
-        pipeline = ChannelPipeline(channel, registry, templates)
-    except PipelineError as error:
-        problems.extend(error.problems)
-    if registry.sources.get(channel.source.type) is None:
-        problems.append(("source.type", f"no source type {channel.source.type!r}"))
-    for destination in channel.destinations:
-        cls = registry.destinations.get(destination.type)
-        key = f"destination[{destination.name}]"
-        if cls is None:
-            problems.append((f"{key}.type", f"no destination type {destination.type!r}"))
-            continue
-        try:   # as ``check`` does: built without a reactor, so it cannot connect anywhere
-            cls(destination, ConnectorContext(channel.name, templates, None), None)
-        except Exception as error:  # a connector refusing its options: report, never crash the daemon
-            problems.append((key, f"{type(error).__name__}: {error}"))
-    return (None if problems else pipeline), problems
-
-
 def prepare(path, running: Registry, running_plugins: str, *, environ=None) -> Plan:
     """In a thread: load, validate and fingerprint the configuration on disk."""
-    from engine.runtime.services import build_templates
-
     path = Path(path).resolve()
     base = path.parent
     plugins_dir = plugins_dir_of(path)
@@ -209,7 +183,8 @@ def prepare(path, running: Registry, running_plugins: str, *, environ=None) -> P
         if not channel.enabled:
             valid.append(channel)
             continue
-        pipeline, found = validate_channel(channel, registry, plan.templates)
+        compiled = compile_channel(channel, registry, plan.templates)
+        pipeline, found = compiled.pipeline, compiled.problems
         if found:
             where = label(channel.file, base)
             plan.problems.extend(Problem(where, key, reason) for key, reason in found)

@@ -39,8 +39,9 @@ from pathlib import Path
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
+from engine.core.contracts import EventKind
 from engine.core.message import Message
-from engine.core.pipeline import ERROR, FILTERED, QUEUED
+from engine.core.pipeline import FILTERED, QUEUED
 from engine.store.sqlite.replay import delivery_rows, replay_result
 from engine.store.sqlite.schema import normalize_status, to_iso
 from engine.core.units import parse_duration
@@ -243,9 +244,8 @@ class Replayer:
     # -- the channel as it is on disk -------------------------------------------------------
     def _pipelines(self, channels: set[str]) -> dict:
         """In a thread: {channel: (ChannelPipeline, ChannelConfig)} built from the files on disk."""
-        from engine.core.pipeline import ChannelPipeline, PipelineError
+        from engine.runtime.assembly import build_templates, compile_channel
         from engine.runtime.reload_plan import load_lenient
-        from engine.runtime.services import build_templates
 
         engine = self.engine
         config, problems, bad_files = load_lenient(engine.config.path, engine.registry)
@@ -270,11 +270,11 @@ class Replayer:
                 raise ReplayError(409, f"channel {name}'s destinations on disk ({', '.join(on_disk) or 'none'}) "
                                        f"are not the running ones ({', '.join(running) or 'none'}); restart the "
                                        "daemon to pick them up, then replay")
-            try:
-                built[name] = (ChannelPipeline(channel_config, engine.registry, templates), channel_config)
-            except PipelineError as error:
+            compiled = compile_channel(channel_config, engine.registry, templates)
+            if compiled.pipeline is None:
                 raise ReplayError(409, f"channel {name} does not build from the files on disk",
-                                  [f"{key}: {reason}" for key, reason in error.problems]) from None
+                                  [f"{key}: {reason}" for key, reason in compiled.problems])
+            built[name] = (compiled.pipeline, channel_config)
         return built
 
     # -- processing -------------------------------------------------------------------------
@@ -318,16 +318,8 @@ class Replayer:
 
         def stored(result):
             status, delivery_ids = result
-            queues = engine.channel_services[channel_config.name].queues
-            for plan in plans:
-                if plan.status == QUEUED:
-                    queues[plan.name].push(delivery_ids[plan.name], message_id, plan.body, meta)
-                elif plan.status == ERROR:
-                    engine.events.emit("error", channel_config.name, message_id, destination=plan.name,
-                                       reason=plan.error or "")
-            if outcome.status == ERROR and outcome.error:
-                engine.events.emit("error", channel_config.name, message_id, reason=outcome.error)
-            engine.events.emit("replayed", channel_config.name, message_id, reason=f"by {who}")
+            engine.channels[channel_config.name].announce(message_id, outcome, delivery_ids, meta, plans=plans)
+            engine.events.emit(EventKind.REPLAYED, channel_config.name, message_id, reason=f"by {who}")
             statuses[status] += 1
 
         def failed(failure):

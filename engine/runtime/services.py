@@ -10,38 +10,18 @@ its writer and closes.  One channel failing to start (its port taken, say) is lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from engine.core.channel import Channel
 from engine.core.events import Events
-from engine.core.pipeline import ChannelPipeline
 from engine.core.plugins import Registry, load_plugins
 from engine.core.queue import DestinationQueue
+from engine.runtime.assembly import build_channel, build_templates
 from engine.store.sqlite.store import Store
-from engine.core.templates import Templates
 
 log = Logger(namespace="switchboard.engine")
-
-
-@dataclass
-class ConnectorContext:
-    """What a destination connector may use of the engine: no more (no god object)."""
-
-    channel_name: str
-    templates: Templates
-    engine: "Engine"
-
-    def find_channel(self, name: str):
-        return self.engine.channels.get(name)
-
-
-def build_templates(config, registry: Registry) -> Templates:
-    return Templates(config.engine.transforms_dir, filters=registry.template_filters,
-                     globals=registry.template_globals)
 
 
 class ChannelStateError(Exception):
@@ -64,17 +44,10 @@ class ChannelService(service.Service):
 
     def build(self, store) -> None:
         engine = self.engine
-        pipeline = ChannelPipeline(self.config, engine.registry, engine.templates)
-        self.channel = Channel(self.config, store=store, pipeline=pipeline, events=engine.events,
-                               reactor=engine.reactor)
+        built = build_channel(self.config, registry=engine.registry, templates=engine.templates, store=store,
+                              events=engine.events, reactor=engine.reactor, find_channel=engine.channels.get)
+        self.channel, self.source, self.queues = built.channel, built.source, built.queues
         self.channel.on_stalled = self._stalled
-        context = ConnectorContext(self.name, engine.templates, engine)
-        for destination in self.config.destinations:
-            connector = engine.registry.destinations[destination.type](destination, context, engine.reactor)
-            queue = DestinationQueue(self.name, destination, connector, store, engine.events, engine.reactor)
-            self.queues[destination.name] = queue
-        self.channel.queues = self.queues
-        self.source = engine.registry.sources[self.config.source.type](self.config, self.channel, engine.reactor)
 
     def change(self, action: str) -> defer.Deferred:
         """The admin API's start | stop | pause, serialized per channel."""

@@ -104,6 +104,10 @@ class FileSource:
 
     # -- life --------------------------------------------------------------------------------
     @defer.inlineCallbacks
+    def retarget(self, sink) -> None:
+        """What arrives from now on goes to ``sink`` (live reload)."""
+        self.sink = sink
+
     def start(self):
         if self.split == "hl7-batch" and self.inbound != "hl7":
             raise ValueError(f'split = "hl7-batch" needs inbound = "hl7" (this channel\'s inbound is '

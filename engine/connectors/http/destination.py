@@ -195,7 +195,7 @@ class HttpDestination:
     def content_type(self) -> str:
         if self._content_type is not None:
             return self._content_type
-        channel = self.context.find_channel(self.channel) if self.context.engine is not None else None
+        channel = self.context.find_channel(self.channel)
         kind = body_type(getattr(channel, "config", None), self.config)
         return CONTENT_TYPES.get(kind, "text/plain") + "; charset=utf-8"
 

@@ -165,6 +165,10 @@ class SftpSource:
         self.problem: str | None = None
 
     # -- life --------------------------------------------------------------------------------
+    def retarget(self, sink) -> None:
+        """What arrives from now on goes to ``sink`` (live reload)."""
+        self.sink = sink
+
     def start(self) -> None:
         """Begin polling.  A server that is down is not a start failure: each poll retries."""
         if self.options["split"] == "hl7-batch" and self.inbound != "hl7":

@@ -1,12 +1,9 @@
-"""Loading a config the way the daemon does, and ``switchboard check``: every problem at once.
+"""Loading a config the way the daemon does: plugins first, then every file against their schemas.
 
 Plugins can add connector types with option schemas of their own, and ``plugins_dir`` is itself
 set in ``config.toml``; so loading is two-phase: read ``[engine] plugins_dir``, load the plugins,
-then load and validate the whole config against the built-in plus plugin schemas.
-
-``check`` goes one step further, as buildbot's checkconfig does: it compiles every ``when``
-expression and template and builds every destination connector, collecting each failure with the
-file and key it belongs to.  Nothing listens and nothing is stored.
+then load and validate the whole config against the built-in plus plugin schemas.  ``switchboard
+check`` (``engine.runtime.check``) goes on to compile every channel.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ from pathlib import Path
 
 from engine.config.loader import ConfigError, Problem, load_config
 from engine.config.schema import ConnectorOptions
-from engine.core.pipeline import ChannelPipeline, PipelineError
 from engine.core.plugins import PluginError, Registry, load_plugins
 
 
@@ -51,40 +47,10 @@ def load(path, *, environ=None):
     return config, registry
 
 
-def check(path, *, environ=None):
-    """Return (config or None, registry or None, list of Problem)."""
-    try:
-        config, registry = load(path, environ=environ)
-    except ConfigError as error:
-        return None, None, list(error.problems)
-    from engine.runtime.services import ConnectorContext, build_templates
-
-    templates = build_templates(config, registry)
-    problems: list[Problem] = []
-    for channel in config.channels:
-        where = str(channel.file)
-        problems.extend(_open_webhook(channel, where))
-        try:
-            ChannelPipeline(channel, registry, templates)
-        except PipelineError as error:
-            problems.extend(Problem(where, key, reason) for key, reason in error.problems)
-        for destination in channel.destinations:
-            cls = registry.destinations.get(destination.type)
-            key = f"destination[{destination.name}]"
-            if cls is None:
-                problems.append(Problem(where, f"{key}.type", f"no destination type {destination.type!r}"))
-                continue
-            try:
-                cls(destination, ConnectorContext(channel.name, templates, None), None)
-            except Exception as error:  # a connector refusing its options: report, don't crash
-                problems.append(Problem(where, key, f"{type(error).__name__}: {error}"))
-    return config, registry, problems
-
-
 LOOPBACK = ("127.", "::1", "localhost")
 
 
-def _open_webhook(channel, where: str) -> list[Problem]:
+def open_webhook(channel, where: str) -> list[Problem]:
     """An HTTP source reachable from other hosts must authenticate its callers (a token or
     mutual TLS): an unauthenticated payments webhook would let anyone post money."""
     source = channel.source
