@@ -35,7 +35,8 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from engine.admin.metrics import age_seconds
-from engine.runtime.replay import ReplayError, Selection, time_bound
+from engine.core.units import parse_time_bound
+from engine.runtime.replay import ReplayError, Selection
 from engine.runtime.services import ChannelStateError
 from engine.store.sqlite.schema import normalize_status
 
@@ -328,7 +329,7 @@ def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
             filters["status"] = normalize_status(filters["status"])
         for key in ("since", "until"):
             if key in filters:
-                filters[key] = time_bound(filters[key])
+                filters[key] = parse_time_bound(filters[key])
         for key, low, high, default in (("limit", 1, MAX_LIMIT, 100), ("offset", 0, None, 0)):
             number = int(filters.get(key, default))
             if number < low or (high is not None and number > high):

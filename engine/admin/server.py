@@ -1,7 +1,7 @@
 """The admin listener and what it serves, wired for one engine.
 
-``start_admin(engine)`` is called by ``Engine.startService`` once the store is open and the
-channels are built (before their sources start, so the metrics see every message).  It resolves
+``AdminServer(engine)`` is built by engine/app.py once the store is open and the channels are
+built, in the reactor turn their sources open, so the metrics see every message.  It resolves
 the tokens (generating ``admin.token`` beside the store when none is configured), builds the
 audit log, metrics, the replayer and the alert monitor, and listens on ``[admin] listen``; it logs
 ``admin API listening on HOST:PORT`` (tests parse it) and writes that address to
@@ -101,13 +101,3 @@ class AdminServer:
         for channel in list(self.site.connections):
             if channel.transport is not None:
                 channel.transport.loseConnection()
-
-
-def start_admin(engine) -> AdminServer | None:
-    try:
-        server = AdminServer(engine)
-    except Exception:
-        log.failure("admin API, metrics, audit and alerts not started")
-        return None
-    server.start()
-    return server

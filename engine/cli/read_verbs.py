@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.core.units import parse_duration
+from engine.core.units import parse_time_bound
 
 
 def add_search_arguments(parser) -> None:
@@ -40,22 +40,15 @@ def open_store(path):
 
 
 def time_bound(value: str | None):
-    """'1h' means one hour ago; anything else is passed on as an ISO time."""
+    """``--since`` / ``--until``: ``parse_time_bound`` with its sentence as the CLI's error."""
     if value is None:
         return None
-    from datetime import datetime, timedelta, timezone
+    from engine.cli.tool_verbs import CommandError
 
     try:
-        return datetime.now(timezone.utc) - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        from engine.cli.tool_verbs import CommandError
-
-        raise CommandError(f"{value!r} is neither a duration (1h, 30d) nor an ISO time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parse_time_bound(value)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
 
 
 def search_filters(args) -> dict:

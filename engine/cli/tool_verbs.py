@@ -40,17 +40,17 @@ def run_daemon(args, path) -> int:
     config, registry = checked(path)
     from twisted.internet import reactor
 
+    from engine.app import build
     from engine.runtime.logs import start_logging
-    from engine.runtime.services import Engine
     from engine.store.sqlite.store import StoreError
 
     start_logging(config.engine.log_level, config.engine.log_format)
-    engine = Engine(config, reactor=reactor, registry=registry)
+    daemon, _engine = build(config, reactor=reactor, registry=registry)
     outcome = {"code": 0}
 
     def start():
         try:
-            engine.startService()
+            daemon.startService()
         except (StoreError, OSError) as error:
             print(f"switchboard run: cannot open the store {config.store.path}: {error}", file=sys.stderr)
             outcome["code"] = 1
@@ -64,7 +64,7 @@ def run_daemon(args, path) -> int:
             reactor.stop()
 
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: engine.stopService() if engine.running else None)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: daemon.stopService() if daemon.running else None)
     reactor.run()
     return outcome["code"]
 

@@ -14,12 +14,12 @@ import re
 import xml.etree.ElementTree as ElementTree
 from datetime import datetime
 
+from engine.hl7.acceptance import check_hl7
 from engine.hl7.encoding import normalize_segments
 from engine.hl7.msh import Msh, peek_msh
 from engine.hl7.view import HL7View
 
 INBOUND_TYPES = frozenset({"hl7", "json", "csv", "xml", "text"})
-MIN_MSH_FIELDS = 12
 _UNSET = object()
 _DTD = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 
@@ -153,18 +153,13 @@ class Message:
 def parse_inbound(raw: str, inbound: str) -> None:
     """Validate eagerly (the HTTP source answers 400 before storing).
 
-    For hl7 this is the ACK gate of RELIABILITY 14 as well: an MSH with at least 12 fields and a
-    non-empty MSH-10; the rest of the message is not parsed.
+    For hl7 this is the one acceptance check of every HL7 source (``engine.hl7.acceptance``):
+    only MSH is read.
     """
     _check_inbound(inbound)
     if inbound != "hl7":
         _PARSERS[inbound](raw)
         return
-    msh = peek_msh(normalize_segments(raw))
-    if msh is None:
-        raise MessageParseError("not an HL7 message: the first segment is not MSH")
-    if msh.field_count < MIN_MSH_FIELDS:
-        raise MessageParseError(
-            f"MSH has {msh.field_count} fields; at least {MIN_MSH_FIELDS} are required")
-    if not msh.control_id:
-        raise MessageParseError("MSH-10 (message control id) is empty")
+    _msh, problem = check_hl7(normalize_segments(raw))
+    if problem is not None:
+        raise MessageParseError(problem)

@@ -105,3 +105,30 @@ def format_address(address: tuple[str, int]) -> str:
     """The inverse of parse_address, for messages: ("::1", 2575) -> "[::1]:2575"."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_time_bound(value, now=None):
+    """A time bound of a search or replay: ``1h`` means one hour before ``now``; anything else is
+    an ISO 8601 time (naive means UTC).  ValueError with one sentence when it is neither, or when
+    it lies outside the calendar (``99999999999d``)."""
+    from datetime import datetime, timedelta, timezone
+
+    now = now or datetime.now(timezone.utc)
+    text = str(value).strip()
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        pass
+    else:
+        try:
+            return now - timedelta(seconds=seconds)
+        except OverflowError:
+            raise ValueError(f"{text!r} reaches before the year 1") from None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration (1h, 30d) nor an ISO time") from None
+    try:
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range") from None

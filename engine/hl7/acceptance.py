@@ -15,7 +15,7 @@ BATCH_HEADERS = ("FHS", "BHS")
 def check_hl7(text: str) -> tuple[Msh | None, str | None]:
     """Return (msh, None) for an acceptable message, else (msh or None, PHI-free reason)."""
     if not text.strip():
-        return None, "empty frame"
+        return None, "not an HL7 message: the frame is empty"
     msh = peek_msh(text)
     if msh is None:
         return None, "not an HL7 message: the first segment is not MSH"

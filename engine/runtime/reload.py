@@ -384,14 +384,6 @@ def add_channel(engine, config):
     yield service.exclusive(service.start_channel)
 
 
-def start_reloader(engine) -> Reloader | None:
-    try:
-        return Reloader(engine).start()
-    except Exception:  # noqa: BLE001 - the daemon serves on without live reload
-        log.failure("live reload not started")
-        return None
-
-
 class _Handler(FileSystemEventHandler):
     """Runs in watchdog's thread: hand relevant events to the reactor, nothing else."""
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 from twisted.internet import defer, task, threads
@@ -44,7 +44,7 @@ from engine.core.message import Message
 from engine.core.pipeline import FILTERED, QUEUED
 from engine.store.sqlite.replay import delivery_rows, replay_result
 from engine.store.sqlite.schema import normalize_status, to_iso
-from engine.core.units import parse_duration
+from engine.core.units import parse_time_bound
 
 log = Logger(namespace="switchboard.replay")
 
@@ -59,21 +59,6 @@ class ReplayError(Exception):
     def __init__(self, code: int, reason: str, problems: list[str] | None = None) -> None:
         super().__init__(reason)
         self.code, self.reason, self.problems = code, reason, list(problems or [])
-
-
-def time_bound(value, now: datetime | None = None) -> datetime:
-    """'1h' means one hour before now; otherwise an ISO 8601 time (naive = UTC)."""
-    now = now or datetime.now(timezone.utc)
-    text = str(value).strip()
-    try:
-        return now - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither a duration (1h, 30d) nor an ISO time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -112,7 +97,7 @@ class Selection:
                 values["status"] = normalize_status(_text(data, "status"))
             for key in ("since", "until"):
                 if data.get(key) is not None:
-                    values[key] = time_bound(_text(data, key))
+                    values[key] = parse_time_bound(_text(data, key))
         except ValueError as error:
             raise ReplayError(400, str(error)) from None
         if data.get("destination") is not None:

@@ -1,10 +1,10 @@
-"""The daemon's Twisted service tree: ``Engine`` (a MultiService) -> one ``ChannelService`` each.
+"""The channels' Twisted services: ``Engine`` (a MultiService) -> one ``ChannelService`` each.
 
-Start order: open the store, build every channel (pipeline compiled, connectors made), start the
-destination queues (recovering QUEUED entries), process messages left RECEIVED, then open the
-sources.  Stop order is the reverse and graceful: sources stop accepting, in-flight messages get
-their answers (their commits finish), queues stop after the send in progress, the store drains
-its writer and closes.  One channel failing to start (its port taken, say) is logged and marked
+Start order (the store is already open: engine/app.py): build every channel (pipeline compiled,
+connectors made), start the destination queues (recovering QUEUED entries), process messages left
+RECEIVED, then open the sources.  Stop order is the reverse and graceful: sources stop accepting,
+in-flight messages get their answers (their commits finish), queues stop after the send in
+progress.  One channel failing to start (its port taken, say) is logged and marked
 ``failed``; the others serve on.
 """
 
@@ -156,7 +156,7 @@ class ChannelService(service.Service):
 class Engine(service.MultiService):
     """The daemon: the store, the plugin registry, the templates and every enabled channel."""
 
-    def __init__(self, config, *, reactor=None, registry: Registry | None = None) -> None:
+    def __init__(self, config, *, store_service, reactor=None, registry: Registry | None = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -164,14 +164,16 @@ class Engine(service.MultiService):
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
+        self.store_service = store_service
         self.registry = registry or load_plugins(config.engine.plugins_dir)
         self.templates = build_templates(config, self.registry)
         self.events = Events(self.registry.hook)
         self.store: Store | None = None
         self.channels: dict[str, Channel] = {}
         self.channel_services: dict[str, ChannelService] = {}
-        self.admin = None   # engine/admin/server.py: the admin API, metrics, audit log and alerts
-        self.reloader = None   # engine/reload.py: live reload on file changes and SIGHUP
+        self.admin = None        # set by engine/app.py: the admin API, metrics, audit log and alerts
+        self.reloader = None     # set by engine/app.py: live reload on file changes and SIGHUP
+        self.retention = None    # set by engine/app.py: pruning by [store] retention
         self.started: defer.Deferred = defer.Deferred()
         for channel_config in config.channels:
             if channel_config.enabled:
@@ -181,41 +183,18 @@ class Engine(service.MultiService):
 
     def startService(self) -> None:
         service.Service.startService(self)
-        self.config.store.path.parent.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.config.store.path, reactor=self.reactor)
-        from engine.runtime.retention import Retention
-
-        self.retention = Retention(self.store, self.config.store.retention, self.reactor)
-        self.retention.start()  # prunes content older than [store] retention while the daemon runs
+        self.store = self.store_service.store
         for child in self.channel_services.values():
             child.build(self.store)
             self.channels[child.name] = child.channel
-        from engine.admin.server import start_admin
-
-        self.admin = start_admin(self)
         d = defer.DeferredList([c.start_channel() for c in self.channel_services.values()])
         for child in self.channel_services.values():
             service.Service.startService(child)
-        d.addCallback(lambda _: self._start_live_reload())
         d.addCallback(lambda _: log.info("switchboard started: {n} channel(s), store {path}",
                                          n=len(self.channel_services), path=str(self.config.store.path)))
         d.addCallback(lambda _: self.started.callback(self))
 
-    def _start_live_reload(self) -> None:
-        """Once every channel has started (a reload never races a first start)."""
-        from engine.runtime.reload import start_reloader
-
-        self.reloader = start_reloader(self)
-
-    @defer.inlineCallbacks
     def stopService(self):
-        if self.reloader is not None:
-            yield self.reloader.stop()
-        if self.admin is not None:
-            yield self.admin.stop()
-        yield service.MultiService.stopService(self)
-        if getattr(self, "retention", None) is not None:
-            yield self.retention.stop()  # its batch in flight commits before the store closes
-        if self.store is not None:
-            yield self.store.close()
-        log.info("switchboard stopped")
+        d = service.MultiService.stopService(self)
+        d.addCallback(lambda _: log.info("channels stopped"))
+        return d

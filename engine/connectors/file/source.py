@@ -103,11 +103,11 @@ class FileSource:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args, **kwargs)
 
     # -- life --------------------------------------------------------------------------------
-    @defer.inlineCallbacks
     def retarget(self, sink) -> None:
         """What arrives from now on goes to ``sink`` (live reload)."""
         self.sink = sink
 
+    @defer.inlineCallbacks
     def start(self):
         if self.split == "hl7-batch" and self.inbound != "hl7":
             raise ValueError(f'split = "hl7-batch" needs inbound = "hl7" (this channel\'s inbound is '

@@ -4,7 +4,7 @@ Every function takes a plain DB-API connection (a read-only SQLite one from ``St
 plain dicts shaped like the CLI's and the admin API's JSON (DESIGN §3.6), so the CLI can read the
 store whether or not the daemon runs (WAL lets readers and the one writer work side by side).
 
-Each query is written to be answered from an index (``tests/test_store.py`` checks the plans);
+Each query is written to be answered from an index (``tests/unit/store/test_store.py`` checks the plans);
 the SQL is deliberately plain (no SQLite-only syntax) so it ports to PostgreSQL (DESIGN §4). The
 two-query reads (rows, then their metadata) run inside one read transaction so they see one
 snapshot; every cursor is drained with ``fetchall`` so no read snapshot outlives a call and
@@ -193,7 +193,7 @@ def search(conn: sqlite3.Connection, **filters) -> list[dict]:
     "control_id", "meta"}``. Filters: see :func:`search_sql`; ``type`` without a ``^`` (``ADT``)
     matches every trigger of that message code.
 
-    Every plan is answered from an index (``tests/test_store_queries.py`` checks each filter
+    Every plan is answered from an index (``tests/unit/store/test_store_queries.py`` checks each filter
     and their combinations). A bare code standing for several types is searched type by type,
     each an indexed newest-first walk of ``limit + offset`` rows, and the pages merged: one
     ``type IN (...)`` would make SQLite sort every message of those types."""

@@ -362,7 +362,7 @@ def _m005_planner_stats(db: sqlite_utils.Database) -> None:
     and control id walked the whole channel in time order (to save sorting a handful of rows)
     instead of looking the control id up; a channel + metadata search did the same. Fixed
     sqlite_stat1 rows (SQLite's documented way to steer plans) say that a channel, status or type
-    holds many messages and a control id or a metadata value few; ``tests/test_store.py`` checks
+    holds many messages and a control id or a metadata value few; ``tests/unit/store/test_store.py`` checks
     the plans. A later ``ANALYZE`` replaces them with measured numbers."""
     db.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1 when it is missing
     db.conn.executemany(
