@@ -48,7 +48,8 @@ def import_mirth(files: list[Path], out: Path, *, strict: bool, force: bool, std
         print(line, file=stdout)
     print(f"{NOTES}: {items} item{'s' if items != 1 else ''} need{'s' if items == 1 else ''} a person.", file=stdout)
     if strict and items:
-        print(f"--strict: {items} item{'s' if items != 1 else ''} in {out / NOTES} need a person.", file=stderr)
+        print(f"--strict: {items} item{'s' if items != 1 else ''} in {out / NOTES} "
+              f"need{'s' if items == 1 else ''} a person.", file=stderr)
         return 1
     return 0
 
@@ -116,7 +117,7 @@ def _code_templates(export: Export, converted, outputs: dict[str, str], summary:
             extracted = code_templates.extract_table(template.code) if template.kind != "DRAG_AND_DROP_CODE" else None
             if extracted and template.functions:
                 rows, options = extracted
-                table = slug(template.functions[0], "table").replace("-", "_") if False else template.functions[0]
+                table = template.functions[0]
                 if table not in tables:
                     tables.add(table)
                     outputs[f"lookups/{table}.csv"] = code_templates.table_csv(rows)
