@@ -12,7 +12,7 @@ from engine.importers.mirth import e4x, rules, steps
 from engine.importers.mirth.toml_text import literal, quote, quote_multiline
 from engine.importers.mirth.velocity import Velocity
 
-from .mirth_support import channel, check_output, export, imported, notes, run
+from .mirth_support import channel, check_output, export, imported, notes
 
 
 @pytest.mark.parametrize("source, path", [
