@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from engine.cli import admin_verbs as cli_admin, read_verbs as cli_read, tool_verbs as cli_tools, report
+from engine.cli import admin_verbs as cli_admin, import_mirth, read_verbs as cli_read, report, tool_verbs as cli_tools
 from engine.runtime import retention
 
 
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.add_audit_arguments(audit)
     prune = verb("prune", "clear the content of messages older than the retention window (ERROR, QUEUED kept)")
     retention.add_prune_arguments(prune)
+    import_mirth.add_arguments(verb("import", "convert Mirth Connect channel exports into channel files"))
     return parser
 
 
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay": cli_admin.replay_command,
         "audit": cli_admin.audit_command,
         "prune": retention.prune_command,
+        "import": import_mirth.command,
     }
     try:
         return handlers[args.verb](args, config_path(args)) or 0

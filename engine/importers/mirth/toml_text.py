@@ -5,7 +5,7 @@ what was approximated), which TOML writers drop; the values we write are strings
 floats, arrays and inline tables, and quoting those is a few lines.  Everything written here is read
 back by ``tomllib`` in the tests.
 
-``${`` in a string is the config loader's variable syntax (engine/config_schema.py): text that must
+``${`` in a string is the config loader's variable syntax (engine/config/schema.py): text that must
 stay literal goes through :func:`literal` (``${`` -> ``$${``) before it is quoted.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ import shutil
 import tomllib
 from pathlib import Path
 
-from engine.checks import check
+from engine.runtime.check import check
 from engine.importers.mirth import import_mirth
 from engine.importers.mirth.toml_text import dumps
 
