@@ -39,6 +39,7 @@ from engine.x12.delimiters import (
 from engine.x12.errors import GROUP, INTERCHANGE, SET, X12Error, X12SyntaxError
 
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ENVELOPE = frozenset(("ISA", "GS", "GE", "IEA"))
 _BREAKS = "\r\n"
 
@@ -73,6 +74,7 @@ class FunctionalGroup:
     first: int
     last: int = -1
     sets: list[TransactionSet] = field(default_factory=list)
+    ge_count: int | None = None  # GE-01 as a number; None when GE is missing or GE-01 is not one
     errors: list[X12Error] = field(default_factory=list)
 
     def _gs(self, n: int) -> str:
@@ -103,9 +105,7 @@ class FunctionalGroup:
 class Interchange:
     """An interchange as read: its segments, groups and every error found.
 
-    ``segments`` are the clean segment texts (no terminator, no line break); ``raw`` holds, for
-    the same index, the text as it came (with the line break that preceded it), so that a split
-    can copy a transaction set verbatim.  ``isa`` is the 16 ISA elements plus the id at index 0,
+    ``segments`` are the segment texts without terminator or line break.  ``isa`` is the 16 ISA elements plus the id at index 0,
     read by fixed position (best effort when the ISA is broken, for the TA1's addresses).
     ``end`` is where the next interchange of the same text begins, or None.
     """
@@ -114,7 +114,6 @@ class Interchange:
     delimiters: Delimiters | None
     isa: tuple[str, ...]
     segments: list[str] = field(default_factory=list)
-    raw: list[str] = field(default_factory=list)
     groups: list[FunctionalGroup] = field(default_factory=list)
     errors: list[X12Error] = field(default_factory=list)
     end: int | None = None
@@ -181,11 +180,16 @@ def _count(value: str) -> int | None:
 
 
 def _where(segment: str, index: int, delims: Delimiters) -> tuple[int, int]:
-    """Element and component (1-based) holding character ``index`` of ``segment``."""
-    head = segment[:index]
-    element = head.count(delims.element)
-    last = head.rsplit(delims.element, 1)[-1] if element else ""
-    return element, (last.count(delims.component) + 1 if element else 0)
+    """Element and component (1-based) holding character ``index`` of ``segment``; the component
+    is 0 when the element is not composite (IK4-1 gives it only for composites)."""
+    element = segment.count(delims.element, 0, index)
+    if not element:
+        return 0, 0
+    value = segment.split(delims.element)[element]
+    if delims.component not in value:
+        return element, 0
+    start = segment.rfind(delims.element, 0, index) + 1
+    return element, segment.count(delims.component, start, index) + 1
 
 
 def parse_interchange(data: str | bytes, start: int | None = None) -> Interchange:
@@ -240,44 +244,38 @@ class _Reader:
 
     # -- the pass -----------------------------------------------------------------------------
 
-    def _segments(self) -> list[tuple[str, str, str]]:
-        """(clean text, raw text, problem) per segment; problem is '', 'noterm' or 'tail'."""
+    def _segments(self) -> list[tuple[str, str]]:
+        """(text, problem) per segment; problem is '', 'noterm' (a line break where the
+        terminator should be) or 'tail' (the text ends without a terminator)."""
         d, text = self.d, self.text
-        body = text[self.start:]
-        pieces = body.split(d.segment)
-        out: list[tuple[str, str, str]] = []
+        pieces = text[self.start:].split(d.segment)
+        out: list[tuple[str, str]] = []
         offset = self.start
         newline_term = d.segment == "\n"
         last = len(pieces) - 1
         for n, raw in enumerate(pieces):
             piece = raw if newline_term else raw.strip(_BREAKS)
-            if piece.startswith("ISA") and n:  # the next interchange
-                lead = len(raw) - len(raw.lstrip(_BREAKS + " \t"))
-                self.result.end = offset + lead
+            if n and piece.startswith("ISA"):  # the next interchange
+                self.result.end = offset + len(raw) - len(raw.lstrip(_BREAKS + " \t"))
                 break
             offset += len(raw) + 1
             if not piece:
                 continue
             if not newline_term and ("\n" in piece or "\r" in piece):
-                lines = [line for line in re.split(r"\r\n|\r|\n", piece) if line]
-                lead = raw[:len(raw) - len(raw.lstrip(_BREAKS))]
-                for k, line in enumerate(lines):
-                    out.append((line, (lead if k == 0 else d.suffix or "\n") + line,
-                                "noterm" if k < len(lines) - 1 else ""))
-                if n == last:
-                    out[-1] = (out[-1][0], out[-1][1], "tail")
+                lines = [line for line in _LINE_BREAK.split(piece) if line]
+                out.extend((line, "noterm") for line in lines[:-1])
+                out.append((lines[-1], "tail" if n == last else ""))
                 continue
-            out.append((piece, raw, "tail" if n == last else ""))
+            out.append((piece, "tail" if n == last else ""))
         return out
 
     def run(self) -> None:
         d, result = self.d, self.result
         segments = self._segments()
-        result.segments = [s for s, _r, _p in segments]
-        result.raw = [r for _s, r, _p in segments]
+        result.segments = [s for s, _p in segments]
         ascii_ok = self.text.isascii()
         sep = d.element
-        for i, (seg, _raw, problem) in enumerate(segments):
+        for i, (seg, problem) in enumerate(segments):
             position = i + 1
             cut = seg.find(sep)
             seg_id = seg[:cut] if cut != -1 else seg
@@ -412,12 +410,10 @@ class _Reader:
         counted = i - tset.first + 1
         if _count(_element(seg, sep, 1)) != counted:
             self._set("4", "SE", position, f"segment {position} (SE-01): the segment count does "
-                      f"not match the {counted} segments from ST to SE", element=1,
-                      segment_code="8", element_code="7")
+                      f"not match the {counted} segments from ST to SE", element=1)
         if _element(seg, sep, 2) != tset.st2:
             self._set("3", "SE", position, f"segment {position} (SE-02): the control number "
-                      f"does not match ST-02 at segment {tset.first + 1}", element=2,
-                      segment_code="8", element_code="7")
+                      f"does not match ST-02 at segment {tset.first + 1}", element=2)
         self.tset = None
 
     def _ge(self, seg: str, i: int) -> None:
@@ -431,7 +427,8 @@ class _Reader:
             return
         group.last = i
         sep = self.d.element
-        if _count(_element(seg, sep, 1)) != len(group.sets):
+        group.ge_count = _count(_element(seg, sep, 1))
+        if group.ge_count != len(group.sets):
             group.errors.append(X12Error(
                 GROUP, "GE", position, "5", f"segment {position} (GE-01): the transaction set "
                 f"count does not match the {len(group.sets)} sets in the group", element=1))
