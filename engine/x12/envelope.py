@@ -7,7 +7,7 @@ transaction set is not looked at beyond its segment ids, which is what keeps the
 What is checked, and at which level the problem is answered (see ``errors``):
 
 - interchange (TA1): the ISA's delimiters and width, ISA-13 nine digits, IEA present, IEA-1 = the
-  number of groups, IEA-2 = ISA-13, no segment outside a group or after IEA, the envelope segments
+  number of groups, IEA-2 = ISA-13, no segment outside a group (TA1 aside) or after IEA, the envelope segments
   themselves free of non-ASCII bytes and missing terminators.  ``Interchange.readable`` is False.
 - group (AK9): GE present, GE-1 = the number of sets, GE-2 = GS-6.
 - set (IK5, with IK3/IK4 when one segment is to blame): SE present, SE-1 = the segments from ST to
@@ -294,6 +294,8 @@ class _Reader:
                 self._ge(seg, i)
             elif seg_id == "IEA":
                 self._iea(seg, position)
+            elif seg_id == "TA1" and self.group is None and not self.seen_iea:
+                pass  # an acknowledgment of an earlier interchange: allowed before the groups
             elif self.seen_iea:
                 self._interchange("024", seg_id[:3], position,
                                   f"segment {position} comes after IEA")
