@@ -7,8 +7,9 @@ transaction set is not looked at beyond its segment ids, which is what keeps the
 What is checked, and at which level the problem is answered (see ``errors``):
 
 - interchange (TA1): the ISA's delimiters and width, ISA-13 nine digits, IEA present, IEA-1 = the
-  number of groups, IEA-2 = ISA-13, no segment outside a group (TA1 aside) or after IEA, the envelope segments
-  themselves free of non-ASCII bytes and missing terminators.  ``Interchange.readable`` is False.
+  number of groups, IEA-2 = ISA-13, no segment outside a group (TA1 aside) or after IEA, the
+  envelope segments themselves free of non-ASCII bytes and missing terminators.
+  ``Interchange.readable`` is then False.
 - group (AK9): GE present, GE-1 = the number of sets, GE-2 = GS-6.
 - set (IK5, with IK3/IK4 when one segment is to blame): SE present, SE-1 = the segments from ST to
   SE inclusive, SE-2 = ST-2, ST-1 and ST-2 present, ST-2 unique in its group; inside the set a
@@ -25,9 +26,10 @@ and a non-ASCII byte is seen as such instead of failing to decode.
 
 from __future__ import annotations
 
+import itertools
 import re
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from engine.x12.delimiters import (
     ISA_LENGTH,
@@ -41,6 +43,7 @@ from engine.x12.errors import GROUP, INTERCHANGE, SET, X12Error, X12SyntaxError
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ENVELOPE = frozenset(("ISA", "GS", "GE", "IEA"))
+_EVENTS = frozenset(("ISA", "GS", "ST", "SE", "GE", "IEA", "TA1"))
 _BREAKS = "\r\n"
 
 
@@ -105,9 +108,10 @@ class FunctionalGroup:
 class Interchange:
     """An interchange as read: its segments, groups and every error found.
 
-    ``segments`` are the segment texts without terminator or line break.  ``isa`` is the 16 ISA elements plus the id at index 0,
-    read by fixed position (best effort when the ISA is broken, for the TA1's addresses).
-    ``end`` is where the next interchange of the same text begins, or None.
+    ``segments`` are the segment texts without terminator or line break.  ``isa`` is the 16 ISA
+    elements plus the id at index 0, read by fixed position (best effort when the ISA is broken,
+    for the TA1's addresses).  ``end`` is where the next interchange of the same text begins, or
+    None.
     """
 
     text: str
@@ -151,7 +155,7 @@ class Interchange:
 def _isa_fields(isa: str) -> tuple[str, ...]:
     """The ISA's elements by fixed position; index 0 is "ISA"."""
     bounds = (*ISA_SEPARATORS, 105)
-    return ("ISA", *(isa[a + 1:b] for a, b in zip(bounds, bounds[1:])))
+    return ("ISA", *(isa[a + 1:b] for a, b in itertools.pairwise(bounds)))
 
 
 def _best_effort_isa(text: str, start: int) -> tuple[str, ...]:
@@ -244,72 +248,112 @@ class _Reader:
 
     # -- the pass -----------------------------------------------------------------------------
 
-    def _segments(self) -> list[tuple[str, str]]:
-        """(text, problem) per segment; problem is '', 'noterm' (a line break where the
-        terminator should be) or 'tail' (the text ends without a terminator)."""
-        d, text = self.d, self.text
-        pieces = text[self.start:].split(d.segment)
-        out: list[tuple[str, str]] = []
-        offset = self.start
+    def _segments(self) -> tuple[list[str], dict[int, str]]:
+        """The segment texts, and {index: problem} where problem is 'noterm' (a line break where
+        the terminator should be) or 'tail' (the text ends without a terminator).
+
+        Whole-list operations on the common path (one split, one strip per piece, one join to
+        look for stray line breaks); the per-piece walk only runs when something is off.
+        """
+        d = self.d
+        raw = self.text[self.start:].split(d.segment)
         newline_term = d.segment == "\n"
-        last = len(pieces) - 1
-        for n, raw in enumerate(pieces):
-            piece = raw if newline_term else raw.strip(_BREAKS)
-            if n and piece.startswith("ISA"):  # the next interchange
-                self.result.end = offset + len(raw) - len(raw.lstrip(_BREAKS + " \t"))
-                break
-            offset += len(raw) + 1
-            if not piece:
-                continue
-            if not newline_term and ("\n" in piece or "\r" in piece):
-                lines = [line for line in _LINE_BREAK.split(piece) if line]
-                out.extend((line, "noterm") for line in lines[:-1])
-                out.append((lines[-1], "tail" if n == last else ""))
-                continue
-            out.append((piece, "tail" if n == last else ""))
-        return out
+        pieces = raw if newline_term else [p.strip(_BREAKS) for p in raw]
+        if "ISA" in self.text[self.start + 3:]:  # maybe a next interchange (or just "LISA")
+            later = next((n for n, p in enumerate(pieces) if n and p.startswith("ISA")), None)
+            if later is not None:
+                lead = len(raw[later]) - len(raw[later].lstrip(_BREAKS + " \t"))
+                self.result.end = self.start + sum(len(r) + 1 for r in raw[:later]) + lead
+                pieces = pieces[:later]
+                raw = raw[:later]
+        problems: dict[int, str] = {}
+        tail = pieces[-1] != "" and self.result.end is None
+        if not newline_term and ("\n" in (joined := "".join(pieces)) or "\r" in joined):
+            out: list[str] = []
+            for piece in pieces:
+                if "\n" in piece or "\r" in piece:
+                    lines = [line for line in _LINE_BREAK.split(piece) if line]
+                    for line in lines[:-1]:
+                        problems[len(out)] = "noterm"
+                        out.append(line)
+                    out.extend(lines[-1:])
+                elif piece:
+                    out.append(piece)
+            pieces = out
+        elif "" in pieces:
+            pieces = [p for p in pieces if p]
+        if tail and pieces:
+            problems[len(pieces) - 1] = "tail"
+        return pieces, problems
 
     def run(self) -> None:
         d, result = self.d, self.result
-        segments = self._segments()
-        result.segments = [s for s, _p in segments]
-        ascii_ok = self.text.isascii()
+        segments, problems = self._segments()
+        result.segments = segments
         sep = d.element
-        for i, (seg, problem) in enumerate(segments):
-            position = i + 1
-            cut = seg.find(sep)
-            seg_id = seg[:cut] if cut != -1 else seg
-            owner = self.tset  # SE's own problems belong to the set it closes
-            if seg_id == "ISA" and i == 0:
-                if not result.control.isdigit() or len(result.control) != 9:
-                    self._interchange("018", "ISA", 1, "ISA-13: the interchange control number "
-                                                       "is not nine digits")
-            elif seg_id == "GS":
-                self._gs(seg, position)
-            elif seg_id == "ST":
-                self._st(seg, i)
-            elif seg_id == "SE":
-                self._se(seg, i)
-            elif seg_id == "GE":
-                self._ge(seg, i)
-            elif seg_id == "IEA":
-                self._iea(seg, position)
-            elif seg_id == "TA1" and self.group is None and not self.seen_iea:
-                pass  # an acknowledgment of an earlier interchange: allowed before the groups
-            elif self.seen_iea:
-                self._interchange("024", seg_id[:3], position,
-                                  f"segment {position} comes after IEA")
-            elif self.tset is None and not self.orphan:
-                where = "a transaction set" if self.group is not None else "a functional group"
-                self._interchange("024", seg_id[:3], position,
-                                  f"segment {position} is outside {where}")
-            if seg_id != "SE":
-                owner = self.tset
-            if problem or not ascii_ok or not _valid_id(seg_id):
-                self._check_segment(seg, seg_id, i, problem, ascii_ok, owner)
+        ids = [s[:4].split(sep, 1)[0] for s in segments]
+        suspects = set(problems)
+        if not self.text.isascii():
+            suspects.update(i for i, s in enumerate(segments) if not s.isascii())
+        bad_ids = {x for x in set(ids) if not _valid_id(x)}
+        if bad_ids:
+            suspects.update(i for i, x in enumerate(ids) if x in bad_ids)
+        self.ids, self.problems, self.suspects = ids, problems, suspects
+        done = 0  # segments before this index are handled
+        for i in [i for i, x in enumerate(ids) if x in _EVENTS]:
+            self._gap(done, i)
+            self._event(ids[i], segments[i], i)
+            done = i + 1
+        self._gap(done, len(ids))
         self._finish(len(segments))
 
-    def _check_segment(self, seg: str, seg_id: str, i: int, problem: str, ascii_ok: bool,
+    def _event(self, seg_id: str, seg: str, i: int) -> None:
+        """An envelope segment (or TA1) at index ``i``."""
+        position = i + 1
+        owner = self.tset  # SE's own problems belong to the set it closes
+        if seg_id == "ISA":
+            control = self.result.control
+            if not control.isdigit() or len(control) != 9:
+                self._interchange("018", "ISA", 1, "ISA-13: the interchange control number "
+                                                   "is not nine digits")
+        elif seg_id == "GS":
+            self._gs(seg, position)
+        elif seg_id == "ST":
+            self._st(seg, i)
+        elif seg_id == "SE":
+            self._se(seg, i)
+        elif seg_id == "GE":
+            self._ge(seg, i)
+        elif seg_id == "IEA":
+            self._iea(seg, position)
+        elif self.group is not None or self.tset is not None or self.seen_iea:  # TA1
+            self._gap(i, i + 1)
+            return
+        # else a TA1 before the groups: an acknowledgment of an earlier interchange, allowed
+        if i in self.suspects:
+            self._check_segment(seg, seg_id, i, self.problems.get(i, ""),
+                                owner if seg_id == "SE" else self.tset)
+
+    def _gap(self, start: int, end: int) -> None:
+        """Non-envelope segments ``start..end-1``: fine inside a set, an error elsewhere."""
+        if start >= end:
+            return
+        inside = self.tset is not None or self.orphan
+        if not inside:
+            for i in range(start, end):
+                position, label = i + 1, self.ids[i][:3]
+                if self.seen_iea:
+                    reason = f"segment {position} comes after IEA"
+                else:
+                    where = "a transaction set" if self.group is not None else "a functional group"
+                    reason = f"segment {position} is outside {where}"
+                self._interchange("024", label, position, reason)
+        if self.suspects:
+            for i in sorted(j for j in self.suspects if start <= j < end):
+                self._check_segment(self.result.segments[i], self.ids[i], i,
+                                    self.problems.get(i, ""), self.tset)
+
+    def _check_segment(self, seg: str, seg_id: str, i: int, problem: str,
                        owner: TransactionSet | None) -> None:
         """Problems inside one segment: its id, a non-ASCII byte, a missing terminator."""
         position = i + 1
@@ -321,9 +365,9 @@ class _Reader:
                 self._set("5", label, position, f"segment {position}: the segment id is not "
                           "2-3 letters or digits", owner, segment_code="1")
             else:
-                self._interchange("024", label, position,
-                                  f"segment {position}: the segment id is not 2-3 letters or digits")
-        if not ascii_ok and not seg.isascii():
+                self._interchange("024", label, position, f"segment {position}: the segment id "
+                                                          "is not 2-3 letters or digits")
+        if not seg.isascii():
             index = next(k for k, ch in enumerate(seg) if ord(ch) > 127)
             element, component = _where(seg, index, self.d)
             where = f"{label}-{element:02d}" if element else label

@@ -20,7 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.x12.envelope import FunctionalGroup, Interchange, TransactionSet, parse_interchanges
+from engine.x12.envelope import (
+    FunctionalGroup,
+    Interchange,
+    TransactionSet,
+    parse_interchanges,
+)
 from engine.x12.errors import X12Error
 
 

@@ -59,7 +59,7 @@ class SegmentView:
     """One segment; ``seg['4']``, ``seg['1.2']``, ``seg['3(2)']`` and ``seg[4]`` are paths
     relative to it, with the rules of ``X12View``.  ``seg.id`` is the segment id."""
 
-    __slots__ = ("text", "id", "_d", "_elements")
+    __slots__ = ("_d", "_elements", "id", "text")
 
     def __init__(self, text: str, seg_id: str, delimiters: Delimiters):
         self.text, self.id, self._d, self._elements = text, seg_id, delimiters, None
@@ -121,7 +121,7 @@ class X12View:
     read is an ``X12SyntaxError``; nothing else is: a view reads what is there.
     """
 
-    __slots__ = ("_text", "delimiters", "_segments", "_ids", "_index", "_views", "_set_id")
+    __slots__ = ("_ids", "_index", "_segments", "_set_id", "_text", "_views", "delimiters")
 
     def __init__(self, text: str | bytes):
         if isinstance(text, (bytes, bytearray)):
@@ -165,7 +165,7 @@ class X12View:
         if self._segments is None:
             self._segments = split_segments(self._text, self.delimiters)
         sep = self.delimiters.element
-        ids = [s.split(sep, 1)[0] for s in self._segments]
+        ids = [s[:4].split(sep, 1)[0] for s in self._segments]
         index: dict[str, list[int]] = {}
         for position, seg_id in enumerate(ids):
             index.setdefault(seg_id, []).append(position)

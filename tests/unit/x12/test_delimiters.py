@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.x12 import Delimiters, X12SyntaxError, X12View, parse_interchange, read_delimiters, split
+from engine.x12 import (
+    Delimiters,
+    X12SyntaxError,
+    X12View,
+    parse_interchange,
+    read_delimiters,
+    split,
+)
 
 SAMPLES = Path(__file__).parents[2] / "samples" / "x12"
 ISA = ("ISA*00*          *00*          *ZZ*ACMEHEALTH01   *ZZ*HOSPRECEIVER01 *250115*1430*^*00501*"
@@ -17,7 +24,8 @@ ISA = ("ISA*00*          *00*          *ZZ*ACMEHEALTH01   *ZZ*HOSPRECEIVER01 *25
 
 
 def test_the_sample_delimiters_and_the_line_break_after_the_terminator():
-    assert read_delimiters((SAMPLES / "835_remittance.x12").read_text()) == Delimiters("*", ":", "^", "~", "")
+    plain = read_delimiters((SAMPLES / "835_remittance.x12").read_text())
+    assert plain == Delimiters("*", ":", "^", "~", "")
     assert read_delimiters((SAMPLES / "835_newlines.x12").read_text()).suffix == "\n"
     assert read_delimiters((SAMPLES / "835_crlf.x12").read_bytes().decode()).terminator == "~\r\n"
 
@@ -49,7 +57,8 @@ def test_a_broken_isa_is_refused_with_a_ta1_note_code(text, code, words):
     with pytest.raises(X12SyntaxError) as caught:
         read_delimiters(text)
     error = caught.value.error
-    assert (error.level, error.segment, error.position, error.code) == ("interchange", "ISA", 1, code)
+    assert (error.level, error.segment, error.position) == ("interchange", "ISA", 1)
+    assert error.code == code
     assert words in str(caught.value)
     for value in ("ACMEHEALTH01", "HOSPRECEIVER01", "000000101", "250115"):
         assert value not in error.reason
@@ -89,5 +98,6 @@ def test_any_distinct_delimiters_round_trip(element, component, repetition, segm
     assert interchange.all_errors() == []
     [message] = split(text)
     view = X12View(message.text)
-    assert (view["CLP.4"], view["SVC.1.2"], view["SVC.1.3"], view["EB.3(2)"]) == ("80", "99213", "25", "98")
+    assert (view["CLP.4"], view["SVC.1.2"], view["SVC.1.3"], view["EB.3(2)"]) == (
+        "80", "99213", "25", "98")
     assert message.meta["isa13"] == "000000007" and message.meta["st2"] == "0001"

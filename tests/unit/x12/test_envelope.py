@@ -106,7 +106,8 @@ def test_non_ascii_in_an_envelope_segment_is_interchange_level():
     text = lines("835_newlines.x12")
     text[1] = text[1].replace("ACMEHEALTH01", "ACMEHEALTH\u00d601")
     [error] = read(text).all_errors()
-    assert (error.level, error.code, error.segment, error.position) == ("interchange", "024", "GS", 2)
+    assert (error.level, error.code, error.segment, error.position) == (
+        "interchange", "024", "GS", 2)
 
 
 def test_the_last_terminator_missing_is_a_premature_end():

@@ -21,7 +21,8 @@ def test_835_splits_into_its_two_payments_with_their_identifiers():
 
 def test_each_message_is_an_interchange_that_reads_alone():
     source = parse_interchange((SAMPLES / "835_newlines.x12").read_bytes())
-    for tset, message in zip(source.groups[0].sets, split((SAMPLES / "835_newlines.x12").read_bytes())):
+    messages = split((SAMPLES / "835_newlines.x12").read_bytes())
+    for tset, message in zip(source.groups[0].sets, messages, strict=True):
         again = parse_interchange(message.text)
         assert again.all_errors() == []
         [group] = again.groups

@@ -44,7 +44,8 @@ def test_invalid_paths_are_value_errors(remit, path):
 
 def test_repetitions():
     view = X12View((SAMPLES / "271_eligibility.x12").read_bytes())
-    assert (view["EB.3"], view["EB.3(2)"], view["EB.3(13)"], view["EB.3(14)"]) == ("30", "1", "UC", "")
+    assert (view["EB.3"], view["EB.3(2)"], view["EB.3(13)"], view["EB.3(14)"]) == (
+        "30", "1", "UC", "")
     assert view["EB(2).3(2)"] == ""
 
 
@@ -70,8 +71,8 @@ def test_835_claim_loops(remit):
     first = claims[0]
     assert first.segment_ids()[:4] == ["CLP", "CAS", "CAS", "NM1"]
     # claim-level CAS first, then the service lines' (2110 is nested in 2100)
-    assert [(s["1"], s["2"], s["3"]) for s in first.segments("CAS")][:2] == [("CO", "45", "200"),
-                                                                           ("PR", "1", "100")]
+    claim_cas = [(s["1"], s["2"], s["3"]) for s in first.segments("CAS")][:2]
+    assert claim_cas == [("CO", "45", "200"), ("PR", "1", "100")]
     assert [line["SVC.1.2"] for line in first.loops("2110")] == ["99214", "80053"]
     assert [line.segment_ids() for line in first.loops("2110")][1] == [
         "SVC", "DTM", "CAS", "CAS", "REF", "AMT"]
@@ -80,7 +81,8 @@ def test_835_claim_loops(remit):
     assert reversal["NM1.3"] == "PLACEHOLDER"
     # the last claim stops before PLB (provider adjustments belong to no claim)
     assert claims[-1].segment_ids()[-1] == "CAS" and "PLB" not in claims[-1].segment_ids()
-    assert claims[-1].text.startswith("CLP*ACCT10004*1*") and claims[-1].text.endswith("CAS*OA*23*50~\n")
+    assert claims[-1].text.startswith("CLP*ACCT10004*1*")
+    assert claims[-1].text.endswith("CAS*OA*23*50~\n")
 
 
 def test_835_header_loops(remit):
