@@ -146,10 +146,7 @@ class X12View:
         view._segments = parent._segments[first:last + 1]
         view._ids = parent._ids[first:last + 1]
         view._views = parent._views[first:last + 1]
-        index: dict[str, list[int]] = {}
-        for position, seg_id in enumerate(view._ids):
-            index.setdefault(seg_id, []).append(position)
-        view._index = index
+        view._index = {}
         view._set_id = set_id
         return view
 
@@ -161,17 +158,24 @@ class X12View:
             self._text = term.join(self._segments) + term
         return self._text
 
-    def _build_index(self) -> dict[str, list[int]]:
+    def _split(self) -> list[str]:
+        """Split into segments and read their ids (once); positions per id come on demand."""
         if self._segments is None:
             self._segments = split_segments(self._text, self.delimiters)
         sep = self.delimiters.element
-        ids = [s[:4].split(sep, 1)[0] for s in self._segments]
-        index: dict[str, list[int]] = {}
-        for position, seg_id in enumerate(ids):
-            index.setdefault(seg_id, []).append(position)
-        self._ids, self._index = ids, index
-        self._views = [None] * len(ids)
-        return index
+        self._ids = [s[:4].split(sep, 1)[0] for s in self._segments]
+        self._index = {}
+        self._views = [None] * len(self._ids)
+        return self._ids
+
+    def _positions(self, seg_id: str) -> list[int]:
+        """Indexes of the segments with this id: one scan per id asked for, then cached (a
+        filter asks for a few ids; indexing every id up front cost more than the scans)."""
+        ids = self._ids if self._ids is not None else self._split()
+        found = self._index.get(seg_id)
+        if found is None:
+            found = self._index[seg_id] = [i for i, x in enumerate(ids) if x == seg_id]
+        return found
 
     def _view_at(self, position: int) -> SegmentView:
         view = self._views[position]
@@ -182,9 +186,8 @@ class X12View:
 
     def __getitem__(self, path: str) -> str:
         seg_id, occurrence, element, rep, component = parse_path(path)
-        index = self._index if self._index is not None else self._build_index()
-        positions = index.get(seg_id)
-        if not positions or occurrence > len(positions):
+        positions = self._positions(seg_id)
+        if occurrence > len(positions):
             return ""
         return self._view_at(positions[occurrence - 1]).lookup(element, rep, component)
 
@@ -193,14 +196,13 @@ class X12View:
 
     def segments(self, seg_id: str | None = None) -> list[SegmentView]:
         """The segments with this id, in order (all segments when ``seg_id`` is None)."""
-        index = self._index if self._index is not None else self._build_index()
-        positions = range(len(self._ids)) if seg_id is None else index.get(seg_id, ())
-        return [self._view_at(position) for position in positions]
+        if seg_id is None:
+            ids = self._ids if self._ids is not None else self._split()
+            return [self._view_at(position) for position in range(len(ids))]
+        return [self._view_at(position) for position in self._positions(seg_id)]
 
     def segment_ids(self) -> list[str]:
-        if self._index is None:
-            self._build_index()
-        return list(self._ids)
+        return list(self._ids if self._ids is not None else self._split())
 
     @property
     def set_id(self) -> str:
@@ -215,8 +217,8 @@ class X12View:
         [] when the set type has no such loop or none occurs; ValueError for a loop id that no
         supported set type defines.
         """
-        if self._index is None:
-            self._build_index()
+        if self._ids is None:
+            self._split()
 
         def element_of(i: int, n: int) -> str:
             return self._view_at(i).lookup(n)
@@ -229,8 +231,7 @@ class X12View:
 
     def _set_of(self, position: int) -> str:
         """ST-01 of the set holding segment ``position`` (the view's own type if no ST before)."""
-        sts = self._index.get("ST", ())
-        before = [p for p in sts if p <= position]
+        before = [p for p in self._positions("ST") if p <= position]
         return self._view_at(before[-1]).lookup(1) if before else self.set_id
 
     def __str__(self) -> str:
