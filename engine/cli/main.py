@@ -1,4 +1,4 @@
-"""The ``switchboard`` command: argument parsing and dispatch to one small function per verb.
+"""The ``switchboard`` command: argument parsing and dispatch to the verb modules (one per verb).
 
 Exit codes (DESIGN §3.6): 0 success, 1 user error (bad config, unknown id, a failed send), 2 usage.
 User errors are one clear sentence on stderr, never a traceback.  ``-c/--config`` is accepted before
@@ -11,16 +11,20 @@ import argparse
 import os
 import sys
 
-from engine.cli import admin_verbs as cli_admin, import_mirth, read_verbs as cli_read, report, tool_verbs as cli_tools
+from engine.cli import audit, check, dryrun, import_mirth, report, run
+from engine.cli import messages as messages_verb
+from engine.cli import replay as replay_verb
+from engine.cli import send as send_verb
+from engine.cli import show as show_verb
+from engine.cli import status as status_verb
+from engine.cli.common import CommandError
 from engine.runtime import retention
 
 
-class UserError(Exception):
-    """A mistake the user can fix; printed as one sentence, exit 1."""
-
-
 def _add_config(parser: argparse.ArgumentParser, default) -> None:
-    parser.add_argument("-c", "--config", default=default, help="config file (default: $SWITCHBOARD_CONFIG or ./config.toml)")
+    parser.add_argument(
+        "-c", "--config", default=default, help="config file (default: $SWITCHBOARD_CONFIG or ./config.toml)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,14 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = verb("status", "per channel: state, received, filtered, queued, sent, errored")
     status.add_argument("--json", action="store_true")
     messages = verb("messages", "search stored messages")
-    cli_read.add_search_arguments(messages)
+    messages_verb.add_search_arguments(messages)
     messages.add_argument("--json", action="store_true")
     show = verb("show", "every stage of one message, each destination's attempts and responses")
     show.add_argument("id", type=int)
     show.add_argument("--json", action="store_true")
-    show.add_argument("--original", action="store_true",
-                      help="write the bytes the message arrived as to stdout (kept only when they were not valid "
-                           "for its charset)")
+    show.add_argument(
+        "--original",
+        action="store_true",
+        help="write the bytes the message arrived as to stdout (kept only when they were not valid "
+        "for its charset)",
+    )
     test = verb("test", "dry run of a channel over the messages in FILE: nothing stored or sent")
     test.add_argument("channel")
     test.add_argument("file")
@@ -54,14 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("address", metavar="HOST:PORT")
     send.add_argument("files", nargs="+", metavar="FILE")
     send.add_argument("--timeout", default="30s", help="ACK timeout (default 30s)")
-    report_verb = verb("report", "KPIs: placements, filtered by rule, error rate, delivery time, payments, recalls")
+    report_verb = verb(
+        "report", "KPIs: placements, filtered by rule, error rate, delivery time, payments, recalls"
+    )
     report.add_arguments(report_verb)
-    replay = verb("replay", "process stored messages again through the channel's config as it is on disk "
-                            "(asks the running daemon)")
-    cli_admin.add_replay_arguments(replay)
-    audit = verb("audit", "who viewed, searched, replayed or changed what (admin API); --verify checks the chain")
-    cli_admin.add_audit_arguments(audit)
-    prune = verb("prune", "clear the content of messages older than the retention window (ERROR, QUEUED kept)")
+    replay = verb(
+        "replay",
+        "process stored messages again through the channel's config as it is on disk "
+        "(asks the running daemon)",
+    )
+    replay_verb.add_replay_arguments(replay)
+    audit_verb = verb(
+        "audit", "who viewed, searched, replayed or changed what (admin API); --verify checks the chain"
+    )
+    audit.add_audit_arguments(audit_verb)
+    prune = verb(
+        "prune", "clear the content of messages older than the retention window (ERROR, QUEUED kept)"
+    )
     retention.add_prune_arguments(prune)
     import_mirth.add_arguments(verb("import", "convert Mirth Connect channel exports into channel files"))
     return parser
@@ -74,22 +90,22 @@ def config_path(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
-        "run": cli_tools.run_daemon,
-        "check": cli_tools.check_command,
-        "status": cli_read.status_command,
-        "messages": cli_read.messages_command,
-        "show": cli_read.show_command,
-        "test": cli_tools.test_command,
-        "send": cli_tools.send_command,
+        "run": run.run_daemon,
+        "check": check.check_command,
+        "status": status_verb.status_command,
+        "messages": messages_verb.messages_command,
+        "show": show_verb.show_command,
+        "test": dryrun.test_command,
+        "send": send_verb.send_command,
         "report": report.report_command,
-        "replay": cli_admin.replay_command,
-        "audit": cli_admin.audit_command,
+        "replay": replay_verb.replay_command,
+        "audit": audit.audit_command,
         "prune": retention.prune_command,
         "import": import_mirth.command,
     }
     try:
         return handlers[args.verb](args, config_path(args)) or 0
-    except cli_tools.CommandError as error:
+    except CommandError as error:
         print(f"switchboard {args.verb}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
 
 
 def report_command(args, path) -> int:
-    from engine.cli.read_verbs import open_store, time_bound
+    from engine.cli.common import open_store, time_bound
     from engine.store.sqlite.schema import connect_reader
 
     config, store = open_store(path)

@@ -252,8 +252,8 @@ def prune_command(args, path) -> int:
     """``switchboard prune``: the same batches as the daemon's, through a connection of its own."""
     import sqlite3
 
-    from engine.cli.read_verbs import open_store
-    from engine.cli.tool_verbs import CommandError
+    from engine.cli.common import open_store
+    from engine.cli.common import CommandError
     from engine.store.sqlite.schema import SCHEMA_VERSION, connect_writer, user_version
     from engine.core.units import parse_duration
 

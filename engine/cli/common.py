@@ -1,14 +1,4 @@
-"""The verbs that talk to the running daemon or read its audit log: ``replay`` and ``audit``.
-
-``replay`` asks the daemon through the admin API (the daemon processes the messages: it owns the
-queues and the store's writer), with the token from ``[admin] token`` or, when none is
-configured, the ``admin.token`` file the daemon keeps beside the store.  The address is
-``[admin] listen``; with port 0 (tests, several daemons on one host) it is the ``admin.address``
-file the daemon writes at start.  urllib is enough here: a short-lived client, not the daemon.
-
-``audit`` reads the store directly (it works whether or not the daemon runs) and ``--verify``
-walks the hash chain: exit 1 when a row was removed or changed.
-"""
+"""What the verbs share: the one user-error type, opening the config and the store, time bounds, the admin API client."""
 
 from __future__ import annotations
 
@@ -19,7 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from engine.cli.tool_verbs import CommandError
+from engine.core.units import parse_time_bound
+from engine.runtime.check import check
 
 TIMEOUT = 600.0          # a replay of many thousand messages answers once they are processed
 
@@ -95,8 +86,8 @@ def open_config(path, *, lenient: bool = False):
     ``lenient``: only a problem in config.toml or the plugins is fatal; a broken channel file is
     left out silently.  For commands that talk to the running daemon (replay): it keeps the
     previous version of such a channel, and judges the files itself in its answer."""
-    from engine.config.loading import load, plugins_dir_of
     from engine.config.loader import ConfigError
+    from engine.config.loading import load, plugins_dir_of
     from engine.core.plugins import PluginError, load_plugins
     from engine.runtime.reload_plan import load_lenient
 
@@ -115,90 +106,39 @@ def open_config(path, *, lenient: bool = False):
     return config
 
 
-def add_replay_arguments(parser) -> None:
-    parser.add_argument("ids", nargs="*", type=int, metavar="ID")
-    parser.add_argument("--channel")
-    parser.add_argument("--status", help="only messages with this status, e.g. error")
-    parser.add_argument("--since", help="a duration back from now (1h, 30d) or an ISO time")
-    parser.add_argument("--until", help="a duration back from now or an ISO time")
-    parser.add_argument("--destination", help="replay to this destination only")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be replayed; change nothing")
-    parser.add_argument("--json", action="store_true")
-
-
-def replay_command(args, path) -> int:
-    if bool(args.ids) == bool(args.channel):
-        print("switchboard replay: give message ids or --channel, not both and not neither", file=sys.stderr)
-        return 2
-    if args.ids and (args.status or args.since or args.until):
-        print("switchboard replay: --status, --since and --until go with --channel", file=sys.stderr)
-        return 2
-    client = AdminClient.for_config(open_config(path, lenient=True))
-    body = {"ids": args.ids} if args.ids else {"channel": args.channel}
-    for key in ("status", "since", "until", "destination"):
-        if getattr(args, key):
-            body[key] = getattr(args, key)
-    body["dry_run"] = bool(args.dry_run)
-    result = client.call("POST", "/api/replay", body)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    ids = result.get("ids", [])
-    if result.get("dry_run"):
-        print(f"would replay {len(ids)} message(s): {_ids(ids)}")
-    else:
-        statuses = ", ".join(f"{n} {status}" for status, n in sorted((result.get("statuses") or {}).items()))
-        print(f"replayed {result.get('replayed', 0)} message(s){': ' + statuses if statuses else ''}")
-    for item in result.get("skipped", []):
-        print(f"  skipped {item['id']}: {item['reason']}")
-    return 0
-
-
-def _ids(ids: list[int]) -> str:
-    return " ".join(map(str, ids)) if ids else "none"
-
-
-def add_audit_arguments(parser) -> None:
-    parser.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if it is broken")
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--who", help="only this token name")
-    parser.add_argument("--action", help="only this action (view, search, replay, channel.stop, ...)")
-    parser.add_argument("--json", action="store_true")
-
-
-def audit_command(args, path) -> int:
-    from engine.admin.audit import entries, verify_chain
-    from engine.store.sqlite.schema import StoreError, connect_reader
+def open_store(path):
+    from engine.store.sqlite.store import Store
 
     config = open_config(path)
     if not config.store.path.exists():
         raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
+    return config, Store.open_readonly(config.store.path)
+
+
+def time_bound(value: str | None):
+    """``--since`` / ``--until``: ``parse_time_bound`` with its sentence as the CLI's error."""
+    if value is None:
+        return None
     try:
-        conn = connect_reader(str(config.store.path))
-    except StoreError as error:
+        return parse_time_bound(value)
+    except ValueError as error:
         raise CommandError(str(error)) from None
-    try:
-        if args.verify:
-            check = verify_chain(conn)
-            if args.json:
-                print(json.dumps({"ok": check.ok, "rows": check.rows, "problems": check.problems}, indent=2))
-            elif check.ok:
-                print(f"audit log intact: {check.rows} row(s), hash chain verified")
-            else:
-                for problem in check.problems:
-                    print(problem, file=sys.stderr)
-            if not check.ok:
-                raise CommandError(f"the audit log has been tampered with ({len(check.problems)} problem(s))")
-            return 0
-        rows = entries(conn, limit=args.limit, who=args.who, action=args.action)
-    finally:
-        conn.close()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'ID':>6}  {'AT':24}  {'WHO':12} {'ACTION':16} {'TARGET':24} DETAIL")
-    for row in rows:
-        detail = json.dumps(row["detail"], separators=(",", ":")) if row["detail"] is not None else ""
-        print(f"{row['id']:>6}  {row['at']:24}  {row['who'][:12]:12} {row['action'][:16]:16} "
-              f"{row['target'][:24]:24} {detail[:120]}")
-    return 0
+
+
+class CommandError(Exception):
+    """A user error, printed as one sentence with exit code 1."""
+
+
+def checked_config(path):
+    """Load and fully check the config, or print every problem and raise CommandError."""
+    return checked(path)[0]
+
+
+def checked(path):
+    """(config, registry), fully checked; or print every problem and raise CommandError."""
+    config, registry, problems = check(path)
+    if problems:
+        for problem in problems:
+            print(str(problem), file=sys.stderr)
+        raise CommandError(f"{len(problems)} problem(s) in the configuration")
+    return config, registry
