@@ -28,13 +28,9 @@ def plugins_dir_of(path) -> Path:
 
 
 def connector_options(registry: Registry) -> ConnectorOptions:
-    options = ConnectorOptions.builtin()
-    for side, classes in (("source", registry.sources), ("destination", registry.destinations)):
-        for cls in classes.values():
-            schema = getattr(cls, "option_schema", None)
-            if schema is not None and options.schema(side, cls.type_name) is None:
-                options.register(side, cls.type_name, schema, inbound=getattr(cls, "default_inbound", "hl7"))
-    return options
+    """The option schemas of every connector ``registry`` holds, built-in or plugin: each connector
+    class carries its own (``option_schema``), as DESIGN §1 asks."""
+    return ConnectorOptions.from_registry(registry)
 
 
 def load(path, *, environ=None):

@@ -5,7 +5,7 @@ Why a schema rather than code in each connector: every connector, built-in or fr
 same checks (unknown keys with a suggestion, types, durations, sizes, addresses, paths, TLS) with the
 same wording, and `switchboard check` validates a channel without starting anything. A plugin adds a
 type with ``connector_options.register("source", "sftp", {"host": OptionSpec("str", required=True)})``;
-there is no module-global registry: each engine builds its own ``ConnectorOptions.builtin()``.
+there is no module-global registry: each engine builds its own from its plugin registry (``from_registry``).
 
 Normalized values: str/bool/int/float as such; duration -> float seconds; size -> int bytes;
 address -> (host, port); path/file -> absolute Path, relative ones resolved against the directory of
@@ -334,9 +334,21 @@ class ConnectorOptions:
 
     @classmethod
     def builtin(cls) -> "ConnectorOptions":
+        """The schemas of the core connector types (they register through the hooks, as plugins do)."""
+        from engine.core.plugins import CORE_CONNECTORS, load_plugins
+
+        return cls.from_registry(load_plugins(None, entry_points=False, builtins=CORE_CONNECTORS))
+
+    @classmethod
+    def from_registry(cls, registry) -> "ConnectorOptions":
+        """Every source and destination class of ``registry`` with the ``option_schema`` it carries."""
         options = cls()
-        for (side, name), (schema, inbound) in BUILTIN.items():
-            options.register(side, name, schema, inbound=inbound)
+        for side, classes in (("source", registry.sources), ("destination", registry.destinations)):
+            for connector in classes.values():
+                schema = getattr(connector, "option_schema", None)
+                if schema is not None and options.schema(side, connector.type_name) is None:
+                    options.register(side, connector.type_name, schema,
+                                     inbound=getattr(connector, "default_inbound", "hl7"))
         return options
 
     def register(self, side: str, type_name: str, schema: Mapping[str, OptionSpec], *, inbound: str = "hl7") -> None:
@@ -365,23 +377,23 @@ class ConnectorOptions:
         return self._inbound.get(source_type, "hl7")
 
 
-def _positive(value: float) -> str | None:
+def positive(value: float) -> str | None:
     return None if value > 0 else "must be more than 0"
 
 
-def _not_negative(value: float) -> str | None:
+def not_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
-def _peer_port(address: tuple[str, int]) -> str | None:
+def peer_port(address: tuple[str, int]) -> str | None:
     return None if address[1] else "port 0 only makes sense for listening; give the peer's port"
 
 
-def _url_path(value: str) -> str | None:
+def url_path(value: str) -> str | None:
     return None if value.startswith("/") else "must start with '/'"
 
 
-def _http_url(value: str) -> str | None:
+def http_url(value: str) -> str | None:
     parts = urllib.parse.urlsplit(value)
     return None if parts.scheme in ("http", "https") and parts.netloc else "must be an http:// or https:// URL"
 
@@ -390,7 +402,7 @@ def _retry_backoff(value: float) -> str | None:
     return None if value >= 1 else "must be 1.0 or more (1.0 keeps the interval constant)"
 
 
-def _batch_period(value: str) -> str | None:
+def batch_period(value: str) -> str | None:
     """A file destination's batch period: daily, hourly, or a duration from 1s to 1d."""
     if value in ("daily", "hourly"):
         return None
@@ -403,7 +415,7 @@ def _batch_period(value: str) -> str | None:
     return 'use "daily", "hourly" or a duration from 1s to 1d such as "15m"'
 
 
-def _choice_spec(default: str, *choices: str) -> OptionSpec:
+def choice_spec(default: str, *choices: str) -> OptionSpec:
     return OptionSpec("choice", default, choices=choices)
 
 
@@ -414,85 +426,27 @@ TLS_CLIENT = {"ca": OptionSpec("file"), "cert": OptionSpec("file"), "key": Optio
 DEDUPE = OptionSpec("duration", "24h")
 ENGINE = {"channels_dir": OptionSpec("path", "channels"), "transforms_dir": OptionSpec("path", "transforms"),
           "plugins_dir": OptionSpec("path", "plugins"),
-          "log_level": _choice_spec("info", "debug", "info", "warning", "error"),
-          "log_format": _choice_spec("text", "text", "json")}
+          "log_level": choice_spec("info", "debug", "info", "warning", "error"),
+          "log_format": choice_spec("text", "text", "json")}
 STORE = {"path": OptionSpec("path", "var/switchboard.db"), "retention": OptionSpec("duration", "30d")}
 # [admin] tokens = { name = "value" }: more bearer tokens, each named for the audit log ("admin" is `token`'s).
 ADMIN = {"listen": OptionSpec("address", "127.0.0.1:8480"), "token": OptionSpec("str", ""),
          "tokens": OptionSpec("mapping", {})}
 # [alerts] (engine/admin/alerts.py, docs/operations.md): thresholds ("0" turns one off) and the webhook.
-ALERTS = {"queued_longer_than": OptionSpec("duration", "15m", check=_not_negative),
-          "failing_longer_than": OptionSpec("duration", "5m", check=_not_negative),
+ALERTS = {"queued_longer_than": OptionSpec("duration", "15m", check=not_negative),
+          "failing_longer_than": OptionSpec("duration", "5m", check=not_negative),
           "on_error": OptionSpec("bool", True),
-          "check_interval": OptionSpec("duration", "30s", check=_positive),
-          "repeat_after": OptionSpec("duration", "1h", check=_not_negative),
-          "webhook_url": OptionSpec("str", "", check=lambda url: _http_url(url) if url else None),
+          "check_interval": OptionSpec("duration", "30s", check=positive),
+          "repeat_after": OptionSpec("duration", "1h", check=not_negative),
+          "webhook_url": OptionSpec("str", "", check=lambda url: http_url(url) if url else None),
           "webhook_headers": OptionSpec("mapping", {}),
-          "webhook_timeout": OptionSpec("duration", "10s", check=_positive)}
+          "webhook_timeout": OptionSpec("duration", "10s", check=positive)}
 CHANNEL = {"name": OptionSpec("str"), "description": OptionSpec("str", ""), "enabled": OptionSpec("bool", True),
            "inbound": OptionSpec("choice", choices=FORMATS)}
 # Options every destination type takes, plugin ones included (merged in ConnectorOptions.register):
 # queue_warning = N logs one warning when N deliveries are queued for it (engine/queue.py).
-DESTINATION_COMMON = {"queue_warning": OptionSpec("int", 10_000, check=_positive)}
-RETRY = {"attempts": OptionSpec("int", 0, check=_not_negative),
-         "interval": OptionSpec("duration", "2s", check=_positive),
+DESTINATION_COMMON = {"queue_warning": OptionSpec("int", 10_000, check=positive)}
+RETRY = {"attempts": OptionSpec("int", 0, check=not_negative),
+         "interval": OptionSpec("duration", "2s", check=positive),
          "backoff": OptionSpec("float", 2.0, check=_retry_backoff),
-         "max_interval": OptionSpec("duration", "5m", check=_positive)}
-
-BUILTIN: dict[tuple[str, str], tuple[dict[str, OptionSpec], str]] = {
-    ("source", "mllp"): ({
-        "listen": OptionSpec("address", required=True),
-        "ack": _choice_spec("stored", "stored", "processed", "none"),
-        "max_message_size": OptionSpec("size", "1MB", check=_positive),
-        "idle_timeout": OptionSpec("duration", "5m", check=_positive),
-        "max_connections": OptionSpec("int", 100, check=_positive),
-        "tls": OptionSpec("tls"),
-        "lenient_end_byte": OptionSpec("bool", False),  # RELIABILITY 3: 0x1C alone ends a frame
-        "split": _choice_spec("none", "none", "hl7-batch"),
-    }, "hl7"),
-    ("source", "file"): ({
-        "path": OptionSpec("path", required=True),
-        "pattern": OptionSpec("str", "*"),
-        "after": _choice_spec("move", "move", "delete"),
-        "split": _choice_spec("none", "none", "hl7-batch", "lines"),
-        "settle": OptionSpec("duration", "1s", check=_not_negative),
-        "poll": OptionSpec("bool", False),
-        "poll_interval": OptionSpec("duration", "5s", check=_positive),   # the scan (safety net / polling)
-        "max_file_size": OptionSpec("size", "100MB", check=_positive),
-    }, "hl7"),
-    ("source", "http"): ({
-        "listen": OptionSpec("address", required=True),
-        "path": OptionSpec("str", "/", check=_url_path),
-        "token": OptionSpec("str", ""),
-        "max_body": OptionSpec("size", "1MB", check=_positive),
-        "max_connections": OptionSpec("int", 100, check=_positive),
-        "max_headers": OptionSpec("int", 100, check=_positive),        # more: 431
-        "max_header_size": OptionSpec("size", "16KB", check=_positive),  # request line + headers; more: 431
-        "idle_timeout": OptionSpec("duration", "1m", check=_positive),
-        "tls": OptionSpec("tls"),
-        "ack": _choice_spec("stored", "stored", "processed"),
-    }, "json"),
-    ("source", "channel"): ({}, "hl7"),
-    ("destination", "mllp"): ({
-        "connect": OptionSpec("address", required=True, check=_peer_port),
-        "ack_timeout": OptionSpec("duration", "30s", check=_positive),
-        "connect_timeout": OptionSpec("duration", "10s", check=_positive),
-        "tls": OptionSpec("tls"),
-        # messages sent before the first one's ACK (pipelining; engine/queue.py): 1 = strict order
-        "max_in_flight": OptionSpec("int", 1, check=lambda n: None if 1 <= n <= 64 else "must be 1 to 64"),
-    }, "hl7"),
-    ("destination", "http"): ({
-        "url": OptionSpec("str", required=True, check=_http_url),
-        "method": _choice_spec("POST", "POST", "PUT", "PATCH"),
-        "headers": OptionSpec("mapping", {}),
-        "timeout": OptionSpec("duration", "10s", check=_positive),
-        "tls": OptionSpec("tls"),
-    }, "hl7"),
-    ("destination", "file"): ({
-        "directory": OptionSpec("path", required=True),
-        "filename": OptionSpec("str", "{{ id }}.txt"),
-        "batch": OptionSpec("str", check=_batch_period),     # daily | hourly | "15m": one file per period
-        "batch_header": OptionSpec("str", ""),               # first line of each batch file
-    }, "hl7"),
-    ("destination", "channel"): ({"channel": OptionSpec("str", required=True)}, "hl7"),
-}
+         "max_interval": OptionSpec("duration", "5m", check=positive)}

@@ -11,11 +11,13 @@ from twisted.internet import defer
 
 from engine.core.contracts import SendResult, TransientError
 from engine.hookspecs import hookimpl
+from engine.config.schema import OptionSpec
 
 
 class ChannelSource:
     type_name = "channel"
-    option_schema = None  # built in: engine.config_schema
+    option_schema: dict = {}
+    default_inbound = "hl7"
 
     def __init__(self, channel_config, sink, reactor) -> None:
         self.sink = sink
@@ -33,7 +35,7 @@ class ChannelSource:
 
 class ChannelDestination:
     type_name = "channel"
-    option_schema = None
+    option_schema = {"channel": OptionSpec("str", required=True)}
 
     def __init__(self, config, context, reactor) -> None:
         self.target = config.options["channel"]

@@ -31,6 +31,15 @@ BUILTIN_PLUGINS = (
     "engine.core.template_helpers",
     "engine.admin.alert_webhook",
 )
+# The connector types every Switchboard has; SFTP ships as a bundled plugin beside them.
+CORE_CONNECTORS = (
+    "engine.connectors.mllp.source",
+    "engine.connectors.http.source",
+    "engine.connectors.http.destination",
+    "engine.connectors.file.destination",
+    "engine.connectors.file.source",
+    "engine.connectors.channel",
+)
 
 
 class PluginError(Exception):
@@ -60,10 +69,11 @@ def new_manager() -> pluggy.PluginManager:
     return manager
 
 
-def load_plugins(plugins_dir: Path | None = None, *, entry_points: bool = True) -> Registry:
+def load_plugins(plugins_dir: Path | None = None, *, entry_points: bool = True,
+                 builtins: tuple[str, ...] = BUILTIN_PLUGINS) -> Registry:
     """Build a manager with the built-ins, every ``*.py`` in ``plugins_dir`` and entry points."""
     manager = new_manager()
-    for module_name in BUILTIN_PLUGINS:
+    for module_name in builtins:
         manager.register(importlib.import_module(module_name), name=module_name)
     if plugins_dir is not None and plugins_dir.is_dir():
         for path in sorted(plugins_dir.glob("*.py")):

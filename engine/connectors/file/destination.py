@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from engine.connectors.file import batch as file_batch
 from engine.core.contracts import PermanentError, SendResult, TransientError
 from engine.hookspecs import hookimpl
+from engine.config.schema import OptionSpec, batch_period
 
 log = Logger(namespace="switchboard.file")
 
@@ -64,7 +65,12 @@ def safe_filename(name: str) -> str:
 
 class FileDestination:
     type_name = "file"
-    option_schema = None  # built in: engine.config_schema
+    option_schema = {
+        "directory": OptionSpec("path", required=True),
+        "filename": OptionSpec("str", "{{ id }}.txt"),
+        "batch": OptionSpec("str", check=batch_period),     # daily | hourly | "15m": one file per period
+        "batch_header": OptionSpec("str", ""),               # first line of each batch file
+    }
 
     def __init__(self, config, context, reactor) -> None:
         options = config.options

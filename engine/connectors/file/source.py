@@ -49,6 +49,7 @@ from watchdog.events import FileSystemEventHandler
 from engine.connectors.file import inbox
 from engine.connectors.file.inbox import Entry, shown
 from engine.hookspecs import hookimpl
+from engine.config.schema import OptionSpec, choice_spec, not_negative, positive
 
 log = Logger(namespace="switchboard.file")
 
@@ -70,7 +71,17 @@ class FileSource:
     """``[source] type = "file"``: an inbox directory feeding one channel."""
 
     type_name = "file"
-    option_schema = None  # built in: engine.config_schema holds it
+    option_schema = {
+        "path": OptionSpec("path", required=True),
+        "pattern": OptionSpec("str", "*"),
+        "after": choice_spec("move", "move", "delete"),
+        "split": choice_spec("none", "none", "hl7-batch", "lines"),
+        "settle": OptionSpec("duration", "1s", check=not_negative),
+        "poll": OptionSpec("bool", False),
+        "poll_interval": OptionSpec("duration", "5s", check=positive),   # the scan (safety net / polling)
+        "max_file_size": OptionSpec("size", "100MB", check=positive),
+    }
+    default_inbound = "hl7"
 
     def __init__(self, channel_config, sink, reactor, *, in_thread=None, observer_factory=None) -> None:
         options = channel_config.source.options

@@ -47,6 +47,7 @@ from zope.interface import implementer
 from engine.connectors.tls import client_context
 from engine.core.contracts import PermanentError, SendResult, TransientError
 from engine.hookspecs import hookimpl
+from engine.config.schema import OptionSpec, choice_spec, http_url, positive
 
 MAX_RESPONSE = 64 * 1024
 CLOSE_TIMEOUT = 5.0
@@ -153,7 +154,13 @@ def _inner_failures(error) -> list[str]:
 
 class HttpDestination:
     type_name = "http"
-    option_schema = None  # built in: engine.config_schema
+    option_schema = {
+        "url": OptionSpec("str", required=True, check=http_url),
+        "method": choice_spec("POST", "POST", "PUT", "PATCH"),
+        "headers": OptionSpec("mapping", {}),
+        "timeout": OptionSpec("duration", "10s", check=positive),
+        "tls": OptionSpec("tls"),
+    }
 
     def __init__(self, config, context, reactor) -> None:
         options = config.options

@@ -40,6 +40,7 @@ from engine.hl7.encoding import normalize_segments
 from engine.hookspecs import hookimpl
 from engine.core.message import MessageParseError, parse_inbound
 from engine.hl7.charset import charset_codec, decode_frame
+from engine.config.schema import OptionSpec, choice_spec, positive, url_path
 
 log = Logger(namespace="switchboard.http")
 
@@ -432,7 +433,19 @@ class HttpSource(ListeningSource):
     """``[source] type = "http"``: an HTTP (or HTTPS, or mutual TLS) listener feeding one channel."""
 
     type_name = "http"
-    option_schema = None  # built in: engine.config_schema holds it
+    option_schema = {
+        "listen": OptionSpec("address", required=True),
+        "path": OptionSpec("str", "/", check=url_path),
+        "token": OptionSpec("str", ""),
+        "max_body": OptionSpec("size", "1MB", check=positive),
+        "max_connections": OptionSpec("int", 100, check=positive),
+        "max_headers": OptionSpec("int", 100, check=positive),        # more: 431
+        "max_header_size": OptionSpec("size", "16KB", check=positive),  # request line + headers; more: 431
+        "idle_timeout": OptionSpec("duration", "1m", check=positive),
+        "tls": OptionSpec("tls"),
+        "ack": choice_spec("stored", "stored", "processed"),
+    }
+    default_inbound = "json"
 
     def __init__(self, channel_config, sink, reactor) -> None:
         self.options = channel_config.source.options

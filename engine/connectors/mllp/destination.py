@@ -21,6 +21,7 @@ from engine.connectors.mllp.client import AnswerTimeout, BadFraming, ConnectionC
 from engine.core.contracts import PermanentError, SendResult, TransientError
 from engine.hl7.ack import parse_ack
 from engine.hl7.msh import peek_msh
+from engine.config.schema import OptionSpec, peer_port, positive
 
 ACCEPT = ("AA", "CA")
 REFUSE = ("AE", "AR", "CE", "CR")
@@ -28,7 +29,14 @@ REFUSE = ("AE", "AR", "CE", "CR")
 
 class MllpDestination:
     type_name = "mllp"
-    option_schema = None  # built in: engine.config_schema
+    option_schema = {
+        "connect": OptionSpec("address", required=True, check=peer_port),
+        "ack_timeout": OptionSpec("duration", "30s", check=positive),
+        "connect_timeout": OptionSpec("duration", "10s", check=positive),
+        "tls": OptionSpec("tls"),
+        # messages sent before the first one's ACK (pipelining; engine/queue.py): 1 = strict order
+        "max_in_flight": OptionSpec("int", 1, check=lambda n: None if 1 <= n <= 64 else "must be 1 to 64"),
+    }
 
     def __init__(self, config, context, reactor) -> None:
         options = config.options

@@ -23,6 +23,7 @@ from engine.hl7.ack import build_reject
 from engine.hl7.encoding import normalize_segments
 from engine.hookspecs import hookimpl
 from engine.hl7.charset import decode_frame
+from engine.config.schema import OptionSpec, choice_spec, positive
 
 log = Logger(namespace="switchboard.mllp")
 
@@ -161,7 +162,17 @@ class MllpSource(ListeningSource):
     """``[source] type = "mllp"``: a TCP (or TLS) listener feeding one channel."""
 
     type_name = "mllp"
-    option_schema = None  # built in: engine.config_schema holds it
+    option_schema = {
+        "listen": OptionSpec("address", required=True),
+        "ack": choice_spec("stored", "stored", "processed", "none"),
+        "max_message_size": OptionSpec("size", "1MB", check=positive),
+        "idle_timeout": OptionSpec("duration", "5m", check=positive),
+        "max_connections": OptionSpec("int", 100, check=positive),
+        "tls": OptionSpec("tls"),
+        "lenient_end_byte": OptionSpec("bool", False),  # RELIABILITY 3: 0x1C alone ends a frame
+        "split": choice_spec("none", "none", "hl7-batch"),
+    }
+    default_inbound = "hl7"
 
     def __init__(self, channel_config, sink, reactor) -> None:
         self.config = channel_config
