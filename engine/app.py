@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from engine.admin.server import AdminServer
 from engine.core.plugins import Registry
+from engine.runtime.facade import Runtime
 from engine.runtime.reload import Reloader
 from engine.runtime.retention import Retention
 from engine.runtime.services import Engine
@@ -87,7 +88,7 @@ def _retention(engine: Engine) -> Retention:
 
 def _admin(engine: Engine) -> AdminServer | None:
     try:
-        return AdminServer(engine)
+        return AdminServer(Runtime(engine))
     except Exception:  # noqa: BLE001 - the channels serve on; the API stays closed, never open
         log.failure("admin API, metrics, audit and alerts not started")
         return None

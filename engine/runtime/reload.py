@@ -234,9 +234,6 @@ class Reloader:
         if plan.registry_changed:
             engine.registry = plan.registry
             engine.events.hook = plan.registry.hook
-            alerts = getattr(engine.admin, "alerts", None)
-            if alerts is not None:
-                alerts.hook = plan.registry.hook
         engine.templates = plan.templates
         self.plugins = plan.plugins_fingerprint
         results = yield defer.DeferredList([self._remove(name) for name in removals], consumeErrors=True)
@@ -334,9 +331,7 @@ def _redeploy(engine, service, config, pipeline):
                 restart, how = True, "listener rebound"
         restart = restart or state == "failed"
     service.adopt(config, built.channel, source, built.queues)
-    metrics = getattr(engine.admin, "metrics", None)
-    if metrics is not None:
-        metrics.channel_added(service)
+    engine.channel_added(service)
     yield old_channel.wait_idle()          # what the old version took is stored and queued
     retired = [queue for name, queue in old_queues.items() if built.queues.get(name) is not queue]
     yield defer.DeferredList([queue.stop_after_send() for queue in retired], consumeErrors=True)
@@ -378,9 +373,7 @@ def add_channel(engine, config):
     engine.channels[config.name] = service.channel
     engine.channel_services[config.name] = service
     service.setServiceParent(engine)
-    metrics = getattr(engine.admin, "metrics", None)
-    if metrics is not None:
-        metrics.channel_added(service)
+    engine.channel_added(service)
     yield service.exclusive(service.start_channel)
 
 

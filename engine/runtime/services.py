@@ -174,12 +174,17 @@ class Engine(service.MultiService):
         self.admin = None        # set by engine/app.py: the admin API, metrics, audit log and alerts
         self.reloader = None     # set by engine/app.py: live reload on file changes and SIGHUP
         self.retention = None    # set by engine/app.py: pruning by [store] retention
+        self.channel_listeners: list = []    # called with each channel service live reload deploys
         self.started: defer.Deferred = defer.Deferred()
         for channel_config in config.channels:
             if channel_config.enabled:
                 child = ChannelService(self, channel_config)
                 child.setServiceParent(self)
                 self.channel_services[channel_config.name] = child
+
+    def channel_added(self, channel_service) -> None:
+        for listener in self.channel_listeners:
+            listener(channel_service)
 
     def startService(self) -> None:
         service.Service.startService(self)

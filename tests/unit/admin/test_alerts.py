@@ -11,8 +11,9 @@ from twisted.internet import defer, task
 from engine.admin.alerts import MAX_IDS, AlertMonitor
 from engine.config.loader import AlertsConfig
 from engine.core.events import Events
-from engine.hookspecs import hookimpl
 from engine.core.plugins import load_plugins
+from engine.hookspecs import hookimpl
+from engine.runtime.facade import Runtime
 from engine.store.sqlite.schema import iso_utc
 
 START = 1_795_000_000.0
@@ -48,7 +49,7 @@ def world():
                                                    repeat_after=600)),
         reactor=clock, registry=registry, events=Events(registry.hook),
         channel_services={"adt": SimpleNamespace(queues={"agency": queue})})
-    monitor = AlertMonitor(engine, clock=clock, read_stats=lambda: defer.succeed(stats))
+    monitor = AlertMonitor(Runtime(engine), clock=clock, read_stats=lambda: defer.succeed(stats))
     monitor.start()
     yield SimpleNamespace(clock=clock, queue=queue, stats=stats, alerts=collector.alerts, monitor=monitor,
                           events=engine.events)
