@@ -29,14 +29,23 @@ def add_search_arguments(parser) -> None:
 
 
 def open_store(path):
+    """(config, the store read-only); CommandError when there is no store or it cannot be read."""
     from engine.cli.admin_verbs import open_config
-    from engine.cli.tool_verbs import CommandError
-    from engine.store.sqlite.store import Store
 
     config = open_config(path)
+    return config, _open_readonly(config)
+
+
+def _open_readonly(config):
+    from engine.cli.tool_verbs import CommandError
+    from engine.store import StoreError, open_readonly
+
     if not config.store.path.exists():
         raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
-    return config, Store.open_readonly(config.store.path)
+    try:
+        return open_readonly(config.store.path)
+    except StoreError as error:
+        raise CommandError(str(error)) from None
 
 
 def time_bound(value: str | None):
@@ -224,7 +233,6 @@ def _open_store_leniently(path):
     from engine.cli.tool_verbs import CommandError
     from engine.core.plugins import PluginError, load_plugins
     from engine.runtime.reload_plan import load_lenient
-    from engine.store.sqlite.store import Store
 
     try:
         registry = load_plugins(plugins_dir_of(path))
@@ -235,9 +243,7 @@ def _open_store_leniently(path):
         for problem in problems:
             print(str(problem), file=sys.stderr)
         raise CommandError(f"{len(problems)} problem(s) in the configuration")
-    if not config.store.path.exists():
-        raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
-    return config, Store.open_readonly(config.store.path), problems
+    return config, _open_readonly(config), problems
 
 
 def _state(name: str, enabled: dict) -> str:
