@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
-from engine.store.sqlite.store import Store
+from engine.store import Store
 from support.store import FakeClock
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.cli.common import CommandError, open_config
+from engine.cli.common import CommandError, open_store
 
 
 def add_audit_arguments(parser) -> None:
@@ -17,19 +17,10 @@ def add_audit_arguments(parser) -> None:
 
 
 def audit_command(args, path) -> int:
-    from engine.admin.audit import entries, verify_chain
-    from engine.store.sqlite.schema import StoreError, connect_reader
-
-    config = open_config(path)
-    if not config.store.path.exists():
-        raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
-    try:
-        conn = connect_reader(str(config.store.path))
-    except StoreError as error:
-        raise CommandError(str(error)) from None
+    _config, store = open_store(path)
     try:
         if args.verify:
-            check = verify_chain(conn)
+            check = store.verify_audit()
             if args.json:
                 print(json.dumps({"ok": check.ok, "rows": check.rows, "problems": check.problems}, indent=2))
             elif check.ok:
@@ -40,9 +31,9 @@ def audit_command(args, path) -> int:
             if not check.ok:
                 raise CommandError(f"the audit log has been tampered with ({len(check.problems)} problem(s))")
             return 0
-        rows = entries(conn, limit=args.limit, who=args.who, action=args.action)
+        rows = store.audit_entries(limit=args.limit, who=args.who, action=args.action)
     finally:
-        conn.close()
+        store.close_readers()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

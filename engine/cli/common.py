@@ -107,12 +107,20 @@ def open_config(path, *, lenient: bool = False):
 
 
 def open_store(path):
-    from engine.store.sqlite.store import Store
-
+    """(config, the store read-only); CommandError when there is no store or it cannot be read."""
     config = open_config(path)
+    return config, open_readonly_store(config)
+
+
+def open_readonly_store(config):
+    from engine.store import StoreError, open_readonly
+
     if not config.store.path.exists():
         raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
-    return config, Store.open_readonly(config.store.path)
+    try:
+        return open_readonly(config.store.path)
+    except StoreError as error:
+        raise CommandError(str(error)) from None
 
 
 def time_bound(value: str | None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.importers.mirth import import_mirth
+from engine.importers.mirth.entry import import_mirth
 
 
 def add_arguments(parser) -> None:

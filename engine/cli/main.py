@@ -11,14 +11,13 @@ import argparse
 import os
 import sys
 
-from engine.cli import audit, check, dryrun, import_mirth, report, run
+from engine.cli import audit, check, dryrun, import_mirth, prune, report, run
 from engine.cli import messages as messages_verb
 from engine.cli import replay as replay_verb
 from engine.cli import send as send_verb
 from engine.cli import show as show_verb
 from engine.cli import status as status_verb
 from engine.cli.common import CommandError
-from engine.runtime import retention
 
 
 def _add_config(parser: argparse.ArgumentParser, default) -> None:
@@ -75,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         "audit", "who viewed, searched, replayed or changed what (admin API); --verify checks the chain"
     )
     audit.add_audit_arguments(audit_verb)
-    prune = verb(
+    prune_verb = verb(
         "prune", "clear the content of messages older than the retention window (ERROR, QUEUED kept)"
     )
-    retention.add_prune_arguments(prune)
+    prune.add_prune_arguments(prune_verb)
     import_mirth.add_arguments(verb("import", "convert Mirth Connect channel exports into channel files"))
     return parser
 
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": report.report_command,
         "replay": replay_verb.replay_command,
         "audit": audit.audit_command,
-        "prune": retention.prune_command,
+        "prune": prune.prune_command,
         "import": import_mirth.command,
     }
     try:

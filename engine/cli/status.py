@@ -58,7 +58,7 @@ def _open_store_leniently(path):
     from engine.config.loading import plugins_dir_of
     from engine.core.plugins import PluginError, load_plugins
     from engine.runtime.reload_plan import load_lenient
-    from engine.store.sqlite.store import Store
+    from engine.cli.common import open_readonly_store
 
     try:
         registry = load_plugins(plugins_dir_of(path))
@@ -69,9 +69,7 @@ def _open_store_leniently(path):
         for problem in problems:
             print(str(problem), file=sys.stderr)
         raise CommandError(f"{len(problems)} problem(s) in the configuration")
-    if not config.store.path.exists():
-        raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
-    return config, Store.open_readonly(config.store.path), problems
+    return config, open_readonly_store(config), problems
 
 
 def _state(name: str, enabled: dict) -> str:

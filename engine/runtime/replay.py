@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from engine.core.contracts import EventKind
 from engine.core.message import Message
 from engine.core.pipeline import FILTERED, QUEUED
-from engine.store.sqlite.replay import delivery_rows, replay_result
+from engine.store.sqlite.replay import delivery_rows
 from engine.store.sqlite.schema import normalize_status, to_iso
 from engine.core.units import parse_time_bound
 
@@ -298,8 +298,8 @@ class Replayer:
             log.failure("replay of message {id} failed before it was stored", id=message_id)
             statuses["NOT STORED"] += 1
             return defer.succeed(None)
-        d = engine.store.write(replay_result, message_id, outcome.status == FILTERED, outcome.transformed,
-                               outcome.error, rows, destination, who)
+        d = engine.store.record_replay(message_id, filtered=outcome.status == FILTERED, transformed=outcome.transformed,
+                                       error=outcome.error, rows=rows, destination=destination, by=who)
 
         def stored(result):
             status, delivery_ids = result

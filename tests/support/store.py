@@ -10,7 +10,7 @@ import threading
 
 from twisted.internet import defer
 
-from engine.store.sqlite.store import Store
+from engine.store import Store
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -44,9 +44,18 @@ def pause_writer(store: Store):
         started.set()
         assert release.wait(10), "the test never released the writer"
 
-    d = store.write(block)
+    d = store._write(block)
     assert started.wait(10), "the writer thread did not pick up the blocking write"
     return release, d
+
+
+def put(store: Store, channel: str, raw: str, **fields) -> defer.Deferred:
+    """Store a message received and not yet processed (status RECEIVED) the way the channel
+    stores one, ``reserve_id`` then ``put_processed``. Fires with ``(id, duplicate)``; fails like
+    the write (a read-only store fails with StoreError)."""
+    d = defer.maybeDeferred(
+        lambda: store.put_processed(channel, raw, message_id=store.reserve_id(), status="RECEIVED", **fields))
+    return d.addCallback(lambda result: result[:2])
 
 
 async def settle(deferreds):
@@ -74,7 +83,7 @@ async def populate(store: Store, clock: FakeClock) -> dict[str, int]:
         ("e", "lab", "ADT^A08", {}),
     ]
     for control_id, channel, type_, meta in rows:
-        ids[control_id], _ = await store.put_received(
+        ids[control_id], _ = await put(store, 
             channel, hl7(control_id), type=type_, control_id=control_id, meta=meta)
         clock.now += 1
     await store.set_message_result(ids["a"], status="SENT")

@@ -7,6 +7,3 @@ steps), ``steps`` (filters and transformer steps), ``velocity`` (``${...}`` in c
 ``code_templates``, ``channel`` (one channel's file), ``notes`` (IMPORT-NOTES.md), ``toml_text``
 (writing TOML), ``entry`` (the verb: :func:`import_mirth`).
 """
-from engine.importers.mirth.entry import import_mirth
-
-__all__ = ["import_mirth"]

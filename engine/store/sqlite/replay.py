@@ -1,8 +1,8 @@
 """The store's side of a replay: one write per message that records the new outcome and keeps
 the old one in the history.
 
-Kept out of ``store.py`` (already at its size limit) and run through the public ``Store.write``,
-so it commits in the writer's group commit like every other write.
+``Store.record_replay`` runs it in the writer, so it commits in the group commit like every
+other write.
 
 Why history needs help here: ``set_message_result`` upserts delivery rows and keeps their send
 attempts, but a message that failed in *processing* (its channel transform raised, or a
@@ -23,8 +23,7 @@ from __future__ import annotations
 import json
 import time
 
-from engine.store.sqlite.store import derive_status
-from engine.store.sqlite.schema import DELIVERY_STATUSES, iso_utc, normalize_status
+from engine.store.sqlite.schema import DELIVERY_STATUSES, derive_status, iso_utc, normalize_status
 
 UPSERT_DELIVERY = (
     "INSERT INTO deliveries (message_id, channel, destination, status, error,"

@@ -389,10 +389,10 @@ FTS_DELETE_SQL = "INSERT INTO messages_fts (messages_fts, rowid, raw) VALUES ('d
 def _m006_text_search_and_retention(db: sqlite_utils.Database) -> None:
     """``messages --text`` and retention.
 
-    ``messages_fts`` indexes ``raw``. The writer indexes new messages in bulk (store_writer.py
+    ``messages_fts`` indexes ``raw``. The writer indexes new messages in bulk (writer.py
     ``stage``: at most 256 messages or 0.5 s behind their commit) and ``text_index`` records in
     the same transaction the highest message id indexed, so a store reopened after a crash
-    indexes what came after it (``store_text.catch_up``). Pruning (retention.py) removes a
+    indexes what came after it (``text.catch_up``). Pruning (retention.py) removes a
     message's words with FTS5's 'delete' before it clears the text, and only below that mark.
     Messages already stored are indexed here, once.
 

@@ -1,40 +1,35 @@
 """The message store: SQLite behind one writer thread with group commit.
 
-The writer thread, its group commit and its failure handling live in ``store_writer.py``
-(``GroupCommitWriter``, the base class); this module holds what is written and the read API.
+``Store`` is the one place callers reach the store: every write is a method that queues its SQL
+to the single writer thread (``writer.py``), every read a method on a per-thread read-only
+connection. The SQL of each concern lives in its own module beside this one, each a set of
+functions taking a connection: ``queries`` (searches, one message, counts, queues), ``text``
+(full-text search), ``replay``, ``retention``, ``audit`` and ``report``; ``schema`` holds the
+tables, their migrations and the status words. No SQL lives outside this package, so a second
+backend (PostgreSQL) implements these methods and nothing else changes.
 
-Reads never go through the writer: each thread gets its own read-only connection (WAL readers do
-not block the writer), so the CLI can use ``Store.open_readonly(path)`` while the daemon runs.
+Reads never go through the writer: WAL readers do not block the writer, so the CLI can use
+``Store.open_readonly(path)`` while the daemon runs.
 
-Measured with ``bench/store_bench.py`` (2 cores shared with other jobs, so runs vary by 30%+;
-1.1 KB ADT^A08, sequential control ids, dedupe on; best of several runs at load ~1.4):
-    64 concurrent callers, no metadata:        ~20,800 put_received/s (64 writes per commit)
-    64 concurrent callers, 2 metadata fields:  ~13,000-14,500/s
-    1 caller, put -> wait -> put:              ~2,800/s, ~0.35 ms each (no metadata)
-    stored, full pipeline (+0.57 KB transformed, 1 destination sent, 2 metadata): ~2.8 KB/message
-Where the time goes (writer thread, per message in 64-message batches): ~25 us of SQL, ~20-35 us
-of COMMIT. A commit costs what it writes to the WAL: one 4 KB page per index leaf it touches.
-Time-ordered keys share leaves, so the seven message indexes cost a few pages per batch; a
-random key costs one page per message. So duplicates are looked up by (channel, control id,
-sha256), control ids mostly growing, and not by a sha256-first index, which cost ~100 extra pages
-per 64-message commit; each metadata field with scattered values (MRNs) still costs about one
-page per message (10-15 us). A 1-message commit writes ~14 pages, hence 0.3 ms rather than the
-bare fsync's 0.16 ms. A background checkpointer (SQLite's auto-checkpoint runs inside a COMMIT)
-was tried: its I/O on the same disk made p99.9 worse and the WAL grew to 50-460 MB, so no.
-Writes use the sqlite3 connection directly, not sqlite-utils' ``Table.insert``: measured here,
-it costs ~90 us per row against ~10-16 us for the same ``INSERT`` (it introspects the table on
-every call), and it commits on its own (``with conn:``), which would break the group commit.
-sqlite-utils builds the schema (``store_schema.py``).
+Why the writes look as they do: a commit costs what it writes to the WAL, one page per index leaf
+it touches. Time-ordered keys share leaves and random ones do not, so duplicates are looked up by
+(channel, control id, sha256), control ids mostly growing, never by a sha256-first index; and a
+message and its processing outcome are stored by one INSERT (``put_processed``), so the status
+indexes see no INSERT-then-UPDATE churn and the ACK waits for one commit. Writes use the sqlite3
+connection directly, not sqlite-utils' ``Table.insert``, which introspects the table on every call
+and commits on its own (``with conn:``), which would break the group commit; sqlite-utils only
+builds the schema. SQLite's own auto-checkpoint (inside a COMMIT) is kept: a background
+checkpointer's I/O on the same disk made tail latency worse and let the WAL grow.
 
-Full-text search (``messages --text``, ``store_text.py``): each message's words are indexed a
-little after its commit, 256 at a time (``stage``): ~15-20 us of writer time per message
-(measured, see ``store_writer.stage``) and ~140 B of store per 1.1 KB message; an index row per
-message inside its own write would have cost ~180 us. ``received_at`` never goes back in id
-order (``_put_received``), which lets a text search use a time window as an id range.
+Full-text search: each message's words are indexed a little after its commit, in bulk
+(``stage``), rather than inside its own write. ``received_at`` never goes back in id order
+(``_insert_message``), which lets a text search use a time window as an id range.
+Measured figures behind these choices: bench/README.md, "Store".
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 import threading
@@ -43,7 +38,11 @@ from typing import Callable, Iterable
 
 from twisted.internet import defer
 
+from engine.store.sqlite import audit as audit_sql
 from engine.store.sqlite import queries as q
+from engine.store.sqlite import replay as replay_sql
+from engine.store.sqlite import report as report_sql
+from engine.store.sqlite import retention as retention_sql
 from engine.store.sqlite import text as store_text
 from engine.store.sqlite.schema import (
     DEDUPE_SQL,
@@ -63,7 +62,9 @@ from engine.store.sqlite.schema import (
 )
 from engine.store.sqlite.writer import GroupCommitWriter
 
-__all__ = ["Store", "StoreError", "derive_status", "MESSAGE_STATUSES", "DELIVERY_STATUSES"]
+__all__ = ["Store", "StoreError", "ChainCheck", "derive_status", "MESSAGE_STATUSES", "DELIVERY_STATUSES"]
+
+ChainCheck = audit_sql.ChainCheck
 
 
 class Store(GroupCommitWriter):
@@ -92,7 +93,7 @@ class Store(GroupCommitWriter):
             raise StoreError(f"cannot open the store ({exc.sqlite_errorname})") from exc
         try:
             migrate(conn)
-            store_text.catch_up(conn)  # messages a crash left unindexed (store_text.py)
+            store_text.catch_up(conn)  # messages a crash left unindexed (text.py)
             self._next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
             last = conn.execute("SELECT received_at FROM messages ORDER BY id DESC LIMIT 1").fetchone()
             self._last_received = from_iso(last[0]) if last else 0.0
@@ -116,44 +117,16 @@ class Store(GroupCommitWriter):
         if top:
             conn.execute(store_text.WATERMARK_SQL, (top, top))
 
-    def put_received(
-        self,
-        channel: str,
-        raw: str,
-        *,
-        type: str = "",
-        control_id: str = "",
-        sender: str = "",
-        inbound: str = "hl7",
-        meta: dict | None = None,
-        dedupe_seconds: float = 0,
-        idempotency_key: str | None = None,
-        original: bytes | None = None,
-    ) -> defer.Deferred:
-        """Store a received message (status RECEIVED). Fires with ``(id, duplicate)``. ``original``:
-        the bytes ``raw`` was decoded from, only when decoding was lossy (RELIABILITY 17).
-
-        A duplicate stores nothing and returns the earlier message's id: same bytes on the same
-        channel within ``dedupe_seconds`` (when > 0), or the same ``idempotency_key`` on the same
-        channel at any age (a key is the client's explicit word, so it does not expire with the
-        byte window). ``control_id`` must come from the content (MSH-10, or '' when there is
-        none): the duplicate lookup is keyed on it."""
-        if not self._accepting:  # before reserve_id: a read-only or closed store has no ids
-            return defer.fail(StoreError("the store is closed to writes"))
-        meta_rows = [(str(k), str(v)) for k, v in (meta or {}).items()]
-        return self.write(
-            self._put_received,
-            channel, raw, type, control_id, sender, inbound, meta_rows,
-            float(dedupe_seconds), idempotency_key, self.reserve_id(), None, original,  # outcome None
-        )
-
     def reserve_id(self) -> int:
         """Hand out the next message id in the reactor thread, before the message is stored.
 
         The channel runs its pipeline (templates see ``id``) before the one write that stores the
         message together with its outcome (``put_processed``): one commit per message instead of
         two.  Ids come from one counter and the single writer inserts them in the order they were
-        reserved; an id reserved for a duplicate is simply never used."""
+        reserved; an id reserved for a duplicate is simply never used. A read-only store has no
+        ids to give (StoreError)."""
+        if not self._writer:
+            raise StoreError("the store is read-only: it has no writer")
         message_id = self._next_id
         self._next_id += 1
         return message_id
@@ -163,22 +136,33 @@ class Store(GroupCommitWriter):
                       sender: str = "", inbound: str = "hl7", meta: dict | None = None,
                       dedupe_seconds: float = 0, idempotency_key: str | None = None,
                       original: bytes | None = None) -> defer.Deferred:
-        """``put_received`` and ``set_message_result`` as ONE write (one fsync before the ACK).
+        """Store a received message together with its processing outcome, as ONE write (one fsync
+        before the ACK): the message row with its final ``status``, ``transformed`` and ``error``,
+        its metadata, and one delivery row per destination (dicts with ``destination``, ``status``
+        (default QUEUED), ``body``, ``error``). ``message_id`` comes from ``reserve_id``.
+        ``status="RECEIVED"`` stores it unprocessed (``unprocessed`` lists it; ``processed_at``
+        stays empty). ``original``: the bytes ``raw`` was decoded from, only when decoding was
+        lossy (RELIABILITY 17).
 
-        Fires with ``(id, duplicate, status, {destination: delivery id})``; a duplicate stores
-        nothing and fires ``(earlier id, True, None, {})``."""
+        A duplicate stores nothing: same bytes on the same channel within ``dedupe_seconds``
+        (when > 0), or the same ``idempotency_key`` on the same channel at any age (a key is the
+        client's explicit word, so it does not expire with the byte window). ``control_id`` must
+        come from the content (MSH-10, or '' when there is none): the duplicate lookup is keyed
+        on it.
+
+        Fires with ``(id, duplicate, status, {destination: delivery id})``; a duplicate fires
+        ``(earlier id, True, None, {})``."""
         meta_rows = [(str(k), str(v)) for k, v in (meta or {}).items()]
         rows = [(str(d["destination"]), normalize_status(d.get("status", "QUEUED"), DELIVERY_STATUSES),
                  d.get("body"), d.get("error")) for d in deliveries]
         put_args = (channel, raw, type, control_id, sender, inbound, meta_rows, float(dedupe_seconds),
                     idempotency_key, message_id)
-        return self.write(self._put_processed, put_args, normalize_status(status), transformed, error, rows, original)
+        return self._write(self._put_processed, put_args, normalize_status(status), transformed, error, rows, original)
 
     def _put_processed(self, conn, put_args, status, transformed, error, rows, original=None):
         """One INSERT with the final status (no INSERT-then-UPDATE churn on the status indexes),
         then one INSERT per delivery whose ids come back from ``lastrowid`` (no read-back)."""
-        message_id, duplicate = self._put_received(conn, *put_args, outcome=(status, transformed, error),
-                                                   original=original)
+        message_id, duplicate = self._insert_message(conn, *put_args, status, transformed, error, original)
         if duplicate:
             return message_id, True, None, {}
         now, channel = self._now(), put_args[0]
@@ -192,14 +176,14 @@ class Store(GroupCommitWriter):
             ).lastrowid
         return message_id, False, status, ids
 
-    def _put_received(self, conn, channel, raw, type_, control_id, sender, inbound, meta_rows,
-                      dedupe_seconds, idempotency_key, message_id=None, outcome=None, original=None):
+    def _insert_message(self, conn, channel, raw, type_, control_id, sender, inbound, meta_rows,
+                        dedupe_seconds, idempotency_key, message_id, status, transformed, error, original):
         try:
             digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
         except UnicodeEncodeError:
             raise StoreError("message text is not valid Unicode; not stored") from None
         # received_at never goes back in id order, even if the wall clock steps back: a text
-        # search turns its time window into an id range on that promise (store_queries.py).
+        # search turns its time window into an id range on that promise (queries.py).
         now = self._last_received = max(self._clock(), self._last_received)
         if idempotency_key is not None:
             row = conn.execute(IDEMPOTENCY_SQL, (channel, idempotency_key)).fetchone()
@@ -211,13 +195,12 @@ class Store(GroupCommitWriter):
             ).fetchone()
             if row:
                 return row[0], True
-        status, transformed, error = outcome or ("RECEIVED", None, None)
         message_id = conn.execute(
             "INSERT INTO messages (id, channel, received_at, status, type, control_id, sender,"
             " inbound, idempotency_key, sha256, raw, transformed, error, processed_at, original)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message_id, channel, iso_utc(now), status, type_, control_id, sender, inbound,
-             idempotency_key, digest, raw, transformed, error, None if outcome is None else iso_utc(now),
+             idempotency_key, digest, raw, transformed, error, None if status == "RECEIVED" else iso_utc(now),
              original),
         ).lastrowid
         if meta_rows:
@@ -258,7 +241,7 @@ class Store(GroupCommitWriter):
             status = normalize_status(status)
         except (KeyError, ValueError) as exc:
             return defer.fail(ValueError(f"bad processing result: {exc}"))
-        return self.write(self._set_message_result, id, status, transformed, error, rows)
+        return self._write(self._set_message_result, id, status, transformed, error, rows)
 
     def _set_message_result(self, conn, message_id, status, transformed, error, rows):
         now = self._now()
@@ -308,7 +291,7 @@ class Store(GroupCommitWriter):
             retry_at = to_iso(next_attempt_at)
         except (TypeError, ValueError) as exc:
             return defer.fail(exc)
-        return self.write(
+        return self._write(
             self._record_attempt, delivery_id, bool(ok), error, response, final, retry_at,
             bool(possible_duplicate),
         )
@@ -337,10 +320,10 @@ class Store(GroupCommitWriter):
     def record_sent(self, sent: list[tuple[int, str | None]]) -> defer.Deferred:
         """Record many successful attempts ``(delivery_id, response)`` in one write: what
         ``record_attempt(id, ok=True, response=..., final_status="SENT")`` does for each, set at
-        a time.  A busy destination queue records its SENTs once per reactor turn this way:
-        measured on the end-to-end benchmark, one write per SENT cost ~85 us of writer-thread
-        CPU per message (six statements, a savepoint, a Deferred), a third of the writer's work."""
-        return self.write(self._record_sent, list(sent))
+        a time.  A busy destination queue records its SENTs once per reactor turn this way: one
+        write per SENT (six statements, a savepoint, a Deferred) was a third of the writer's work
+        on the end-to-end benchmark."""
+        return self._write(self._record_sent, list(sent))
 
     def _record_sent(self, conn, sent):
         now = self._now()
@@ -383,7 +366,7 @@ class Store(GroupCommitWriter):
     def add_event(self, kind: str, *, channel: str | None = None, message_id: int | None = None,
                   detail: str = "") -> defer.Deferred:
         """Record an engine event (ids and reasons only, never content). Fires with its id."""
-        return self.write(self._add_event, kind, channel, message_id, detail)
+        return self._write(self._add_event, kind, channel, message_id, detail)
 
     def _add_event(self, conn, kind, channel, message_id, detail):
         return conn.execute(
@@ -394,7 +377,7 @@ class Store(GroupCommitWriter):
     def mark_file(self, channel: str, sha256: str, name: str, status: str, messages: int = 0) -> defer.Deferred:
         """Record that a file source finished a file (``done``: every message committed, or
         ``error``: refused), by content hash; ``file_seen`` finds it. Fires with the row id."""
-        return self.write(self._mark_file, channel, sha256, name, status, int(messages))
+        return self._write(self._mark_file, channel, sha256, name, status, int(messages))
 
     def _mark_file(self, conn, channel, sha256, name, status, messages):
         return conn.execute(
@@ -402,6 +385,65 @@ class Store(GroupCommitWriter):
             " VALUES (?, ?, ?, ?, ?, ?)",
             (channel, sha256, name, status, messages, self._now()),
         ).lastrowid
+
+    # --- replay, audit, retention -------------------------------------------------------------
+
+    def record_replay(self, message_id: int, *, filtered: bool, transformed: str | None, error: str | None,
+                      rows: Iterable[tuple], destination: str | None = None, by: str) -> defer.Deferred:
+        """Store a replay's new outcome for one message in one write, keeping the earlier outcome
+        in its history and adding a ``replayed`` event naming ``by`` (see ``replay.py``).
+        ``rows``: the destinations' outcomes as ``delivery_rows`` checks them; ``destination``:
+        replay to that one only. Fires with ``(status, {destination: delivery id})``, or fails
+        with LookupError for an unknown message."""
+        return self._write(self._record_replay, message_id, bool(filtered), transformed, error, list(rows),
+                           destination, by)
+
+    def _record_replay(self, conn, message_id, filtered, transformed, error, rows, destination, by):
+        return replay_sql.replay_result(conn, message_id, filtered, transformed, error, rows, destination, by,
+                                        now=self._clock())
+
+    def append_audit(self, who: str, action: str, target: str = "", detail=None) -> defer.Deferred:
+        """Add one row to the audit log, chained to the newest (``audit.py``). ``detail``: JSON-able
+        ids, names, counts and statuses, never message content. Fires with the row's id once it
+        has committed."""
+        return self._write(self._append_audit, who, action, target, audit_sql.canonical_detail(detail))
+
+    def _append_audit(self, conn, who, action, target, detail):
+        return audit_sql.append(conn, self._now(), who, action, target, detail)
+
+    def prune_batch(self, cutoff, *, include_errors: bool = False, limit: int = retention_sql.BATCH,
+                    vacuum_pages: int = retention_sql.VACUUM_PAGES) -> defer.Deferred:
+        """Prune the content of up to ``limit`` messages received before ``cutoff`` (ISO string,
+        datetime or epoch seconds) in one write, then give up to ``vacuum_pages`` free pages
+        back (``retention.py``). Fires with how many it pruned: fewer than ``limit`` means none
+        is left."""
+        try:
+            cutoff = to_iso(cutoff)
+        except (TypeError, ValueError) as exc:
+            return defer.fail(exc)
+        return self._write(functools.partial(retention_sql.prune_batch, cutoff=cutoff, include_errors=include_errors,
+                                             limit=int(limit), vacuum_pages=int(vacuum_pages)))
+
+    def record_pruned(self, pruned: int, cutoff, *, by: str, include_errors: bool = False,
+                      now: float | None = None) -> defer.Deferred:
+        """The PHI-free ``pruned`` event of a pass that pruned ``pruned`` messages received before
+        ``cutoff``, ``by`` whom (``retention``, ``cli``). Fires with the event's id."""
+        try:
+            cutoff = to_iso(cutoff)
+        except (TypeError, ValueError) as exc:
+            return defer.fail(exc)
+        return self._write(retention_sql.record_pruned, int(pruned), cutoff, by, bool(include_errors),
+                           self._clock() if now is None else now)
+
+    @staticmethod
+    def prune_offline(path, cutoff, include_errors: bool = False, now: float | None = None) -> tuple[int, int, int]:
+        """``switchboard prune``: prune everything received before ``cutoff`` through a writer
+        connection of this process's own, beside a running daemon or without one, each batch its
+        own short transaction; then record the ``pruned`` event and give every free page back.
+        Returns ``(pruned, bytes before, bytes after)``; raises StoreError with a sentence for the
+        user (the store cannot be opened, has another schema, or is busy)."""
+        return retention_sql.prune_offline(path, to_iso(cutoff), bool(include_errors),
+                                           time.time() if now is None else now)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -434,7 +476,7 @@ class Store(GroupCommitWriter):
                control_id=None, meta: dict | None = None, text: str | None = None,
                limit=100, offset=0, before_id: int | None = None) -> list[dict]:
         """Message summaries matching every given filter, newest first (``messages --json``);
-        see ``store_queries.search``."""
+        see ``queries.search``."""
         return q.search(self._reader(), channel=channel, status=status, since=since, until=until,
                         type=type, control_id=control_id, meta=meta, text=text, limit=limit,
                         offset=offset, before_id=before_id)
@@ -482,5 +524,24 @@ class Store(GroupCommitWriter):
         return q.queue_stats(self._reader())
 
     def replay_candidates(self, **selection):
-        """What a replay selects, in id order, page by page; see ``store_queries.replay_candidates``."""
+        """What a replay selects, in id order, page by page; see ``queries.replay_candidates``."""
         return q.replay_candidates(self._reader(), **selection)
+
+    def audit_entries(self, *, limit: int | None = None, who: str | None = None,
+                      action: str | None = None) -> list[dict]:
+        """Audit rows, newest first, ``detail`` decoded (``switchboard audit``)."""
+        return audit_sql.entries(self._reader(), limit=limit, who=who, action=action)
+
+    def verify_audit(self) -> ChainCheck:
+        """Walk the audit log's hash chain: ``.ok``, ``.rows`` and one sentence per problem."""
+        return audit_sql.verify_chain(self._reader())
+
+    def count_prunable(self, cutoff, include_errors: bool = False) -> dict[str, int]:
+        """Per status, how many messages received before ``cutoff`` still hold content (``prune
+        --dry-run``); ``prunable_statuses(include_errors)`` says which of them a prune clears."""
+        return retention_sql.count_prunable(self._reader(), to_iso(cutoff), bool(include_errors))
+
+    def report(self, *, since=None, channel: str | None = None, now=None) -> dict:
+        """The collections KPIs over the messages received since ``since`` (a datetime; None:
+        all), on one channel or all: the dict ``switchboard report --json`` prints (``report.py``)."""
+        return report_sql.build_report(self._reader(), since=since, channel=channel, now=now)

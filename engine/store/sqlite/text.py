@@ -1,7 +1,7 @@
 """Full-text search over message content (``messages --text``): the words of a query, and the
 index's high-water mark.
 
-The index (``messages_fts``, store_schema m006) holds the words of every message's ``raw`` text,
+The index (``messages_fts``, schema.py m006) holds the words of every message's ``raw`` text,
 tokenized by SQLite's unicode61: a word is a run of letters and digits, everything else (HL7's
 ``|^~\\&``, spaces, punctuation) separates words, case and diacritics are ignored. So
 ``DOE^JANE`` holds the words ``doe`` and ``jane``, and ``MRN00123`` is one word.
@@ -12,7 +12,7 @@ are adjacent. A word ending in ``*`` matches as a prefix (``SMI*``). Each word i
 as a quoted string, so no query syntax (``OR``, ``NEAR``, ``-``, quotes) reaches it from a user.
 
 Why a high-water mark: the writer indexes messages a commit or a few behind the commit that
-stores them (store_writer.py ``stage``: in bulk, 256 at a time or after 0.5 s). ``text_index``
+stores them (writer.py ``stage``: in bulk, 256 at a time or after 0.5 s). ``text_index``
 records, in the transaction that indexes them, the highest message id indexed; pruning removes
 a message's words only below it (a 'delete' for words never added would corrupt the index), and
 a store reopened after a crash first indexes every message above it (``catch_up``).

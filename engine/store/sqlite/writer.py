@@ -1,4 +1,4 @@
-"""The store's single writer thread with group commit (the machinery behind ``Store.write``).
+"""The store's single writer thread with group commit (the machinery behind every store write).
 
 Why one writer (DESIGN §2): SQLite takes one writer at a time, and a commit costs an fsync
 (~0.16 ms here) plus the pages it writes, so sharing a commit among many writes is the win.
@@ -17,8 +17,9 @@ had succeeded. The thread carries on with the next batch, so the daemon recovers
 the fault clears.
 
 Kept apart from ``store.py`` (which holds what is written and read) so each stays short. It is a
-base class rather than an object the Store owns so that ``Store.write``, ``Store.stats`` and the
-tests' ``_before_commit`` hook stay where callers already find them.
+base class rather than an object the Store owns so that ``Store._write``, ``Store.stats`` and the
+tests' ``_before_commit`` hook live on the store itself. ``_write`` is private: code outside
+``engine/store/`` calls the store's named methods, never SQL of its own.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _op_error(exc: Exception) -> Exception:
 
 
 class GroupCommitWriter:
-    """One thread owning the read-write connection; ``write`` queues work to it.
+    """One thread owning the read-write connection; ``_write`` queues work to it.
 
     A subclass calls ``_start_writer(conn, reactor)`` once its connection is migrated, and may
     override ``_on_closed`` (run in the reactor once the connection is closed)."""
@@ -77,7 +78,7 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
-    def write(self, fn: Callable[..., Any], *args) -> defer.Deferred:
+    def _write(self, fn: Callable[..., Any], *args) -> defer.Deferred:
         """Queue ``fn(conn, *args)`` to run in the writer thread inside the next transaction.
         The Deferred fires with its return value once that transaction has committed, or fails
         with the exception it raised (SQLite errors as StoreError), or with StoreError if the
@@ -187,12 +188,9 @@ class GroupCommitWriter:
 
         For derived data that is far cheaper written in bulk: the full-text index. FTS5 writes
         a new index segment at every SAVEPOINT and every COMMIT that follows an index insert,
-        and a segment costs ~26 us plus ~0.85 us per distinct word (measured), so indexing each
-        message inside its own write cost ~180 us per message, and even once per commit a lone
-        caller's one-message commits paid ~130 us each. Held and run 256 at a time, measured
-        with ``bench/store_bench.py``'s ingest (writer thread CPU per message, medians of 4):
-        64 callers 51 -> 67-69 us (+~17 us), one caller 220 -> 236-245 us per commit (+~20 us).
-        The subclass records in ``_staged_ran`` (same transaction) how far the derived data
+        and each segment has a fixed cost plus a cost per distinct word, so indexing each message
+        inside its own write, or even once per commit, costs several times what one statement for
+        a few hundred messages does (figures: bench/README.md, "Store"). The subclass records in ``_staged_ran`` (same transaction) how far the derived data
         goes, so a crash between a message's commit and its indexing is repaired at the next
         start. Staged statements run in order, consecutive ones with the same SQL as one
         ``executemany``; if they fail, the batch fails like a failed COMMIT and they stay held."""
@@ -200,7 +198,7 @@ class GroupCommitWriter:
 
     def flush_staged(self) -> defer.Deferred:
         """Run every held statement in the next commit; fires once it has committed."""
-        return self.write(self._request_flush)
+        return self._write(self._request_flush)
 
     def _request_flush(self, conn) -> None:
         self._flush_requested = True

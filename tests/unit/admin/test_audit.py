@@ -1,5 +1,5 @@
 """The audit log's hash chain: rows written through the store's writer, and every kind of tampering
-(a removed row, an edited row, removed newest rows) found by ``verify_chain`` and by
+(a removed row, an edited row, removed newest rows) found by ``Store.verify_audit`` and by
 ``switchboard audit --verify``."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import sqlite3
 import pytest
 import pytest_twisted
 
-from engine.admin.audit import GENESIS, AuditLog, entries, row_hash, verify_chain
-from engine.store.sqlite.store import Store
+from engine.admin.audit import AuditLog
+from engine.store import Store
+from engine.store.sqlite.audit import GENESIS, row_hash
 from support.daemon import run_cli
 
 
@@ -33,9 +34,8 @@ def connect(store: Store) -> sqlite3.Connection:
 
 
 def test_rows_are_chained(logged):
-    with connect(logged) as conn:
-        rows = list(reversed(entries(conn)))
-        check = verify_chain(conn)
+    rows = list(reversed(logged.audit_entries()))
+    check = logged.verify_audit()
     assert check.ok and check.rows == 6
     assert [row["id"] for row in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[0]["prev_hash"] == GENESIS
@@ -50,7 +50,7 @@ def test_rows_are_chained(logged):
 def test_a_deleted_row_is_found(logged):
     with connect(logged) as conn:
         conn.execute("DELETE FROM audit WHERE id = 3")
-        check = verify_chain(conn)
+    check = logged.verify_audit()
     assert not check.ok
     assert any("3 removed" in problem for problem in check.problems)
     assert any("row 4 does not follow" in problem for problem in check.problems)
@@ -59,14 +59,14 @@ def test_a_deleted_row_is_found(logged):
 def test_an_edited_row_is_found(logged):
     with connect(logged) as conn:
         conn.execute("UPDATE audit SET who = 'nobody' WHERE id = 2")
-        check = verify_chain(conn)
+    check = logged.verify_audit()
     assert check.problems == ["row 2 was changed after it was written"]
 
 
 def test_removed_newest_rows_are_found(logged):
     with connect(logged) as conn:
         conn.execute("DELETE FROM audit WHERE id >= 5")
-        check = verify_chain(conn)
+    check = logged.verify_audit()
     assert check.problems == ["the newest row(s) 5-6 removed"]
 
 
@@ -75,9 +75,8 @@ async def test_appending_after_a_deletion_still_shows_the_gap(logged):
     with connect(logged) as conn:
         conn.execute("DELETE FROM audit WHERE id = 6")
     await AuditLog(logged).record("admin", "channel.stop", "channel:adt")
-    with connect(logged) as conn:
-        check = verify_chain(conn)
-        newest = entries(conn, limit=1)[0]
+    check = logged.verify_audit()
+    newest = logged.audit_entries(limit=1)[0]
     assert newest["id"] == 7
     assert check.problems == ["row(s) 6 removed (the chain jumps from row 5 to 7)"]
 

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 from engine.runtime.check import check
-from engine.importers.mirth import import_mirth
+from engine.importers.mirth.entry import import_mirth
 from engine.importers.mirth.toml_text import dumps
 
 CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "mirth"

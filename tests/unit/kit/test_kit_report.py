@@ -1,4 +1,4 @@
-"""engine/report.py: the KPI report over a store written with the real schema (rows put in by SQL,
+"""The KPI report (``Store.report``, ``switchboard report``) over a store written with the real schema (rows put in by SQL,
 as the daemon would leave them), then through the CLI verb."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from engine.cli import report
-from engine.store.sqlite.schema import connect_reader, connect_writer, iso_utc, migrate
+from engine.store import open_readonly
+from engine.store.sqlite.schema import connect_writer, iso_utc, migrate
 from support.daemon import run_cli
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -57,11 +58,11 @@ def store(tmp_path):
 
 
 def build(store, **options):
-    conn = connect_reader(store.path)
+    reader = open_readonly(store.path)
     try:
-        return report.build_report(conn, now=NOW, **options)
+        return reader.report(now=NOW, **options)
     finally:
-        conn.close()
+        reader.close_readers()
 
 
 def test_kpis_from_verdicts_statuses_and_attempts(store):

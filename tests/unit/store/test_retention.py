@@ -11,16 +11,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
+from engine.runtime.retention import Retention, check_interval
+from engine.store import PRUNE_BATCH as BATCH
+from engine.store import Store
 from engine.store.sqlite import text as store_text
-from engine.runtime.retention import (
-    BATCH,
-    Retention,
-    _candidates,
-    check_interval,
-    count_prunable,
-    prune_batch,
-)
-from engine.store.sqlite.store import Store
+from engine.store.sqlite.retention import candidates
 from engine.store.sqlite.schema import to_iso
 from support.store import assert_indexed, hl7, plans_of
 
@@ -52,15 +47,15 @@ async def message(store: Store, name: str, status: str, *, queued_too: bool = Fa
                                    error=None if status == "SENT" else "AE: refused",
                                    response=f"MSA|{'AA' if status == 'SENT' else 'AE'}|{name}")
     if status == "RECEIVED":
-        await store.write(lambda conn: conn.execute("UPDATE messages SET status = 'RECEIVED' WHERE id = ?",
-                                                    (message_id,)))
+        await store._write(lambda conn: conn.execute("UPDATE messages SET status = 'RECEIVED' WHERE id = ?",
+                                                     (message_id,)))
     return message_id
 
 
 async def prune(store: Store, cutoff: float, **options) -> int:
     total = 0
     while True:
-        n = await store.write(lambda conn: prune_batch(conn, to_iso(cutoff), **options))
+        n = await store.prune_batch(to_iso(cutoff), **options)
         total += n
         if n < options.get("limit", BATCH):
             return total
@@ -122,7 +117,7 @@ async def test_include_errors_prunes_errors_but_never_unfinished_work(store, clo
     assert store.get_message(error_still_queued)["status"] == "ERROR"
     clock.now += 2 * DAY
     await store.flush_staged()
-    counts = await store.write(lambda conn: count_prunable(conn, to_iso(clock.now - DAY), True))
+    counts = store.count_prunable(to_iso(clock.now - DAY), True)
     assert counts["ERROR"] == 2 and counts["ERROR_QUEUED"] == 1
 
     assert await prune(store, clock.now - DAY, include_errors=True) == 1
@@ -180,8 +175,8 @@ async def test_prune_reads_only_the_index_of_unpruned_messages(store, clock):
     await message(store, "a", "SENT")
     clock.now += 2 * DAY
     await store.flush_staged()
-    for read in (lambda: count_prunable(store._reader(), to_iso(clock.now), True),
-                 lambda: _candidates(store._reader(), to_iso(clock.now), True, BATCH)):
+    for read in (lambda: store.count_prunable(to_iso(clock.now), True),
+                 lambda: candidates(store._reader(), to_iso(clock.now), True, BATCH)):
         plans = plans_of(store, read)
         assert_indexed(plans)
         by_status = [lines for sql, lines in plans.items() if "status = ?" in sql or "status = '" in sql]

@@ -13,18 +13,18 @@ import pytest_twisted
 from twisted.internet import defer
 
 from engine.store.sqlite import schema as store_schema
-from engine.store.sqlite.store import Store, StoreError, derive_status
+from engine.store import Store, StoreError, derive_status
 from engine.store.sqlite.schema import SCHEMA_VERSION, connect_writer, migrate, to_iso
-from support.store import ISO_MS, count_rows, hl7, pause_writer, settle
+from support.store import ISO_MS, count_rows, hl7, pause_writer, put, settle
 
 
 # --- the writer -------------------------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred
-async def test_put_received_stores_the_message(store):
-    message_id, duplicate = await store.put_received(
-        "ehr", hl7("C1"), type="ADT^A08", control_id="C1", sender="EPIC", meta={"mrn": "MRN1"}
+async def test_a_received_message_is_stored(store):
+    message_id, duplicate = await put(
+        store, "ehr", hl7("C1"), type="ADT^A08", control_id="C1", sender="EPIC", meta={"mrn": "MRN1"}
     )
     assert isinstance(message_id, int) and duplicate is False
     message = store.get_message(message_id)
@@ -39,7 +39,7 @@ async def test_put_received_stores_the_message(store):
 async def test_concurrent_writes_share_commits(store):
     before = dict(store.stats)
     release, blocker = pause_writer(store)
-    puts = [store.put_received("ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(100)]
+    puts = [put(store, "ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(100)]
     release.set()
     await blocker
     results = await defer.gatherResults(puts)
@@ -70,7 +70,7 @@ async def test_a_batch_is_handed_back_to_the_reactor_in_one_call(tmp_path):
     store = Store(tmp_path / "store.db", reactor)
     try:
         release, blocker = pause_writer(store)
-        puts = [store.put_received("ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(50)]
+        puts = [put(store, "ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(50)]
         release.set()
         await blocker
         await defer.gatherResults(puts)
@@ -87,9 +87,9 @@ async def test_a_failing_write_rolls_back_only_itself(store):
 
     before = dict(store.stats)
     release, blocker = pause_writer(store)
-    first = store.put_received("ehr", hl7("A"), control_id="A")
-    failing = store.write(bad)
-    last = store.put_received("ehr", hl7("B"), control_id="B")
+    first = put(store, "ehr", hl7("A"), control_id="A")
+    failing = store._write(bad)
+    last = put(store, "ehr", hl7("B"), control_id="B")
     release.set()
     await blocker
     (ok_a, a), (ok_bad, error), (ok_b, b) = await settle([first, failing, last])
@@ -103,11 +103,11 @@ async def test_a_failing_write_rolls_back_only_itself(store):
 
 @pytest_twisted.ensureDeferred
 async def test_sqlite_errors_in_a_write_become_store_errors(store):
-    orphan = store.write(
+    orphan = store._write(
         lambda conn: conn.execute("INSERT INTO metadata VALUES (424242, 'k', 'v')")
     )
     unknown = store.set_message_result(424242, status="SENT")
-    fine = store.put_received("ehr", hl7("C1"), control_id="C1")
+    fine = put(store, "ehr", hl7("C1"), control_id="C1")
     (ok_o, err_o), (ok_u, err_u), (ok_f, _value) = await settle([orphan, unknown, fine])
     assert not ok_o and isinstance(err_o, StoreError) and "FOREIGNKEY" in str(err_o)
     assert not ok_u and isinstance(err_u, StoreError) and "424242" in str(err_u)
@@ -122,7 +122,7 @@ async def test_a_failed_commit_fails_every_write_of_the_batch_then_recovers(stor
         conn.execute("INSERT INTO metadata VALUES (-1, 'orphan', 'x')")
 
     store._before_commit = break_commit
-    puts = [store.put_received("ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(5)]
+    puts = [put(store, "ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(5)]
     outcomes = await settle(puts)
     assert all(not ok and isinstance(err, StoreError) for ok, err in outcomes)
     assert "commit failed" in str(outcomes[0][1])
@@ -130,22 +130,22 @@ async def test_a_failed_commit_fails_every_write_of_the_batch_then_recovers(stor
     assert store.search(channel="ehr") == []  # nothing of the failed batches is stored
 
     store._before_commit = None  # the fault clears: the writer carries on
-    message_id, _ = await store.put_received("ehr", hl7("C9"), control_id="C9")
+    message_id, _ = await put(store, "ehr", hl7("C9"), control_id="C9")
     assert [m["id"] for m in store.search(channel="ehr")] == [message_id]
 
 
 @pytest_twisted.ensureDeferred
 async def test_disk_full_fails_the_whole_batch_and_recovers_when_space_returns(store):
-    await store.put_received("ehr", hl7("C0"), control_id="C0")
+    await put(store, "ehr", hl7("C0"), control_id="C0")
 
     def cap_to_current_size(conn):
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count={pages}")
 
-    await store.write(cap_to_current_size)
+    await store._write(cap_to_current_size)
     release, blocker = pause_writer(store)
-    small = store.put_received("ehr", hl7("C1"), control_id="C1")
-    large = store.put_received("ehr", hl7("C2", size=400_000), control_id="C2")
+    small = put(store, "ehr", hl7("C1"), control_id="C1")
+    large = put(store, "ehr", hl7("C2", size=400_000), control_id="C2")
     release.set()
     await blocker
     outcomes = await settle([small, large])
@@ -154,8 +154,8 @@ async def test_disk_full_fails_the_whole_batch_and_recovers_when_space_returns(s
     assert all(not ok and isinstance(err, StoreError) for ok, err in outcomes)
     assert [m["control_id"] for m in store.search(channel="ehr")] == ["C0"]
 
-    await store.write(lambda conn: conn.execute("PRAGMA max_page_count=1073741823"))
-    await store.put_received("ehr", hl7("C2", size=400_000), control_id="C2")
+    await store._write(lambda conn: conn.execute("PRAGMA max_page_count=1073741823"))
+    await put(store, "ehr", hl7("C2", size=400_000), control_id="C2")
     assert sorted(m["control_id"] for m in store.search(channel="ehr")) == ["C0", "C2"]
 
 
@@ -163,9 +163,9 @@ async def test_disk_full_fails_the_whole_batch_and_recovers_when_space_returns(s
 async def test_close_commits_pending_writes_and_refuses_new_ones(tmp_path):
     path = tmp_path / "store.db"
     store = Store(path)
-    puts = [store.put_received("ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(50)]
+    puts = [put(store, "ehr", hl7(f"C{i}"), control_id=f"C{i}") for i in range(50)]
     closing = store.close()
-    refused = store.put_received("ehr", hl7("late"), control_id="late")
+    refused = put(store, "ehr", hl7("late"), control_id="late")
     await closing
     assert len(await defer.gatherResults(puts)) == 50
     (ok, error), = await settle([refused])
@@ -178,13 +178,13 @@ async def test_close_commits_pending_writes_and_refuses_new_ones(tmp_path):
 async def test_a_reopened_store_keeps_its_messages(tmp_path):
     path = tmp_path / "store.db"
     first = Store(path)
-    old_id, _ = await first.put_received("ehr", hl7("C1"), control_id="C1", meta={"mrn": "M1"})
+    old_id, _ = await put(first, "ehr", hl7("C1"), control_id="C1", meta={"mrn": "M1"})
     await first.close()
     second = Store(path)
     try:
         assert second.get_message(old_id)["meta"] == {"mrn": "M1"}
         assert second.unprocessed("ehr") == [old_id]
-        new_id, _ = await second.put_received("ehr", hl7("C2"), control_id="C2")
+        new_id, _ = await put(second, "ehr", hl7("C2"), control_id="C2")
         assert new_id > old_id
     finally:
         await second.close()
@@ -192,22 +192,22 @@ async def test_a_reopened_store_keeps_its_messages(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_unencodable_text_is_refused_without_echoing_it(store):
-    (ok, error), = await settle([store.put_received("ehr", "PID|\udcff|")])  # a lone surrogate
+    (ok, error), = await settle([put(store, "ehr", "PID|\udcff|")])  # a lone surrogate
     assert not ok and isinstance(error, StoreError)
     assert "\udcff" not in str(error) and "PID" not in str(error)
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_bytes_of_a_lossy_decode_are_kept_beside_its_text(store):
-    """RELIABILITY 17: ``original`` is stored as given (a BLOB, byte for byte) by both writes, and
+    """RELIABILITY 17: ``original`` is stored as given (a BLOB, byte for byte) whatever the status, and
     read back only by ``get_original``; ``get_message`` gives its length, None when none was kept."""
     lossy = hl7("L1").encode().replace(b"DOE", b"D\xff\xfe\x00E")
-    received, _ = await store.put_received("ehr", hl7("L1").replace("DOE", "D\ufffd\ufffd\x00E"),
-                                           control_id="L1", original=lossy)
+    received, _ = await put(store, "ehr", hl7("L1").replace("DOE", "D\ufffd\ufffd\x00E"),
+                            control_id="L1", original=lossy)
     processed = store.reserve_id()
     await store.put_processed("ehr", hl7("L2"), message_id=processed, status="FILTERED", control_id="L2",
                               original=b"\xe9")
-    clean, _ = await store.put_received("ehr", hl7("L3"), control_id="L3")
+    clean, _ = await put(store, "ehr", hl7("L3"), control_id="L3")
     assert (store.get_original(received), store.get_original(processed)) == (lossy, b"\xe9")
     assert store.get_message(received)["original_bytes"] == len(lossy)
     assert store.get_message(processed)["original_bytes"] == 1
@@ -218,8 +218,8 @@ async def test_the_bytes_of_a_lossy_decode_are_kept_beside_its_text(store):
 
 @pytest_twisted.ensureDeferred
 async def test_a_duplicate_keeps_the_first_copys_bytes(store):
-    first, _ = await store.put_received("ehr", "MSH|\ufffd", idempotency_key="k", original=b"MSH|\xff")
-    assert await store.put_received("ehr", "MSH|\ufffd", idempotency_key="k", original=b"MSH|\xfe") == (first, True)
+    first, _ = await put(store, "ehr", "MSH|\ufffd", idempotency_key="k", original=b"MSH|\xff")
+    assert await put(store, "ehr", "MSH|\ufffd", idempotency_key="k", original=b"MSH|\xfe") == (first, True)
     assert store.get_original(first) == b"MSH|\xff"
 
 
@@ -229,31 +229,31 @@ async def test_a_duplicate_keeps_the_first_copys_bytes(store):
 @pytest_twisted.ensureDeferred
 async def test_a_resent_message_within_the_window_is_a_duplicate(store, clock):
     window = 3600
-    first, dup = await store.put_received("ehr", hl7("C1"), control_id="C1", dedupe_seconds=window)
+    first, dup = await put(store, "ehr", hl7("C1"), control_id="C1", dedupe_seconds=window)
     assert dup is False
     clock.now += window - 1
-    assert await store.put_received("ehr", hl7("C1"), control_id="C1", dedupe_seconds=window) == (first, True)
-    other_channel, dup = await store.put_received("lab", hl7("C1"), control_id="C1", dedupe_seconds=window)
+    assert await put(store, "ehr", hl7("C1"), control_id="C1", dedupe_seconds=window) == (first, True)
+    other_channel, dup = await put(store, "lab", hl7("C1"), control_id="C1", dedupe_seconds=window)
     assert dup is False and other_channel != first
-    changed, dup = await store.put_received("ehr", hl7("C1", mrn="MRN2"), control_id="C1",
-                                            dedupe_seconds=window)
+    changed, dup = await put(store, "ehr", hl7("C1", mrn="MRN2"), control_id="C1",
+                             dedupe_seconds=window)
     assert dup is False and changed != first  # same control id, other content: a new message
     clock.now += 2  # the first copy is now older than the window
-    late, dup = await store.put_received("ehr", hl7("C1"), control_id="C1", dedupe_seconds=window)
+    late, dup = await put(store, "ehr", hl7("C1"), control_id="C1", dedupe_seconds=window)
     assert dup is False and late not in (first, changed)
-    again, dup = await store.put_received("ehr", hl7("C1"), control_id="C1", dedupe_seconds=0)
+    again, dup = await put(store, "ehr", hl7("C1"), control_id="C1", dedupe_seconds=0)
     assert dup is False and again != late  # dedupe off
     assert len(store.search(channel="ehr")) == 4
 
 
 @pytest_twisted.ensureDeferred
 async def test_an_idempotency_key_is_honoured_within_its_channel(store, clock):
-    first, _ = await store.put_received("http", '{"n": 1}', inbound="json", idempotency_key="k1")
+    first, _ = await put(store, "http", '{"n": 1}', inbound="json", idempotency_key="k1")
     clock.now += 90 * 86400
-    assert await store.put_received("http", '{"n": 2}', inbound="json", idempotency_key="k1") == (first, True)
-    elsewhere, dup = await store.put_received("other", '{"n": 1}', idempotency_key="k1")
+    assert await put(store, "http", '{"n": 2}', inbound="json", idempotency_key="k1") == (first, True)
+    elsewhere, dup = await put(store, "other", '{"n": 1}', idempotency_key="k1")
     assert dup is False and elsewhere != first
-    no_key, dup = await store.put_received("http", '{"n": 1}', inbound="json")
+    no_key, dup = await put(store, "http", '{"n": 1}', inbound="json")
     assert dup is False and no_key != first
 
 
@@ -285,7 +285,7 @@ def test_derive_status_refuses_unknown_words():
 
 @pytest_twisted.ensureDeferred
 async def test_processing_and_delivery_outcomes_drive_the_message_status(store):
-    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    message_id, _ = await put(store, "ehr", hl7("C1"), control_id="C1")
     body = '{"account": "A1"}'
     status, ids = await store.set_message_result(
         message_id, status=None, transformed=body,
@@ -326,7 +326,7 @@ async def test_record_sent_does_for_many_what_record_attempt_does_for_one(store)
     async def fill():
         ids = []
         for n, destinations in enumerate((["agency"], ["agency", "archive"], ["agency"])):
-            message_id, _ = await store.put_received("ehr", hl7(f"S{n}"), control_id=f"S{n}")
+            message_id, _ = await put(store, "ehr", hl7(f"S{n}"), control_id=f"S{n}")
             _status, by_name = await store.set_message_result(
                 message_id, status=None, transformed=f"body{n}",
                 deliveries=[{"destination": name, "body": f"body{n}"} for name in destinations])
@@ -352,7 +352,7 @@ async def test_record_sent_does_for_many_what_record_attempt_does_for_one(store)
 
 @pytest_twisted.ensureDeferred
 async def test_processing_a_message_again_updates_its_deliveries(store):
-    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    message_id, _ = await put(store, "ehr", hl7("C1"), control_id="C1")
     _status, ids = await store.set_message_result(
         message_id, status="QUEUED", transformed="v1",
         deliveries=[{"destination": "agency", "body": "v1"}])
@@ -368,8 +368,8 @@ async def test_processing_a_message_again_updates_its_deliveries(store):
 
 @pytest_twisted.ensureDeferred
 async def test_a_transform_error_or_a_filter_decides_the_status(store):
-    failed, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
-    filtered, _ = await store.put_received("ehr", hl7("C2"), control_id="C2")
+    failed, _ = await put(store, "ehr", hl7("C1"), control_id="C1")
+    filtered, _ = await put(store, "ehr", hl7("C2"), control_id="C2")
     assert await store.set_message_result(failed, status=None, error="template: undefined") == ("ERROR", {})
     assert await store.set_message_result(filtered, status="filtered") == ("FILTERED", {})
     assert store.get_message(failed)["error"] == "template: undefined"
@@ -379,7 +379,7 @@ async def test_a_transform_error_or_a_filter_decides_the_status(store):
 
 @pytest_twisted.ensureDeferred
 async def test_events_are_kept(store):
-    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    message_id, _ = await put(store, "ehr", hl7("C1"), control_id="C1")
     event_id = await store.add_event("nak", channel="ehr", message_id=message_id, detail="AE sent")
     events = store.recent_events(message_id=message_id)
     assert [(e["id"], e["kind"], e["channel"], e["detail"]) for e in events] == [
@@ -470,8 +470,8 @@ async def test_a_processed_message_costs_under_3_kb_of_store(tmp_path):
 
     async def life(n):
         mrn, account = f"MRN{n * 7919 % 10**6:06d}", f"A{n * 104729 % 10**7:07d}"
-        message_id, _ = await store.put_received(
-            "ehr", hl7(f"C{n:06d}", mrn=mrn), type="ADT^A08", control_id=f"C{n:06d}",
+        message_id, _ = await put(
+            store, "ehr", hl7(f"C{n:06d}", mrn=mrn), type="ADT^A08", control_id=f"C{n:06d}",
             meta={"mrn": mrn, "account": account}, dedupe_seconds=86400)
         body = json.dumps({"account": account, "mrn": mrn, "balance": "1234.56",
                            "guarantor": {"family": "DOE", "given": "JANE"}, "notes": "n" * 400})

@@ -10,11 +10,11 @@ import pytest
 import pytest_twisted
 
 from engine.store.sqlite import schema as store_schema, text as store_text
-from engine.store.sqlite.store import DEDUPE_SQL, IDEMPOTENCY_SQL, Store, StoreError
-from engine.runtime.retention import prune_batch
+from engine.store import Store, StoreError
+from engine.store.sqlite.schema import DEDUPE_SQL, IDEMPOTENCY_SQL
 from engine.store.sqlite.queries import search_sql
 from engine.store.sqlite.schema import connect_writer, migrate, to_iso
-from support.store import assert_indexed, control_ids, hl7, plans_of, populate, settle
+from support.store import assert_indexed, control_ids, hl7, plans_of, populate, put, settle
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -69,13 +69,13 @@ async def test_channel_counts_and_unprocessed(store, clock):
 
 @pytest_twisted.ensureDeferred
 async def test_the_read_only_store_sees_the_daemons_writes(store):
-    message_id, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    message_id, _ = await put(store, "ehr", hl7("C1"), control_id="C1")
     reader = Store.open_readonly(store.path)
     try:
         assert [m["id"] for m in reader.search()] == [message_id]
         # every reading thread has its own connection: each with a small page cache
         assert reader._reader().execute("PRAGMA cache_size").fetchone()[0] == store_schema.READER_CACHE_KIB
-        (ok, error), = await settle([reader.put_received("ehr", hl7("C2"), control_id="C2")])
+        (ok, error), = await settle([put(reader, "ehr", hl7("C2"), control_id="C2")])
         assert not ok and isinstance(error, StoreError)  # it has no writer
     finally:
         await reader.close()
@@ -183,8 +183,8 @@ async def people(store, clock) -> dict[str, int]:
             ("p4", "ehr", "O'BRIEN", "ANN", "MRN0055555", "called about the balance")]
     ids = {}
     for control_id, channel, family, given, mrn, note in rows:
-        ids[control_id], _ = await store.put_received(
-            channel, person(control_id, family, given, mrn, note), type="ADT^A08", control_id=control_id,
+        ids[control_id], _ = await put(
+            store, channel, person(control_id, family, given, mrn, note), type="ADT^A08", control_id=control_id,
             meta={"mrn": mrn})
         clock.now += 60
     await store.flush_staged()
@@ -236,7 +236,7 @@ async def test_a_pruned_or_unknown_message_is_not_found_by_text(store, clock):
     ids = await people(store, clock)
     for message_id in ids.values():
         await store.set_message_result(message_id, status="SENT")
-    await store.write(lambda conn: prune_batch(conn, to_iso(clock.now + 1)))
+    await store.prune_batch(to_iso(clock.now + 1))
     assert store.search(text="SMITH") == [] and store.search(text="MRN0012345") == []
     assert control_ids(store.search(meta={"mrn": "MRN0012399"})) == ["p2"]  # its record stays
     assert store.get_message(ids["p2"])["pruned"] is True and store.get_message(ids["p2"])["raw"] is None
@@ -249,7 +249,7 @@ async def test_a_pruned_or_unknown_message_is_not_found_by_text(store, clock):
 async def test_a_bare_message_code_matches_every_trigger(store, clock):
     for control_id, type_ in [("a", "ADT^A01"), ("b", "ORU^R01"), ("c", "ADT^A08"), ("d", "ADT"),
                               ("e", "ADTX^Z01"), ("f", "ADT^A01")]:
-        await store.put_received("ehr", hl7(control_id), type=type_, control_id=control_id)
+        await put(store, "ehr", hl7(control_id), type=type_, control_id=control_id)
         clock.now += 1
     assert control_ids(store.search(type="ADT")) == ["f", "d", "c", "a"]  # not ADTX
     assert control_ids(store.search(type="ADT", limit=2, offset=1)) == ["d", "c"]
@@ -261,7 +261,7 @@ async def test_a_bare_message_code_matches_every_trigger(store, clock):
 @pytest_twisted.ensureDeferred
 async def test_keyset_pages_cover_every_message_once_even_with_equal_times(store, clock):
     for i in range(7):  # the clock does not move: every message has the same received_at
-        await store.put_received("ehr", hl7(f"k{i}"), control_id=f"k{i}")
+        await put(store, "ehr", hl7(f"k{i}"), control_id=f"k{i}")
     everything = [m["id"] for m in store.search()]
     pages, before = [], None
     while True:
@@ -284,7 +284,7 @@ async def test_bad_paging_is_refused(store, paging):
 @pytest_twisted.ensureDeferred
 async def test_the_rarest_metadata_pair_finds_the_candidates(store, clock):
     for i in range(30):
-        await store.put_received("ehr", hl7(f"m{i}"), control_id=f"m{i}",
+        await put(store, "ehr", hl7(f"m{i}"), control_id=f"m{i}",
                                  meta={"facility": "MERCY", "mrn": f"M{i}"})
     plans = plans_of(store, lambda: store.search(meta={"facility": "MERCY", "mrn": "M7"}))
     main = next(lines for sql, lines in plans.items() if sql.startswith("SELECT m.id"))
@@ -318,7 +318,7 @@ async def test_replay_candidates_come_page_by_page_in_id_order_up_to_the_limit(s
     made = []
     for n in range(1203):  # more than two pages of 500
         channel = "ehr" if n % 3 else "lab"
-        message_id, _ = await store.put_received(channel, hl7(f"R{n}"), control_id=f"R{n}")
+        message_id, _ = await put(store, channel, hl7(f"R{n}"), control_id=f"R{n}")
         if channel == "ehr" and n % 2:
             await store.set_message_result(message_id, status=None, deliveries=[{"destination": "agency"}])
         made.append((message_id, channel))

@@ -1,4 +1,4 @@
-"""The writer's held statements (store_writer.py ``stage``): the full-text index written in bulk
+"""The writer's held statements (engine/store/sqlite/writer.py ``stage``): the full-text index written in bulk
 after the commits that store the messages, never for a write that failed, kept through a failed
 commit, flushed on close, repaired after a crash. The writer's group commit itself: test_store.py."""
 
@@ -11,9 +11,9 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from engine.store.sqlite import text as store_text
-from engine.store.sqlite.store import Store
+from engine.store import Store
 from engine.store.sqlite.schema import FTS_INSERT_SQL, connect_writer
-from support.store import hl7, settle
+from support.store import hl7, put, settle
 
 
 # --- held writes: the full-text index -----------------------------------------------------------
@@ -37,14 +37,14 @@ async def test_messages_are_indexed_in_bulk_after_their_commit(store):
     is asked for), then indexed in one statement, in a commit of their own or the next batch's."""
     store.hold_seconds = 3600  # only the row count or an explicit flush may run them here
     store.hold_rows = 5
-    first = [(await store.put_received("ehr", hl7(f"C{i}", mrn=f"MRNA{i}"), control_id=f"C{i}"))[0]
+    first = [(await put(store, "ehr", hl7(f"C{i}", mrn=f"MRNA{i}"), control_id=f"C{i}"))[0]
              for i in range(4)]
     assert text_ids(store, "MRNA0") == [] and indexed_through(store.path) == 0  # held
-    fifth, _ = await store.put_received("ehr", hl7("C4", mrn="MRNA4"), control_id="C4")
+    fifth, _ = await put(store, "ehr", hl7("C4", mrn="MRNA4"), control_id="C4")
     assert text_ids(store, "MRNA0") == [first[0]] and text_ids(store, "MRNA4") == [fifth]
     assert indexed_through(store.path) == fifth
     commits = store.stats["commits"]
-    sixth, _ = await store.put_received("ehr", hl7("C5", mrn="MRNA5"), control_id="C5")
+    sixth, _ = await put(store, "ehr", hl7("C5", mrn="MRNA5"), control_id="C5")
     await store.flush_staged()
     assert text_ids(store, "MRNA5") == [sixth]
     assert store.stats["commits"] == commits + 2  # the put's, then the flush's
@@ -53,7 +53,7 @@ async def test_messages_are_indexed_in_bulk_after_their_commit(store):
 @pytest_twisted.ensureDeferred
 async def test_held_words_are_indexed_after_hold_seconds_without_another_write(store):
     store.hold_seconds = 0.05
-    message_id, _ = await store.put_received("ehr", hl7("C1", mrn="MRNQUIET"), control_id="C1")
+    message_id, _ = await put(store, "ehr", hl7("C1", mrn="MRNQUIET"), control_id="C1")
     deadline = time.monotonic() + 10
     while not text_ids(store, "MRNQUIET") and time.monotonic() < deadline:
         await task.deferLater(reactor, 0.02, lambda: None)
@@ -67,9 +67,9 @@ async def test_a_failed_write_leaves_nothing_to_index(store):
         store.stage(FTS_INSERT_SQL, (4242, "PID|SECRETWORD"))
         raise ValueError("boom")
 
-    (ok, error), = await settle([store.write(stage_then_fail)])
+    (ok, error), = await settle([store._write(stage_then_fail)])
     assert not ok and isinstance(error, ValueError)
-    message_id, _ = await store.put_received("ehr", hl7("C1", mrn="MRNKEPT"), control_id="C1")
+    message_id, _ = await put(store, "ehr", hl7("C1", mrn="MRNKEPT"), control_id="C1")
     await store.flush_staged()
     assert text_ids(store, "SECRETWORD") == [] and text_ids(store, "MRNKEPT") == [message_id]
     conn = sqlite3.connect(store.path)
@@ -82,7 +82,7 @@ async def test_a_failed_write_leaves_nothing_to_index(store):
 @pytest_twisted.ensureDeferred
 async def test_held_words_survive_a_failed_commit_and_are_indexed_once_it_clears(store):
     store.hold_seconds = 3600
-    kept, _ = await store.put_received("ehr", hl7("C1", mrn="MRNFIRST"), control_id="C1")
+    kept, _ = await put(store, "ehr", hl7("C1", mrn="MRNFIRST"), control_id="C1")
 
     def break_commit(conn):
         conn.execute("PRAGMA defer_foreign_keys=ON")
@@ -101,7 +101,7 @@ async def test_close_indexes_what_is_held(tmp_path):
     path = tmp_path / "store.db"
     store = Store(path)
     store.hold_seconds = 3600
-    message_id, _ = await store.put_received("ehr", hl7("C1", mrn="MRNCLOSE"), control_id="C1")
+    message_id, _ = await put(store, "ehr", hl7("C1", mrn="MRNCLOSE"), control_id="C1")
     await store.close()
     assert indexed_through(path) == message_id
 
@@ -110,7 +110,7 @@ async def test_close_indexes_what_is_held(tmp_path):
 async def test_a_store_reopened_after_a_crash_indexes_the_messages_it_had_not(tmp_path):
     path = tmp_path / "store.db"
     store = Store(path)
-    indexed, _ = await store.put_received("ehr", hl7("C1", mrn="MRNOLD"), control_id="C1")
+    indexed, _ = await put(store, "ehr", hl7("C1", mrn="MRNOLD"), control_id="C1")
     await store.close()
     conn = connect_writer(str(path))  # a commit whose indexing a crash prevented
     conn.execute("INSERT INTO messages (id, channel, received_at, status, sha256, raw) VALUES"
@@ -127,10 +127,10 @@ async def test_a_store_reopened_after_a_crash_indexes_the_messages_it_had_not(tm
 @pytest_twisted.ensureDeferred
 async def test_received_at_never_goes_back_in_id_order(store, clock):
     """A text search turns its time window into an id range on this promise."""
-    first, _ = await store.put_received("ehr", hl7("C1"), control_id="C1")
+    first, _ = await put(store, "ehr", hl7("C1"), control_id="C1")
     clock.now -= 3600  # the wall clock steps back an hour
-    second, _ = await store.put_received("ehr", hl7("C2"), control_id="C2")
+    second, _ = await put(store, "ehr", hl7("C2"), control_id="C2")
     clock.now += 7200
-    third, _ = await store.put_received("ehr", hl7("C3"), control_id="C3")
+    third, _ = await put(store, "ehr", hl7("C3"), control_id="C3")
     times = [store.get_message(i)["received_at"] for i in (first, second, third)]
     assert times[0] == times[1] < times[2] and second > first
