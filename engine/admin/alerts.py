@@ -28,7 +28,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from engine.admin.metrics import age_seconds
-from runtime.store.sqlite.schema import iso_utc
+from engine.store.sqlite.schema import iso_utc
 
 log = Logger(namespace="switchboard.alerts")
 

@@ -38,7 +38,7 @@ from engine.admin.metrics import age_seconds
 from engine.core.units import parse_time_bound
 from engine.runtime.replay import ReplayError, Selection
 from engine.runtime.services import ChannelStateError
-from runtime.store.sqlite.schema import normalize_status
+from engine.store.sqlite.schema import normalize_status
 
 log = Logger(namespace="switchboard.admin")
 

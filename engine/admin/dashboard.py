@@ -43,7 +43,7 @@ from engine.admin.display import age, hl7_markup, looks_like_hl7
 from engine.admin.sessions import csrf_ok, cookie_value, set_cookie_header
 from engine.runtime.replay import ReplayError, Selection
 from engine.runtime.services import ChannelStateError
-from runtime.store.sqlite.schema import MESSAGE_STATUSES
+from engine.store.sqlite.schema import MESSAGE_STATUSES
 
 log = Logger(namespace="switchboard.dashboard")
 

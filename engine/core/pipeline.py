@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core.message import Message, MessageParseError
+from engine.core.statuses import derive_status
 from engine.core.templates import TemplateError
 
 QUEUED, FILTERED, ERROR, TRANSFORMED, SENT = "QUEUED", "FILTERED", "ERROR", "TRANSFORMED", "SENT"
@@ -243,7 +244,7 @@ class ChannelPipeline:
         outcome = Outcome(QUEUED, filters, transformed)
         for name, stages in self.destination_stages.items():
             outcome.destinations.append(self._plan(name, stages, message, dict(context, body=body), body))
-        outcome.status = _derive(outcome.destinations)
+        outcome.status = derive_status(plan.status for plan in outcome.destinations)
         return outcome
 
     def _plan(self, name, stages: Stages, message: Message, context: dict, body: str) -> DestinationPlan:
@@ -258,15 +259,6 @@ class ChannelPipeline:
         except StageError as error:
             plan.error = f"destination {name}: {error}"
         return plan
-
-
-def _derive(plans: list[DestinationPlan]) -> str:
-    statuses = [plan.status for plan in plans]
-    if ERROR in statuses:
-        return ERROR
-    if QUEUED in statuses:
-        return QUEUED
-    return TRANSFORMED
 
 
 HL7_PATH = re.compile(r"^[A-Z][A-Z0-9]{2}(\(\d+\))?(\.\d+(\(\d+\))?){0,3}$")

@@ -36,28 +36,24 @@ from __future__ import annotations
 import datetime as _dt
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # imported by migrate() when a migration runs: ~3.7 MB resident (click, tabulate)
     import sqlite_utils
 
 # --- statuses (DESIGN §3.4) ---------------------------------------------------------------------
 
-MESSAGE_STATUSES = ("RECEIVED", "FILTERED", "TRANSFORMED", "QUEUED", "SENT", "ERROR")
-DELIVERY_STATUSES = ("FILTERED", "QUEUED", "SENT", "ERROR")
+from engine.core.statuses import (  # noqa: F401 - the store's vocabulary
+    DELIVERY_STATUSES,
+    MESSAGE_STATUSES,
+    derive_status,
+    normalize_status,
+)
 
 
 class StoreError(Exception):
     """The store could not do what was asked. Messages name ids and SQLite error codes only,
     never message content, so they are safe to log and to return to a sender in an AE."""
-
-
-def normalize_status(value: str, allowed: tuple[str, ...] = MESSAGE_STATUSES) -> str:
-    """Status words are case-insensitive on input (§3.4); stored and shown upper-case."""
-    word = str(value).strip().upper()
-    if word not in allowed:
-        raise ValueError(f"unknown status {value!r}; expected one of {', '.join(allowed)}")
-    return word
 
 
 # The writer's duplicate lookups (store.py), kept here so the tests can check their plans.
@@ -68,28 +64,6 @@ DEDUPE_SQL = (
 IDEMPOTENCY_SQL = (
     "SELECT id FROM messages WHERE channel = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1"
 )
-
-
-def derive_status(
-    delivery_statuses: Iterable[str], *, filtered: bool = False, error: bool = False
-) -> str:
-    """A processed message's status from its destinations' statuses (DESIGN §3.4).
-
-    ``filtered``: a channel filter stopped the message. ``error``: its channel transform failed.
-    Otherwise: any destination ERROR -> ERROR; any QUEUED -> QUEUED; every destination that was
-    not filtered SENT -> SENT; no destination took it (none, or all filtered) -> TRANSFORMED."""
-    if filtered:
-        return "FILTERED"
-    if error:
-        return "ERROR"
-    statuses = [normalize_status(s, DELIVERY_STATUSES) for s in delivery_statuses]
-    if "ERROR" in statuses:
-        return "ERROR"
-    if "QUEUED" in statuses:
-        return "QUEUED"
-    if any(s == "SENT" for s in statuses):
-        return "SENT"
-    return "TRANSFORMED"
 
 
 # --- time ---------------------------------------------------------------------------------------
