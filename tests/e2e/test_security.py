@@ -154,7 +154,7 @@ def test_every_xml_parse_is_behind_the_dtd_guard():
         for node, name in calls(tree):
             if name.split(".")[0] in XML_MODULES and name.rsplit(".", 1)[-1] in XML_PARSERS:
                 sites.append((path, tree, node, name))
-    assert sites, "no XML parse found at all: the scan is broken (engine/message.py parses XML)"
+    assert sites, "no XML parse found at all: the scan is broken (engine/core/message.py parses XML)"
     for path, tree, node, name in sites:
         function = enclosing_function(tree, node)
         assert function is not None, f"{rel(path)}:{node.lineno} parses XML outside a function"
@@ -220,7 +220,7 @@ def test_the_secret_rule_catches_what_it_should():
 
 def test_token_checks_use_compare_digest():
     users = {rel(path) for path, tree in SOURCES for _node, name in calls(tree) if name == "hmac.compare_digest"}
-    assert {"engine/admin/auth.py", "engine/connectors/http_source.py"} <= users
+    assert {"engine/admin/auth.py", "engine/connectors/http/source.py"} <= users
     auth = next(tree for path, tree in SOURCES if rel(path) == "engine/admin/auth.py")
     who = next(n for n in ast.walk(auth) if isinstance(n, ast.FunctionDef) and n.name == "who")
     assert any(name == "hmac.compare_digest" for _node, name in calls(ast.Module(body=[who], type_ignores=[])))
@@ -228,7 +228,7 @@ def test_token_checks_use_compare_digest():
 
 # Reviewed non-sandboxed Jinja environments: our own HTML pages (autoescape, files shipped in the
 # package, never config or message content) and a parse-only environment (nothing is rendered).
-PLAIN_JINJA_ALLOWED = {"engine/admin/dashboard.py": "autoescape", "engine/reload_plan.py": "parse-only"}
+PLAIN_JINJA_ALLOWED = {"engine/admin/dashboard.py": "autoescape", "engine/runtime/reload_plan.py": "parse-only"}
 
 
 def test_no_unsandboxed_jinja_environment_renders_config_or_data():

@@ -20,10 +20,16 @@ from xml.etree.ElementTree import Element
 
 from engine.importers.mirth import steps
 from engine.importers.mirth.connectors import (
-    Option, Raw, convert_destination, convert_source, data_type,
+    Option,
+    Raw,
+    convert_destination,
+    convert_source,
+    data_type,
 )
 from engine.importers.mirth.notes import Note, Section
-from engine.importers.mirth.toml_text import key as toml_key, literal, quote, quote_multiline, value as toml_value
+from engine.importers.mirth.toml_text import key as toml_key
+from engine.importers.mirth.toml_text import literal, quote, quote_multiline
+from engine.importers.mirth.toml_text import value as toml_value
 from engine.importers.mirth.velocity import Velocity
 from engine.importers.mirth.xml_read import flag, integer, text
 

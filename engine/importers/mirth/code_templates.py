@@ -47,10 +47,10 @@ def templates_of(library: Element) -> list[Template]:
     return result
 
 
-def _unquote(token: str) -> str:
+def _unquote(lexeme: str) -> str:
     from engine.importers.mirth.e4x import js_string
 
-    return js_string(token) if token[:1] in "'\"" else token
+    return js_string(lexeme) if lexeme[:1] in "'\"" else lexeme
 
 
 def extract_table(code: str) -> tuple[list[tuple[str, str]], dict] | None:
@@ -71,20 +71,20 @@ def extract_table(code: str) -> tuple[list[tuple[str, str]], dict] | None:
     if not switch:
         return None
     rows, pending, default = [], [], None
-    for token in re.finditer(rf"case\s+({_STRING})\s*:|default\s*:|return\s+({_STRING})\s*;|(\S)", switch.group(2)):
-        if token.group(1):
-            pending.append(_unquote(token.group(1)))
-        elif token.group(0).startswith("default"):
+    for lexeme in re.finditer(rf"case\s+({_STRING})\s*:|default\s*:|return\s+({_STRING})\s*;|(\S)", switch.group(2)):
+        if lexeme.group(1):
+            pending.append(_unquote(lexeme.group(1)))
+        elif lexeme.group(0).startswith("default"):
             pending.append(None)
-        elif token.group(2):
-            value = _unquote(token.group(2))
+        elif lexeme.group(2):
+            value = _unquote(lexeme.group(2))
             for key in pending:
                 if key is None:
                     default = value
                 else:
                     rows.append((key, value))
             pending = []
-        elif token.group(3) == "}":
+        elif lexeme.group(3) == "}":
             break
         else:
             return None

@@ -67,9 +67,9 @@ def jinja_string(text: str) -> str:
     return "'" + "".join(out) + "'"
 
 
-def js_string(token: str) -> str:
-    """The value of a JavaScript string literal token."""
-    body, out, i = token[1:-1], [], 0
+def js_string(lexeme: str) -> str:
+    """The value of a JavaScript string literal lexeme."""
+    body, out, i = lexeme[1:-1], [], 0
     while i < len(body):
         char = body[i]
         if char != "\\":
@@ -92,8 +92,8 @@ def js_string(token: str) -> str:
     return "".join(out)
 
 
-def tokenize(source: str) -> list[tuple[str, str]]:
-    tokens, position = [], 0
+def lex(source: str) -> list[tuple[str, str]]:
+    lexemes, position = [], 0
     source = source.strip().rstrip(";").strip()
     while position < len(source):
         match = _TOKEN.match(source, position)
@@ -101,27 +101,27 @@ def tokenize(source: str) -> list[tuple[str, str]]:
             raise NotSimple(f"unexpected {source[position]!r}")
         kind = match.lastgroup
         if kind != "space":
-            tokens.append((kind, match.group()))
+            lexemes.append((kind, match.group()))
         position = match.end()
-    return tokens
+    return lexemes
 
 
 class _Parser:
     """Recursive descent over: expr := term ('+' term)*; term := primary postfix*."""
 
-    def __init__(self, tokens: list[tuple[str, str]]) -> None:
-        self.tokens, self.index = tokens, 0
+    def __init__(self, lexemes: list[tuple[str, str]]) -> None:
+        self.lexemes, self.index = lexemes, 0
 
     def peek(self, offset: int = 0) -> tuple[str, str] | None:
         at = self.index + offset
-        return self.tokens[at] if at < len(self.tokens) else None
+        return self.lexemes[at] if at < len(self.lexemes) else None
 
     def take(self, text: str | None = None, kind: str | None = None) -> tuple[str, str]:
-        token = self.peek()
-        if token is None or (text is not None and token[1] != text) or (kind is not None and token[0] != kind):
+        lexeme = self.peek()
+        if lexeme is None or (text is not None and lexeme[1] != text) or (kind is not None and lexeme[0] != kind):
             raise NotSimple(f"expected {text or kind}")
         self.index += 1
-        return token
+        return lexeme
 
     def parse(self):
         node = self.expr()
@@ -157,43 +157,43 @@ class _Parser:
 
     def index_part(self):
         self.take("[")
-        kind, token = self.take()
+        kind, lexeme = self.take()
         self.take("]")
         if kind == "string":
-            return js_string(token)
-        if kind == "number" and token.isdigit():
-            return int(token)
+            return js_string(lexeme)
+        if kind == "number" and lexeme.isdigit():
+            return int(lexeme)
         raise NotSimple("a computed index is not converted")
 
     def primary(self):
-        kind, token = self.take()
+        kind, lexeme = self.take()
         if kind == "string":
-            return ("str", js_string(token))
+            return ("str", js_string(lexeme))
         if kind == "number":
-            return ("str", token)
-        if kind == "punct" and token == "(":
+            return ("str", lexeme)
+        if kind == "punct" and lexeme == "(":
             node = self.expr()
             self.take(")")
             return node
-        if kind == "name" and token == "msg":
+        if kind == "name" and lexeme == "msg":
             parts = []
             while self.peek() == ("punct", "["):
                 parts.append(self.index_part())
             return ("path", parts)
-        if kind == "name" and token in _MAP_GETTERS and self.peek() == ("punct", "("):
+        if kind == "name" and lexeme in _MAP_GETTERS and self.peek() == ("punct", "("):
             self.take("(")
             name = self.take(kind="string")[1]
             self.take(")")
             return ("var", js_string(name))
-        if kind == "name" and token in _MAP_OBJECTS and self.peek() == ("punct", "."):
+        if kind == "name" and lexeme in _MAP_OBJECTS and self.peek() == ("punct", "."):
             self.take(".")
             if self.take(kind="name")[1] != "get":
-                raise NotSimple(f"{token} is only converted with .get('name')")
+                raise NotSimple(f"{lexeme} is only converted with .get('name')")
             self.take("(")
             name = self.take(kind="string")[1]
             self.take(")")
             return ("var", js_string(name))
-        raise NotSimple(f"{token!r} is not converted")
+        raise NotSimple(f"{lexeme!r} is not converted")
 
 
 def hl7_path(parts: list) -> str:
@@ -234,7 +234,7 @@ def convert(source: str, inbound: str, variables: set[str] | frozenset = frozens
     ``variables``: the Mirth map variables known to hold a value (they become ``meta.NAME``)."""
     if not source.strip():
         return Expr("''", constant="")
-    node = _Parser(tokenize(source)).parse()
+    node = _Parser(lex(source)).parse()
     return _compile(node, inbound, variables)
 
 
@@ -279,7 +279,7 @@ def _compile(node, inbound: str, variables) -> Expr:
 def path_only(source: str) -> list | None:
     """The E4X parts of an assignment target like ``msg['PID']['PID.3']['PID.3.1']`` (or None)."""
     try:
-        node = _Parser(tokenize(source)).parse()
+        node = _Parser(lex(source)).parse()
     except NotSimple:
         return None
     return node[1] if node[0] == "path" else None

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 
 from engine.importers.mirth import rules
-from engine.importers.mirth.e4x import Expr, NotSimple, convert, hl7_path, jinja_string, path_only
+from engine.importers.mirth.e4x import (
+    Expr,
+    NotSimple,
+    convert,
+    hl7_path,
+    jinja_string,
+    path_only,
+)
 from engine.importers.mirth.notes import Note
 from engine.importers.mirth.xml_read import flag, local, strings, text
 
@@ -337,14 +344,14 @@ def replacement(jinja: str, left: str, right: str, inbound: str, variables) -> t
     raise NotSimple(f"the regular expression {pattern!r}")
 
 
-def _char(token: str) -> str:
-    if token.startswith("\\"):
-        if token[1].isalnum():
-            raise NotSimple(f"the regular expression class {token!r}")
-        return token[1]
-    if token in _META_CHARS:
-        raise NotSimple(f"the regular expression {token!r}")
-    return token
+def _char(lexeme: str) -> str:
+    if lexeme.startswith("\\"):
+        if lexeme[1].isalnum():
+            raise NotSimple(f"the regular expression class {lexeme!r}")
+        return lexeme[1]
+    if lexeme in _META_CHARS:
+        raise NotSimple(f"the regular expression {lexeme!r}")
+    return lexeme
 
 
 _CLASSES = {"d": "0123456789", "s": " \t\n\x0b\f\r",
