@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+import fnmatch
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -108,10 +108,18 @@ def format_path(path: Path) -> str:
     return out
 
 
-def _target(path: str | Path) -> Target:
+def _target(path: str | Path | Target) -> Target:
+    if isinstance(path, Target):
+        return path
     if isinstance(path, Path):
         return Target(path, False, False, format_path(path))
     return parse_target(path)
+
+
+@lru_cache(maxsize=256)
+def _glob(pattern: str):
+    """A compiled fnmatch pattern (case-sensitive: segment names are upper case)."""
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 def _piece(value: str, sep: str, n: int) -> str | None:
@@ -158,10 +166,10 @@ class EditableMessage:
             text = text.replace("\r\n", "\r").replace("\n", "\r")
         if text[:3] not in HEADER_SEGMENTS or len(text) < 5:
             raise EditError("not an HL7 v2 message: it does not start with an MSH segment")
+        field_sep = text[3]
         end = text.find("\r")
-        first = text[3:end] if end != -1 else text[3:]
-        field_sep = first[0]
-        encoding = first[1:].split(field_sep, 1)[0]
+        stop = text.find(field_sep, 4, end if end != -1 else len(text))
+        encoding = text[4:stop if stop != -1 else end if end != -1 else len(text)]
         if not _valid_delimiters(field_sep, encoding):
             raise EditError(f"not an HL7 v2 message: {text[:3]}-1/{text[:3]}-2 are not valid "
                             "delimiters")
@@ -171,13 +179,14 @@ class EditableMessage:
         self._view_delims = (field_sep, comp, rep, esc, sub, encoding)
         self._bom = bom
         self._final_cr = text[-1:] == "\r"
-        segs: list[str | list[str]] = text.split("\r")
+        original = text.split("\r")
         if self._final_cr:
-            segs.pop()
-        self._original = tuple(segs)
-        self._segs = segs
-        self._names = [s[:3] if s[3:4] == field_sep else s.split(field_sep, 1)[0] for s in segs]
-        self._origin: list[int | None] = list(range(len(segs)))
+            original.pop()
+        self._original = original
+        self._segs: list[str | list[str]] = original.copy()
+        self._names = [s[:3] if s[3:4] == field_sep else s.split(field_sep, 1)[0]
+                       for s in original]
+        self._origin: list[int | None] | None = None  # input position of each; None: unmoved
         self._index: dict[str, list[int]] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
@@ -200,7 +209,7 @@ class EditableMessage:
         """How many segments are named ``name``."""
         return len(self._positions(name))
 
-    def get(self, path: str | Path) -> str:
+    def get(self, path: str | Path | Target) -> str:
         """The encoded text at ``path``, escapes and inner separators as they are (what ``copy``
         moves).  A field without a repetition is its first repetition; a segment alone is the
         whole segment.  MSH.1 and MSH.2 are the delimiters.  '' for an absent position."""
@@ -212,7 +221,7 @@ class EditableMessage:
             return self._segment_text(position)
         return self._read(position, p, p.field_rep or 1)
 
-    def get_decoded(self, path: str | Path) -> str:
+    def get_decoded(self, path: str | Path | Target) -> str:
         """The value at ``path`` exactly as a template's ``msg[path]`` reads it (``HL7View``): a
         leaf is unescaped; a field or component holding inner separators is its raw text; a
         component with subcomponents reads as its first subcomponent."""
@@ -223,7 +232,7 @@ class EditableMessage:
         view = SegmentView(self._segment_text(position), self._names[position], self._view_delims)
         return view.lookup(p.field, p.field_rep, p.component, p.subcomponent)
 
-    def repetitions(self, path: str | Path) -> list[str]:
+    def repetitions(self, path: str | Path | Target) -> list[str]:
         """The encoded repetitions of the field at ``path`` (``PID.3``); [] when absent or empty."""
         p = self._single(path, "repetitions")
         if p.field is None or p.field_rep is not None or p.component is not None:
@@ -239,7 +248,7 @@ class EditableMessage:
         value = fields[slot] if slot < len(fields) else ""
         return value.split(self._rep) if value else []
 
-    def expand(self, path: str | Path) -> list[Path]:
+    def expand(self, path: str | Path | Target) -> list[Path]:
         """The concrete positions ``path`` names: one, or with ``(*)`` each existing occurrence."""
         target = _target(path)
         if not (target.every_segment or target.every_repetition):
@@ -258,7 +267,7 @@ class EditableMessage:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def set(self, path: str | Path, value: str, escape: bool = True) -> None:
+    def set(self, path: str | Path | Target, value: str, escape: bool = True) -> None:
         """Write ``value`` at ``path`` (every occurrence for ``(*)``), HL7-escaped unless
         ``escape=False``.  Pads what is missing; appends an absent segment at the end."""
         target = self._writable(path, "set")
@@ -272,10 +281,15 @@ class EditableMessage:
                                 "which would add a segment (escape = false)")
             encoded = value
         p = target.path
+        if not (target.every_segment or target.every_repetition):
+            positions = self._positions(p.segment)
+            if p.segment_rep <= len(positions):  # the common case: one existing segment
+                self._write(positions[p.segment_rep - 1], p, p.field_rep or 1, encoded)
+                return
         for position, rep in self._targets(target, create=bool(encoded)):
             self._write(position, p, rep, encoded)
 
-    def clear(self, path: str | Path) -> None:
+    def clear(self, path: str | Path | Target) -> None:
         """Empty the position at ``path``, its separators kept.  A field path without a repetition
         empties the whole field, every repetition.  An absent position stays absent."""
         target = self._writable(path, "clear")
@@ -295,12 +309,17 @@ class EditableMessage:
         ``Z*``); returns how many.  The message's first (header) segment is never removed."""
         if not isinstance(pattern, str) or not _SEGMENT_GLOB.fullmatch(pattern):
             raise EditError(f"delete: {pattern!r} is not a segment name or glob (e.g. NTE, Z*)")
-        names = self._names
-        doomed = [i for i, name in enumerate(names) if name and fnmatchcase(name, pattern)]
+        if any(c in pattern for c in "*?["):
+            match = _glob(pattern)
+            doomed = [i for i, name in enumerate(self._names) if match(name)]
+        else:
+            doomed = self._positions(pattern)
         if doomed and doomed[0] == 0:
-            raise EditError(f"delete {pattern!r} would remove the {names[0]} header segment")
+            raise EditError(f"delete {pattern!r} would remove the {self._names[0]} header "
+                            "segment")
+        origin = self._moved()
         for position in reversed(doomed):
-            del self._segs[position], self._names[position], self._origin[position]
+            del self._segs[position], self._names[position], origin[position]
         if doomed:
             self._index = None
         return len(doomed)
@@ -337,6 +356,13 @@ class EditableMessage:
         segment written back to its original text is not a change."""
         original, sep = self._original, self.field_sep
         out: list[SegmentChange] = []
+        if self._origin is None:  # nothing added or removed
+            for index, entry in enumerate(self._segs):
+                if entry.__class__ is not str:
+                    text = sep.join(entry)
+                    if text != original[index]:
+                        out.append(SegmentChange(index + 1, index + 1, original[index], text))
+            return out
         added: list[SegmentChange] = []
         next_original = 0
         for after_index, (entry, origin) in enumerate(zip(self._segs, self._origin), 1):
@@ -344,8 +370,9 @@ class EditableMessage:
                 text = entry if entry.__class__ is str else sep.join(entry)
                 added.append(SegmentChange(None, after_index, None, text))
                 continue
-            out.extend(SegmentChange(gone + 1, None, original[gone], None)
-                       for gone in range(next_original, origin))
+            while next_original < origin:
+                out.append(SegmentChange(next_original + 1, None, original[next_original], None))
+                next_original += 1
             if added:
                 out.extend(added)
                 added = []
@@ -354,20 +381,20 @@ class EditableMessage:
                 text = sep.join(entry)
                 if text != original[origin]:
                     out.append(SegmentChange(origin + 1, after_index, original[origin], text))
-        out.extend(SegmentChange(gone + 1, None, original[gone], None)
-                   for gone in range(next_original, len(original)))
+        for gone in range(next_original, len(original)):
+            out.append(SegmentChange(gone + 1, None, original[gone], None))
         out.extend(added)
         return out
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _single(self, path: str | Path, verb: str) -> Path:
+    def _single(self, path: str | Path | Target, verb: str) -> Path:
         target = _target(path)
         if target.every_segment or target.every_repetition:
             raise EditError(f"{verb} {target.text}: (*) names several positions; use expand()")
         return target.path
 
-    def _writable(self, path: str | Path, verb: str) -> Target:
+    def _writable(self, path: str | Path | Target, verb: str) -> Target:
         target = _target(path)
         p = target.path
         if p.field is None:
@@ -418,9 +445,12 @@ class EditableMessage:
             plain = rep == 1 and (p.component or 1) == 1 and (p.subcomponent or 1) == 1
             return (self.field_sep if p.field == 1 else fields[1]) if plain else ""
         slot = self._slot(position, p.field)
-        if slot >= len(fields):
-            return ""
-        value = _piece(fields[slot], self._rep, rep)
+        return self._within(fields[slot], p, rep) if slot < len(fields) else ""
+
+    def _within(self, field: str, p: Path, rep: int) -> str:
+        """The encoded text of repetition ``rep`` (and ``p``'s component, subcomponent) of a
+        field's text; '' when absent."""
+        value = _piece(field, self._rep, rep)
         if value is not None and p.component is not None:
             value = _piece(value, self._comp, p.component)
             if value is not None and p.subcomponent is not None:
@@ -446,7 +476,7 @@ class EditableMessage:
             chosen = list(positions)
         elif p.segment_rep <= len(positions):
             chosen = [positions[p.segment_rep - 1]]
-        elif create:
+        elif create and not target.every_repetition:  # (*) of a new segment: no repetition
             for _ in range(p.segment_rep - len(positions)):
                 if p.segment in HEADER_SEGMENTS:
                     raise EditError(f"set {target.text}: a {p.segment} segment starts a new "
@@ -462,28 +492,40 @@ class EditableMessage:
                 for rep in range(1, self._repetition_count(position, p.field) + 1)]
 
     def _write(self, position: int, p: Path, rep: int, encoded: str) -> None:
-        if self._read(position, p, rep) == encoded:
-            return  # nothing changes (and an empty value never pads)
-        fields = self._split(position)
+        entry = self._segs[position]
+        fields = entry.split(self.field_sep) if entry.__class__ is str else entry
         slot = self._slot(position, p.field)
+        old = fields[slot] if slot < len(fields) else ""
+        if not encoded and not self._within(old, p, rep):
+            return  # already empty or absent: nothing to write, and no padding for nothing
+        if p.component is None:
+            new = _put(old, self._rep, rep, encoded)
+        else:
+            repetition = _piece(old, self._rep, rep) or ""
+            if p.subcomponent is None:
+                inner = _put(repetition, self._comp, p.component, encoded)
+            else:
+                component = _piece(repetition, self._comp, p.component) or ""
+                inner = _put(repetition, self._comp, p.component,
+                             _put(component, self._sub, p.subcomponent, encoded))
+            new = _put(old, self._rep, rep, inner)
+        if new == old and slot < len(fields):
+            return
+        if entry.__class__ is str:
+            self._segs[position] = fields
         if slot >= len(fields):
             fields.extend([""] * (slot + 1 - len(fields)))
-        field = fields[slot]
-        if p.component is None:
-            fields[slot] = _put(field, self._rep, rep, encoded)
-            return
-        repetition = _piece(field, self._rep, rep) or ""
-        if p.subcomponent is None:
-            new = _put(repetition, self._comp, p.component, encoded)
-        else:
-            component = _piece(repetition, self._comp, p.component) or ""
-            new = _put(repetition, self._comp, p.component,
-                       _put(component, self._sub, p.subcomponent, encoded))
-        fields[slot] = _put(field, self._rep, rep, new)
+        fields[slot] = new
+
+    def _moved(self) -> list[int | None]:
+        """The input position of each segment, made when segments first move."""
+        if self._origin is None:
+            self._origin = list(range(len(self._segs)))
+        return self._origin
 
     def _insert(self, position: int, text: str, name: str) -> None:
         self._segs.insert(position, text)
         self._names.insert(position, name)
-        self._origin.insert(position, None)
+        self._moved().insert(position, None)
         self._index = None
 
