@@ -1,4 +1,4 @@
-"""engine.hl7v2: MSH peek, paths, escaping, ACKs, batches, dates, and a cross-check of the lazy
+"""engine/hl7: MSH peek, paths, escaping, ACKs, batches, dates, and a cross-check of the lazy
 view against python-hl7 on every sample message."""
 
 from __future__ import annotations
