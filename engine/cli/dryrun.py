@@ -61,6 +61,13 @@ def print_result(index: int, result: dict) -> None:
             print(f"    {rule}")
     if result["error"]:
         print(f"  error: {result['error']}")
+    for edit in result.get("edits", ()):
+        print(f"  {edit['step']}: {len(edit['changes'])} segment(s) changed")
+        for change in edit["changes"]:
+            if change["before"] is not None:
+                print(f"    - [{change['before_index']}] {change['before']}")
+            if change["after"] is not None:
+                print(f"    + [{change['after_index']}] {change['after']}")
     if result["transformed"] is not None:
         print("  transformed:")
         print("    " + result["transformed"].replace("\r", "\n").replace("\n", "\n    "))

@@ -116,10 +116,11 @@ class TransformConfig:
     inline: str | None
     outbound: str | None
     options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    edit: tuple | None = None    # DESIGN §3.8: the operations of an edit step, as written
 
     @property
     def name(self) -> str:
-        return self.use or self.template or "inline"
+        return self.use or self.template or ("edit" if self.edit is not None else "inline")
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class EngineConfig:
     plugins_dir: Path
     log_level: str
     log_format: str
+    lookups_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -391,12 +393,20 @@ class ConfigLoader:
     def transforms(self, raw: Any, key: str, engine: EngineConfig, report: Report) -> tuple[TransformConfig, ...]:
         result = []
         for where, item in self.tables(raw, key, report):
-            given = [name for name in ("use", "template", "inline") if name in item]
+            given = [name for name in ("use", "template", "inline", "edit") if name in item]
             if len(given) != 1:
                 extra = f", not {' and '.join(given)}" if given else ""
-                report(where, f"a transform step needs exactly one of 'use', 'template' or 'inline'{extra}")
+                report(where, f"a transform step needs exactly one of 'use', 'template', 'inline' or 'edit'{extra}")
                 continue
             kind = given[0]
+            if kind == "edit":
+                report_unknown(item, ["edit"], where, report)
+                if not isinstance(item["edit"], list):
+                    report(join(where, "edit"), "must be a list of inline tables, one verb each")
+                    continue
+                result.append(TransformConfig(use=None, template=None, inline=None, outbound="hl7",
+                                              edit=freeze(item["edit"])))
+                continue
             value = _text(item[kind], join(where, kind), report)
             outbound = None
             if "outbound" in item:

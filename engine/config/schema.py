@@ -425,7 +425,7 @@ TLS_CLIENT = {"ca": OptionSpec("file"), "cert": OptionSpec("file"), "key": Optio
               "verify": OptionSpec("bool", True), "server_name": OptionSpec("str", "")}
 DEDUPE = OptionSpec("duration", "24h")
 ENGINE = {"channels_dir": OptionSpec("path", "channels"), "transforms_dir": OptionSpec("path", "transforms"),
-          "plugins_dir": OptionSpec("path", "plugins"),
+          "plugins_dir": OptionSpec("path", "plugins"), "lookups_dir": OptionSpec("path", "lookups"),
           "log_level": choice_spec("info", "debug", "info", "warning", "error"),
           "log_format": choice_spec("text", "text", "json")}
 STORE = {"path": OptionSpec("path", "var/switchboard.db"), "retention": OptionSpec("duration", "30d")}

@@ -159,3 +159,24 @@ def _header_problem(header: list[str]) -> str | None:
     if len(set(names)) != len(names):
         return "the header row names a column twice"
     return None
+
+
+def lookup_helpers(tables: dict[str, Table]) -> tuple[dict, dict]:
+    """(filters, globals) for templates and ``when``: ``lookup('units', value, default=...)`` and
+    ``value | lookup('units', default=...)``.  The table's value, else ``default`` (else the key
+    itself); an unknown table is an error naming it."""
+    def lookup(key, table=None, default=MISSING):
+        if table is None:
+            raise ValueError("lookup needs a table name: lookup('units', value) or value | lookup('units')")
+        found = tables.get(table)
+        if found is None:
+            raise ValueError(f"no code table named {table!r} in lookups_dir")
+        value = found.get("" if key is None else str(key))
+        if value is MISSING:
+            return str(key) if default is MISSING else default
+        return value
+
+    def lookup_global(table, key, default=MISSING):
+        return lookup(key, table, default)
+
+    return {"lookup": lookup}, {"lookup": lookup_global}

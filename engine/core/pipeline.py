@@ -18,6 +18,8 @@ from typing import Any
 
 from engine.core.message import Message, MessageParseError
 from engine.core.statuses import derive_status
+from engine.hl7.edit_ops import compile_edits
+from engine.hl7.editable import EditError
 from engine.core.templates import TemplateError
 
 QUEUED, FILTERED, ERROR, TRANSFORMED, SENT = "QUEUED", "FILTERED", "ERROR", "TRANSFORMED", "SENT"
@@ -167,16 +169,45 @@ class Stages:
         return None if text is None else (text, kind)
 
 
+class EditStep:
+    """``edit = [...]`` (DESIGN §3.8): HL7 v2 in, HL7 v2 out, only the edited positions changed.
+
+    Template values render with ``msg`` as edited so far; ``map`` reads the code tables the
+    templates hold.  ``last_changes`` keeps the latest message's per-segment changes for the dry
+    run (the pipeline runs in one thread, one message at a time)."""
+
+    def __init__(self, script, templates, name: str, sources: dict) -> None:
+        self.script, self.templates, self.name, self.compiled = script, templates, name, sources
+        self.last_changes: list = []
+
+    def apply(self, message: Message, context: dict) -> str:
+        def render(source: str, text: str) -> str:
+            edited = Message(text, "hl7", id=message.id, channel=message.channel, received_at=message.received_at)
+            return self.compiled[source].render(dict(context, msg=edited.view, raw=text))
+
+        def lookup(table: str, key: str):
+            found = self.templates.lookups.get(table)
+            return found.get(key) if found is not None else None
+
+        try:
+            text, self.last_changes = self.script.apply(message.raw, render=render, lookup=lookup)
+        except EditError as error:
+            raise StageError(f"transform {self.name}: {error}") from None
+        return text
+
+
 class ChannelPipeline:
     """The compiled stages of one channel."""
 
     def __init__(self, config, registry, templates) -> None:
         problems: list[tuple[str, str]] = []
         self.config = config
-        self.channel_stages = _build_stages(config.filters, config.transforms, "", registry, templates, problems)
+        self.channel_stages = _build_stages(config.filters, config.transforms, "", registry, templates, problems,
+                                            config.inbound)
         self.destination_stages = {
             destination.name: _build_stages(destination.filters, destination.transforms,
-                                            f"destination[{destination.name}].", registry, templates, problems)
+                                            f"destination[{destination.name}].", registry, templates, problems,
+                                            config.inbound)
             for destination in config.destinations
         }
         self.metadata_paths = dict(config.metadata)
@@ -283,7 +314,23 @@ def _lookup(data: Any, path: str) -> Any:
     return data
 
 
-def _build_stages(filters, transforms, prefix, registry, templates, problems) -> Stages:
+def _edit_step(spec, key: str, templates, inbound: str, earlier: list, problems: list) -> EditStep:
+    """Compile an edit list; its problems (paths, verbs, tables, templates) go to ``problems``."""
+    if inbound != "hl7" or any(outbound not in (None, "hl7") for _step, outbound, _name in earlier):
+        problems.append((f"{key}.edit", "an edit step needs HL7 v2: this channel's messages are "
+                         f"{inbound if inbound != 'hl7' else 'not HL7 at this step'}"))
+    sources: dict = {}
+
+    def check_template(source: str):
+        sources[source] = templates.from_string(source, f"{key}.edit")
+
+    script, found = compile_edits([dict(op) for op in spec.edit], tables=set(templates.lookups),
+                                  key=f"{key}.edit", check_template=check_template)
+    problems.extend(found)
+    return EditStep(script, templates, f"{key} edit", sources)
+
+
+def _build_stages(filters, transforms, prefix, registry, templates, problems, inbound: str = "hl7") -> Stages:
     built_filters = []
     for index, spec in enumerate(filters, 1):
         key = f"{prefix}filter[{index}]"
@@ -315,6 +362,8 @@ def _build_stages(filters, transforms, prefix, registry, templates, problems) ->
             elif spec.template is not None:
                 steps.append((TemplateStep(templates.from_file(spec.template), spec.template),
                               spec.outbound or "text", spec.template))
+            elif spec.edit is not None:
+                steps.append((_edit_step(spec, key, templates, inbound, steps, problems), None, f"{key} edit"))
             else:
                 name = f"{key} inline"
                 steps.append((TemplateStep(templates.from_string(spec.inline, name), name), spec.outbound or "text", name))

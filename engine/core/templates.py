@@ -390,6 +390,8 @@ class Templates:
         time_limit: float = 2.0,
     ):
         self.transforms_dir = Path(transforms_dir) if transforms_dir is not None else None
+        self.lookups: dict = {}            # code tables by name (engine/core/lookups.py), for edit steps
+        self.lookup_problems: list = []    # (file, line, reason) of tables that did not load
         self._limits = _Limits(max_output=max_output, time_limit=time_limit)
         loader = (
             jinja2.FileSystemLoader(self.transforms_dir) if self.transforms_dir is not None else None

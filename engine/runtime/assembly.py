@@ -15,9 +15,11 @@ channels here, so what ``check`` accepts is exactly what the daemon runs.  Two d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from engine.core.channel import Channel
+from engine.core.lookups import load_tables, lookup_helpers
 from engine.core.pipeline import ChannelPipeline, PipelineError
 from engine.core.plugins import Registry
 from engine.core.queue import DestinationQueue
@@ -39,9 +41,24 @@ class ConnectorContext:
     running: bool = True            # False while ``check`` builds it: no peer is ever contacted
 
 
-def build_templates(config, registry: Registry) -> Templates:
-    return Templates(config.engine.transforms_dir, filters=registry.template_filters,
-                     globals=registry.template_globals)
+def build_templates(config, registry: Registry, previous: Templates | None = None) -> Templates:
+    """The sandboxed templates with the plugins' helpers and the code tables of ``lookups_dir``
+    (``lookup(table, key, default=...)`` and the ``|lookup`` filter).  A table that does not load
+    keeps its ``previous`` version (live reload) and its problems stay on ``lookup_problems``."""
+    tables, problems = {}, []
+    directory = getattr(config.engine, "lookups_dir", None)
+    if directory is not None and Path(directory).is_dir():
+        tables, problems = load_tables(directory)
+        if previous is not None:
+            for file, _line, _reason in problems:
+                name = Path(file).stem
+                if name not in tables and name in previous.lookups:
+                    tables[name] = previous.lookups[name]
+    lookup_filters, lookup_globals = lookup_helpers(tables)
+    templates = Templates(config.engine.transforms_dir, filters={**registry.template_filters, **lookup_filters},
+                          globals={**registry.template_globals, **lookup_globals})
+    templates.lookups, templates.lookup_problems = tables, problems
+    return templates
 
 
 @dataclass
@@ -56,6 +73,9 @@ class Compiled:
 def compile_channel(channel_config, registry: Registry, templates: Templates) -> Compiled:
     problems: list[tuple[str, str]] = []
     pipeline = None
+    for file, line, reason in getattr(templates, "lookup_problems", ()):
+        if _uses_table(channel_config, Path(file).stem):
+            problems.append(("lookups", f"{file}{f' line {line}' if line else ''}: {reason}"))
     try:
         pipeline = ChannelPipeline(channel_config, registry, templates)
     except PipelineError as error:
@@ -74,6 +94,11 @@ def compile_channel(channel_config, registry: Registry, templates: Templates) ->
         except Exception as error:  # noqa: BLE001 - a connector refusing its options: reported, never a crash
             problems.append((key, f"{type(error).__name__}: {error}"))
     return Compiled(channel_config, None if problems else pipeline, problems)
+
+
+def _uses_table(channel_config, table: str) -> bool:
+    steps = list(channel_config.transforms) + [s for d in channel_config.destinations for s in d.transforms]
+    return any(op.get("table") == table for step in steps if step.edit for op in step.edit)
 
 
 @dataclass

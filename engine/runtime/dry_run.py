@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from engine.core.message import Message
-from engine.core.pipeline import PipelineError
+from engine.core.pipeline import EditStep, PipelineError
 from engine.runtime.assembly import build_templates, compile_channel
 
 
@@ -19,11 +19,17 @@ def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[d
     if compiled.pipeline is None:
         raise PipelineError(compiled.problems)
     pipeline = compiled.pipeline
+    edit_steps = [(step, prefix) for prefix, stages in
+                  [("", pipeline.channel_stages)] + [(f"destination[{name}] ", s) for name, s in
+                                                     pipeline.destination_stages.items()]
+                  for step, _outbound, _name in stages.steps if isinstance(step, EditStep)]
     results = []
     for number, raw in enumerate(raw_messages, 1):
         message = Message(raw, channel_config.inbound, id=number, channel=channel_config.name,
                           received_at=datetime.now(timezone.utc))
         meta = pipeline.metadata(message)
+        for step, _prefix in edit_steps:
+            step.last_changes = []
         outcome = pipeline.run(message, meta)
         results.append({
             "status": outcome.status,
@@ -31,6 +37,8 @@ def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[d
             "filters": [{"name": f.name, "passed": f.passed, "reason": f.reason, "rules": f.rules}
                         for f in outcome.filters],
             "transformed": outcome.transformed,
+            "edits": [{"step": step.name, "changes": [change._asdict() for change in step.last_changes]}
+                      for step, _prefix in edit_steps if step.last_changes],
             "error": outcome.error,
             "destinations": [
                 {"name": plan.name, "filtered": plan.filtered, "body": plan.body, "error": plan.error,

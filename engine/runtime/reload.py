@@ -6,7 +6,7 @@ Triggers: a watchdog observer on ``channels_dir``, ``transforms_dir`` (recursive
 reload's own reads open files too), ``SIGHUP``, and ``POST /api/reload``.  Triggers are debounced
 (``DEBOUNCE``: an editor's save is several events) and reloads run one at a time.
 
-A reload (``engine.reload_plan.prepare``, in a thread) loads every file again and validates it as
+A reload (``engine.runtime.reload_plan.prepare``, in a thread) loads every file again and validates it as
 ``switchboard check`` does.  Then, in the reactor:
 
 * ``config.toml`` itself has a problem, or a plugin does not import: nothing changes.
@@ -95,7 +95,8 @@ class Reloader:
         self.stopping = False
         settings = engine.config.engine
         self.plugins = plugins_fingerprint(settings.plugins_dir)
-        self.fingerprints = {name: channel_fingerprint(service.config, settings.transforms_dir, self.plugins)
+        self.fingerprints = {name: channel_fingerprint(service.config, settings.transforms_dir, self.plugins,
+                                                     settings.lookups_dir)
                              for name, service in engine.channel_services.items()}
         self.problems: list[dict] = []
         self.last: dict = {"at": None, "trigger": None, "applied": True, "problems": []}
@@ -112,7 +113,8 @@ class Reloader:
 
     def _watch(self):
         settings = self.engine.config.engine
-        folders = [(settings.channels_dir, False), (settings.transforms_dir, True), (settings.plugins_dir, False)]
+        folders = [(settings.channels_dir, False), (settings.transforms_dir, True), (settings.plugins_dir, False),
+                   (settings.lookups_dir, False)]
         try:
             from watchdog.observers import Observer
 
@@ -179,7 +181,8 @@ class Reloader:
     @defer.inlineCallbacks
     def _reload(self, trigger: str):
         engine = self.engine
-        plan = yield threads.deferToThread(prepare, engine.config.path, engine.registry, self.plugins)
+        plan = yield threads.deferToThread(prepare, engine.config.path, engine.registry, self.plugins,
+                                           templates=engine.templates)
         outcome = {"at": iso_utc(time.time()), "trigger": trigger, "applied": plan.usable,
                    "redeployed": [], "added": [], "removed": [], "kept": [], "unchanged": []}
         if plan.usable:

@@ -123,8 +123,19 @@ def template_fingerprint(channel, transforms_dir: Path | None) -> tuple:
     return tuple(sorted(seen.items()))
 
 
-def channel_fingerprint(channel, transforms_dir: Path | None, plugins: str) -> tuple:
-    return (channel, template_fingerprint(channel, transforms_dir), plugins)
+def lookups_fingerprint(channel, lookups_dir: Path | None) -> tuple:
+    """((table, sha256 of NAME.csv and NAME.toml), ...) of the code tables the channel's edit steps map
+    through: editing a table redeploys the channels that use it."""
+    if lookups_dir is None:
+        return ()
+    steps = list(channel.transforms) + [step for d in channel.destinations for step in d.transforms]
+    names = sorted({op.get("table") for step in steps if step.edit for op in step.edit if op.get("table")})
+    return tuple((name, _file_hash(Path(lookups_dir) / f"{name}.csv"), _file_hash(Path(lookups_dir) / f"{name}.toml"))
+                 for name in names)
+
+
+def channel_fingerprint(channel, transforms_dir: Path | None, plugins: str, lookups_dir: Path | None = None) -> tuple:
+    return (channel, template_fingerprint(channel, transforms_dir), plugins, lookups_fingerprint(channel, lookups_dir))
 
 
 def load_lenient(path, registry: Registry, *, environ=None) -> tuple[Config | None, list[Problem], set[Path]]:
@@ -157,7 +168,7 @@ def _relabel(problems: list[Problem], base: Path) -> list[Problem]:
     return [Problem(label(Path(problem.file).resolve(), base), problem.key, problem.reason) for problem in problems]
 
 
-def prepare(path, running: Registry, running_plugins: str, *, environ=None) -> Plan:
+def prepare(path, running: Registry, running_plugins: str, *, environ=None, templates=None) -> Plan:
     """In a thread: load, validate and fingerprint the configuration on disk."""
     path = Path(path).resolve()
     base = path.parent
@@ -177,7 +188,7 @@ def prepare(path, running: Registry, running_plugins: str, *, environ=None) -> P
     plan = Plan(config, registry, changed, fingerprint, problems=problems, bad_files=bad)
     if config is None:
         return plan
-    plan.templates = build_templates(config, registry)
+    plan.templates = build_templates(config, registry, previous=templates)
     valid = []
     for channel in config.channels:
         if not channel.enabled:
@@ -192,6 +203,7 @@ def prepare(path, running: Registry, running_plugins: str, *, environ=None) -> P
             continue
         valid.append(channel)
         plan.pipelines[channel.name] = pipeline
-        plan.fingerprints[channel.name] = channel_fingerprint(channel, config.engine.transforms_dir, fingerprint)
+        plan.fingerprints[channel.name] = channel_fingerprint(channel, config.engine.transforms_dir, fingerprint,
+                                                             config.engine.lookups_dir)
     plan.config = Config(config.path, config.engine, config.store, config.admin, tuple(valid), config.alerts)
     return plan
