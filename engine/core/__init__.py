@@ -1,1 +1,1 @@
-"""The engine core: what a channel does with a message, independent of how it arrives or is stored."""
+"""The engine core: what a channel does with a message, whatever its transport or store."""
