@@ -35,7 +35,7 @@ import hl7  # noqa: E402
 from engine.core.lookups import Table  # noqa: E402
 from engine.hl7.edit_ops import compile_edits  # noqa: E402
 from engine.hl7.editable import EditableMessage  # noqa: E402
-from engine.hl7v2 import normalize_segments  # noqa: E402
+from engine.hl7.encoding import normalize_segments  # noqa: E402
 
 ANALYST_EDIT = [
     {"set": "MSH.5", "value": "LAB"},

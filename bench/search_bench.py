@@ -38,8 +38,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from engine.store import Store  # noqa: E402
-from engine.store_schema import FTS_TABLE, connect_writer, iso_utc, migrate  # noqa: E402
+from engine.store.sqlite.store import Store  # noqa: E402
+from engine.store.sqlite.schema import FTS_TABLE, connect_writer, iso_utc, migrate  # noqa: E402
 
 START = 1_790_000_000.0  # received_at of the first message (epoch seconds)
 DAYS = 60

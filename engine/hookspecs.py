@@ -78,9 +78,11 @@ def register_template_helpers():
 
 @hookspec
 def message_event(event):
-    """Observe a message event: ``event`` is an ``engine.events.MessageEvent``.
+    """Observe a message event: ``event`` is an ``engine.core.contracts.MessageEvent``.
 
-    Kinds: received, duplicate, filtered, queued, sent, error, replayed.  The event carries ids,
+    Kinds (``engine.core.contracts.EventKind``): received, duplicate, rejected, filtered, sent,
+    error, replayed, source_error, file_duplicate, http_refused, frame_too_large,
+    partial_frame_discarded.  The event carries ids,
     statuses and PHI-free reasons only, never message content.  Called in the reactor thread: do
     not block; hand slow work to a thread.
     """

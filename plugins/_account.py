@@ -34,8 +34,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from engine.hl7v2 import Path as HL7Path
-from engine.hl7v2 import parse_hl7_datetime, parse_path
+from engine.hl7.path import Path as HL7Path
+from engine.hl7.dates import parse_hl7_datetime
+from engine.hl7.path import parse_path
 
 FIELD_DEFAULTS = {
     "account_field": "PID.18.1",

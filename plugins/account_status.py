@@ -33,8 +33,8 @@ from __future__ import annotations
 
 
 from engine.hookspecs import hookimpl
-from engine.plugins import load_sibling
-from engine.pipeline import FilterResult, StageError
+from engine.core.plugins import load_sibling
+from engine.core.pipeline import FilterResult, StageError
 
 
 account = load_sibling(__file__, "_account")

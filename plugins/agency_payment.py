@@ -28,9 +28,9 @@ import re
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
-from engine.hl7v2 import format_hl7_datetime
+from engine.hl7.dates import format_hl7_datetime
 from engine.hookspecs import hookimpl
-from engine.pipeline import FilterResult, StageError
+from engine.core.pipeline import FilterResult, StageError
 
 _AMOUNT = re.compile(r"[0-9]+(\.[0-9]{1,2})?")
 _DEFAULT_KEYS = {"event_key": "event", "id_key": "payment_id", "account_key": "account",

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import re
 
-from engine.hl7v2 import DEFAULT_ENCODING, DEFAULT_FIELD_SEP, normalize_segments, peek_msh
+from engine.hl7.encoding import DEFAULT_ENCODING, DEFAULT_FIELD_SEP, normalize_segments
+from engine.hl7.msh import peek_msh
 from engine.hookspecs import hookimpl
-from engine.pipeline import StageError
+from engine.core.pipeline import StageError
 
 CLINICAL = (  # named by the placement kit's issue: clinical, never to an agency
     "DG1", "PR1", "OBX", "OBR", "ORC", "NTE", "AL1", "DRG", "DB1", "PDA", "ABS", "RMI", "BLC",

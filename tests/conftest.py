@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 
 from engine.store import Store
-from store_support import FakeClock
+from support.store import FakeClock
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from engine.admin.metrics import age_seconds
-from engine.store_schema import iso_utc
+from engine.store.sqlite.schema import iso_utc
 
 log = Logger(namespace="switchboard.alerts")
 
@@ -75,18 +75,17 @@ class AlertContext:
 
 
 class AlertMonitor:
-    def __init__(self, engine, *, clock=None, read_stats=None) -> None:
-        self.engine = engine
-        self.settings = engine.config.alerts
-        self.clock = clock or engine.reactor
-        self.read_stats = read_stats or (lambda: threads.deferToThread(engine.store.queue_stats))
-        self.context = AlertContext(engine.config, engine.reactor)
-        self.hook = engine.registry.hook
+    def __init__(self, runtime, *, clock=None, read_stats=None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.config.alerts
+        self.clock = clock or runtime.reactor
+        self.read_stats = read_stats or (lambda: threads.deferToThread(runtime.store.queue_stats))
+        self.context = AlertContext(runtime.config, runtime.reactor)
         self.failing_since: dict[tuple[str, str], float] = {}
         self.active: dict[tuple[str, str, str], dict] = {}    # (kind, channel, destination) -> state
         self.errors: dict[str, dict] = {}                      # channel -> {"count", "ids", "first"}
         self.loop: task.LoopingCall | None = None
-        engine.events.listeners.append(self.observe)
+        runtime.observe(self.observe)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -122,7 +121,7 @@ class AlertMonitor:
     def evaluate(self, stats: dict) -> None:
         now = self.clock.seconds()
         settings = self.settings
-        for name, service in self.engine.channel_services.items():
+        for name, service in self.runtime.channels().items():
             for destination, queue in service.queues.items():
                 key = (name, destination)
                 failing = queue.failures > 0
@@ -166,7 +165,7 @@ class AlertMonitor:
     def fire(self, alert: Alert) -> None:
         log.warn("alert: {text}", text=alert.text)
         arguments = {"alert": alert, "context": self.context}
-        for impl in self.hook.alert.get_hookimpls():
+        for impl in self.runtime.hook.alert.get_hookimpls():
             try:
                 impl.function(*[arguments[name] for name in impl.argnames])
             except Exception:

@@ -35,9 +35,10 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from engine.admin.metrics import age_seconds
-from engine.replay import ReplayError, Selection, time_bound
-from engine.service import ChannelStateError
-from engine.store_schema import normalize_status
+from engine.core.units import parse_time_bound
+from engine.runtime.replay import ReplayError, Selection
+from engine.runtime.services import ChannelStateError
+from engine.store.sqlite.schema import normalize_status
 
 log = Logger(namespace="switchboard.admin")
 
@@ -206,10 +207,10 @@ class ChannelAction(Endpoint):
 
     @defer.inlineCallbacks
     def json_POST(self, request):
-        engine = self.admin.engine
-        service = engine.channel_services.get(self.name)
+        runtime = self.admin.runtime
+        service = runtime.channel(self.name)
         if service is None:
-            if engine.config.channel(self.name) is not None:
+            if runtime.config.channel(self.name) is not None:
                 raise ApiError(409, f"channel {self.name} is disabled in its file (enabled = false); enable it "
                                     "and restart the daemon")
             raise ApiError(404, f"no channel named {self.name!r}")
@@ -231,9 +232,9 @@ class Messages(Endpoint):
 
     @defer.inlineCallbacks
     def json_GET(self, request):
-        filters, recorded = search_filters(query(request), self.admin.engine.store)
+        filters, recorded = search_filters(query(request), self.admin.runtime.store)
         try:
-            rows = yield in_thread(lambda: self.admin.engine.store.search(**filters))
+            rows = yield in_thread(lambda: self.admin.runtime.store.search(**filters))
         except ValueError as error:
             raise ApiError(400, str(error)) from None
         yield self.admin.audit.record(request.who, "search", "messages",
@@ -251,7 +252,7 @@ class MessageNode(Endpoint):
 
     @defer.inlineCallbacks
     def json_GET(self, request):
-        message = yield in_thread(self.admin.engine.store.get_message, self.message_id)
+        message = yield in_thread(self.admin.runtime.store.get_message, self.message_id)
         if message is None:
             raise ApiError(404, f"no message with id {self.message_id}")
         yield self.admin.audit.record(request.who, "view", f"message:{self.message_id}")
@@ -282,7 +283,7 @@ class Reload(Endpoint):
     """GET: the latest live reload (engine/reload.py); POST: reload now and answer what it did."""
 
     def _reloader(self):
-        reloader = getattr(self.admin.engine, "reloader", None)
+        reloader = self.admin.runtime.reloader
         if reloader is None:
             raise ApiError(409, "live reload is not running in this daemon (see its log)")
         return reloader
@@ -328,7 +329,7 @@ def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
             filters["status"] = normalize_status(filters["status"])
         for key in ("since", "until"):
             if key in filters:
-                filters[key] = time_bound(filters[key])
+                filters[key] = parse_time_bound(filters[key])
         for key, low, high, default in (("limit", 1, MAX_LIMIT, 100), ("offset", 0, None, 0)):
             number = int(filters.get(key, default))
             if number < low or (high is not None and number > high):
@@ -355,20 +356,20 @@ def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
 def channel_views(admin, only: str | None = None):
     """``[{"name", "state", "received", "filtered", "queued", "sent", "errored", "destinations":
     [{"name", "type", "depth", "oldest_queued_age", "last_error", "failures"}]}]``."""
-    engine = admin.engine
-    configs = [c for c in engine.config.channels if only is None or c.name == only]
+    runtime = admin.runtime
+    configs = [c for c in runtime.config.channels if only is None or c.name == only]
     if only is not None and not configs:
         raise ApiError(404, f"no channel named {only!r}")
-    counts, stats = yield in_thread(lambda: (engine.store.channel_counts(), engine.store.queue_stats()))
+    counts, stats = yield in_thread(lambda: (runtime.store.channel_counts(), runtime.store.queue_stats()))
     now = time.time()
     views = []
     for config in configs:
-        service = engine.channel_services.get(config.name)
+        service = runtime.channel(config.name)
         view = {"name": config.name, "state": service.state if service else "disabled",
                 "source": config.source.type, "address": _address(service)}
         view.update({key: counts.get(config.name, {}).get(key, 0)
                      for key in ("received", "filtered", "queued", "sent", "errored")})
-        reloader = getattr(engine, "reloader", None)
+        reloader = runtime.reloader
         view["problems"] = reloader.problems_for(config.name) if reloader is not None else []
         view["destinations"] = []
         for destination in config.destinations:

@@ -1,17 +1,8 @@
 """The audit log: who (a token's name) viewed, searched, replayed or changed what, by message id.
 
-Rows live in the store's ``audit`` table (migration ``_m003_audit``) and are written through
-``Store.write``, so they commit in the writer's group commit like everything else; the admin API
-waits for that commit before it answers, so nothing is shown that was not recorded first.
-
-Tamper evidence: each row holds ``prev_hash`` (the previous row's hash; 64 zeros for the first)
-and ``hash = sha256(prev_hash + canonical row)``, the canonical row being the JSON array
-``[id, at, who, action, target, detail]``.  ``verify_chain`` walks the table: an edited row no
-longer matches its hash, a removed row leaves a gap in the ids and a broken link, and removing
-the newest rows shows because ``sqlite_sequence`` still remembers the last id handed out
-(AUTOINCREMENT).  What this does not stop is someone who rewrites the whole chain from the point
-they changed, and ``sqlite_sequence`` with it: for that, ship the rows elsewhere
-(``switchboard audit --json``) as they are written.
+The admin API and the dashboard record through ``AuditLog.record`` and wait for its commit before
+they answer, so nothing is shown that was not recorded first. The rows and their hash chain are
+the store's (``Store.append_audit``, ``audit_entries``, ``verify_audit``).
 
 ``detail`` is JSON with ids, filter names, counts and statuses: never message content, and for a
 search only the *keys* of ``meta.*`` filters (their values may be patient data).
@@ -19,109 +10,12 @@ search only the *keys* of ``meta.*`` filters (their values may be patient data).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from dataclasses import dataclass, field
-
-from engine.store_schema import iso_utc
-
-GENESIS = "0" * 64
-COLUMNS = ("id", "at", "who", "action", "target", "detail", "prev_hash", "hash")
-
-
-def canonical_detail(detail) -> str:
-    return "" if detail is None else json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def row_hash(prev_hash: str, row_id: int, at: str, who: str, action: str, target: str, detail: str) -> str:
-    canonical = json.dumps([row_id, at, who, action, target, detail], separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
-
-
-def append(conn, at: str, who: str, action: str, target: str, detail: str) -> int:
-    """In the store's writer thread: add one row, chained to the newest. Returns its id."""
-    last = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-    prev = last[0] if last else GENESIS
-    row_id = conn.execute(
-        "INSERT INTO audit (at, who, action, target, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, '')",
-        (at, who, action, target, detail, prev),
-    ).lastrowid
-    conn.execute("UPDATE audit SET hash = ? WHERE id = ?",
-                 (row_hash(prev, row_id, at, who, action, target, detail), row_id))
-    return row_id
-
 
 class AuditLog:
     """The daemon's writer side: ``record(who, action, target, detail)`` -> Deferred[row id]."""
 
-    def __init__(self, store, *, clock=time.time) -> None:
+    def __init__(self, store) -> None:
         self.store = store
-        self.clock = clock
 
     def record(self, who: str, action: str, target: str = "", detail=None):
-        return self.store.write(append, iso_utc(self.clock()), who, action, target, canonical_detail(detail))
-
-
-def entries(conn, *, limit: int | None = None, who: str | None = None, action: str | None = None) -> list[dict]:
-    """Rows, newest first, ``detail`` decoded."""
-    where, params = [], []
-    if who is not None:
-        where.append("who = ?")
-        params.append(who)
-    if action is not None:
-        where.append("action = ?")
-        params.append(action)
-    sql = f"SELECT {', '.join(COLUMNS)} FROM audit"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    rows = []
-    for values in conn.execute(sql, params).fetchall():
-        row = dict(zip(COLUMNS, values))
-        try:
-            row["detail"] = json.loads(row["detail"]) if row["detail"] else None
-        except ValueError:
-            pass  # an edited row: verify_chain says so; show it as it is
-        rows.append(row)
-    return rows
-
-
-@dataclass
-class ChainCheck:
-    rows: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def verify_chain(conn) -> ChainCheck:
-    """Walk the chain in id order; every problem is one sentence naming the row ids."""
-    check = ChainCheck()
-    prev_hash, prev_id = GENESIS, 0
-    cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit ORDER BY id")
-    while True:
-        batch = cursor.fetchmany(1000)
-        if not batch:
-            break
-        for row_id, at, who, action, target, detail, stored_prev, stored_hash in batch:
-            check.rows += 1
-            if row_id != prev_id + 1:
-                gap = f"{prev_id + 1}" if row_id == prev_id + 2 else f"{prev_id + 1}-{row_id - 1}"
-                check.problems.append(f"row(s) {gap} removed (the chain jumps from row {prev_id} to {row_id})")
-            if stored_prev != prev_hash:
-                check.problems.append(f"row {row_id} does not follow the row before it (a row was removed or "
-                                      "changed)")
-            if row_hash(stored_prev, row_id, at, who, action, target, detail) != stored_hash:
-                check.problems.append(f"row {row_id} was changed after it was written")
-            prev_hash, prev_id = stored_hash, row_id
-    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
-    if seq is not None and seq[0] > prev_id:
-        last = f"{prev_id + 1}" if seq[0] == prev_id + 1 else f"{prev_id + 1}-{seq[0]}"
-        check.problems.append(f"the newest row(s) {last} removed")
-    return check
+        return self.store.append_audit(who, action, target, detail)

@@ -27,7 +27,7 @@ from pathlib import Path
 from twisted.logger import Logger
 from twisted.web import server
 
-from engine.connectors.http_source import CappedBody, Refusal, SourceChannel
+from engine.connectors.http.source import CappedBody, Refusal, SourceChannel
 
 log = Logger(namespace="switchboard.admin")
 

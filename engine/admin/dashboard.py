@@ -41,9 +41,9 @@ from twisted.web import resource, server
 from engine.admin.api import ApiError, channel_views, in_thread, search_filters
 from engine.admin.display import age, hl7_markup, looks_like_hl7
 from engine.admin.sessions import csrf_ok, cookie_value, set_cookie_header
-from engine.replay import ReplayError, Selection
-from engine.service import ChannelStateError
-from engine.store_schema import MESSAGE_STATUSES
+from engine.runtime.replay import ReplayError, Selection
+from engine.runtime.services import ChannelStateError
+from engine.store.sqlite.schema import MESSAGE_STATUSES
 
 log = Logger(namespace="switchboard.dashboard")
 
@@ -103,7 +103,7 @@ class Dashboard:
     # -- answering ----------------------------------------------------------------------------
     def render(self, request, template: str, code: int = 200, **context) -> Html:
         session = getattr(request, "dashboard_session", None)
-        flash, reloader = [], getattr(self.admin.engine, "reloader", None)
+        flash, reloader = [], self.admin.runtime.reloader
         if session is not None:
             flash, session.flash = session.flash, []
         context.setdefault("title", "Switchboard")
@@ -203,11 +203,11 @@ class Dashboard:
         form = self.checked_form(request)
         if name is None or action not in ACTIONS:
             raise ApiError(404, "no such action")
-        engine = self.admin.engine
-        service = engine.channel_services.get(name)
+        runtime = self.admin.runtime
+        service = runtime.channel(name)
         back = local_path(form.get("next"), f"/channels/{name}")
         if service is None:
-            raise ApiError(404 if engine.config.channel(name) is None else 409, f"channel {name} is not running")
+            raise ApiError(404 if runtime.config.channel(name) is None else 409, f"channel {name} is not running")
         yield self.admin.audit.record(request.who, f"channel.{action}", f"channel:{name}",
                                       {"state_before": service.state, "via": "dashboard"})
         try:
@@ -225,11 +225,11 @@ class Dashboard:
             return Redirect("/search")
         if not message_id.isdigit() or action is not None:
             raise ApiError(404, "no such page")
-        message = yield in_thread(self.admin.engine.store.get_message, int(message_id))
+        message = yield in_thread(self.admin.runtime.store.get_message, int(message_id))
         if message is None:
             raise ApiError(404, f"no message with id {message_id}")
         yield self.admin.audit.record(request.who, "view", f"message:{message['id']}", {"via": "dashboard"})
-        service = self.admin.engine.channel_services.get(message["channel"])
+        service = self.admin.runtime.channel(message["channel"])
         return self.render(request, "message.html", title=f"Message {message['id']}", message=message,
                            destinations=sorted(service.queues) if service else [])
 
@@ -258,7 +258,7 @@ class Dashboard:
     def search_GET(self, request):
         wanted = any(key in (request.args or {}) for key in (b"go", b"channel") + tuple(k.encode() for k in FORM_KEYS))
         search = (yield self.search(request, {})) if wanted else None
-        names = [channel.name for channel in self.admin.engine.config.channels]
+        names = [channel.name for channel in self.admin.runtime.config.channels]
         return self.render(request, "search.html", title="Search", search=search, channel_names=names,
                            form=form_values(request), statuses=MESSAGE_STATUSES)
 
@@ -279,8 +279,8 @@ class Dashboard:
         offset = max(int(form["offset"]) if form["offset"].isdigit() else 0, 0)
         params.update(limit=str(PAGE_SIZE + 1), offset=str(offset))
         try:
-            filters, recorded = search_filters(params, self.admin.engine.store)
-            rows = yield in_thread(lambda: self.admin.engine.store.search(**filters))
+            filters, recorded = search_filters(params, self.admin.runtime.store)
+            rows = yield in_thread(lambda: self.admin.runtime.store.search(**filters))
         except (ApiError, ValueError) as error:
             return refused(error.reason if isinstance(error, ApiError) else str(error))
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]

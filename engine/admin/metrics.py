@@ -52,8 +52,8 @@ def age_seconds(iso: str | None, now: float) -> float:
 
 
 class Metrics:
-    def __init__(self, engine, *, clock=time.monotonic) -> None:
-        self.engine = engine
+    def __init__(self, runtime, *, clock=time.monotonic) -> None:
+        self.runtime = runtime
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
@@ -71,9 +71,10 @@ class Metrics:
         self.registry.register(_ScrapeCollector(self))
         self._stored_at: OrderedDict[int, float] = OrderedDict()
         self._figures: dict = {"queues": {}, "store_bytes": 0, "at": time.time()}
-        for service in engine.channel_services.values():
+        for service in runtime.channels().values():
             self.channel_added(service)
-        engine.events.listeners.append(self.observe)
+        runtime.observe(self.observe)
+        runtime.on_channel_added(self.channel_added)
 
     def channel_added(self, service) -> None:
         """A channel built after start (live reload, engine/reload.py): its series and ingest timing."""
@@ -133,14 +134,14 @@ class Metrics:
     # -- scraping ---------------------------------------------------------------------------
     def read_store(self) -> dict:
         """In a thread: the figures that need disk (queue table, file sizes)."""
-        path = self.engine.store.path
+        path = self.runtime.store.path
         size = 0
         for suffix in ("", "-wal"):
             try:
                 size += os.path.getsize(path + suffix)
             except OSError:
                 pass
-        return {"queues": self.engine.store.queue_stats(), "store_bytes": size, "at": time.time()}
+        return {"queues": self.runtime.store.queue_stats(), "store_bytes": size, "at": time.time()}
 
     def render(self):
         """Deferred[bytes]: the exposition text, store figures read in a thread first."""
@@ -163,7 +164,7 @@ class _ScrapeCollector:
         return []
 
     def collect(self):
-        engine, figures = self.metrics.engine, self.metrics._figures
+        runtime, figures = self.metrics.runtime, self.metrics._figures
         depth = GaugeMetricFamily("switchboard_queue_depth", "Deliveries QUEUED per destination",
                                   labels=["channel", "destination"])
         oldest = GaugeMetricFamily("switchboard_queue_oldest_age_seconds",
@@ -173,7 +174,7 @@ class _ScrapeCollector:
                                     labels=["channel", "destination"])
         state = GaugeMetricFamily("switchboard_channel_state", "1 for the channel's current state",
                                   labels=["channel", "state"])
-        for name, service in engine.channel_services.items():
+        for name, service in runtime.channels().items():
             for value in STATES:
                 state.add_metric([name, value], 1.0 if service.state == value else 0.0)
             for destination, queue in service.queues.items():

@@ -1,7 +1,7 @@
 """The admin listener and what it serves, wired for one engine.
 
-``start_admin(engine)`` is called by ``Engine.startService`` once the store is open and the
-channels are built (before their sources start, so the metrics see every message).  It resolves
+``AdminServer(runtime)`` is built by engine/app.py once the store is open and the channels are
+built, in the reactor turn their sources open, so the metrics see every message.  It resolves
 the tokens (generating ``admin.token`` beside the store when none is configured), builds the
 audit log, metrics, the replayer and the alert monitor, and listens on ``[admin] listen``; it logs
 ``admin API listening on HOST:PORT`` (tests parse it) and writes that address to
@@ -27,7 +27,6 @@ from engine.admin.auth import Tokens
 from engine.admin.dashboard import Dashboard
 from engine.admin.metrics import Metrics
 from engine.admin.sessions import DashboardSite, Sessions
-from engine.replay import Replayer
 
 log = Logger(namespace="switchboard.admin")
 
@@ -48,24 +47,24 @@ def is_loopback(host: str) -> bool:
 
 
 class AdminServer:
-    def __init__(self, engine) -> None:
-        self.engine = engine
-        self.tokens = Tokens.for_engine(engine.config)
-        self.audit = AuditLog(engine.store)
-        self.metrics = Metrics(engine)
-        self.replayer = Replayer(engine)
-        self.alerts = AlertMonitor(engine)
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self.tokens = Tokens.for_engine(runtime.config)
+        self.audit = AuditLog(runtime.store)
+        self.metrics = Metrics(runtime)
+        self.replayer = runtime.replayer
+        self.alerts = AlertMonitor(runtime)
         self.sessions = Sessions()
         root = build_root(self)
         Dashboard(self).mount(root)        # /, /login, /channels, /messages, /search, /static
-        self.site = DashboardSite(root, self.tokens, engine.reactor, self.sessions)
+        self.site = DashboardSite(root, self.tokens, runtime.reactor, self.sessions)
         self.port = None
 
     def start(self) -> None:
         self.alerts.start()
-        host, port = self.engine.config.admin.listen
+        host, port = self.runtime.config.admin.listen
         try:
-            self.port = self.engine.reactor.listenTCP(port, self.site, interface=host)
+            self.port = self.runtime.reactor.listenTCP(port, self.site, interface=host)
         except Exception as error:
             log.error("admin API not started: cannot listen on {host}:{port}: {error}", host=host, port=port,
                       error=str(error))
@@ -78,7 +77,7 @@ class AdminServer:
         self._write_address(f"{bound.host}:{bound.port}")
 
     def _write_address(self, text: str) -> None:
-        path = address_file(self.engine.config)
+        path = address_file(self.runtime.config)
         temp = path.with_name(f".{path.name}.{os.getpid()}")
         try:
             temp.write_text(text + "\n", encoding="ascii")
@@ -94,20 +93,10 @@ class AdminServer:
             return
         port, self.port = self.port, None
         try:
-            address_file(self.engine.config).unlink()
+            address_file(self.runtime.config).unlink()
         except OSError:
             pass
         yield port.stopListening()
         for channel in list(self.site.connections):
             if channel.transport is not None:
                 channel.transport.loseConnection()
-
-
-def start_admin(engine) -> AdminServer | None:
-    try:
-        server = AdminServer(engine)
-    except Exception:
-        log.failure("admin API, metrics, audit and alerts not started")
-        return None
-    server.start()
-    return server

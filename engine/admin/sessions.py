@@ -34,7 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from engine.admin.auth import MAX_BODY, OPEN_PATHS, AdminSite
-from engine.connectors.http_source import Refusal
+from engine.connectors.http.source import Refusal
 
 COOKIE = "switchboard_session"
 IDLE = 30 * 60.0

@@ -25,6 +25,37 @@ class ListeningSource:
         endpoint = server_endpoint(self.reactor, host, port, self.options.get("tls"))
         self.port = yield endpoint.listen(self.factory)
 
+    def retarget(self, sink) -> None:
+        """What arrives from now on, on open connections too, goes to ``sink`` (live reload)."""
+        self.factory.sink = sink
+
+    def take_over(self, old: "ListeningSource") -> bool:
+        """Take ``old``'s listening port and open connections (same address and TLS); False if not.
+
+        The port keeps listening (its factory, or the TLS wrapper's inner factory, is swapped) and
+        each open connection's protocol is pointed at our factory, so its next frame or request
+        reaches the new channel; what it sent before is answered by the old one."""
+        if not isinstance(old, ListeningSource) or old.port is None or type(old) is not type(self):
+            return False
+        if (old.options.get("listen"), old.options.get("tls")) != (self.options.get("listen"), self.options.get("tls")):
+            return False
+        port = old.port
+        outer = port.factory
+        if getattr(outer, "wrappedFactory", None) is old.factory:
+            outer.wrappedFactory = self.factory
+        elif outer is old.factory:
+            port.factory = self.factory
+        else:
+            return False
+        self.factory.doStart()
+        old.factory.doStop()
+        for connection in list(old.factory.connections):
+            connection.factory = self.factory
+            self.factory.connections.add(connection)
+        old.factory.connections.clear()
+        self.port, old.port = port, None
+        return True
+
     @property
     def address(self) -> tuple[str, int]:
         bound = self.port.getHost()

@@ -1,1 +1,1 @@
-"""The engine core: what a channel does with a message, whatever its transport or store."""
+"""The message's way: contracts, message, pipeline, channel, queue, templates, events, plugins."""

@@ -1,1 +1,1 @@
-"""HL7 v2: reading and editing messages by Mirth/HAPI path, with the message's own delimiters."""
+"""HL7 v2: MSH peek, charsets, ACKs, batches, escaping, dates, paths. No Twisted, no store."""

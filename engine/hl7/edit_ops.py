@@ -44,7 +44,7 @@ from engine.hl7.editable import (
     Target,
     parse_target,
 )
-from engine.hl7v2 import HEADER_SEGMENTS
+from engine.hl7.encoding import HEADER_SEGMENTS
 
 VERBS = ("set", "copy", "map", "delete", "add")
 MISSING_POLICIES = ("keep", "error", "default")

@@ -40,9 +40,10 @@ import fnmatch
 from functools import lru_cache
 from typing import NamedTuple
 
-from engine.hl7v2 import HEADER_SEGMENTS, _delims, _valid_delimiters, unescape
-from engine.hl7v2 import escape as hl7_escape
-from engine.hl7path import Path, SegmentView, parse_path  # after hl7v2, which re-exports it
+from engine.hl7.encoding import HEADER_SEGMENTS, encoding_chars, unescape, valid_delimiters
+from engine.hl7.encoding import escape as hl7_escape
+from engine.hl7.path import Path, parse_path
+from engine.hl7.view import SegmentView
 
 _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 _SEGMENT_GLOB = re.compile(r"[A-Z0-9*?\[\]!]+")
@@ -176,10 +177,10 @@ class EditableMessage:
         end = text.find("\r")
         stop = text.find(field_sep, 4, end if end != -1 else len(text))
         encoding = text[4:stop if stop != -1 else end if end != -1 else len(text)]
-        if not _valid_delimiters(field_sep, encoding):
+        if not valid_delimiters(field_sep, encoding):
             raise EditError(f"not an HL7 v2 message: {text[:3]}-1/{text[:3]}-2 are not valid "
                             "delimiters")
-        comp, rep, esc, sub = _delims(encoding)
+        comp, rep, esc, sub = encoding_chars(encoding)
         self.field_sep, self.encoding = field_sep, encoding
         self._comp, self._rep, self._sub = comp, rep, sub
         self._view_delims = (field_sep, comp, rep, esc, sub, encoding)

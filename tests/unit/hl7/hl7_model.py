@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from engine.hl7v2 import normalize_segments
+from engine.hl7.encoding import normalize_segments
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
 HEADERS = ("MSH", "BHS", "FHS")

@@ -20,7 +20,7 @@ from engine.hl7.edit_ops import (
     compile_edits,
 )
 from engine.hl7.editable import EditableMessage, EditError, SegmentChange
-from engine.hl7path import HL7View
+from engine.hl7.view import HL7View
 
 from .hl7_model import changed_keys, load_samples, model, segments, within
 

@@ -17,7 +17,8 @@ from engine.hl7.editable import (
     format_path,
     parse_target,
 )
-from engine.hl7path import HL7View, parse_path
+from engine.hl7.path import parse_path
+from engine.hl7.view import HL7View
 
 from .hl7_model import (
     TEXT,

@@ -1,0 +1,119 @@
+"""The composition root: the daemon's service tree, built from a checked config in one place.
+
+Twisted's ``MultiService`` starts its children in order and stops them in reverse, which is the
+whole start-up and shutdown sequence:
+
+1. ``StoreService``: opens (and migrates) the message store; closed last, after its writer drained.
+2. ``retention``: prunes content older than ``[store] retention``; its batch in flight commits
+   before the store closes.
+3. ``Engine``: every channel built (``runtime.assembly``) and started: queues resume, messages
+   left RECEIVED are processed, then sources open.  One channel failing to start is marked failed;
+   the others serve on.
+4. ``admin``: the admin API, dashboard, metrics, audit and alerts (started in the same reactor
+   turn as the sources, so the metrics see every message).
+5. ``reloader``: live reload, once every channel has started (a reload never races a first start).
+
+Lower layers never import this module or the admin side: the engine does not know who watches it.
+"""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from engine.admin.server import AdminServer
+from engine.core.plugins import Registry
+from engine.runtime.facade import Runtime
+from engine.runtime.reload import Reloader
+from engine.runtime.retention import Retention
+from engine.runtime.services import Engine
+from engine.store.sqlite.store import Store
+
+log = Logger(namespace="switchboard.engine")
+
+
+class StoreService(service.Service):
+    name = "store"
+
+    def __init__(self, config, reactor) -> None:
+        self.config, self.reactor, self.store = config, reactor, None
+
+    def startService(self) -> None:
+        self.config.store.path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.config.store.path, reactor=self.reactor)
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.store.close() if self.store is not None else None
+
+
+class PartService(service.Service):
+    """A part of the daemon made when it starts (it needs the open store and the built channels)
+    and kept on the engine under ``name`` for the parts that talk to it."""
+
+    def __init__(self, name: str, engine: Engine, make, *, after: defer.Deferred | None = None) -> None:
+        self.name, self.engine, self.make, self.after, self.part = name, engine, make, after, None
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        if self.after is None:
+            self._start()
+        else:
+            self.after.addCallback(lambda result: (self._start() if self.running else None, result)[1])
+
+    def _start(self) -> None:
+        self.part = self.make(self.engine)
+        setattr(self.engine, self.name, self.part)
+        if self.part is not None:
+            self.part.start()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        part, self.part = self.part, None
+        return part.stop() if part is not None else None
+
+
+class Daemon(service.MultiService):
+    def stopService(self):
+        d = service.MultiService.stopService(self)
+        d.addCallback(lambda _: log.info("switchboard stopped"))
+        return d
+
+
+def _retention(engine: Engine) -> Retention:
+    return Retention(engine.store, engine.config.store.retention, engine.reactor)
+
+
+def _admin(engine: Engine) -> AdminServer | None:
+    try:
+        return AdminServer(Runtime(engine))
+    except Exception:  # noqa: BLE001 - the channels serve on; the API stays closed, never open
+        log.failure("admin API, metrics, audit and alerts not started")
+        return None
+
+
+def _reloader(engine: Engine) -> Reloader | None:
+    try:
+        return Reloader(engine)
+    except Exception:  # noqa: BLE001 - the daemon serves on without live reload
+        log.failure("live reload not started")
+        return None
+
+
+def build(config, *, reactor=None, registry: Registry | None = None) -> tuple[service.MultiService, Engine]:
+    """The daemon's service tree for ``config`` (already checked) and its engine."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    root = Daemon()
+    store = StoreService(config, reactor)
+    store.setServiceParent(root)
+    engine = Engine(config, store_service=store, reactor=reactor, registry=registry)
+    PartService("retention", engine, _retention).setServiceParent(root)
+    engine.setServiceParent(root)
+    PartService("admin", engine, _admin).setServiceParent(root)
+    PartService("reloader", engine, _reloader, after=engine.started).setServiceParent(root)
+    return root, engine

@@ -1,0 +1,40 @@
+"""``switchboard run``: the daemon in the foreground (SIGTERM/SIGINT: a graceful stop)."""
+
+from __future__ import annotations
+
+import sys
+
+from engine.cli.common import checked
+
+
+def run_daemon(args, path) -> int:
+    config, registry = checked(path)
+    from twisted.internet import reactor
+
+    from engine.app import build
+    from engine.runtime.logs import start_logging
+    from engine.store.sqlite.store import StoreError
+
+    start_logging(config.engine.log_level, config.engine.log_format)
+    daemon, _engine = build(config, reactor=reactor, registry=registry)
+    outcome = {"code": 0}
+
+    def start():
+        try:
+            daemon.startService()
+        except (StoreError, OSError) as error:
+            print(f"switchboard run: cannot open the store {config.store.path}: {error}", file=sys.stderr)
+            outcome["code"] = 1
+            reactor.stop()
+        except Exception:  # a bug at start-up: say so and exit 1 rather than serve half a daemon
+            import traceback
+
+            traceback.print_exc()
+            print("switchboard run: failed to start (an internal error, reported above)", file=sys.stderr)
+            outcome["code"] = 1
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: daemon.stopService() if daemon.running else None)
+    reactor.run()
+    return outcome["code"]

@@ -1,0 +1,39 @@
+"""``switchboard send HOST:PORT FILE...``: an MLLP client printing each ACK's MSA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.cli.common import CommandError
+from engine.cli.dryrun import split_hl7_messages
+from engine.core.units import parse_address, parse_duration
+
+# -- send: an MLLP client --------------------------------------------------------------------
+
+def send_command(args, path) -> int:
+    try:
+        host, port = parse_address(args.address)
+        timeout = parse_duration(args.timeout)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    messages = []
+    for name in args.files:
+        try:
+            messages.extend(split_hl7_messages(Path(name).read_text(encoding="utf-8", errors="replace")))
+        except OSError as error:
+            raise CommandError(f"cannot read {name}: {error.strerror}") from None
+    if not messages:
+        raise CommandError("no HL7 message found in the file(s)")
+    from twisted.internet import task
+
+    from engine.connectors.mllp.send import send_all
+
+    failures: list[int] = []
+    try:
+        task.react(lambda reactor: send_all(reactor, host, port, messages, timeout, failures), [])
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise CommandError(f"could not send to {host}:{port}") from None
+    if failures:
+        raise CommandError(f"{len(failures)} of {len(messages)} message(s) not accepted")
+    return 0

@@ -1,0 +1,1 @@
+"""Loading config.toml and channels/*.toml, option schemas and lenient loading."""

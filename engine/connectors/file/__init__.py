@@ -1,0 +1,1 @@
+"""Files: the inbox source, the destination and batch files."""

@@ -1,0 +1,1 @@
+"""HTTP: the listener (webhooks) and the sender."""

@@ -1,0 +1,1 @@
+"""MLLP: the listener, the sender, framing and the client."""

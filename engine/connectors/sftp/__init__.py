@@ -1,0 +1,1 @@
+"""SFTP: the poller source and the upload destination (paramiko)."""

@@ -1,0 +1,323 @@
+"""A channel's filters, transform steps and per-destination stages, as one pure function of a message.
+
+``ChannelPipeline.run(message)`` does no I/O: it decides FILTERED / ERROR / which destinations take
+the message and exactly what each one will send.  The daemon stores that outcome and queues it;
+``switchboard test`` prints it.  Keeping the two on one code path is what makes a dry run honest.
+
+Everything is compiled once, when the channel is built: ``when`` expressions, templates and plugin
+filter/transform instances.  Building raises ``PipelineError`` listing every problem, which is how
+``switchboard check`` reports bad templates and unknown plugin names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.core.message import Message, MessageParseError
+from engine.core.statuses import derive_status
+from engine.core.templates import TemplateError
+
+QUEUED, FILTERED, ERROR, TRANSFORMED, SENT = "QUEUED", "FILTERED", "ERROR", "TRANSFORMED", "SENT"
+
+
+class PipelineError(Exception):
+    """Problems found while building a channel's stages; ``problems`` is a list of (key, reason)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
+
+
+class StageError(Exception):
+    """A stage failed for this message; the text is PHI-free and names the stage."""
+
+
+@dataclass
+class FilterResult:
+    """A filter's verdict; ``rules`` optionally explains it rule by rule (shown by ``switchboard test``)."""
+
+    passed: bool
+    reason: str = ""
+    rules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FilterOutcome:
+    name: str
+    passed: bool
+    reason: str = ""
+    rules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DestinationPlan:
+    name: str
+    filtered: bool = False
+    body: str | None = None
+    error: str | None = None
+    filters: list[FilterOutcome] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return FILTERED if self.filtered else ERROR if self.error else QUEUED
+
+
+@dataclass
+class Outcome:
+    status: str
+    filters: list[FilterOutcome] = field(default_factory=list)
+    transformed: str | None = None
+    error: str | None = None
+    destinations: list[DestinationPlan] = field(default_factory=list)
+
+
+class ExpressionFilter:
+    """``when = "..."``: a sandboxed Jinja expression; falsy means the message is filtered."""
+
+    def __init__(self, templates, source: str, name: str) -> None:
+        self.name = name
+        self.source = source
+        self.expression = templates.expression(source, name)
+
+    def check(self, message: Message, context: dict) -> FilterResult:
+        if self.expression.evaluate(context):
+            return FilterResult(True)
+        return FilterResult(False, f"when {self.source!r} was false")
+
+
+class TemplateStep:
+    """A Jinja transform step (file or inline); its output is checked against ``outbound``."""
+
+    def __init__(self, compiled, name: str) -> None:
+        self.compiled = compiled
+        self.name = name
+
+    def apply(self, message: Message, context: dict) -> str:
+        return self.compiled.render(context)
+
+
+def check_outbound(text: str, outbound: str | None, step_name: str) -> str:
+    """Enforce the declared output type; HL7 written with newlines is sent with CR separators."""
+    if outbound == "json":
+        try:
+            json.loads(text)
+        except ValueError as error:
+            raise StageError(f"{step_name}: output is not valid JSON (line {getattr(error, 'lineno', '?')})") from None
+    elif outbound == "hl7":
+        text = "\r".join(line for line in text.strip().replace("\r\n", "\n").replace("\r", "\n").split("\n") if line)
+        if not text.startswith("MSH"):
+            raise StageError(f"{step_name}: HL7 output must start with an MSH segment")
+    elif outbound == "xml":
+        try:
+            Message(text, "xml").view
+        except MessageParseError as error:
+            raise StageError(f"{step_name}: output is not valid XML: {error}") from None
+    return text
+
+
+class Stages:
+    """Filters plus transform steps: shared by the channel level and each destination."""
+
+    def __init__(self, filters: list, steps: list[tuple[Any, str | None, str]]) -> None:
+        """``steps``: (step, outbound, name).  A template step without ``outbound`` is plain text
+        (its output is not checked); a plugin step without one keeps its input's type."""
+        self.filters = filters
+        self.steps = steps  # (step, outbound, name)
+
+    def check(self, message: Message, context: dict) -> list[FilterOutcome]:
+        outcomes = []
+        for stage_filter in self.filters:
+            try:
+                result = stage_filter.check(message, context)
+            except TemplateError as error:
+                raise StageError(f"filter {stage_filter.name}: {error}") from None
+            except StageError:   # a filter's own PHI-free refusal (as transform steps may raise)
+                raise
+            except Exception as error:  # a plugin filter's bug: ERROR for this message
+                raise StageError(f"filter {stage_filter.name} raised {type(error).__name__}") from None
+            outcomes.append(FilterOutcome(stage_filter.name, bool(result.passed), result.reason,
+                                          list(getattr(result, "rules", ()) or ())))
+            if not result.passed:
+                break
+        return outcomes
+
+    def transform(self, message: Message, context: dict, inbound: str) -> tuple[str, str] | None:
+        """Run the steps in order; return (text, type) of the last, or None when there are none."""
+        text, kind = None, inbound
+        current = message
+        for step, outbound, name in self.steps:
+            step_context = dict(context, msg=current.view if current is not message else context["msg"])
+            try:
+                text = step.apply(current, step_context)
+            except TemplateError as error:
+                raise StageError(str(error)) from None
+            except StageError:
+                raise
+            except Exception as error:  # a plugin step's bug: ERROR for this message, not a crash
+                # the type only: an exception's text may quote message content, and reasons are logged
+                raise StageError(f"transform {name} raised {type(error).__name__}") from None
+            if not isinstance(text, str):
+                raise StageError(f"transform {name}: returned {type(text).__name__}, not text")
+            kind = outbound or kind
+            text = check_outbound(text, kind, name)
+            current = Message(text, kind, id=message.id, channel=message.channel, received_at=message.received_at)
+        return None if text is None else (text, kind)
+
+
+class ChannelPipeline:
+    """The compiled stages of one channel."""
+
+    def __init__(self, config, registry, templates) -> None:
+        problems: list[tuple[str, str]] = []
+        self.config = config
+        self.channel_stages = _build_stages(config.filters, config.transforms, "", registry, templates, problems)
+        self.destination_stages = {
+            destination.name: _build_stages(destination.filters, destination.transforms,
+                                            f"destination[{destination.name}].", registry, templates, problems)
+            for destination in config.destinations
+        }
+        self.metadata_paths = dict(config.metadata)
+        self.metadata_expressions = {}
+        for key, source in config.metadata.items():
+            if not _is_plain_path(source, config.inbound):
+                try:
+                    self.metadata_expressions[key] = templates.expression(source, f"metadata.{key}")
+                except TemplateError as error:
+                    problems.append((f"metadata.{key}", str(error)))
+        if problems:
+            raise PipelineError(problems)
+
+    def context(self, message: Message, meta: dict | None = None) -> dict:
+        return {
+            "msg": message.view,
+            "raw": message.raw,
+            "meta": meta or {},
+            "channel": self.config.name,
+            "id": message.id,
+            "received_at": message.received_at,
+        }
+
+    def metadata(self, message: Message) -> dict[str, str]:
+        """Searchable columns, filled at receipt: HL7 paths, or Jinja expressions. Never raises."""
+        values: dict[str, str] = {}
+        if not self.metadata_paths:
+            return values
+        try:
+            context = self.context(message)
+        except MessageParseError:
+            return {key: "" for key in self.metadata_paths}
+        for key, path in self.metadata_paths.items():
+            try:
+                if key in self.metadata_expressions:
+                    value = self.metadata_expressions[key].evaluate(context)
+                elif message.inbound == "hl7":
+                    value = message.view[path]
+                else:
+                    value = _lookup(context["msg"], path)
+            except Exception:  # a bad path or expression must not stop ingest: the column stays empty
+                value = ""
+            values[key] = "" if value is None else str(value)
+        return values
+
+    def safe_run(self, message: Message, meta: dict | None = None) -> Outcome:
+        """``run`` that never raises: a bug in a plugin becomes this message's ERROR, not a lost
+        message (the channel stores whatever this returns)."""
+        try:
+            return self.run(message, meta)
+        except Exception as error:
+            return Outcome(ERROR, error=f"internal error while processing: {type(error).__name__}")
+
+    def run(self, message: Message, meta: dict | None = None) -> Outcome:
+        try:
+            context = self.context(message, meta)
+            filters = self.channel_stages.check(message, context)
+            if filters and not filters[-1].passed:
+                return Outcome(FILTERED, filters)
+            result = self.channel_stages.transform(message, context, message.inbound)
+        except (StageError, MessageParseError) as error:
+            return Outcome(ERROR, error=str(error))
+        body = message.raw if result is None else result[0]
+        transformed = None if result is None else result[0]
+        outcome = Outcome(QUEUED, filters, transformed)
+        for name, stages in self.destination_stages.items():
+            outcome.destinations.append(self._plan(name, stages, message, dict(context, body=body), body))
+        outcome.status = derive_status(plan.status for plan in outcome.destinations)
+        return outcome
+
+    def _plan(self, name, stages: Stages, message: Message, context: dict, body: str) -> DestinationPlan:
+        plan = DestinationPlan(name)
+        try:
+            plan.filters = stages.check(message, context)
+            if plan.filters and not plan.filters[-1].passed:
+                plan.filtered = True
+                return plan
+            result = stages.transform(message, context, message.inbound)
+            plan.body = body if result is None else result[0]
+        except StageError as error:
+            plan.error = f"destination {name}: {error}"
+        return plan
+
+
+HL7_PATH = re.compile(r"^[A-Z][A-Z0-9]{2}(\(\d+\))?(\.\d+(\(\d+\))?){0,3}$")
+DOTTED_PATH = re.compile(r"^[\w-]+(\.[\w-]+)*$")
+
+
+def _is_plain_path(source: str, inbound: str) -> bool:
+    """Metadata values are HL7 paths (or dotted keys for JSON/CSV) unless they look like Jinja."""
+    return bool((HL7_PATH if inbound == "hl7" else DOTTED_PATH).match(source.strip()))
+
+
+def _lookup(data: Any, path: str) -> Any:
+    """Dotted lookup into parsed JSON/CSV data for metadata (``patient.account``)."""
+    for part in path.split("."):
+        if isinstance(data, dict):
+            data = data.get(part, "")
+        elif isinstance(data, list) and part.isdigit():
+            index = int(part)
+            data = data[index] if index < len(data) else ""
+        else:
+            return ""
+    return data
+
+
+def _build_stages(filters, transforms, prefix, registry, templates, problems) -> Stages:
+    built_filters = []
+    for index, spec in enumerate(filters, 1):
+        key = f"{prefix}filter[{index}]"
+        try:
+            if spec.when is not None:
+                built_filters.append(ExpressionFilter(templates, spec.when, f"{key} when"))
+            else:
+                factory = registry.filters.get(spec.use)
+                if factory is None:
+                    problems.append((f"{key}.use", f"no filter plugin named {spec.use!r}; known: "
+                                     f"{', '.join(sorted(registry.filters)) or 'none'}"))
+                    continue
+                instance = factory(dict(spec.options))
+                instance.name = getattr(instance, "name", None) or spec.use
+                built_filters.append(instance)
+        except (TemplateError, ValueError) as error:
+            problems.append((key, str(error)))
+    steps = []
+    for index, spec in enumerate(transforms, 1):
+        key = f"{prefix}transform[{index}]"
+        try:
+            if spec.use is not None:
+                factory = registry.transforms.get(spec.use)
+                if factory is None:
+                    problems.append((f"{key}.use", f"no transform plugin named {spec.use!r}; known: "
+                                     f"{', '.join(sorted(registry.transforms)) or 'none'}"))
+                    continue
+                steps.append((factory(dict(spec.options)), spec.outbound, spec.use))
+            elif spec.template is not None:
+                steps.append((TemplateStep(templates.from_file(spec.template), spec.template),
+                              spec.outbound or "text", spec.template))
+            else:
+                name = f"{key} inline"
+                steps.append((TemplateStep(templates.from_string(spec.inline, name), name), spec.outbound or "text", name))
+        except (TemplateError, ValueError) as error:
+            problems.append((key, str(error)))
+    return Stages(built_filters, steps)

@@ -1,0 +1,69 @@
+"""HL7 batches (FHS/BHS ... BTS/FTS): split into messages on segment names.
+
+Why not ``hl7.parse_file``: it fully parses every message of the batch and its ParseException
+quotes the offending segment (PHI).  Splitting on segment names touches nothing else.
+"""
+
+from __future__ import annotations
+
+from engine.hl7.encoding import (
+    _TRIM,
+    DEFAULT_FIELD_SEP,
+    HEADER_SEGMENTS,
+    normalize_segments,
+)
+
+
+def split_batch(text: str) -> tuple[list[str], int | None]:
+    """Split FHS/BHS/MSH.../BTS/FTS (or bare concatenated messages) into messages.
+
+    Returns (messages joined with CR, declared count) where the declared count is the sum of the
+    BTS-1 values, or None when any BTS lacks one (or there is no BTS).  Comparing it with
+    ``len(messages)`` is the caller's decision.  ValueError, naming positions and segment types
+    only, for: a segment before the first MSH, FHS not first or repeated, BHS inside an open
+    batch, BTS without BHS, anything after FTS, a BHS without BTS or FHS without FTS (a
+    truncated file), or a BTS-1 that is not a number.
+    """
+    text = normalize_segments(text)
+    field_sep = text[3] if text[:3] in HEADER_SEGMENTS and len(text) > 3 else DEFAULT_FIELD_SEP
+    messages: list[list[str]] = []
+    current: list[str] | None = None
+    file_open = file_closed = batch_open = False
+    counts: list[int | None] = []
+    for position, segment in enumerate(text.split("\r"), start=1):
+        if not segment.strip(_TRIM):
+            continue
+        name = segment[:3]
+        if file_closed:
+            raise ValueError(f"malformed batch: segment {position} follows FTS")
+        if name == "MSH":
+            current = [segment]
+            messages.append(current)
+        elif name == "FHS":
+            if file_open or position != 1:
+                raise ValueError(f"malformed batch: FHS at segment {position} is not the first")
+            file_open = True
+        elif name == "BHS":
+            if batch_open:
+                raise ValueError(f"malformed batch: BHS at segment {position} inside an open batch")
+            batch_open, current = True, None
+        elif name == "BTS":
+            if not batch_open:
+                raise ValueError(f"malformed batch: BTS at segment {position} without BHS")
+            batch_open, current = False, None
+            count = (segment.split(field_sep) + [""])[1].strip()
+            if count and not count.isdigit():
+                raise ValueError(f"malformed batch: BTS-1 at segment {position} is not a number")
+            counts.append(int(count) if count else None)
+        elif name == "FTS":
+            if not file_open or batch_open:
+                raise ValueError(f"malformed batch: FTS at segment {position} out of place")
+            file_closed, current = True, None
+        elif current is None:
+            raise ValueError(f"malformed batch: segment {position} is outside any message")
+        else:
+            current.append(segment)
+    if batch_open or (file_open and not file_closed):
+        raise ValueError("malformed batch: BHS without BTS or FHS without FTS (truncated?)")
+    declared = sum(counts) if counts and None not in counts else None
+    return ["\r".join(segs) for segs in messages], declared

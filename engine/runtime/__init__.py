@@ -1,0 +1,1 @@
+"""The running engine: channel assembly, services, live reload, replay, retention."""

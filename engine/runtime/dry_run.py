@@ -1,0 +1,41 @@
+"""``switchboard test CHANNEL FILE``: the channel's real pipeline over each message, with no I/O.
+
+Uses the same ``ChannelPipeline.run`` as the daemon, so what the dry run shows is what the daemon
+would do; only storing and sending are left out.  ``body`` is exactly what each destination
+would send.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from engine.core.message import Message
+from engine.core.pipeline import PipelineError
+from engine.runtime.assembly import build_templates, compile_channel
+
+
+def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[dict]:
+    compiled = compile_channel(channel_config, registry, build_templates(config, registry))
+    if compiled.pipeline is None:
+        raise PipelineError(compiled.problems)
+    pipeline = compiled.pipeline
+    results = []
+    for number, raw in enumerate(raw_messages, 1):
+        message = Message(raw, channel_config.inbound, id=number, channel=channel_config.name,
+                          received_at=datetime.now(timezone.utc))
+        meta = pipeline.metadata(message)
+        outcome = pipeline.run(message, meta)
+        results.append({
+            "status": outcome.status,
+            "meta": meta,
+            "filters": [{"name": f.name, "passed": f.passed, "reason": f.reason, "rules": f.rules}
+                        for f in outcome.filters],
+            "transformed": outcome.transformed,
+            "error": outcome.error,
+            "destinations": [
+                {"name": plan.name, "filtered": plan.filtered, "body": plan.body, "error": plan.error,
+                 "filters": [{"name": f.name, "passed": f.passed, "reason": f.reason} for f in plan.filters]}
+                for plan in outcome.destinations
+            ],
+        })
+    return results

@@ -1,0 +1,70 @@
+"""The admin side's one door into the running engine.
+
+The admin API, dashboard, metrics and alerts read and act through ``Runtime`` only, so the
+engine's insides (its services dict, its event bus, its registry) can change without the admin
+side noticing, and what the admin side may do is listed here in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class Runtime:
+    def __init__(self, engine) -> None:
+        self._engine = engine
+        self._replayer = None
+
+    # -- what the daemon is -----------------------------------------------------------------
+    @property
+    def config(self):
+        return self._engine.config
+
+    @property
+    def reactor(self):
+        return self._engine.reactor
+
+    @property
+    def store(self):
+        """The store's public interface (reads, audit, replay records)."""
+        return self._engine.store
+
+    @property
+    def hook(self):
+        """The plugin hooks (alerts call ``hook.alert``)."""
+        return self._engine.registry.hook
+
+    # -- channels ---------------------------------------------------------------------------
+    def channels(self) -> dict:
+        """Running channel services by name: ``state``, ``config``, ``queues``, ``source``."""
+        return self._engine.channel_services
+
+    def channel(self, name: str):
+        return self._engine.channel_services.get(name)
+
+    def change_channel(self, name: str, action: str):
+        """start | stop | pause, serialized per channel (a Deferred)."""
+        return self._engine.channel_services[name].change(action)
+
+    # -- observing --------------------------------------------------------------------------
+    def observe(self, listener: Callable) -> None:
+        """Call ``listener(event)`` for every message event, in the reactor thread."""
+        self._engine.events.listeners.append(listener)
+
+    def on_channel_added(self, listener: Callable) -> None:
+        """Call ``listener(service)`` when live reload deploys a channel (new or redeployed)."""
+        self._engine.channel_listeners.append(listener)
+
+    # -- acting -----------------------------------------------------------------------------
+    @property
+    def reloader(self):
+        """Live reload (its state and problems, ``reload(trigger)``), or None when not running."""
+        return getattr(self._engine, "reloader", None)
+
+    @property
+    def replayer(self):
+        if self._replayer is None:
+            from engine.runtime.replay import Replayer
+
+            self._replayer = Replayer(self._engine)
+        return self._replayer

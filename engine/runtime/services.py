@@ -1,0 +1,205 @@
+"""The channels' Twisted services: ``Engine`` (a MultiService) -> one ``ChannelService`` each.
+
+Start order (the store is already open: engine/app.py): build every channel (pipeline compiled,
+connectors made), start the destination queues (recovering QUEUED entries), process messages left
+RECEIVED, then open the sources.  Stop order is the reverse and graceful: sources stop accepting,
+in-flight messages get their answers (their commits finish), queues stop after the send in
+progress.  One channel failing to start (its port taken, say) is logged and marked
+``failed``; the others serve on.
+"""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from engine.core.channel import Channel
+from engine.core.events import Events
+from engine.core.plugins import Registry, load_plugins
+from engine.core.queue import DestinationQueue
+from engine.runtime.assembly import build_channel, build_templates
+from engine.store.sqlite.store import Store
+
+log = Logger(namespace="switchboard.engine")
+
+
+class ChannelStateError(Exception):
+    """An admin request that does not fit the channel's state (pausing a stopped channel)."""
+
+
+class ChannelService(service.Service):
+    """One channel: its source, its pipeline and its destination queues."""
+
+    def __init__(self, engine: "Engine", config) -> None:
+        self.engine = engine
+        self.config = config
+        self.name = config.name
+        self.state = "stopped"
+        self.channel: Channel | None = None
+        self.source = None
+        self.queues: dict[str, DestinationQueue] = {}
+        self._started_once = False
+        self._transitions = defer.DeferredLock()   # admin start/stop/pause, one at a time
+
+    def build(self, store) -> None:
+        engine = self.engine
+        built = build_channel(self.config, registry=engine.registry, templates=engine.templates, store=store,
+                              events=engine.events, reactor=engine.reactor, find_channel=engine.channels.get)
+        self.channel, self.source, self.queues = built.channel, built.source, built.queues
+        self.channel.on_stalled = self._stalled
+
+    def change(self, action: str) -> defer.Deferred:
+        """The admin API's start | stop | pause, serialized per channel."""
+        return self._transitions.run({"start": self.start_channel, "stop": self.stop_channel,
+                                      "pause": self.pause}[action])
+
+    def exclusive(self, function, *args) -> defer.Deferred:
+        """Run ``function`` while no start, stop, pause or other redeploy runs on this channel."""
+        return self._transitions.run(function, *args)
+
+    def adopt(self, config, channel: Channel, source, queues: dict) -> None:
+        """Take a rebuilt channel in place (live reload: engine/reload.py swaps the parts, this
+        service object stays).  A stopped channel loads its new queues at its next start."""
+        self.config, self.channel, self.source, self.queues = config, channel, source, queues
+        channel.on_stalled = self._stalled
+        self.engine.channels[self.name] = channel
+        if self.state == "stopped":
+            self._started_once = False
+
+    def _stalled(self, count: int, seconds: float) -> None:
+        """The channel's pipeline held the reactor (and so every channel) too long, ``count``
+        messages in a row (engine/channel.py, STALL_SECONDS): pause it.  What it stored stays and
+        its queues keep delivering; an operator resumes it once the template or plugin is fixed."""
+        log.error("channel {channel} paused: its filters and transforms held the engine {seconds:.1f}s or "
+                  "more on {n} messages in a row (a template loop or a slow plugin step), and every "
+                  "channel waits meanwhile; fix it, then resume: POST /api/channels/{channel}/start or the "
+                  "dashboard", channel=self.name, seconds=seconds, n=count)
+        self.engine.reactor.callLater(0, self._pause_after_stall)
+
+    def _pause_after_stall(self) -> None:
+        d = self.change("pause")
+        d.addErrback(lambda failure: log.error("channel {channel} could not be paused: {error}",
+                                               channel=self.name, error=failure.getErrorMessage()))
+
+    @defer.inlineCallbacks
+    def start_channel(self):
+        """Start the channel, or start it again after a pause, a stop or a failed start.
+
+        The first start loads each queue from the store and processes messages left RECEIVED; a
+        later one resumes the queues as they are in memory (their window still holds their head)
+        and does not recover again: a message whose processing is still in flight would be
+        processed twice."""
+        if self.state == "started":
+            return
+        first, self._started_once = not self._started_once, True
+        for queue in self.queues.values():
+            if first:
+                queue.start()
+            elif not queue.running:
+                queue.running = True
+                queue.kick()
+        recovered = self.channel.recover() if first else 0
+        if recovered:
+            log.info("channel {channel}: processing {n} message(s) stored before the last stop",
+                     channel=self.name, n=recovered)
+        try:
+            yield self.source.start()
+        except Exception as error:
+            self.state = "failed"
+            log.error("channel {channel} failed to start its {type} source: {error}", channel=self.name,
+                      type=self.config.source.type, error=str(error))
+            return
+        self.state = "started"
+        address = getattr(self.source, "address", None)
+        where = f" on {address[0]}:{address[1]}" if address else ""
+        log.info("channel {channel} started: {type} source{where}, {n} destination(s)", channel=self.name,
+                 type=self.config.source.type, where=where, n=len(self.queues))
+
+    @defer.inlineCallbacks
+    def pause(self):
+        """Stop the source (nothing new comes in); the queues keep delivering what is stored."""
+        if self.state == "paused":
+            return
+        if self.state != "started":
+            raise ChannelStateError(f"channel {self.name} is {self.state}; only a started channel can be paused")
+        yield defer.maybeDeferred(self.source.stop)
+        yield self.channel.wait_idle()
+        self.state = "paused"
+        log.info("channel {channel} paused: source stopped, {n} destination queue(s) still sending",
+                 channel=self.name, n=len(self.queues))
+
+    @defer.inlineCallbacks
+    def stop_channel(self):
+        """Stop the source and the queues; QUEUED deliveries wait in the store. The daemon runs on."""
+        if self.state == "stopped":
+            return
+        if self.state == "started":
+            yield defer.maybeDeferred(self.source.stop)
+        yield self.channel.wait_idle()
+        yield defer.DeferredList([queue.stop() for queue in self.queues.values()])
+        self.state = "stopped"
+        log.info("channel {channel} stopped; the daemon runs on", channel=self.name)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        service.Service.stopService(self)
+        if self.source is not None and self.state == "started":
+            yield defer.maybeDeferred(self.source.stop)
+        if self.channel is not None:
+            yield self.channel.wait_idle()
+        yield defer.DeferredList([queue.stop() for queue in self.queues.values()])
+        self.state = "stopped"
+        log.info("channel {channel} stopped", channel=self.name)
+
+
+class Engine(service.MultiService):
+    """The daemon: the store, the plugin registry, the templates and every enabled channel."""
+
+    def __init__(self, config, *, store_service, reactor=None, registry: Registry | None = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.store_service = store_service
+        self.registry = registry or load_plugins(config.engine.plugins_dir)
+        self.templates = build_templates(config, self.registry)
+        self.events = Events(self.registry.hook)
+        self.store: Store | None = None
+        self.channels: dict[str, Channel] = {}
+        self.channel_services: dict[str, ChannelService] = {}
+        self.admin = None        # set by engine/app.py: the admin API, metrics, audit log and alerts
+        self.reloader = None     # set by engine/app.py: live reload on file changes and SIGHUP
+        self.retention = None    # set by engine/app.py: pruning by [store] retention
+        self.channel_listeners: list = []    # called with each channel service live reload deploys
+        self.started: defer.Deferred = defer.Deferred()
+        for channel_config in config.channels:
+            if channel_config.enabled:
+                child = ChannelService(self, channel_config)
+                child.setServiceParent(self)
+                self.channel_services[channel_config.name] = child
+
+    def channel_added(self, channel_service) -> None:
+        for listener in self.channel_listeners:
+            listener(channel_service)
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self.store = self.store_service.store
+        for child in self.channel_services.values():
+            child.build(self.store)
+            self.channels[child.name] = child.channel
+        d = defer.DeferredList([c.start_channel() for c in self.channel_services.values()])
+        for child in self.channel_services.values():
+            service.Service.startService(child)
+        d.addCallback(lambda _: log.info("switchboard started: {n} channel(s), store {path}",
+                                         n=len(self.channel_services), path=str(self.config.store.path)))
+        d.addCallback(lambda _: self.started.callback(self))
+
+    def stopService(self):
+        d = service.MultiService.stopService(self)
+        d.addCallback(lambda _: log.info("channels stopped"))
+        return d

@@ -1,0 +1,305 @@
+"""The dashboard through the real daemon, over plain HTTP (no browser): signing in sets an HttpOnly,
+SameSite cookie; pages redirect to /login without one; every page is complete without JavaScript
+(counts and messages in the HTML, no inline script); state-changing forms need the CSRF token;
+every message view is audited; message content is shown as text (a ``<script>`` in a field stays
+inert) with HL7 fields numbered on hover; bearer tokens work for scripts; the JSON API never takes
+the cookie; sign-out ends the session."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+from html.parser import HTMLParser
+from urllib.parse import urlencode
+
+import pytest
+
+from support.daemon import ADMIN_TOKEN, Daemon, MllpClient, MllpPeer, ack_for, control_id_of, hl7, relay_channel, wait_for
+
+pytestmark = pytest.mark.slow
+
+CHANNELS = {
+    "intake": """
+[source]
+type = "mllp"
+listen = "127.0.0.1:0"
+
+[metadata]
+mrn = "PID.3.1"
+
+[[destination]]
+name = "outbox"
+type = "file"
+directory = "{outbox}"
+""",
+}
+
+
+class Page(HTMLParser):
+    """What a test needs from a page: counts per channel, scripts, forms' hidden fields, text."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.counts: dict[str, dict[str, int]] = {}
+        self.scripts: list[dict] = []
+        self.hidden: dict[str, str] = {}
+        self.titles: dict[str, str] = {}
+        self._tbody = None
+        self._count = None
+        self._title = None
+        self.text: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tbody" and (attrs.get("id") or "").startswith("channel-"):
+            self._tbody = attrs["id"][len("channel-"):]
+        if tag == "td" and "data-count" in attrs and self._tbody:
+            self._count = attrs["data-count"]
+        if tag == "script":
+            self.scripts.append(attrs)
+        if tag == "input" and attrs.get("type") == "hidden":
+            self.hidden[attrs["name"]] = attrs.get("value") or ""
+        if tag == "span" and attrs.get("title"):
+            self._title = attrs["title"]
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._tbody = None
+        if tag == "span":
+            self._title = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._count:
+            self.counts.setdefault(self._tbody, {})[self._count] = int(data.strip())
+            self._count = None
+        if self._title and self._title not in self.titles:
+            self.titles[self._title] = data
+
+
+class Browserless:
+    """http.client with one cookie and no automatic redirects: every answer is seen as sent."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cookie: str | None = None
+
+    def request(self, method: str, path: str, form: dict | None = None, headers: dict | None = None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        body = urlencode(form).encode() if form is not None else None
+        sent = dict(headers or {})
+        if body is not None:
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        if self.cookie:
+            sent["Cookie"] = self.cookie
+        connection.request(method, path, body=body, headers=sent)
+        answer = connection.getresponse()
+        text = answer.read().decode("utf-8")
+        connection.close()
+        return answer.status, answer.headers, text
+
+    def sign_in(self, token: str = ADMIN_TOKEN):
+        status, headers, text = self.request("POST", "/login", {"token": token})
+        cookie = headers.get("Set-Cookie")
+        if status == 303 and cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        return status, headers, text
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dashboard")
+    refuse = threading.Event()
+    refuse.set()
+    peer = MllpPeer(lambda payload: ack_for(payload, "AE" if refuse.is_set() else "AA"))
+    channels = {"intake": CHANNELS["intake"].format(outbox=root / "outbox"),
+                "relay": relay_channel(peer.port)}
+    daemon = Daemon(root / "d", channels)
+    daemon.start(2)
+    client = MllpClient(daemon.ports["intake"])
+    for number in range(3):
+        assert client.request(hl7(f"IN-{number}", mrn=f"M{number}"))["code"] == "AA"
+    assert client.request(hl7("XSS-1", mrn='<script>alert("x")</script>'))["code"] == "AA"
+    client.close()
+    wait_for(lambda: daemon.api("GET", "/api/channels/intake")[1]["sent"] == 4, what="intake delivered")
+    yield daemon, peer, refuse
+    daemon.stop()
+    peer.close()
+
+
+@pytest.fixture
+def browser(site):
+    daemon, _peer, _refuse = site
+    client = Browserless(daemon.admin_port)
+    status, _headers, _text = client.sign_in()
+    assert status == 303
+    return client
+
+
+def message_id(daemon, control_id: str) -> int:
+    return daemon.cli_json("messages", "--control-id", control_id)[0]["id"]
+
+
+def test_pages_send_a_browser_without_a_session_to_login(site):
+    daemon, _peer, _refuse = site
+    anonymous = Browserless(daemon.admin_port)
+    for path in ("/", "/channels/intake", "/messages/1", "/search?status=error"):
+        status, headers, _text = anonymous.request("GET", path)
+        assert (status, headers["Location"]) == (303, "/login"), path
+    status, _headers, text = anonymous.request("GET", "/login")
+    assert status == 200 and 'name="token"' in text and 'type="password"' in text
+    status, _headers, _text = anonymous.request("POST", "/channels/intake/stop", {"csrf": "x"})
+    assert status == 401
+    assert daemon.api("GET", "/api/channels/intake")[1]["state"] == "started"
+
+
+def test_a_wrong_token_gets_no_session(site):
+    daemon, _peer, _refuse = site
+    client = Browserless(daemon.admin_port)
+    status, headers, text = client.sign_in("not-the-token")
+    assert status == 401 and headers.get("Set-Cookie") is None
+    assert "not an admin token" in text
+
+
+def test_a_huge_sign_in_form_is_refused_before_it_is_read(site):
+    daemon, _peer, _refuse = site
+    status, _headers, _text = Browserless(daemon.admin_port).request("POST", "/login", {"token": "x" * 10_000})
+    assert status == 413
+
+
+def test_signing_in_sets_an_httponly_samesite_cookie(site):
+    daemon, _peer, _refuse = site
+    client = Browserless(daemon.admin_port)
+    status, headers, _text = client.sign_in()
+    assert status == 303 and headers["Location"] == "/"
+    attributes = [part.strip() for part in headers["Set-Cookie"].split(";")]
+    assert attributes[0].startswith("switchboard_session=") and len(attributes[0]) > 40
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(attributes)
+    assert "Secure" not in attributes        # plain HTTP here; set when the request came over TLS
+    status, _headers, text = client.request("GET", "/")
+    assert status == 200 and "signed in as <strong>admin</strong>" in text
+
+
+def test_the_channels_page_is_complete_without_javascript(site, browser):
+    daemon, _peer, _refuse = site
+    status, headers, text = browser.request("GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = Page(text)
+    api = {view["name"]: view for view in daemon.api("GET", "/api/channels")[1]}
+    assert set(page.counts) == {"intake", "relay"}
+    for name, counts in page.counts.items():
+        assert counts == {key: api[name][key] for key in ("received", "filtered", "queued", "sent", "errored")}
+    assert page.counts["intake"]["sent"] == 4
+    assert all(script.get("src") == "/static/dashboard.js" for script in page.scripts)   # no inline script
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY" and headers["Referrer-Policy"] == "no-referrer"
+    status, _headers, text = browser.request("GET", "/channels/intake")
+    assert status == 200
+    listed = re.findall(r'href="/messages/(\d+)"', text)
+    assert len(listed) == 4 and "IN-0" in text
+
+
+def test_state_changes_need_the_csrf_token(site, browser):
+    daemon, _peer, _refuse = site
+    status, _headers, _text = browser.request("POST", "/channels/intake/pause", {"next": "/"})
+    assert status == 403
+    status, _headers, _text = browser.request("POST", "/channels/intake/pause", {"csrf": "forged", "next": "/"})
+    assert status == 403
+    assert daemon.api("GET", "/api/channels/intake")[1]["state"] == "started"
+    csrf = Page(browser.request("GET", "/")[2]).hidden["csrf"]
+    status, headers, _text = browser.request("POST", "/channels/intake/pause", {"csrf": csrf, "next": "/"})
+    assert status == 303 and headers["Location"] == "/"
+    assert daemon.api("GET", "/api/channels/intake")[1]["state"] == "paused"
+    status, _headers, text = browser.request("GET", "/")
+    assert "Channel intake: pause done; it is now paused." in text        # the one-time note
+    assert "it is now paused" not in browser.request("GET", "/")[2]
+    status, _headers, _text = browser.request("POST", "/channels/intake/start", {"csrf": csrf, "next": "http://evil/"})
+    assert status == 303 and _headers["Location"] == "/channels/intake"   # only local redirects
+    assert daemon.api("GET", "/api/channels/intake")[1]["state"] == "started"
+    audit = daemon.cli_json("audit", "--action", "channel.pause")
+    assert audit[0]["target"] == "channel:intake" and audit[0]["detail"]["via"] == "dashboard"
+
+
+def test_every_message_view_is_audited(site, browser):
+    daemon, _peer, _refuse = site
+    wanted = message_id(daemon, "IN-1")
+    before = len(daemon.cli_json("audit", "--action", "view", "--limit", "1000"))
+    for _ in range(2):
+        assert browser.request("GET", f"/messages/{wanted}")[0] == 200
+    views = daemon.cli_json("audit", "--action", "view", "--limit", "1000")
+    assert len(views) == before + 2
+    assert [(row["who"], row["target"]) for row in views[:2]] == [("admin", f"message:{wanted}")] * 2
+    searches = daemon.cli_json("audit", "--action", "search")
+    browser.request("GET", "/channels/intake?go=1&meta=mrn%3DM2")
+    latest = daemon.cli_json("audit", "--action", "search")[0]
+    assert len(daemon.cli_json("audit", "--action", "search")) == len(searches) + 1
+    assert latest["detail"]["filters"]["meta_keys"] == ["mrn"] and "M2" not in str(latest["detail"])
+    assert latest["detail"]["ids"] == [message_id(daemon, "IN-2")]
+
+
+def test_message_content_is_text_never_markup(site, browser):
+    daemon, _peer, _refuse = site
+    status, _headers, text = browser.request("GET", f"/messages/{message_id(daemon, 'XSS-1')}")
+    assert status == 200
+    assert '<script>alert("x")</script>' not in text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
+    page = Page(text)
+    assert page.titles["MSH-9"] == "ADT^A08" and page.titles["MSH-10"] == "XSS-1"
+    assert page.titles["PID-3"].startswith('<script>alert("x")')       # parsed back: it was text
+    assert page.titles["MSH-1"] == "|"
+    segments = text.count('<span class="seg">')
+    assert segments >= 8                                       # raw, and as sent to the outbox
+    assert len(re.findall(r'(?:\n|<pre class="content">)<span class="seg">', text)) == segments   # one per line
+
+
+def test_a_failed_message_replayed_from_its_page(site, browser):
+    daemon, peer, refuse = site
+    client = MllpClient(daemon.ports["relay"])
+    assert client.request(hl7("FAIL-1"))["code"] == "AA"
+    client.close()
+    wanted = message_id(daemon, "FAIL-1")
+    daemon.wait_status(wanted, "ERROR")
+    status, _headers, text = browser.request("GET", f"/messages/{wanted}")
+    assert "status-ERROR" in text and "AE" in text
+    refuse.clear()
+    csrf = Page(text).hidden["csrf"]
+    status, headers, _text = browser.request("POST", f"/messages/{wanted}/replay", {"csrf": csrf, "destination": ""})
+    assert status == 303 and headers["Location"] == f"/messages/{wanted}"
+    daemon.wait_status(wanted, "SENT")
+    assert [control_id_of(p) for p in peer.received].count("FAIL-1") == 2
+    assert "Replayed: 1 QUEUED." in browser.request("GET", f"/messages/{wanted}")[2]
+    assert daemon.cli_json("audit", "--action", "replay")[0]["detail"]["ids"] == [wanted]
+
+
+def test_search_page_filters_across_channels(site, browser):
+    daemon, _peer, _refuse = site
+    status, _headers, text = browser.request("GET", "/search")
+    assert status == 200 and "<select name=\"channel\">" in text and "message-link" not in text   # nothing searched yet
+    status, _headers, text = browser.request("GET", "/search?go=1&control_id=IN-2")
+    assert re.findall(r'class="message-link">(\d+)<', text) == [str(message_id(daemon, "IN-2"))]
+    status, _headers, text = browser.request("GET", "/search?go=1&since=yesterday")
+    assert status == 200 and "neither a duration" in text
+
+
+def test_bearer_tokens_open_pages_and_the_api_ignores_cookies(site, browser):
+    daemon, _peer, _refuse = site
+    scripted = Browserless(daemon.admin_port)
+    status, _headers, text = scripted.request("GET", "/", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert status == 200 and "intake" in text
+    status, _headers, text = scripted.request("GET", "/", headers={"Authorization": "Bearer wrong"})
+    assert status == 401 and "bearer token" in text
+    status, _headers, text = browser.request("GET", "/api/channels")
+    assert status == 401                     # the session cookie is for pages only
+
+
+def test_signing_out_ends_the_session(site):
+    daemon, _peer, _refuse = site
+    client = Browserless(daemon.admin_port)
+    client.sign_in()
+    csrf = Page(client.request("GET", "/")[2]).hidden["csrf"]
+    status, headers, _text = client.request("POST", "/logout", {"csrf": csrf})
+    assert status == 303 and headers["Location"] == "/login" and "Max-Age=0" in headers["Set-Cookie"]
+    status, headers, _text = client.request("GET", "/")
+    assert status == 303 and headers["Location"] == "/login"

@@ -1,0 +1,1 @@
+"""Shared test tools: the real daemon and its peers (``daemon``), store fixtures (``store``), the in-process engine (``harness``)."""

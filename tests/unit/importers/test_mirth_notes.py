@@ -1,0 +1,73 @@
+"""IMPORT-NOTES.md lists exactly what needs a person: the JavaScript (quoted in full) and what truly did
+not convert, and nothing for the channels that converted whole."""
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from .mirth_support import CHANNELS, LIBRARY, export, imported, notes
+
+
+def headings(text: str) -> list[str]:
+    return re.findall(r"^#{2,3} (.*)$", text, flags=re.M)
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"^```javascript\n(.*?)\n```$", text, flags=re.M | re.S)
+
+
+def script_of(number: str, step_name: str) -> str:
+    root = ET.parse(export(number)).getroot()
+    for step in root.iter("com.mirth.connect.plugins.javascriptstep.JavaScriptStep"):
+        if step.findtext("name") == step_name:
+            return step.findtext("script")
+    raise AssertionError(step_name)
+
+
+def test_the_corpus_notes_list_exactly_the_javascript_and_the_per_message_headers(tmp_path):
+    out = imported(tmp_path, *sorted(CHANNELS.glob("*.xml")), LIBRARY)
+    text = notes(out)
+    assert headings(text) == [
+        'Channel "PAS ADT - Strip Z Segments" -> channels/pas-adt-strip-z-segments.toml',
+        '1. Source transformer, step 1 "Strip Z segments" (JavaScript)',
+        'Channel "LIS Results - Unit and Flag Mapping" -> channels/lis-results-unit-and-flag-mapping.toml',
+        '1. Source transformer, step 3 "Map OBX units and abnormal flags" (JavaScript)',
+        'Channel "Order Events JSON Router" -> channels/order-events-json-router.toml',
+        '1. Destination "To LIS Orders API" (HTTP Sender)',
+        '2. Destination "To RIS Orders API" (HTTP Sender)',
+        'Code template libraries',
+        '1. Library "Lab Code Mapping", template "Log control ID" (code snippet)',
+        '2. Library "Lab Code Mapping", template "mapAbnormalFlag" (function)',
+        '3. Library "Lab Code Mapping", template "mapUnit" (function)',
+    ]
+    blocks = code_blocks(text)
+    assert blocks[0] == script_of("03", "Strip Z segments").rstrip("\n")
+    assert blocks[1] == script_of("04", "Map OBX units and abnormal flags").rstrip("\n")
+    library = ET.parse(LIBRARY).getroot()
+    assert blocks[2:] == [t.findtext("properties/code") for t in library.iter("codeTemplate")]
+    assert text.count("Called by: channel \"LIS Results - Unit and Flag Mapping\"") == 2
+    assert "No imported channel's JavaScript calls it." in text          # the drag-and-drop snippet
+    assert 'a `map` edit operation with `table = "mapUnit"`' in text
+    assert '`missing = "default"`, `default = "N"`' in text
+
+
+def test_channels_that_convert_whole_have_no_notes(tmp_path):
+    for number in ("01", "02", "08", "09", "10", "11", "12"):
+        out = imported(tmp_path / number, export(number))
+        assert headings(notes(out)) == [], number
+
+
+def test_the_library_alone_and_the_channel_export_embedding_it_are_one_library(tmp_path):
+    out = imported(tmp_path, export("04"), LIBRARY)
+    assert len([h for h in headings(notes(out)) if h.startswith(("1. Library", "2. Library", "3. Library"))]) == 3
+
+
+def test_non_default_channel_scripts_are_quoted(tmp_path):
+    text = export("02").read_text()
+    custom = text.replace("<deployScript>// This script executes once when the channel is deployed",
+                          "<deployScript>globalMap.put('started', new Date());\n// This script executes once")
+    path = tmp_path / "custom.xml"
+    path.write_text(custom)
+    out = imported(tmp_path, path)
+    assert headings(notes(out))[1] == "1. Deploy script"
+    assert "globalMap.put('started', new Date());" in notes(out)
