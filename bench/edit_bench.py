@@ -10,7 +10,11 @@ Each case is timed from the message text to the edited text, as the pipeline run
   that ``switchboard test`` shows.
 * ``hl7.parse``: python-hl7's parse alone.
 
-Medians of ``--runs`` timeit repeats, each the mean of ``--number`` calls.
+The cases take turns, ``--runs`` rounds of one ``timeit`` each (the mean of ``--number`` calls),
+so a burst of load from a neighbour hits all of them; the figures are medians over the rounds,
+and the ratio to ``hl7.parse`` is taken per round.  The budget is checked twice: the µs measured
+here, and that ratio times the ~600 µs ``hl7.parse`` costs on the reference build VM (issue 16),
+which does not depend on how loaded this machine is.  The exit status follows the second.
 
     .venv/bin/python bench/edit_bench.py [--sample tests/samples/hl7v2/ADT04-28.hl7]
 """
@@ -59,16 +63,15 @@ def edit_five(text: str) -> str:
     return msg.text()
 
 
-def median_us(func, number: int, runs: int) -> float:
-    times = timeit.repeat(func, number=number, repeat=runs)
-    return statistics.median(times) / number * 1e6
+REFERENCE_PARSE_US = 600.0  # hl7.parse of a 1.1 KB ADT on the reference build VM (issue 16)
+BUDGET_US = 50.0             # DESIGN §3.8
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sample", default=os.path.join(ROOT, "tests/samples/hl7v2/ADT04-28.hl7"))
     parser.add_argument("--number", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
 
     text = load(args.sample)
@@ -78,21 +81,32 @@ def main() -> int:
     edited, _changes = script.apply(text, lookup=lookup)
     assert edited != text and EditableMessage(text).text() == text
 
-    parse = median_us(lambda: hl7.parse(text), max(1, args.number // 20), args.runs)
-    editable = median_us(lambda: edit_five(text), args.number, args.runs)
-    applied = median_us(lambda: script.apply(text, lookup=lookup), args.number, args.runs)
+    cases = {
+        "hl7.parse": (lambda: hl7.parse(text), max(1, args.number // 50)),
+        "editable: 5 positions (set x4, clear)": (lambda: edit_five(text), args.number),
+        "script.apply: analyst edit + changes": (lambda: script.apply(text, lookup=lookup),
+                                                 args.number),
+    }
+    rounds: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.runs):
+        for name, (func, number) in cases.items():
+            rounds[name].append(timeit.timeit(func, number=number) / number * 1e6)
+    parse = rounds["hl7.parse"]
 
     print(f"sample: {os.path.basename(args.sample)}, {len(text.encode())} bytes, "
-          f"{text.count(chr(13))} segments; median of {args.runs} runs")
-    print(f"{'case':<42} {'µs':>9} {'x hl7.parse':>12}")
-    for name, value in (("hl7.parse", parse),
-                        ("editable: 5 positions (set x4, clear)", editable),
-                        ("script.apply: analyst edit + changes", applied)):
-        print(f"{name:<42} {value:9.1f} {value / parse:12.3f}")
-    budget = 50.0
-    worst = max(editable, applied)
-    print(f"budget {budget:.0f} µs: {'ok' if worst <= budget else 'OVER'} (worst {worst:.1f} µs)")
-    return 0 if worst <= budget else 1
+          f"{text.count(chr(13))} segments; medians of {args.runs} rounds")
+    print(f"{'case':<40} {'µs':>9} {'min µs':>9} {'x hl7.parse':>12} {'at 600 µs parse':>16}")
+    worst_here = worst_scaled = 0.0
+    for name, times in rounds.items():
+        ratio = statistics.median(t / p for t, p in zip(times, parse))
+        here, scaled = statistics.median(times), ratio * REFERENCE_PARSE_US
+        print(f"{name:<40} {here:9.1f} {min(times):9.1f} {ratio:12.4f} {scaled:16.1f}")
+        if name != "hl7.parse":
+            worst_here, worst_scaled = max(worst_here, here), max(worst_scaled, scaled)
+    print(f"budget {BUDGET_US:.0f} µs: {'ok' if worst_here <= BUDGET_US else 'OVER'} here "
+          f"(worst {worst_here:.1f} µs), {'ok' if worst_scaled <= BUDGET_US else 'OVER'} scaled "
+          f"to the reference hl7.parse (worst {worst_scaled:.1f} µs)")
+    return 0 if worst_scaled <= BUDGET_US else 1
 
 
 if __name__ == "__main__":

@@ -31,12 +31,13 @@ Errors while applying are ``EditError`` naming the operation and the path, never
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from engine.hl7.editable import (
+    _SEGMENT_GLOB,
+    _SEGMENT_NAME,
     EditableMessage,
     EditError,
     SegmentChange,
@@ -55,8 +56,6 @@ _KEYS = {  # the keys each verb takes besides itself
     "add": frozenset({"after"}),
 }
 _REQUIRED = {"set": ("value",), "copy": ("to",), "map": ("table",), "delete": (), "add": ()}
-_SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
-_SEGMENT_GLOB = re.compile(r"[A-Z0-9*?\[\]!]+")
 
 Render = Callable[[str, str], str]
 Lookup = Callable[[str, str], object]

@@ -118,8 +118,13 @@ def _target(path: str | Path | Target) -> Target:
 
 
 @lru_cache(maxsize=256)
-def _glob(pattern: str):
-    """A compiled fnmatch pattern (case-sensitive: segment names are upper case)."""
+def _segment_matcher(pattern: str):
+    """None for a plain segment name, else the compiled fnmatch glob (case-sensitive: segment
+    names are upper case).  EditError for anything else."""
+    if not isinstance(pattern, str) or not _SEGMENT_GLOB.fullmatch(pattern):
+        raise EditError(f"delete: {pattern!r} is not a segment name or glob (e.g. NTE, Z*)")
+    if not any(c in pattern for c in "*?["):
+        return None
     return re.compile(fnmatch.translate(pattern)).match
 
 
@@ -155,7 +160,8 @@ class EditableMessage:
     """
 
     __slots__ = ("field_sep", "encoding", "_comp", "_rep", "_sub", "_view_delims", "_bom",
-                 "_final_cr", "_segs", "_names", "_origin", "_original", "_index")
+                 "_final_cr", "_segs", "_names", "_origin", "_original", "_source",
+                 "_edited")
 
     def __init__(self, text: str):
         if not isinstance(text, str):
@@ -180,6 +186,7 @@ class EditableMessage:
         self._view_delims = (field_sep, comp, rep, esc, sub, encoding)
         self._bom = bom
         self._final_cr = text[-1:] == "\r"
+        self._source, self._edited = bom + text, False  # text() until something is written
         original = text.split("\r")
         if self._final_cr:
             original.pop()
@@ -188,12 +195,13 @@ class EditableMessage:
         self._names = [s[:3] if s[3:4] == field_sep else s.split(field_sep, 1)[0]
                        for s in original]
         self._origin: list[int | None] | None = None  # input position of each; None: unmoved
-        self._index: dict[str, list[int]] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
 
     def text(self) -> str:
         """The message as text: untouched segments as they came, edited ones joined again."""
+        if not self._edited:
+            return self._source
         sep = self.field_sep
         body = "\r".join([s if s.__class__ is str else sep.join(s) for s in self._segs])
         return self._bom + body + "\r" if self._final_cr else self._bom + body
@@ -208,7 +216,7 @@ class EditableMessage:
 
     def count(self, name: str) -> int:
         """How many segments are named ``name``."""
-        return len(self._positions(name))
+        return self._names.count(name)
 
     def get(self, path: str | Path | Target) -> str:
         """The encoded text at ``path``, escapes and inner separators as they are (what ``copy``
@@ -283,9 +291,9 @@ class EditableMessage:
             encoded = value
         p = target.path
         if not (target.every_segment or target.every_repetition):
-            positions = self._positions(p.segment)
-            if p.segment_rep <= len(positions):  # the common case: one existing segment
-                self._write(positions[p.segment_rep - 1], p, p.field_rep or 1, encoded)
+            position = self._position(p.segment, p.segment_rep)
+            if position is not None:  # the common case: one existing segment
+                self._write(position, p, p.field_rep or 1, encoded)
                 return
         for position, rep in self._targets(target, create=bool(encoded)):
             self._write(position, p, rep, encoded)
@@ -308,21 +316,19 @@ class EditableMessage:
     def delete_segments(self, pattern: str) -> int:
         """Remove every segment whose name matches ``pattern`` (a name or an fnmatch glob such as
         ``Z*``); returns how many.  The message's first (header) segment is never removed."""
-        if not isinstance(pattern, str) or not _SEGMENT_GLOB.fullmatch(pattern):
-            raise EditError(f"delete: {pattern!r} is not a segment name or glob (e.g. NTE, Z*)")
-        if any(c in pattern for c in "*?["):
-            match = _glob(pattern)
-            doomed = [i for i, name in enumerate(self._names) if match(name)]
-        else:
+        match = _segment_matcher(pattern)
+        if match is None:
             doomed = self._positions(pattern)
-        if doomed and doomed[0] == 0:
+        else:
+            doomed = [i for i, name in enumerate(self._names) if match(name)]
+        if not doomed:
+            return 0
+        if doomed[0] == 0:
             raise EditError(f"delete {pattern!r} would remove the {self._names[0]} header "
                             "segment")
         origin = self._moved()
         for position in reversed(doomed):
             del self._segs[position], self._names[position], origin[position]
-        if doomed:
-            self._index = None
         return len(doomed)
 
     def add_segment(self, text: str, after: str | None = None) -> int:
@@ -406,17 +412,21 @@ class EditableMessage:
         return target
 
     def _positions(self, name: str) -> list[int]:
-        index = self._index
-        if index is None:
-            index = {}
-            for position, seg_name in enumerate(self._names):
-                index.setdefault(seg_name, []).append(position)
-            self._index = index
-        return index.get(name, [])
+        """Where the segments named ``name`` are.  A scan, not a cached index: a message has tens
+        of segments, and a scan needs no invalidation when segments are added or deleted."""
+        names = self._names
+        if name not in names:
+            return []
+        return [i for i, seg_name in enumerate(names) if seg_name == name]
 
     def _position(self, name: str, occurrence: int) -> int | None:
-        positions = self._positions(name)
-        return positions[occurrence - 1] if occurrence <= len(positions) else None
+        names, found = self._names, -1
+        try:
+            for _ in range(occurrence):
+                found = names.index(name, found + 1)
+        except ValueError:
+            return None
+        return found
 
     def _segment_text(self, position: int) -> str:
         entry = self._segs[position]
@@ -433,6 +443,7 @@ class EditableMessage:
         if entry.__class__ is str:
             entry = entry.split(self.field_sep)
             self._segs[position] = entry
+            self._edited = True
         return entry
 
     def _slot(self, position: int, field: int) -> int:
@@ -514,6 +525,7 @@ class EditableMessage:
             return
         if entry.__class__ is str:
             self._segs[position] = fields
+            self._edited = True
         if slot >= len(fields):
             fields.extend([""] * (slot + 1 - len(fields)))
         fields[slot] = new
@@ -522,11 +534,11 @@ class EditableMessage:
         """The input position of each segment, made when segments first move."""
         if self._origin is None:
             self._origin = list(range(len(self._segs)))
+            self._edited = True
         return self._origin
 
     def _insert(self, position: int, text: str, name: str) -> None:
         self._segs.insert(position, text)
         self._names.insert(position, name)
         self._moved().insert(position, None)
-        self._index = None
 

@@ -31,7 +31,7 @@ from .hl7_model import (
 )
 
 SAMPLES = load_samples()
-FAST = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 SECRET = "DOE^JANE|999-99-9999"  # stands for PHI: must never appear in an error
 
 ADT = ("MSH|^~\\&|EPIC|MERCY|LAB|EAST|20261125030412||ADT^A08|CTRL1|P|2.5.1\r"
