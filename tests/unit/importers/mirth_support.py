@@ -63,7 +63,7 @@ def _strip(table: dict, removed: list) -> None:
         del table["transform"]
 
 
-def check_output(out: Path, *, environ=None, strip_edits: bool = True):
+def check_output(out: Path, *, environ=None, strip_edits: bool = False):
     """(problems, edit steps taken out) of ``switchboard check`` on the import in ``out``."""
     work = out.parent / "check"
     shutil.rmtree(work, ignore_errors=True)
