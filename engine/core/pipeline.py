@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.core.message import Message, MessageParseError
 from engine.core.templates import TemplateError
+from engine.hl7.encoding import hl7_output
 
 QUEUED, FILTERED, ERROR, TRANSFORMED, SENT = "QUEUED", "FILTERED", "ERROR", "TRANSFORMED", "SENT"
 
@@ -106,7 +107,7 @@ def check_outbound(text: str, outbound: str | None, step_name: str) -> str:
         except ValueError as error:
             raise StageError(f"{step_name}: output is not valid JSON (line {getattr(error, 'lineno', '?')})") from None
     elif outbound == "hl7":
-        text = "\r".join(line for line in text.strip().replace("\r\n", "\n").replace("\r", "\n").split("\n") if line)
+        text = hl7_output(text)   # CR-terminated segments, the last one too (DESIGN §3.5)
         if not text.startswith("MSH"):
             raise StageError(f"{step_name}: HL7 output must start with an MSH segment")
     elif outbound == "xml":

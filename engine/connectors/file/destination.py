@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from engine.connectors.file import batch as file_batch
 from engine.core.contracts import PermanentError, SendResult, TransientError
+from engine.hl7.encoding import with_final_cr
 from engine.hookspecs import hookimpl
 
 log = Logger(namespace="switchboard.file")
@@ -106,7 +107,7 @@ class FileDestination:
             raise PermanentError(f"filename template: {error}") from None
 
     def send(self, delivery):
-        body = delivery.body.encode("utf-8")
+        body = with_final_cr(delivery.body).encode("utf-8")   # HL7: the last segment ends with CR (§3.5)
         if self.batch is not None:
             label, _end = file_batch.period_of(self.period, self._now())
             name = self._name(delivery, period=label)

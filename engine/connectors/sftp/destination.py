@@ -26,6 +26,7 @@ from engine.connectors.file.destination import safe_filename
 from engine.connectors.sftp.options import SSH_OPTIONS, session_module
 from engine.connectors.sftp.source import SftpSource
 from engine.core.contracts import PermanentError, SendResult, TransientError
+from engine.hl7.encoding import with_final_cr
 from engine.hookspecs import hookimpl
 
 DESTINATION_OPTIONS = {
@@ -85,7 +86,7 @@ class SftpDestination:
             return defer.fail(PermanentError(f"filename template: {error}"))
         except PermanentError as error:
             return defer.fail(error)
-        d = self.session.run(upload, self.remote, name, self.suffix, delivery.body.encode("utf-8"))
+        d = self.session.run(upload, self.remote, name, self.suffix, with_final_cr(delivery.body).encode("utf-8"))
         return d.addCallbacks(lambda written: SendResult(f"uploaded {written}"), self._failed)
 
     @staticmethod
