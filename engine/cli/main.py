@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the bytes the message arrived as to stdout (kept only when they were not valid "
         "for its charset)",
     )
-    test = verb("test", "dry run of a channel over the messages in FILE: nothing stored or sent")
+    test = verb("test", "dry run of a channel over the messages in each FILE, read as its source reads "
+                        "them: nothing stored or sent")
     test.add_argument("channel")
-    test.add_argument("file")
+    test.add_argument("files", nargs="+", metavar="FILE")
     test.add_argument("--json", action="store_true")
     send = verb("send", "MLLP client: send each message in FILE(s) and print each ACK's MSA")
     send.add_argument("address", metavar="HOST:PORT")

@@ -297,8 +297,11 @@ def _build_stages(filters, transforms, prefix, registry, templates, problems) ->
     for index, spec in enumerate(filters, 1):
         key = f"{prefix}filter[{index}]"
         try:
+            label = getattr(spec, "label", None)    # [[filter]] name = "..." (DESIGN §3.2)
             if spec.when is not None:
-                built_filters.append(ExpressionFilter(templates, spec.when, f"{key} when"))
+                expression_filter = ExpressionFilter(templates, spec.when, f"{key} when")
+                expression_filter.name = label or key
+                built_filters.append(expression_filter)
             else:
                 factory = registry.filters.get(spec.use)
                 if factory is None:
@@ -306,7 +309,7 @@ def _build_stages(filters, transforms, prefix, registry, templates, problems) ->
                                      f"{', '.join(sorted(registry.filters)) or 'none'}"))
                     continue
                 instance = factory(dict(spec.options))
-                instance.name = getattr(instance, "name", None) or spec.use
+                instance.name = label or getattr(instance, "name", None) or spec.use
                 built_filters.append(instance)
         except (TemplateError, ValueError) as error:
             problems.append((key, str(error)))
