@@ -29,6 +29,8 @@ def _add_config(parser: argparse.ArgumentParser, default) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Switchboard HL7 interface engine")
+    parser.add_argument("--version", action="version", version=f"switchboard {package_version()}",
+                        help="print the version and exit")
     _add_config(parser, None)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -84,6 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def package_version() -> str:
+    """The installed package's version (its metadata, from pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("switchboard")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def quiet_stdout() -> None:
+    """The reader of our stdout went away (``switchboard status | head``): point stdout at
+    /dev/null so the interpreter's last flush does not print a traceback; what was left unread is
+    not wanted."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def config_path(args) -> str:
     return args.config or os.environ.get("SWITCHBOARD_CONFIG") or "config.toml"
 
@@ -105,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         "import": import_mirth.command,
     }
     try:
-        return handlers[args.verb](args, config_path(args)) or 0
+        code = handlers[args.verb](args, config_path(args)) or 0
+        sys.stdout.flush()   # a closed pipe (`status | head`) shows here, not at exit as a traceback
+        return code
+    except BrokenPipeError:
+        quiet_stdout()
+        return 0
     except CommandError as error:
         print(f"switchboard {args.verb}: {error}", file=sys.stderr)
         return 1

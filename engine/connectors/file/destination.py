@@ -22,7 +22,8 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from engine.connectors.file import batch as file_batch
-from engine.core.contracts import PermanentError, SendResult, TransientError
+from engine.connectors.file.naming import FilenameTemplate
+from engine.core.contracts import SendResult, TransientError
 from engine.hl7.encoding import with_final_cr
 from engine.hookspecs import hookimpl
 
@@ -55,14 +56,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def safe_filename(name: str) -> str:
-    """Refuse names that could leave the directory or hide (path traversal, NUL, dot files)."""
-    name = name.strip()
-    if not name or "/" in name or "\\" in name or "\x00" in name or name.startswith("."):
-        raise PermanentError("the rendered filename is empty or not a plain file name")
-    return name
-
-
 class FileDestination:
     type_name = "file"
     option_schema = None  # built in: engine.config_schema
@@ -71,7 +64,7 @@ class FileDestination:
         options = config.options
         self.directory = Path(options["directory"])
         source = options.get("filename") or "{{ id }}.txt"
-        self.filename = context.templates.from_string(source, f"destination[{config.name}].filename")
+        self.filename = FilenameTemplate(context, source, f"destination[{config.name}].filename")
         self.channel = context.channel_name
         self.reactor = reactor
         self.batch = None
@@ -96,15 +89,10 @@ class FileDestination:
             self.timer = self.reactor.callLater(0, self._tick)
 
     def _name(self, delivery, **extra) -> str:
-        from engine.core.templates import TemplateError
+        return self.filename.render(delivery, **extra)
 
-        try:
-            return safe_filename(self.filename.render({
-                "id": delivery.message_id, "meta": delivery.meta or {}, "channel": self.channel,
-                "delivery": delivery.id, **extra,
-            }))
-        except TemplateError as error:
-            raise PermanentError(f"filename template: {error}") from None
+    def _write(self, delivery, body: bytes) -> Path:
+        return write_atomically(self.directory, self._name(delivery), body)
 
     def send(self, delivery):
         body = with_final_cr(delivery.body).encode("utf-8")   # HL7: the last segment ends with CR (§3.5)
@@ -115,7 +103,10 @@ class FileDestination:
             d.addCallback(lambda added: SendResult(
                 f"{'appended to' if added else 'already in'} batch {name} (period {label})"))
         else:
-            d = threads.deferToThread(write_atomically, self.directory, self._name(delivery), body)
+            if self.filename.needs_message:   # the name reads the stored message: in the thread too
+                d = threads.deferToThread(self._write, delivery, body)
+            else:
+                d = threads.deferToThread(write_atomically, self.directory, self._name(delivery), body)
             d.addCallback(lambda path: SendResult(f"written {path.name}"))
         return d.addErrback(_write_failed)
 
