@@ -37,11 +37,12 @@ def normalize_segments(text: str) -> str:
 
 
 def hl7_output(text: str) -> str:
-    """HL7 a template wrote (DESIGN §3.3): lines (CR, LF or CRLF) become CR-terminated segments,
-    blank lines and the blank space around the whole text dropped; every segment, the last one
+    """HL7 a template wrote (DESIGN §3.3): lines (CR, LF or CRLF) become CR-terminated segments;
+    blank lines (what ``{% if %}`` lines leave) and blank space before the first segment are
+    dropped; a segment's own trailing spaces are data and kept; every segment, the last one
     included, ends with CR (§3.5)."""
-    lines = text.strip(_TRIM).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "".join(line + "\r" for line in lines if line)
+    lines = text.lstrip(_TRIM).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "".join(line + "\r" for line in lines if line.strip(" \t"))
 
 
 def with_final_cr(text: str) -> str:
