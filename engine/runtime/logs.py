@@ -66,14 +66,19 @@ def event_ids(event: dict) -> dict:
     return ids
 
 
+def logger_name(event: dict) -> str:
+    """Twisted's namespace; ``twisted`` for its legacy ``log.msg`` lines (namespace ``log_legacy``)."""
+    namespace = event.get("log_namespace", "") or "-"
+    return "twisted" if namespace == "log_legacy" else namespace
+
+
 def text_line(event: dict) -> str:
-    return (f"{utc_timestamp(event.get('log_time'))} {level_name(event):5} "
-            f"{event.get('log_namespace', '') or '-'}: {rendered(event)}\n")
+    return f"{utc_timestamp(event.get('log_time'))} {level_name(event):5} {logger_name(event)}: {rendered(event)}\n"
 
 
 def json_line(event: dict) -> str:
     record = {"time": utc_timestamp(event.get("log_time")), "level": level_name(event).lower(),
-              "logger": event.get("log_namespace", "") or "-", "message": rendered(event), **event_ids(event)}
+              "logger": logger_name(event), "message": rendered(event), **event_ids(event)}
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
