@@ -36,6 +36,7 @@ from twisted.web import resource, server
 
 from engine.admin.metrics import age_seconds
 from engine.core.units import parse_time_bound
+from engine.core.verdicts import with_filtered_by
 from engine.runtime.replay import ReplayError, Selection
 from engine.runtime.services import ChannelStateError
 from engine.store.sqlite.schema import normalize_status
@@ -252,7 +253,8 @@ class MessageNode(Endpoint):
 
     @defer.inlineCallbacks
     def json_GET(self, request):
-        message = yield in_thread(self.admin.runtime.store.get_message, self.message_id)
+        store = self.admin.runtime.store
+        message = yield in_thread(lambda: with_filtered_by(store, store.get_message(self.message_id)))
         if message is None:
             raise ApiError(404, f"no message with id {self.message_id}")
         yield self.admin.audit.record(request.who, "view", f"message:{self.message_id}")

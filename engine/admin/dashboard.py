@@ -41,6 +41,7 @@ from twisted.web import resource, server
 from engine.admin.api import ApiError, channel_views, in_thread, search_filters
 from engine.admin.display import age, hl7_markup, looks_like_hl7
 from engine.admin.sessions import csrf_ok, cookie_value, set_cookie_header
+from engine.core.verdicts import with_filtered_by
 from engine.runtime.replay import ReplayError, Selection
 from engine.runtime.services import ChannelStateError
 from engine.store.sqlite.schema import MESSAGE_STATUSES
@@ -99,6 +100,7 @@ class Dashboard:
         for name in ("login", "logout", "channels", "messages", "search"):
             root.putChild(name.encode(), Route(self, name))
         root.putChild(b"static", Static(self))
+        root.putChild(b"favicon.ico", Favicon())
 
     # -- answering ----------------------------------------------------------------------------
     def render(self, request, template: str, code: int = 200, **context) -> Html:
@@ -225,7 +227,8 @@ class Dashboard:
             return Redirect("/search")
         if not message_id.isdigit() or action is not None:
             raise ApiError(404, "no such page")
-        message = yield in_thread(self.admin.runtime.store.get_message, int(message_id))
+        store = self.admin.runtime.store
+        message = yield in_thread(lambda: with_filtered_by(store, store.get_message(int(message_id))))
         if message is None:
             raise ApiError(404, f"no message with id {message_id}")
         yield self.admin.audit.record(request.who, "view", f"message:{message['id']}", {"via": "dashboard"})
@@ -347,6 +350,20 @@ class Route(resource.Resource):
         d.addCallbacks(lambda answer: dashboard.send(request, answer), lambda failure: dashboard.fail(request, failure))
         d.addErrback(lambda failure: log.failure("dashboard: could not answer", failure))
         return server.NOT_DONE_YET
+
+
+class Favicon(resource.Resource):
+    """``/favicon.ico``: open (a browser asks for it without the session cookie's help on some
+    pages) and empty, 204, cached for a day, so a signed-in view never logs a 401 for it."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setResponseCode(204)
+        request.setHeader(b"Cache-Control", b"max-age=86400")
+        return b""
+
+    render_HEAD = render_GET
 
 
 class Static(resource.Resource):

@@ -6,8 +6,8 @@ the tokens (generating ``admin.token`` beside the store when none is configured)
 audit log, metrics, the replayer and the alert monitor, and listens on ``[admin] listen``; it logs
 ``admin API listening on HOST:PORT`` (tests parse it) and writes that address to
 ``admin.address`` beside the store, which is how the CLI finds a daemon listening on port 0.
-A listener that cannot bind is logged and the daemon serves its channels without it: the API is
-closed, never open.  A ``listen`` that is not a loopback address is warned about: the token then
+A listener that cannot bind stops the daemon's start (``StartError``: ``switchboard run`` exits 1
+naming the address): a daemon without its API could not be watched, paused or replayed.  A ``listen`` that is not a loopback address is warned about: the token then
 crosses the network in clear unless a TLS proxy sits in front.
 """
 
@@ -27,6 +27,8 @@ from engine.admin.auth import Tokens
 from engine.admin.dashboard import Dashboard
 from engine.admin.metrics import Metrics
 from engine.admin.sessions import DashboardSite, Sessions
+from engine.config.loader import format_address
+from engine.core.contracts import StartError
 
 log = Logger(namespace="switchboard.admin")
 
@@ -66,9 +68,10 @@ class AdminServer:
         try:
             self.port = self.runtime.reactor.listenTCP(port, self.site, interface=host)
         except Exception as error:
-            log.error("admin API not started: cannot listen on {host}:{port}: {error}", host=host, port=port,
-                      error=str(error))
-            return
+            # the daemon does not run without its API (no status, replay or dashboard): the start stops
+            reason = getattr(error, "socketError", None) or error
+            raise StartError(f"the admin API cannot listen on {format_address((host, port))} ([admin] listen): "
+                             f"{getattr(reason, 'strerror', None) or reason}") from None
         bound = self.port.getHost()
         log.info("admin API listening on {host}:{port}", host=bound.host, port=bound.port)
         if not is_loopback(host):

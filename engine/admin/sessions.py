@@ -11,7 +11,8 @@ goes first).
 
 ``DashboardSite.screen`` extends ``AdminSite.screen`` (still before a byte of the body is read):
 
-* open: ``GET /healthz``, ``GET /login``, ``GET /static/*`` (CSS and JS, no data), and
+* open: ``GET /healthz``, ``GET /login``, ``GET /static/*`` (CSS and JS, no data), ``GET
+  /favicon.ico`` (an empty 204), and
   ``POST /login`` with a ``Content-Length`` of at most ``LOGIN_MAX_BODY`` bytes;
 * a request with an ``Authorization`` header, and every ``/api`` and ``/metrics`` request, is
   checked as before: a bearer token or 401 JSON (scripts keep their contract; a session cookie is
@@ -139,7 +140,7 @@ class DashboardSite(AdminSite):
     def screen(self, request, method: bytes, uri: bytes, length) -> None:
         path = uri.split(b"?", 1)[0]
         reading = method in (b"GET", b"HEAD")
-        if reading and (path in OPEN_PATHS or path == b"/login" or path.startswith(b"/static/")):
+        if reading and (path in OPEN_PATHS or path in (b"/login", b"/favicon.ico") or path.startswith(b"/static/")):
             return
         if path == b"/login" and method == b"POST":
             if length is None or length > LOGIN_MAX_BODY:

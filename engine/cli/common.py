@@ -50,12 +50,12 @@ class AdminClient:
     def where(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
-    def call(self, method: str, path: str, body: dict | None = None):
+    def call(self, method: str, path: str, body: dict | None = None, *, timeout: float = TIMEOUT):
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(f"http://{self.where}{path}", data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return json.loads(answer.read() or b"null")
         except urllib.error.HTTPError as error:
             raise CommandError(self._explain(error)) from None
@@ -65,7 +65,7 @@ class AdminClient:
                                    "connection); start it with `switchboard run`") from None
             raise CommandError(f"cannot reach the admin API at {self.where}: {error.reason}") from None
         except (socket.timeout, TimeoutError):
-            raise CommandError(f"the admin API at {self.where} did not answer within {TIMEOUT:g}s") from None
+            raise CommandError(f"the admin API at {self.where} did not answer within {timeout:g}s") from None
 
     def _explain(self, error: urllib.error.HTTPError) -> str:
         try:

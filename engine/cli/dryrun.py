@@ -1,32 +1,39 @@
-"""``switchboard test CHANNEL FILE``: the channel's real pipeline over each message, nothing stored or sent."""
+"""``switchboard test CHANNEL FILE...``: the channel's real pipeline over each message, nothing stored or sent."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from engine.cli.common import CommandError, checked
 
 # -- test: a dry run -------------------------------------------------------------------------
 
-SEGMENT_START = re.compile(r"(?=^MSH)", re.MULTILINE)
+def file_messages(name: str, inbound: str, split: str) -> list[str]:
+    """The messages of one file exactly as the file source takes them (the same code:
+    ``engine.connectors.file.inbox``): decoded by BOM and MSH-18, a BOM dropped, LF/CRLF made CR,
+    a missing final CR added, batches split when ``split`` says so, every message checked.  A file
+    the source would refuse is a user error naming the file and the reason."""
+    from engine.connectors.file.inbox import Refused, decode_file, split_messages
+
+    try:
+        data = Path(name).read_bytes()
+    except OSError as error:
+        raise CommandError(f"cannot read {name}: {error.strerror}") from None
+    try:
+        text, _original = decode_file(data, inbound)
+    except Refused as error:
+        raise CommandError(f"{name}: {error}") from None
+    messages, problem = split_messages(text, split, inbound)
+    if problem is not None:
+        raise CommandError(f"{name}: {problem}")
+    return [text for text, _msh in messages]
 
 
-def split_hl7_messages(text: str) -> list[str]:
-    """A file may hold many messages, LF, CRLF or CR separated: one starts at each MSH segment."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    parts = [part.strip("\n") for part in SEGMENT_START.split(text)]
-    return ["\r".join(line for line in part.split("\n") if line.strip()) for part in parts if part.strip()]
-
-
-def split_file(text: str, inbound: str) -> list[str]:
-    if inbound == "hl7":
-        return split_hl7_messages(text)
-    if inbound == "csv":
-        lines = [line for line in text.splitlines() if line.strip()]
-        return [f"{lines[0]}\n{line}" for line in lines[1:]] if len(lines) > 1 else []
-    return [text]
+def source_split(channel) -> str:
+    """How the channel's source splits what it reads (csv files are read by lines)."""
+    split = channel.source.options.get("split") or "none"
+    return "lines" if channel.inbound == "csv" and split == "none" else split
 
 
 def test_command(args, path) -> int:
@@ -35,15 +42,14 @@ def test_command(args, path) -> int:
     if channel is None:
         known = ", ".join(c.name for c in config.channels) or "none"
         raise CommandError(f"no channel named {args.channel!r} (channels: {known})")
-    try:
-        text = Path(args.file).read_text(encoding="utf-8", errors="replace")
-    except OSError as error:
-        raise CommandError(f"cannot read {args.file}: {error.strerror}") from None
+    raw_messages = []
+    for name in args.files:
+        raw_messages.extend(file_messages(name, channel.inbound, source_split(channel)))
     from engine.runtime.dry_run import dry_run
 
-    results = dry_run(config, registry, channel, split_file(text, channel.inbound))
+    results = dry_run(config, registry, channel, raw_messages)
     if not results:
-        raise CommandError(f"{args.file} holds no message for a {channel.inbound} channel")
+        raise CommandError(f"{', '.join(args.files)} hold(s) no message for a {channel.inbound} channel")
     if args.json:
         print(json.dumps(results, indent=2))
     else:

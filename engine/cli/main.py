@@ -28,6 +28,8 @@ def _add_config(parser: argparse.ArgumentParser, default) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Switchboard HL7 interface engine")
+    parser.add_argument("--version", action="version", version=f"switchboard {package_version()}",
+                        help="print the version and exit")
     _add_config(parser, None)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -52,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the bytes the message arrived as to stdout (kept only when they were not valid "
         "for its charset)",
     )
-    test = verb("test", "dry run of a channel over the messages in FILE: nothing stored or sent")
+    test = verb("test", "dry run of a channel over the messages in each FILE, read as its source reads "
+                        "them: nothing stored or sent")
     test.add_argument("channel")
-    test.add_argument("file")
+    test.add_argument("files", nargs="+", metavar="FILE")
     test.add_argument("--json", action="store_true")
     send = verb("send", "MLLP client: send each message in FILE(s) and print each ACK's MSA")
     send.add_argument("address", metavar="HOST:PORT")
@@ -82,6 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def package_version() -> str:
+    """The installed package's version (its metadata, from pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("switchboard")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def quiet_stdout() -> None:
+    """The reader of our stdout went away (``switchboard status | head``): point stdout at
+    /dev/null so the interpreter's last flush does not print a traceback; what was left unread is
+    not wanted."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def config_path(args) -> str:
     return args.config or os.environ.get("SWITCHBOARD_CONFIG") or "config.toml"
 
@@ -103,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         "import": import_mirth.command,
     }
     try:
-        return handlers[args.verb](args, config_path(args)) or 0
+        code = handlers[args.verb](args, config_path(args)) or 0
+        sys.stdout.flush()   # a closed pipe (`status | head`) shows here, not at exit as a traceback
+        return code
+    except BrokenPipeError:
+        quiet_stdout()
+        return 0
     except CommandError as error:
         print(f"switchboard {args.verb}: {error}", file=sys.stderr)
         return 1

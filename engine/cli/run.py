@@ -13,15 +13,35 @@ def run_daemon(args, path) -> int:
 
     from engine.app import build
     from engine.runtime.logs import start_logging
+    from engine.core.contracts import StartError
     from engine.store.sqlite.store import StoreError
 
     start_logging(config.engine.log_level, config.engine.log_format)
-    daemon, _engine = build(config, reactor=reactor, registry=registry)
+    daemon, engine = build(config, reactor=reactor, registry=registry)
     outcome = {"code": 0}
+
+    def refuse(sentences: list[str]) -> None:
+        for sentence in sentences:
+            print(f"switchboard run: {sentence}", file=sys.stderr)
+        outcome["code"] = 1
+        if reactor.running:
+            reactor.stop()
+
+    def listeners_opened(_engine) -> None:
+        """A channel whose listener could not open at start stops the start (DESIGN §3.6, issue 14):
+        a daemon that silently serves without one of its addresses loses that sender's messages."""
+        failed = [f"channel '{name}' cannot start: {service.start_error}"
+                  for name, service in engine.channel_services.items()
+                  if service.state == "failed" and "listen" in service.config.source.options]
+        if failed:
+            refuse(failed)
 
     def start():
         try:
             daemon.startService()
+            engine.started.addCallback(listeners_opened)
+        except StartError as error:
+            refuse([str(error)])
         except (StoreError, OSError) as error:
             print(f"switchboard run: cannot open the store {config.store.path}: {error}", file=sys.stderr)
             outcome["code"] = 1

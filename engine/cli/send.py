@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from engine.cli.common import CommandError
-from engine.cli.dryrun import split_hl7_messages
+from engine.cli.dryrun import file_messages
 from engine.core.units import parse_address, parse_duration
 
 # -- send: an MLLP client --------------------------------------------------------------------
@@ -17,11 +15,8 @@ def send_command(args, path) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
     messages = []
-    for name in args.files:
-        try:
-            messages.extend(split_hl7_messages(Path(name).read_text(encoding="utf-8", errors="replace")))
-        except OSError as error:
-            raise CommandError(f"cannot read {name}: {error.strerror}") from None
+    for name in args.files:   # read as the file source reads them: bytes kept, every segment ending with CR
+        messages.extend(file_messages(name, "hl7", "hl7-batch"))
     if not messages:
         raise CommandError("no HL7 message found in the file(s)")
     from twisted.internet import task

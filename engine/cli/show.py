@@ -6,6 +6,7 @@ import json
 import sys
 
 from engine.cli.common import open_store
+from engine.core.verdicts import with_filtered_by
 
 
 def show_command(args, path) -> int:
@@ -15,7 +16,7 @@ def show_command(args, path) -> int:
         raise CommandError("--original writes the bytes themselves; it does not go with --json")
     _config, store = open_store(path)
     try:
-        message = store.get_message(args.id)
+        message = with_filtered_by(store, store.get_message(args.id))
         original = store.get_original(args.id) if message and message.get("original_bytes") else None
     finally:
         store.close_readers()
@@ -33,6 +34,9 @@ def show_command(args, path) -> int:
         print(f"meta {key} = {value}")
     if message.get("error"):
         print(f"error: {message['error']}")
+    if message.get("filtered_by"):
+        verdict = message["filtered_by"]
+        print(f"filtered by {verdict['name']}: {verdict['reason'] or '(no reason given)'}")
     if message.get("pruned"):
         print("content pruned: older than the retention window ([store] retention or switchboard prune);"
               " its record, metadata, statuses and attempts are kept")

@@ -1,4 +1,5 @@
-"""``switchboard status``: per channel its state and counts, from the store and the daemon's state files."""
+"""``switchboard status``: per channel the running daemon's state (its admin API), counts (the store),
+each destination's last error and the problems of the latest live reload."""
 
 from __future__ import annotations
 
@@ -24,15 +25,20 @@ def status_command(args, path) -> int:
     for problem in reported:
         if problem.get("channel"):
             invalid[problem["channel"]].append(problem["text"])
+    live, daemon_note = _live_channels(config)
     configured = [c.name for c in config.channels]
     names = configured + [n for n in invalid if n not in configured]
     names += sorted(set(counts) - set(names))
     enabled = {c.name: c.enabled for c in config.channels}
     rows = []
     for name in names:
-        row = {"name": name, "state": "invalid" if name in invalid else _state(name, enabled),
+        view = live.get(name) if live is not None else None
+        running = live is not None and name in live
+        row = {"name": name, "state": "invalid" if name in invalid and not running else _state(name, enabled, live),
                **{k: counts.get(name, {}).get(k, 0) for k in ("received", "filtered", "queued", "sent", "errored")},
-               "problems": invalid.get(name, [])}
+               "problems": invalid.get(name, []),
+               "destinations": [{"name": d.get("name"), "depth": d.get("depth", 0), "last_error": d.get("last_error")}
+                                for d in (view or {}).get("destinations", [])]}
         rows.append(row)
     unattached = [text for text in texts if not any(text in row["problems"] for row in rows)]
     if args.json:
@@ -40,10 +46,14 @@ def status_command(args, path) -> int:
         for text in unattached:
             print(f"problem: {text}", file=sys.stderr)
         return 0
+    print(daemon_note)
     print(f"{'CHANNEL':24} {'STATE':10} {'RECEIVED':>9} {'FILTERED':>9} {'QUEUED':>7} {'SENT':>8} {'ERRORED':>8}")
     for row in rows:
         print(f"{row['name'][:24]:24} {row['state']:10} {row['received']:>9} {row['filtered']:>9} "
               f"{row['queued']:>7} {row['sent']:>8} {row['errored']:>8}")
+        for destination in row["destinations"]:
+            if destination["last_error"]:
+                print(f"  destination {destination['name']}: last error: {destination['last_error']}")
     if texts:
         print("\nproblems in the configuration files (a running daemon keeps the previous version of a channel "
               "whose file has one):")
@@ -72,8 +82,35 @@ def _open_store_leniently(path):
     return config, open_readonly_store(config), problems
 
 
-def _state(name: str, enabled: dict) -> str:
-    """Without the admin API (a later issue) the CLI knows the configured state, not the live one."""
+LIVE_TIMEOUT = 3.0
+
+
+def _live_channels(config) -> tuple[dict | None, str]:
+    """The running daemon's view of its channels (``GET /api/channels``: the state each channel is
+    in -- started, paused, stopped, failed -- and each destination's last error), keyed by name,
+    with a line saying where the states come from.  None when no daemon answers."""
+    from engine.cli.common import AdminClient, CommandError
+
+    try:
+        client = AdminClient.for_config(config)
+        views = client.call("GET", "/api/channels", timeout=LIVE_TIMEOUT)
+    except CommandError as error:
+        return None, f"daemon: not reachable ({error}); channels shown as stopped"
+    if not isinstance(views, list):
+        return None, "daemon: its admin API gave an unexpected answer; channels shown as stopped"
+    return ({view["name"]: view for view in views if isinstance(view, dict) and view.get("name")},
+            f"daemon: running (admin API at {client.where})")
+
+
+def _state(name: str, enabled: dict, live: dict | None) -> str:
+    """The running daemon's state of the channel (started | paused | stopped | failed, as the API and
+    dashboard say); ``stopped`` when no daemon runs; ``disabled`` (enabled = false in its file) and
+    ``removed`` (stored messages, no file) for channels the daemon does not run."""
     if name not in enabled:
         return "removed"
-    return "enabled" if enabled[name] else "disabled"
+    if not enabled[name]:
+        return "disabled"
+    if live is None:
+        return "stopped"
+    view = live.get(name)
+    return view.get("state", "stopped") if view else "stopped"

@@ -103,6 +103,7 @@ class FilterConfig:
     when: str | None
     use: str | None
     options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    label: str | None = None    # ``name = "..."``: shown in show, the dashboard and reports (default filter[N])
 
     @property
     def name(self) -> str:
@@ -381,13 +382,16 @@ class ConfigLoader:
             if ("when" in item) == ("use" in item):
                 both = ", not both" if "when" in item else ""
                 report(where, f"a filter needs exactly one of 'when' (an expression) or 'use' (a plugin filter){both}")
-            elif "when" in item:
-                report_unknown(item, ["when"], where, report)
-                result.append(FilterConfig(when=_text(item["when"], join(where, "when"), report), use=None))
             else:
-                options = freeze({name: value for name, value in item.items() if name != "use"})
-                result.append(FilterConfig(when=None, use=_text(item["use"], join(where, "use"), report),
-                                           options=options))
+                label = _text(item["name"], join(where, "name"), report) if "name" in item else None
+                if "when" in item:
+                    report_unknown(item, ["when", "name"], where, report)
+                    result.append(FilterConfig(when=_text(item["when"], join(where, "when"), report), use=None,
+                                               label=label))
+                else:
+                    options = freeze({name: value for name, value in item.items() if name not in ("use", "name")})
+                    result.append(FilterConfig(when=None, use=_text(item["use"], join(where, "use"), report),
+                                               options=options, label=label))
         return tuple(result)
 
     def transforms(self, raw: Any, key: str, engine: EngineConfig, report: Report) -> tuple[TransformConfig, ...]:
@@ -506,7 +510,7 @@ class ConfigLoader:
                 continue
             owner = next((owner for other, owner in listeners if _clash(address, other)), None)
             if owner:
-                self.reporter(channel.file)("source.listen", f"this address is already used by {owner}")
+                self.reporter(channel.file)("source.listen", f"{format_address(address)} is already used by {owner}")
             listeners.append((address, f"channel '{channel.name}' ({_display(channel.file)})"))
         for channel in channels:
             for destination in channel.destinations:
@@ -521,3 +525,9 @@ class ConfigLoader:
                 elif by_name[target].source.type != "channel":
                     report(key, f"channel '{target}' cannot receive from other channels: its source type is "
                                 f"'{by_name[target].source.type}', not 'channel'")
+
+
+def format_address(address: tuple[str, int]) -> str:
+    """``127.0.0.1:2575``, ``[::1]:2575``: an address as the operator writes it."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host or '0.0.0.0'}:{port}"

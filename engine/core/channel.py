@@ -19,6 +19,7 @@ from engine.core import faults
 from engine.core.contracts import EventKind, Receipt
 from engine.core.message import Message
 from engine.core.pipeline import ERROR, FILTERED
+from engine.core.verdicts import FILTERED_EVENT, PASSED_EVENT, verdict_detail
 
 log = Logger(namespace="switchboard.channel")
 
@@ -175,8 +176,8 @@ class Channel:
         for item in outcome.filters:
             if item.passed and not item.reason:
                 continue
-            d = self.store.add_event("filtered" if not item.passed else "filter_passed", channel=self.name,
-                                     message_id=message_id, detail=f"{item.name}: {item.reason}")
+            d = self.store.add_event(FILTERED_EVENT if not item.passed else PASSED_EVENT, channel=self.name,
+                                     message_id=message_id, detail=verdict_detail(item.name, item.reason))
             d.addErrback(lambda failure: log.error("{channel}: filter verdict of message {id} not recorded: "
                                                    "{error}", channel=self.name, id=message_id,
                                                    error=failure.getErrorMessage()))

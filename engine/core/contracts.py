@@ -45,6 +45,11 @@ class SendResult:
     response: str | None = None
 
 
+class StartError(Exception):
+    """The daemon cannot start as configured (a listener that cannot open: its address taken, a
+    privileged port...).  ``switchboard run`` prints it as one sentence and exits 1."""
+
+
 class DeliveryError(Exception):
     def __init__(self, reason: str, response: str | None = None, *, retry_after: float | None = None,
                  possible_duplicate: bool = False) -> None:

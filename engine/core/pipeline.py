@@ -21,6 +21,7 @@ from engine.core.statuses import derive_status
 from engine.hl7.edit_ops import compile_edits
 from engine.hl7.editable import EditError
 from engine.core.templates import TemplateError
+from engine.hl7.encoding import hl7_output
 
 QUEUED, FILTERED, ERROR, TRANSFORMED, SENT = "QUEUED", "FILTERED", "ERROR", "TRANSFORMED", "SENT"
 
@@ -109,7 +110,7 @@ def check_outbound(text: str, outbound: str | None, step_name: str) -> str:
         except ValueError as error:
             raise StageError(f"{step_name}: output is not valid JSON (line {getattr(error, 'lineno', '?')})") from None
     elif outbound == "hl7":
-        text = "\r".join(line for line in text.strip().replace("\r\n", "\n").replace("\r", "\n").split("\n") if line)
+        text = hl7_output(text)   # CR-terminated segments, the last one too (DESIGN §3.5)
         if not text.startswith("MSH"):
             raise StageError(f"{step_name}: HL7 output must start with an MSH segment")
     elif outbound == "xml":
@@ -335,8 +336,11 @@ def _build_stages(filters, transforms, prefix, registry, templates, problems, in
     for index, spec in enumerate(filters, 1):
         key = f"{prefix}filter[{index}]"
         try:
+            label = getattr(spec, "label", None)    # [[filter]] name = "..." (DESIGN §3.2)
             if spec.when is not None:
-                built_filters.append(ExpressionFilter(templates, spec.when, f"{key} when"))
+                expression_filter = ExpressionFilter(templates, spec.when, f"{key} when")
+                expression_filter.name = label or key
+                built_filters.append(expression_filter)
             else:
                 factory = registry.filters.get(spec.use)
                 if factory is None:
@@ -344,7 +348,7 @@ def _build_stages(filters, transforms, prefix, registry, templates, problems, in
                                      f"{', '.join(sorted(registry.filters)) or 'none'}"))
                     continue
                 instance = factory(dict(spec.options))
-                instance.name = getattr(instance, "name", None) or spec.use
+                instance.name = label or getattr(instance, "name", None) or spec.use
                 built_filters.append(instance)
         except (TemplateError, ValueError) as error:
             problems.append((key, str(error)))

@@ -26,7 +26,9 @@ Why it looks the way it does:
   Jinja's own exceptions (undefined names and attributes, syntax errors, sandbox refusals) keep
   their message, because Jinja composes it from the template source (names, attribute names,
   types), not from values; every other exception (a ``TypeError`` from a filter, say, whose
-  message may quote a field value) is reported by its type name only.  The one Jinja message that
+  message may quote a field value) is reported by its type name only -- except a ``TypeError``
+  Python raised because a call did not fit the function's signature (a helper's wrong keyword,
+  a missing argument), whose text names only the function, the parameter and counts.  The one Jinja message that
   can quote data, a missing *key* (``table[msg['PID.3.1']]``), is replaced by one that does not
   name the key.  A helper that wants its own words shown raises ``jinja2.TemplateRuntimeError``
   with a PHI-free message.
@@ -261,7 +263,19 @@ def _reason(error: BaseException) -> str:
         return "template file not found"
     if isinstance(error, jinja2.TemplateError):
         return error.message or type(error).__name__
+    if isinstance(error, TypeError) and _SIGNATURE_ERROR.match(str(error)):
+        return f"TypeError: {error}"   # composed by Python from the signature: names and counts only
     return type(error).__name__
+
+
+# Python's own words for a call that does not fit a signature (``hl7_date(v, fmt='x')``): they
+# name the function, the parameter and counts, never a value, so the reason keeps them.
+_SIGNATURE_ERROR = re.compile(
+    r"[\w.<>]+\(\) (?:got an unexpected keyword argument '\w+'"
+    r"|got multiple values for argument '\w+'"
+    r"|missing \d+ required (?:positional|keyword-only) arguments?: (?:'\w+'(?:, | and )?)+"
+    r"|takes (?:from \d+ to )?\d+ positional arguments? but \d+ (?:positional arguments? )?(?:was|were) given"
+    r"|takes no (?:keyword )?arguments)\Z")
 
 
 def _template_line(error: BaseException) -> int | None:

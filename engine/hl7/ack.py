@@ -30,7 +30,8 @@ def build_ack(msh: Msh, code: str, text: str = "", error: str | None = None, *,
 
     Copied fields (MSH-3..6, MSH-9.2, MSH-10..12) are copied verbatim, already escaped; our own
     text (MSA-3, ERR, a given control id) is escaped.  ``error`` adds a v2.5 ERR segment:
-    ERR|||<error_code>^<table 0357 text>^HL70357|E|||<error>.
+    ERR|||<error_code>^<table 0357 text>^HL70357|E|||<error>.  Every segment, the last one
+    included, ends with CR (DESIGN §3.5).
     """
     if code not in ACK_CODES:
         raise ValueError(f"unknown acknowledgment code {code!r}")
@@ -53,7 +54,7 @@ def build_ack(msh: Msh, code: str, text: str = "", error: str | None = None, *,
         condition = comp.join([escape(error_code, enc, sep),
                                escape(ERROR_CODES.get(error_code, ""), enc, sep), "HL70357"])
         segments.append(sep.join(["ERR", "", "", condition, "E", "", "", escape(error, enc, sep)]))
-    return "\r".join(segments)
+    return "".join(segment + "\r" for segment in segments)  # every segment ends with CR (§3.5)
 
 
 _REJECT_MSH = Msh(DEFAULT_FIELD_SEP, DEFAULT_ENCODING,

@@ -17,7 +17,7 @@ from engine.hl7.encoding import (
 def split_batch(text: str) -> tuple[list[str], int | None]:
     """Split FHS/BHS/MSH.../BTS/FTS (or bare concatenated messages) into messages.
 
-    Returns (messages joined with CR, declared count) where the declared count is the sum of the
+    Returns (messages, each segment ending with CR, declared count) where the declared count is the sum of the
     BTS-1 values, or None when any BTS lacks one (or there is no BTS).  Comparing it with
     ``len(messages)`` is the caller's decision.  ValueError, naming positions and segment types
     only, for: a segment before the first MSH, FHS not first or repeated, BHS inside an open
@@ -66,4 +66,4 @@ def split_batch(text: str) -> tuple[list[str], int | None]:
     if batch_open or (file_open and not file_closed):
         raise ValueError("malformed batch: BHS without BTS or FHS without FTS (truncated?)")
     declared = sum(counts) if counts and None not in counts else None
-    return ["\r".join(segs) for segs in messages], declared
+    return ["".join(segment + "\r" for segment in segs) for segs in messages], declared

@@ -20,16 +20,37 @@ _HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
 def normalize_segments(text: str) -> str:
-    """CRLF and LF segment endings to CR (RELIABILITY 16); drop a BOM and surrounding blank space.
+    """The only changes made to a received HL7 message (DESIGN §3.5, RELIABILITY 16): a leading BOM
+    is dropped, CRLF and LF segment endings become CR, and a missing final CR is added.
 
-    Only space, tab, CR and LF are trimmed: ``str.strip()`` would also eat 0x0B/0x1C, which the
-    caller must still see to answer AR (RELIABILITY 6, 7).
+    Nothing else is touched: trailing spaces, empty trailing fields, blank segments, 0x0B/0x1C (the
+    caller must still see them to answer AR, RELIABILITY 6, 7).  Idempotent.  An empty or blank
+    text gets no CR added (it is not a message; the caller answers AR).
     """
     if text[:1] == "\ufeff":
         text = text[1:]
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
-    return text.strip(_TRIM)
+    if text and text[-1] != "\r" and text.strip(_TRIM):
+        text += "\r"
+    return text
+
+
+def hl7_output(text: str) -> str:
+    """HL7 a template wrote (DESIGN §3.3): lines (CR, LF or CRLF) become CR-terminated segments;
+    blank lines (what ``{% if %}`` lines leave) and blank space before the first segment are
+    dropped; a segment's own trailing spaces are data and kept; every segment, the last one
+    included, ends with CR (§3.5)."""
+    lines = text.lstrip(_TRIM).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "".join(line + "\r" for line in lines if line.strip(" \t"))
+
+
+def with_final_cr(text: str) -> str:
+    """An HL7 message (one starting with MSH, FHS or BHS) as it goes on the wire: its last segment
+    ends with CR (§3.5).  Anything else, and HL7 already ending with CR, is returned unchanged."""
+    if text[:3] in HEADER_SEGMENTS and text[-1:] != "\r":
+        return normalize_segments(text)
+    return text
 
 
 @lru_cache(maxsize=64)

@@ -81,6 +81,15 @@ class SegmentView:
     def get(self, key: str | int, default: str = "") -> str:
         return self[key] or default
 
+    def repetition_count(self, field: int) -> int:
+        """How many repetitions field ``field`` holds (0 when it is absent or empty)."""
+        fields = self._fields if self._fields is not None else self._split()
+        if field >= len(fields) or not fields[field]:
+            return 0
+        if field <= 2 and self.name in HEADER_SEGMENTS:
+            return 1
+        return fields[field].count(self.encoding_chars[2]) + 1
+
     def __str__(self) -> str:
         return self.text
 
@@ -152,6 +161,25 @@ class HL7View:
 
     def get(self, path: str | Path, default: str = "") -> str:
         return self[path] or default
+
+    def repetitions(self, path: str | Path) -> list[str]:
+        """Every repetition of a field, each read as ``view['PID.3(n)...']`` would read it:
+        ``msg.repetitions('PID.3')`` -> ``['MRN1^^^HOSP^MR', 'SSN9^^^SSA^SS']`` (raw, components
+        joined by ``^``, when they have components; unescaped when simple), and
+        ``msg.repetitions('PID.3.1')`` -> ``['MRN1', 'SSN9']`` (that component of each, unescaped).
+        ``[]`` when the segment or field is absent or empty.  A repetition in the path is refused
+        (ValueError): the path names the field, the list is its repetitions."""
+        if not isinstance(path, Path):
+            path = parse_path(path)
+        if path.field is None or path.field_rep is not None:
+            raise ValueError("repetitions() takes a field path without a repetition: 'PID.3' or 'PID.3.1'")
+        index = self._index if self._index is not None else self._build_index()
+        positions = index.get(path.segment)
+        if not positions or path.segment_rep > len(positions):
+            return []
+        segment = self._view_at(positions[path.segment_rep - 1])
+        return [segment.lookup(path.field, n, path.component, path.subcomponent)
+                for n in range(1, segment.repetition_count(path.field) + 1)]
 
     def segments(self, name: str) -> list[SegmentView]:
         index = self._index if self._index is not None else self._build_index()

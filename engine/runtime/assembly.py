@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from datetime import datetime
+
 from engine.core.channel import Channel
 from engine.core.lookups import load_tables, lookup_helpers
+from engine.core.message import Message
 from engine.core.pipeline import ChannelPipeline, PipelineError
 from engine.core.plugins import Registry
 from engine.core.queue import DestinationQueue
@@ -39,6 +42,7 @@ class ConnectorContext:
     templates: Templates
     find_channel: Callable[[str], Channel | None] = _no_channels
     running: bool = True            # False while ``check`` builds it: no peer is ever contacted
+    message_for: Callable[[int], Message | None] | None = None   # a stored message by id (filename templates)
 
 
 def build_templates(config, registry: Registry, previous: Templates | None = None) -> Templates:
@@ -101,6 +105,23 @@ def _uses_table(channel_config, table: str) -> bool:
     return any(op.get("table") == table for step in steps if step.edit for op in step.edit)
 
 
+def stored_message(store, channel_config, message_id: int) -> Message | None:
+    """A stored message as the channel's templates see it (None when unknown or pruned).  Any thread."""
+    row = store.get_message(message_id)
+    if row is None or row.get("raw") is None:
+        return None
+    received_at = row.get("received_at")
+    if isinstance(received_at, str):
+        try:
+            received_at = datetime.fromisoformat(received_at.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return Message(row["raw"], row.get("inbound") or channel_config.inbound, id=message_id,
+                   channel=channel_config.name, received_at=received_at)
+
+
+
+
 @dataclass
 class Built:
     """A channel's running parts; ``fresh`` are the queues made new (to be started)."""
@@ -122,7 +143,8 @@ def build_channel(channel_config, *, registry: Registry, templates: Templates, s
     kept when its options did not change, pointed at the new channel (``retarget``)."""
     pipeline = pipeline or ChannelPipeline(channel_config, registry, templates)
     channel = Channel(channel_config, store=store, pipeline=pipeline, events=events, reactor=reactor)
-    context = ConnectorContext(channel_config.name, templates, find_channel)
+    context = ConnectorContext(channel_config.name, templates, find_channel,
+                               message_for=lambda message_id: stored_message(store, channel_config, message_id))
     old_destinations = {d.name: d for d in running.config.destinations} if running else {}
     queues, fresh = {}, []
     for destination in channel_config.destinations:

@@ -36,6 +36,7 @@ class ChannelService(service.Service):
         self.config = config
         self.name = config.name
         self.state = "stopped"
+        self.start_error: str | None = None   # why the latest start failed (PHI-free: the source's error)
         self.channel: Channel | None = None
         self.source = None
         self.queues: dict[str, DestinationQueue] = {}
@@ -107,10 +108,11 @@ class ChannelService(service.Service):
             yield self.source.start()
         except Exception as error:
             self.state = "failed"
+            self.start_error = str(error)
             log.error("channel {channel} failed to start its {type} source: {error}", channel=self.name,
                       type=self.config.source.type, error=str(error))
             return
-        self.state = "started"
+        self.state, self.start_error = "started", None
         address = getattr(self.source, "address", None)
         where = f" on {address[0]}:{address[1]}" if address else ""
         log.info("channel {channel} started: {type} source{where}, {n} destination(s)", channel=self.name,

@@ -143,7 +143,7 @@ def test_send_to_the_daemon_then_show(tmp_path):
 
 
 def test_send_with_nothing_listening_exits_1(tmp_path):
-    from support import free_port
+    from support.daemon import free_port
 
     messages = tmp_path / "one.hl7"
     messages.write_text(hl7("NOBODY").replace("\r", "\n"))

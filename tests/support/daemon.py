@@ -124,6 +124,9 @@ class Daemon:
             raise AssertionError("daemon exited at start:\n" + self.log)
         if expect_channels is not None:
             wait_for(lambda: len(self.ports) >= expect_channels, timeout, what="channels to listen")
+        # the admin API opens just after "switchboard started": wait for its line too
+        wait_for(lambda: self.admin_port is not None or self.process.poll() is not None, timeout,
+                 what="the admin API to listen")
         return self
 
     def _read_log(self) -> None:

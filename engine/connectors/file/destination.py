@@ -22,7 +22,9 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from engine.connectors.file import batch as file_batch
-from engine.core.contracts import PermanentError, SendResult, TransientError
+from engine.connectors.file.naming import FilenameTemplate
+from engine.core.contracts import SendResult, TransientError
+from engine.hl7.encoding import with_final_cr
 from engine.hookspecs import hookimpl
 from engine.config.schema import OptionSpec, batch_period
 
@@ -55,14 +57,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def safe_filename(name: str) -> str:
-    """Refuse names that could leave the directory or hide (path traversal, NUL, dot files)."""
-    name = name.strip()
-    if not name or "/" in name or "\\" in name or "\x00" in name or name.startswith("."):
-        raise PermanentError("the rendered filename is empty or not a plain file name")
-    return name
-
-
 class FileDestination:
     type_name = "file"
     option_schema = {
@@ -76,7 +70,7 @@ class FileDestination:
         options = config.options
         self.directory = Path(options["directory"])
         source = options.get("filename") or "{{ id }}.txt"
-        self.filename = context.templates.from_string(source, f"destination[{config.name}].filename")
+        self.filename = FilenameTemplate(context, source, f"destination[{config.name}].filename")
         self.channel = context.channel_name
         self.reactor = reactor
         self.batch = None
@@ -101,18 +95,13 @@ class FileDestination:
             self.timer = self.reactor.callLater(0, self._tick)
 
     def _name(self, delivery, **extra) -> str:
-        from engine.core.templates import TemplateError
+        return self.filename.render(delivery, **extra)
 
-        try:
-            return safe_filename(self.filename.render({
-                "id": delivery.message_id, "meta": delivery.meta or {}, "channel": self.channel,
-                "delivery": delivery.id, **extra,
-            }))
-        except TemplateError as error:
-            raise PermanentError(f"filename template: {error}") from None
+    def _write(self, delivery, body: bytes) -> Path:
+        return write_atomically(self.directory, self._name(delivery), body)
 
     def send(self, delivery):
-        body = delivery.body.encode("utf-8")
+        body = with_final_cr(delivery.body).encode("utf-8")   # HL7: the last segment ends with CR (§3.5)
         if self.batch is not None:
             label, _end = file_batch.period_of(self.period, self._now())
             name = self._name(delivery, period=label)
@@ -120,7 +109,10 @@ class FileDestination:
             d.addCallback(lambda added: SendResult(
                 f"{'appended to' if added else 'already in'} batch {name} (period {label})"))
         else:
-            d = threads.deferToThread(write_atomically, self.directory, self._name(delivery), body)
+            if self.filename.needs_message:   # the name reads the stored message: in the thread too
+                d = threads.deferToThread(self._write, delivery, body)
+            else:
+                d = threads.deferToThread(write_atomically, self.directory, self._name(delivery), body)
             d.addCallback(lambda path: SendResult(f"written {path.name}"))
         return d.addErrback(_write_failed)
 

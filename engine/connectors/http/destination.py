@@ -44,6 +44,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from engine.hl7.encoding import with_final_cr
 from engine.connectors.tls import client_context
 from engine.core.contracts import PermanentError, SendResult, TransientError
 from engine.hookspecs import hookimpl
@@ -216,7 +217,7 @@ class HttpDestination:
             headers.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         if self._content_type is None:
             headers.addRawHeader(b"Content-Type", self.content_type().encode("ascii"))
-        exchange = self._exchange(url, headers, delivery.body.encode("utf-8"))
+        exchange = self._exchange(url, headers, with_final_cr(delivery.body).encode("utf-8"))
         # our own timer rather than addTimeout: cancelling the Agent surfaces as a wrapped
         # CancelledError (ResponseNeverReceived), and the reason must say "timed out"
         timer = self.reactor.callLater(self.timeout, exchange.cancel)

@@ -20,6 +20,7 @@ from twisted.internet.error import ConnectError, ConnectionLost, ConnectionRefus
 from engine.connectors.mllp.client import AnswerTimeout, BadFraming, ConnectionClosed, MllpConnection
 from engine.core.contracts import PermanentError, SendResult, TransientError
 from engine.hl7.ack import parse_ack
+from engine.hl7.encoding import with_final_cr
 from engine.hl7.msh import peek_msh
 from engine.config.schema import OptionSpec, peer_port, positive
 
@@ -48,7 +49,7 @@ class MllpDestination:
 
     @defer.inlineCallbacks
     def send(self, delivery):
-        body = delivery.body
+        body = with_final_cr(delivery.body)   # HL7 on the wire: its last segment ends with CR (§3.5)
         msh = peek_msh(body)
         expected = msh.control_id if msh else ""
         try:

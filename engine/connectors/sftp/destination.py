@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import posixpath
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from engine.config.schema import OptionSpec
-from engine.connectors.file.destination import safe_filename
+from engine.connectors.file.naming import FilenameTemplate
 from engine.connectors.sftp.options import SSH_OPTIONS, session_module
 from engine.connectors.sftp.source import SftpSource
 from engine.core.contracts import PermanentError, SendResult, TransientError
+from engine.hl7.encoding import with_final_cr
 from engine.hookspecs import hookimpl
 
 DESTINATION_OPTIONS = {
@@ -68,24 +69,21 @@ class SftpDestination:
         options = config.options
         self.remote = options["remote_path"]
         self.suffix = options.get("temp_suffix") or ".tmp"
-        self.filename = context.templates.from_string(options.get("filename") or "{{ id }}.txt",
-                                                      f"destination[{config.name}].filename")
+        self.filename = FilenameTemplate(context, options.get("filename") or "{{ id }}.txt",
+                                         f"destination[{config.name}].filename")
         self.channel = context.channel_name
         self.session = session_module().SftpSession(options, reactor, label=f"{context.channel_name}/{config.name}")
 
     def send(self, delivery):
-        from engine.core.templates import TemplateError
-
-        try:
-            name = safe_filename(self.filename.render({
-                "id": delivery.message_id, "meta": delivery.meta or {}, "channel": self.channel,
-                "delivery": delivery.id,
-            }))
-        except TemplateError as error:
-            return defer.fail(PermanentError(f"filename template: {error}"))
-        except PermanentError as error:
-            return defer.fail(error)
-        d = self.session.run(upload, self.remote, name, self.suffix, delivery.body.encode("utf-8"))
+        if self.filename.needs_message:   # the name reads the stored message: off the reactor thread
+            d = threads.deferToThread(self.filename.render, delivery)
+        else:
+            try:
+                d = defer.succeed(self.filename.render(delivery))
+            except PermanentError as error:
+                return defer.fail(error)
+        body = with_final_cr(delivery.body).encode("utf-8")
+        d.addCallback(lambda name: self.session.run(upload, self.remote, name, self.suffix, body))
         return d.addCallbacks(lambda written: SendResult(f"uploaded {written}"), self._failed)
 
     @staticmethod

@@ -372,6 +372,7 @@ def test_two_channels_on_one_address(tmp_path, first, second):
     channels = {"a.toml": f"[source]\n{first}\n", "b.toml": f"[source]\n{second}\n"}
     problem = only(problems_of(write_tree(tmp_path, channels)), "source.listen")
     assert problem.file.endswith("b.toml") and "already used by channel 'a'" in problem.reason
+    assert problem.reason.startswith("127.0.0.1:2575 is already used")   # issue 14: the address is named
 
 
 def test_listen_conflicts_that_are_not(tmp_path):

@@ -35,15 +35,26 @@ MESSAGE = "\r".join([MSH, PID, FT1_A, FT1_B])
 
 # -- normalize and peek_msh ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["A|1\r\nB|2\r\n", "A|1\nB|2\n", "A|1\rB|2\r",
-                                  "\ufeffA|1\nB|2\r\n\r\n  "])
+@pytest.mark.parametrize("text", ["A|1\r\nB|2\r\n", "A|1\nB|2\n", "A|1\rB|2\r", "A|1\rB|2",
+                                  "\ufeffA|1\nB|2\r\n"])
 def test_normalize_segments_to_cr(text):
-    assert normalize_segments(text) == "A|1\rB|2"
+    # DESIGN §3.5: LF/CRLF -> CR, a BOM dropped, a missing final CR added; nothing else
+    assert normalize_segments(text) == "A|1\rB|2\r"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A|1 \rB|2||| ", "A|1 \rB|2||| \r"),           # trailing spaces are data
+    ("A|1\nB|2|||\n\n", "A|1\rB|2|||\r\r"),          # empty trailing fields, a blank line kept
+    ("A|1\tX\r", "A|1\tX\r"),
+])
+def test_normalize_segments_changes_nothing_else(text, expected):
+    assert normalize_segments(text) == expected
+    assert normalize_segments(expected) == expected   # idempotent
 
 
 def test_normalize_keeps_mllp_bytes_visible():
     # 0x0B/0x1C must survive so the caller can AR them (RELIABILITY 6, 7).
-    assert normalize_segments("\x0bMSH|x\x1c") == "\x0bMSH|x\x1c"
+    assert normalize_segments("\x0bMSH|x\x1c") == "\x0bMSH|x\x1c\r"   # only the final CR added
 
 
 def test_peek_msh_standard_numbering():
@@ -239,7 +250,7 @@ def test_unescape_unknown_and_unterminated_kept_without_logging(caplog):
 def test_ack_mirrors_msh():
     received = peek_msh(MESSAGE)
     ack = build_ack(received, "AA", now=NOW)
-    assert not ack.endswith("\r") and ack.count("\r") == 1
+    assert ack.endswith("\r") and ack.count("\r") == 2   # every segment ends with CR (DESIGN §3.5)
     msh = peek_msh(ack)
     assert (msh.field(3), msh.field(4)) == (received.field(5), received.field(6))
     assert (msh.field(5), msh.field(6)) == (received.field(3), received.field(4))
@@ -306,32 +317,32 @@ def test_parse_ack_variants():
 # -- batches -------------------------------------------------------------------------------------
 
 def _message(n: int) -> str:
-    return "\r".join([MSH.replace("CTRL1", f"C{n}"), PID, f"NTE|{n}"])
+    return "\r".join([MSH.replace("CTRL1", f"C{n}"), PID, f"NTE|{n}"]) + "\r"   # messages end with CR (§3.5)
 
 
 def test_split_batch_fhs_bhs():
     messages = [_message(n) for n in range(3)]
-    batch = "\r".join(["FHS|^~\\&|S", "BHS|^~\\&|S", *messages, "BTS|3", "FTS|1"])
+    batch = "\r".join(["FHS|^~\\&|S", "BHS|^~\\&|S", *[m[:-1] for m in messages], "BTS|3", "FTS|1"])
     assert split_batch(batch) == (messages, 3)
     assert split_batch(batch.replace("\r", "\r\n") + "\r\n") == (messages, 3)
     parsed = hl7.parse_file(batch)
-    assert [str(m).rstrip("\r") for b in parsed for m in b] == messages
+    assert [str(m).rstrip("\r") + "\r" for b in parsed for m in b] == messages
 
 
 def test_split_batch_counts():
     one, two = _message(1), _message(2)
-    assert split_batch("\r".join(["BHS|^~\\&", one, two, "BTS"])) == ([one, two], None)
+    assert split_batch("".join(["BHS|^~\\&\r", one, two, "BTS"])) == ([one, two], None)
     assert split_batch("\r".join([one, "", two])) == ([one, two], None)
-    two_batches = ["FHS|^~\\&", "BHS|^~\\&", one, "BTS|1", "BHS|^~\\&", two, "BTS|1", "FTS|2"]
+    two_batches = ["FHS|^~\\&", "BHS|^~\\&", one[:-1], "BTS|1", "BHS|^~\\&", two[:-1], "BTS|1", "FTS|2"]
     assert split_batch("\r".join(two_batches)) == ([one, two], 2)
     assert split_batch("BHS|^~\\&\rBTS|0") == ([], 0)
     # the declared count is returned as found: the caller compares it
-    assert split_batch("\r".join(["BHS|^~\\&", one, "BTS|5"])) == ([one], 5)
+    assert split_batch("".join(["BHS|^~\\&\r", one, "BTS|5"])) == ([one], 5)
 
 
 def test_split_batch_unusual_delimiters():
     batch = "BHS#$*@!\rMSH#$*@!#A\rPID#1\rBTS#1"
-    assert split_batch(batch) == (["MSH#$*@!#A\rPID#1"], 1)
+    assert split_batch(batch) == (["MSH#$*@!#A\rPID#1\r"], 1)
 
 
 @pytest.mark.parametrize("segments", [
@@ -410,6 +421,9 @@ def _leaf_paths(message):
 @pytest.mark.parametrize("sample", SAMPLE_FILES, ids=[p.name for p in SAMPLE_FILES])
 def test_samples_against_python_hl7(sample):
     text = normalize_segments(sample.read_text(encoding="utf-8"))
+    # python-hl7 strips the whole message (a trailing space in the last field goes); we keep data
+    # as received (DESIGN §3.5), so compare with python-hl7 over the text it would keep
+    text = text.rstrip(" \r") + "\r"
     parsed = hl7.parse(text)
     msh, their_msh = peek_msh(text), parsed.segment("MSH")
     assert msh is not None and msh.field_count == len(their_msh) - 1

@@ -330,6 +330,6 @@ def test_an_ack_for_any_msh_has_two_segments_and_the_control_id(delims, fields, 
     msh = peek_msh(field_sep.join(["MSH", encoding, *fields]) + rest)
     assert msh is not None and msh.encoding == encoding
     ack = build_ack(msh, "AA")
-    assert len(ack.split("\r")) == 2
+    assert ack.endswith("\r") and len(ack.split("\r")) == 3   # two segments, each ending with CR
     code, control_id, _text = parse_ack(ack)
     assert code == "AA" and control_id == msh.field(10).strip()

@@ -214,7 +214,8 @@ def test_webhook_values_cannot_inject_hl7(shipped):
     body["mrn"] = "M1\rOBX|1|TX|evil"
     [result] = run(shipped, "agency-payments", json.dumps(body))
     text = body_of(result, "ehr-outbox")
-    assert [s[:3] for s in text.split("\r")] == ["MSH", "EVN", "PID", "PV1", "FT1"]
+    assert text.endswith("\r")   # every segment, the last one too, ends with CR (DESIGN §3.5)
+    assert [s[:3] for s in text[:-1].split("\r")] == ["MSH", "EVN", "PID", "PV1", "FT1"]
     assert "X\\F\\Y\\S\\Z" in text
 
 

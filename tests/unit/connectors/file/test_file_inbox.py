@@ -45,7 +45,7 @@ def test_concatenated_messages_split_at_each_msh(split):
     text = hl7("A").replace("\r", "\r\n") + "\r\n" + hl7("B").replace("\r", "\n") + "\n"
     messages, problem = inbox.split_messages(text, split, "hl7")
     assert problem is None and control_ids(messages) == ["A", "B"]
-    assert messages[1][0] == hl7("B")        # segment endings normalized to CR
+    assert messages[1][0] == hl7("B") + "\r"  # segment endings normalized to CR, the last one too
 
 
 def test_batch_needs_hl7_batch_split():

@@ -105,7 +105,7 @@ def test_a_file_is_taken_only_after_settle_without_change(tmp_path):
     clock.advance(0.99)                        # a look finds it changed: the settle starts over
     assert sink.received == []
     clock.advance(1.0)                         # unchanged for a whole settle: taken
-    assert [text for text, _ in sink.received] == [hl7("A")]
+    assert [text for text, _ in sink.received] == [hl7("A") + "\r"]
     assert done(tmp_path) == ["a.hl7"]
 
 
@@ -114,7 +114,7 @@ def test_a_file_renamed_into_place_is_taken_at_once(tmp_path):
     (tmp_path / "staging.tmp").write_text(hl7("R"))
     os.rename(tmp_path / "staging.tmp", tmp_path / "r.hl7")
     source.event(str(tmp_path / "r.hl7"), moved=True)
-    assert [text for text, _ in sink.received] == [hl7("R")]
+    assert [text for text, _ in sink.received] == [hl7("R") + "\r"]
     assert clock.seconds() == 0
 
 
@@ -138,7 +138,7 @@ def test_watchdog_events_reach_the_reactor_through_call_from_thread(tmp_path):
                                      dest_path=str(tmp_path / "w.hl7")))
     handler.dispatch(SimpleNamespace(is_directory=False, event_type="deleted", src_path=str(tmp_path / "y.hl7")))
     assert calls == [(str(tmp_path / "w.hl7"), True)]
-    assert [text for text, _ in sink.received] == [hl7("W")]
+    assert [text for text, _ in sink.received] == [hl7("W") + "\r"]
 
 
 def test_messages_carry_per_file_keys_and_the_file_is_recorded_before_it_moves(tmp_path):
@@ -280,4 +280,4 @@ def test_without_change_notification_the_scan_still_takes_files(tmp_path):
     clock.advance(2.0)                   # a scan sees it
     assert sink.received == []
     clock.advance(1.0)                   # a look a settle later: unchanged, taken
-    assert [text for text, _ in sink.received] == [hl7("P")]
+    assert [text for text, _ in sink.received] == [hl7("P") + "\r"]

@@ -181,7 +181,7 @@ def test_a_batch_is_stored_recorded_then_moved_never_overwriting(tmp_path):
     source, sink, clock = make_source(tmp_path, split="hl7-batch", settle="0s")
     source.start()
     clock.advance(0)
-    assert [text for text, _ in sink.received] == [hl7("S1"), hl7("S2")]
+    assert [text for text, _ in sink.received] == [hl7("S1") + "\r", hl7("S2") + "\r"]
     keys = [key for _, key in sink.received]
     assert len(set(keys)) == 2 and all(key.startswith("sftp:") for key in keys)
     assert [(status, n) for _sha, status, n in sink.store.files] == [("done", 2)]
@@ -209,7 +209,7 @@ def test_store_refusal_leaves_the_file_for_the_next_poll(tmp_path):
     assert sink.store.files == []
     sink.refuse = False
     clock.advance(5)
-    assert [text for text, _ in sink.received] == [hl7("R1")] and names(tmp_path / "done") == ["a.hl7"]
+    assert [text for text, _ in sink.received] == [hl7("R1") + "\r"] and names(tmp_path / "done") == ["a.hl7"]
 
 
 def test_a_re_dropped_identical_file_is_recognised_and_only_moved(tmp_path):
@@ -285,7 +285,7 @@ def test_a_growing_file_waits_for_settle_and_dot_files_are_ignored(tmp_path):
     assert sink.received == [] and growing.exists()
     clock.advance(5)
     clock.advance(1)
-    assert [text for text, _ in sink.received] == [hl7("G1") + "\rNTE|1|more"]
+    assert [text for text, _ in sink.received] == [hl7("G1") + "\rNTE|1|more\r"]
     assert names(tmp_path) == [".upload.hl7.tmp"]
 
 
@@ -375,4 +375,4 @@ def test_upload_renames_into_place_and_leaves_no_temp(tmp_path):
     result = outcome(destination(tmp_path))
     assert result.response == "uploaded 42.hl7"
     assert names(tmp_path) == ["42.hl7"]
-    assert (tmp_path / "42.hl7").read_bytes() == hl7("D1").encode()
+    assert (tmp_path / "42.hl7").read_bytes() == (hl7("D1") + "\r").encode()   # HL7 written ends with CR (§3.5)
