@@ -25,6 +25,8 @@ bench: $(STAMP)                 # < 3 min: ingest at 1 and 8 connections against
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/scenarios.py --only e2e-8 --runs 3
 	$(BIN)/python bench/scenarios.py --only e2e-8-pipelined --runs 3
+	$(BIN)/python bench/edit_bench.py
+	$(BIN)/python bench/x12_bench.py
 
 bench-full: $(STAMP)            # every scenario, 3 runs each (~20 min), then the CPU per message
 	$(BIN)/python bench/run.py --runs 5

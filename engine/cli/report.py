@@ -83,18 +83,28 @@ def to_text(data: dict) -> str:
         lines.append(f"{entry['name']:<24}{entry['received']:>9}{entry['filtered']:>9}{entry['errors']:>8}"
                      f"{entry['error_rate'] * 100:>6.1f}%{entry['sent']:>7}{entry['queued']:>7}"
                      f"{_seconds(spread['p50']):>9}{_seconds(spread['p95']):>9}")
-    placements = data["placements"]
-    lines += ["", f"Accounts placed: {placements['placed']} ({placements['delivered']} delivered)"]
-    lines += [f"  by rule {rule}: {n}" for rule, n in sorted(placements["by_rule"].items())]
+    lines.append("")
     lines.append("Filtered, by rule:" if data["filtered_by_rule"] else "Filtered, by rule: none")
     lines += [f"  {item['channel']} / {item['filter']}: {item['rule']}: {item['count']}"
               for item in data["filtered_by_rule"]]
-    payments, changes = data["payments"], data["status_changes"]
+    if not has_kit_figures(data):
+        return "\n".join(lines)
+    placements, payments, changes = data["placements"], data["payments"], data["status_changes"]
+    lines += ["", f"Accounts placed: {placements['placed']} ({placements['delivered']} delivered)"]
+    lines += [f"  by rule {rule}: {n}" for rule, n in sorted(placements["by_rule"].items())]
     lines.append(f"Payments posted back to the EHR: {payments['posted']} (pending {payments['pending']}, "
                  f"errors {payments['errors']})")
     lines.append(f"Recalls sent: {changes['recalls_sent']}; adjustments sent: {changes['adjustments_sent']}")
     lines += [f"  {rule}: {n}" for rule, n in sorted(changes["by_reason"].items())]
     return "\n".join(lines)
+
+
+def has_kit_figures(data: dict) -> bool:
+    """The collections kit's sections are shown only when the report covers a kit channel: one
+    whose kit filters (placement-rules, agency-payment, account-status) left a verdict."""
+    placements, payments, changes = data["placements"], data["payments"], data["status_changes"]
+    return bool(placements["placed"] or payments["posted"] or payments["pending"] or payments["errors"]
+                or changes["recalls_sent"] or changes["adjustments_sent"] or changes["pending"])
 
 
 def _seconds(value) -> str:

@@ -133,3 +133,21 @@ def test_the_cli_verb(store, tmp_path):
     assert json.loads(result.stdout)["placements"]["placed"] == 1
     assert run_cli("-c", str(config), "report", "--since", "soon").returncode == 1
     assert run_cli("-c", str(config), "report", "--csv", "--json").returncode == 2
+
+
+def test_the_kit_sections_appear_only_for_kit_channels():
+    """A report over channels that are not the collections kit's shows no placement, payment or
+    recall lines (issue 14): those numbers would be zeros that mean nothing for an ADT feed."""
+    from engine.cli.report import to_text
+
+    empty_kit = {"placed": 0, "delivered": 0, "by_rule": {}}
+    data = {"since": None, "until": "2026-01-01T00:00:00Z", "channel": None, "filtered_by_rule": [],
+            "channels": [{"name": "adt", "received": 3, "filtered": 0, "errors": 0, "error_rate": 0.0,
+                          "sent": 3, "queued": 0, "delivery_seconds": {"p50": 0.01, "p95": 0.02}}],
+            "placements": empty_kit,
+            "payments": {"posted": 0, "pending": 0, "errors": 0, "by_event": {}},
+            "status_changes": {"recalls_sent": 0, "adjustments_sent": 0, "pending": 0, "by_reason": {}}}
+    text = to_text(data)
+    assert "adt" in text and "Accounts placed" not in text and "Recalls sent" not in text
+    data["placements"] = {"placed": 2, "delivered": 2, "by_rule": {"min-balance": 2}}
+    assert "Accounts placed: 2 (2 delivered)" in to_text(data)
