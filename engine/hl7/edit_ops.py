@@ -228,7 +228,8 @@ def _compile_one(op_key: str, spec: dict, tables: Collection[str] | None,
     if len(verbs) != 1:
         if verbs:
             return [(op_key, f"one verb per operation; found {' and '.join(verbs)}")]
-        return [(op_key, f"no verb: use one of {', '.join(VERBS)}")]
+        unknown = ", ".join(repr(str(name)) for name in spec)
+        return [(op_key, f"no verb ({unknown} is not one): use one of {', '.join(VERBS)}")]
     verb = verbs[0]
     allowed = _KEYS[verb]
     unknown = [(f"{op_key}.{name}", f"unknown key for {verb}; known: "
