@@ -400,7 +400,7 @@ class ConfigLoader:
             given = [name for name in ("use", "template", "inline", "edit") if name in item]
             if len(given) != 1:
                 extra = f", not {' and '.join(given)}" if given else ""
-                report(where, f"a transform step needs exactly one of 'use', 'template', 'inline' or 'edit'{extra}")
+                report(where, f"a transform step needs exactly one of 'use', 'template' or 'inline' (or an 'edit' list){extra}")
                 continue
             kind = given[0]
             if kind == "edit":

@@ -354,7 +354,7 @@ filename = "{{{{ id }}}}.hl7"
             filler.unlink()
             daemon.wait_status(held["message_id"], "SENT")
             written = outbox / f"{held['message_id']}.hl7"
-            assert written.read_bytes().decode() == message
+            assert written.read_bytes().decode() == message + "\r"   # the final CR added (§3.5)
             assert sorted(p.name for p in outbox.iterdir()) == [written.name]   # no temp file left
         finally:
             daemon.stop()

@@ -144,7 +144,7 @@ def test_slow_writer_is_not_read_early(daemon):  # RELIABILITY 31
     assert time.monotonic() - started > 5 * SETTLE
     wait_file(inbox(daemon, "hl7") / "done" / "slow.hl7")
     stored = rows(daemon, "hl7", "SLOW-1")
-    assert len(stored) == 1 and stored[0][2] == message
+    assert len(stored) == 1 and stored[0][2] == message + "\r"   # the final CR added (§3.5)
 
 
 def test_bts_count_mismatch_goes_to_error(daemon):

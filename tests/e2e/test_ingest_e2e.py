@@ -208,7 +208,7 @@ def test_lf_and_crlf_segment_endings(daemon):  # RELIABILITY 16
     for control_id in ("E2E-LF", "E2E-CRLF"):
         message = daemon.cli_json("messages", "--control-id", control_id)[0]
         raw = daemon.cli_json("show", str(message["id"]))["raw"]
-        assert "\n" not in raw and raw.count("\r") == 3
+        assert "\n" not in raw and raw.count("\r") == 4 and raw.endswith("\r")   # every segment ends with CR (§3.5)
 
 
 def test_invalid_bytes_for_charset(daemon):  # RELIABILITY 17

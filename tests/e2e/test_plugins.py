@@ -264,7 +264,7 @@ ALERT_PLUGIN = textwrap.dedent('''
 
 
 def test_hook_alert(tmp_path):
-    from support import free_port
+    from support.daemon import free_port
 
     alerts = tmp_path / "alerts.jsonl"
     channel = f"""

@@ -442,7 +442,7 @@ def test_reliability_10_one_byte_at_a_time(world):
     ack = parse_ack(client.read_frame())
     client.close()
     assert (ack["code"], ack["control_id"]) == ("AA", "R10-1")
-    assert messages(daemon, "mllp", "R10-1")[0][3] == hl7("R10-1")
+    assert messages(daemon, "mllp", "R10-1")[0][3] == hl7("R10-1") + "\r"   # the final CR added (§3.5)
 
 
 def test_reliability_11_connection_cap_idle_timeout_and_clean_shutdown(tmp_path):
@@ -524,7 +524,7 @@ def test_reliability_16_lf_and_crlf_segment_endings(world):
     assert request(daemon.ports["mllp"], hl7("R16-2").replace("\r", "\r\n"))["code"] == "AA"
     for control_id in ("R16-1", "R16-2"):
         raw = messages(daemon, "mllp", control_id)[0][3]
-        assert raw == hl7(control_id)                                  # CR only
+        assert raw == hl7(control_id) + "\r"                           # CR only, the final one added (§3.5)
 
 
 def show_bytes(daemon: Daemon, *args: str) -> subprocess.CompletedProcess:
@@ -896,7 +896,7 @@ def test_reliability_31_a_file_still_being_written_is_read_once_stable(world):
             time.sleep(0.05)                                           # the writer's pace, not a wait
             assert messages(daemon, "files", "R31-1") == []
     wait_path(inbox(daemon) / "done" / "slow.hl7")
-    assert [row[3] for row in messages(daemon, "files", "R31-1")] == [data.decode()]
+    assert [row[3] for row in messages(daemon, "files", "R31-1")] == [data.decode() + "\r"]   # the final CR added (§3.5)
     drop(daemon, "renamed.hl7", hl7("R31-2"))                          # renamed into place: taken
     wait_path(inbox(daemon) / "done" / "renamed.hl7")
     assert len(messages(daemon, "files", "R31-2")) == 1

@@ -177,7 +177,7 @@ def test_a_broken_edit_keeps_the_old_version_and_shows_the_problem(pair):
     result = daemon.cli("status")
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("a "))
-    assert row.split()[1] == "invalid"
+    assert row.split()[1] == "started"          # the running state (issue 14); the problem is listed below
     assert problem["text"] in result.stdout
     rows = {row["name"]: row for row in daemon.cli_json("status")}
     assert rows["a"]["problems"] == [problem["text"]] and rows["b"]["problems"] == []

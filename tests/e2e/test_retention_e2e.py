@@ -140,7 +140,7 @@ def check_live(daemon: Daemon, peer: MllpPeer, live: LiveTraffic) -> None:
     stored = rows(daemon, "LIVE-%")
     assert set(stored) == set(live.acks)
     for control_id, (_id, _status, pruned, raw) in stored.items():
-        assert not pruned and raw == message(control_id)
+        assert not pruned and raw == message(control_id) + "\r"   # the final CR added (§3.5)
     wait_for(lambda: set(live.acks) <= set(peer.control_ids()), timeout=30, what="live messages delivered")
 
 
@@ -158,7 +158,7 @@ def test_the_daemon_prunes_old_content_while_live_traffic_flows(tmp_path):
 
         for control_id in sets["error"] + sets["queued"]:  # kept until resolved
             _id, status, pruned, raw = rows(daemon, control_id)[control_id]
-            assert not pruned and raw == message(control_id), (control_id, status)
+            assert not pruned and raw == message(control_id) + "\r", (control_id, status)   # the final CR added (§3.5)
         shown = daemon.cli("show", str(old["OLD-3"][0]))
         assert shown.returncode == 0 and "content pruned" in shown.stdout
         assert "raw:" not in shown.stdout and "PID|" not in shown.stdout  # its metadata (the mrn) stays
@@ -203,7 +203,7 @@ def test_switchboard_prune_by_hand_while_the_daemon_runs(tmp_path):
         assert all(r[2] and r[3] is None for r in rows(daemon, "OLD-%").values())
         assert all(r[2] for r in rows(daemon, "BAD-%").values())
         for control_id in sets["queued"]:  # never pruned: still to be sent
-            assert rows(daemon, control_id)[control_id][2:] == (0, message(control_id))
+            assert rows(daemon, control_id)[control_id][2:] == (0, message(control_id) + "\r")   # the final CR added (§3.5)
         bad = daemon.cli("prune", "--older-than", "soon")
         assert bad.returncode == 1 and "not a duration" in bad.stderr
     finally:

@@ -33,7 +33,7 @@ def write_config(tmp_path: Path) -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
         f'[engine]\nchannels_dir = "{ROOT / "channels"}"\ntransforms_dir = "{ROOT / "transforms"}"\n'
-        f'plugins_dir = "{ROOT / "plugins"}"\n[store]\npath = "{tmp_path / "var" / "sb.db"}"\n'
+        f'plugins_dir = "{ROOT / "plugins"}"\nlookups_dir = "{ROOT / "lookups"}"\n[store]\npath = "{tmp_path / "var" / "sb.db"}"\n'
         '[admin]\nlisten = "127.0.0.1:0"\ntoken = "t"\n')
     return config
 
