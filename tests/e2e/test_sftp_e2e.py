@@ -212,7 +212,7 @@ def test_destination_uploads_each_message_atomically(world):
     for message_id in ids:
         daemon.wait_status(message_id, "SENT")
     for n, (message_id, message) in enumerate(zip(ids, messages)):
-        assert (dirs["outbox"] / f"M{n}-{message_id}.hl7").read_bytes() == message.encode()
+        assert (dirs["outbox"] / f"M{n}-{message_id}.hl7").read_bytes() == message.encode() + b"\r"   # the final CR added (§3.5)
     assert sorted(p.name for p in dirs["outbox"].iterdir()) == sorted(f"M{n}-{i}.hl7" for n, i in enumerate(ids))
     shown = daemon.cli_json("show", str(ids[0]))["destinations"][0]
     assert shown["attempts"][-1]["ok"] and shown["status"] == "SENT"
@@ -252,7 +252,7 @@ def test_source_takes_a_batch_file_and_moves_it_to_done(world):
     stored = {m["control_id"]: m for m in listed}
     assert stored["SFTP-IN-1"]["meta"]["mrn"] == "IN1"
     raw = daemon.cli_json("show", str(stored["SFTP-IN-2"]["id"]))["raw"]
-    assert raw == hl7("SFTP-IN-2", mrn="IN2")   # one message, CR separated, as the MLLP source stores it
+    assert raw == hl7("SFTP-IN-2", mrn="IN2") + "\r"   # one message, every segment ending with CR (§3.5)
 
     # the same content dropped again is recognised by its hash (RELIABILITY 33): moved, not re-stored
     put_remote(dirs["inbox"], "batch-002.hl7", batch)
@@ -299,7 +299,7 @@ def test_destination_reconnects_after_the_server_restarts(tmp_path):
         assert daemon.cli_json("show", str(second))["status"] == "QUEUED"
         server.start(port=server.port)
         daemon.wait_status(second, "SENT")
-        assert (outbox / f"R2-{second}.hl7").read_bytes() == hl7("SFTP-RC-2", mrn="R2").encode()
+        assert (outbox / f"R2-{second}.hl7").read_bytes() == hl7("SFTP-RC-2", mrn="R2").encode() + b"\r"   # the final CR added (§3.5)
     finally:
         daemon.stop()
         server.stop()
