@@ -50,7 +50,7 @@ def build_templates(config, registry: Registry, previous: Templates | None = Non
     (``lookup(table, key, default=...)`` and the ``|lookup`` filter).  A table that does not load
     keeps its ``previous`` version (live reload) and its problems stay on ``lookup_problems``."""
     tables, problems = {}, []
-    directory = getattr(config.engine, "lookups_dir", None)
+    directory = config.engine.lookups_dir
     if directory is not None and Path(directory).is_dir():
         tables, problems = load_tables(directory)
         if previous is not None:
@@ -77,8 +77,9 @@ class Compiled:
 def compile_channel(channel_config, registry: Registry, templates: Templates) -> Compiled:
     problems: list[tuple[str, str]] = []
     pipeline = None
-    for file, line, reason in getattr(templates, "lookup_problems", ()):
-        if _uses_table(channel_config, Path(file).stem):
+    used = tables_used(channel_config)
+    for file, line, reason in templates.lookup_problems:
+        if Path(file).stem in used:
             problems.append(("lookups", f"{file}{f' line {line}' if line else ''}: {reason}"))
     try:
         pipeline = ChannelPipeline(channel_config, registry, templates)
@@ -100,9 +101,10 @@ def compile_channel(channel_config, registry: Registry, templates: Templates) ->
     return Compiled(channel_config, None if problems else pipeline, problems)
 
 
-def _uses_table(channel_config, table: str) -> bool:
+def tables_used(channel_config) -> set[str]:
+    """The code tables the channel's edit steps ``map`` through (check, and reload's fingerprint)."""
     steps = list(channel_config.transforms) + [s for d in channel_config.destinations for s in d.transforms]
-    return any(op.get("table") == table for step in steps if step.edit for op in step.edit)
+    return {op["table"] for step in steps if step.edit for op in step.edit if op.get("table")}
 
 
 def stored_message(store, channel_config, message_id: int) -> Message | None:

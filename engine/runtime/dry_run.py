@@ -19,16 +19,15 @@ def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[d
     if compiled.pipeline is None:
         raise PipelineError(compiled.problems)
     pipeline = compiled.pipeline
-    edit_steps = [(step, prefix) for prefix, stages in
-                  [("", pipeline.channel_stages)] + [(f"destination[{name}] ", s) for name, s in
-                                                     pipeline.destination_stages.items()]
-                  for step, _outbound, _name in stages.steps if isinstance(step, EditStep)]
+    all_stages = [pipeline.channel_stages, *pipeline.destination_stages.values()]
+    edit_steps = [step for stages in all_stages for step, _outbound, _name in stages.steps
+                  if isinstance(step, EditStep)]
     results = []
     for number, raw in enumerate(raw_messages, 1):
         message = Message(raw, channel_config.inbound, id=number, channel=channel_config.name,
                           received_at=datetime.now(timezone.utc))
         meta = pipeline.metadata(message)
-        for step, _prefix in edit_steps:
+        for step in edit_steps:
             step.last_changes = []
         outcome = pipeline.run(message, meta)
         results.append({
@@ -38,7 +37,7 @@ def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[d
                         for f in outcome.filters],
             "transformed": outcome.transformed,
             "edits": [{"step": step.name, "changes": [change._asdict() for change in step.last_changes]}
-                      for step, _prefix in edit_steps if step.last_changes],
+                      for step in edit_steps if step.last_changes],
             "error": outcome.error,
             "destinations": [
                 {"name": plan.name, "filtered": plan.filtered, "body": plan.body, "error": plan.error,

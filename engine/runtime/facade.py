@@ -42,10 +42,6 @@ class Runtime:
     def channel(self, name: str):
         return self._engine.channel_services.get(name)
 
-    def change_channel(self, name: str, action: str):
-        """start | stop | pause, serialized per channel (a Deferred)."""
-        return self._engine.channel_services[name].change(action)
-
     # -- observing --------------------------------------------------------------------------
     def observe(self, listener: Callable) -> None:
         """Call ``listener(event)`` for every message event, in the reactor thread."""

@@ -32,7 +32,7 @@ from engine.config.loading import connector_options, plugins_dir_of
 from engine.config.loader import Config, ConfigError, ConfigLoader, Problem
 from engine.core.pipeline import ChannelPipeline
 from engine.core.plugins import PluginError, Registry, load_plugins
-from engine.runtime.assembly import build_templates, compile_channel
+from engine.runtime.assembly import build_templates, compile_channel, tables_used
 
 MISSING = "missing"
 
@@ -128,10 +128,8 @@ def lookups_fingerprint(channel, lookups_dir: Path | None) -> tuple:
     through: editing a table redeploys the channels that use it."""
     if lookups_dir is None:
         return ()
-    steps = list(channel.transforms) + [step for d in channel.destinations for step in d.transforms]
-    names = sorted({op.get("table") for step in steps if step.edit for op in step.edit if op.get("table")})
     return tuple((name, _file_hash(Path(lookups_dir) / f"{name}.csv"), _file_hash(Path(lookups_dir) / f"{name}.toml"))
-                 for name in names)
+                 for name in sorted(tables_used(channel)))
 
 
 def channel_fingerprint(channel, transforms_dir: Path | None, plugins: str, lookups_dir: Path | None = None) -> tuple:
