@@ -207,6 +207,16 @@ def _scheme_host(host: str) -> tuple[str, int | None, str]:
     return match.group(1), int(match.group(2)) if match.group(2) else None, match.group(3) or "/"
 
 
+def _sftp_options(props: Element, slug: str, side: str, result: ConnectorResult, velocity: Velocity, label: str):
+    """An SFTP File Reader or File Writer: the same host, port, folder and credentials either way."""
+    host, port, remote = _scheme_host(text(props, "host"))
+    result.options += [Option("type", "sftp"), Option("host", literal(host))]
+    if port:
+        result.options.append(Option("port", port))
+    result.options.append(Option("remote_path", literal(remote)))
+    _credentials(props, slug, side, result, velocity, label)
+
+
 def _credentials(props: Element, slug: str, side: str, result: ConnectorResult, velocity: Velocity, label: str):
     username = text(props, "username").strip()
     result.options.append(Option("username", literal(username) if username else "anonymous"))
@@ -227,12 +237,7 @@ def _file_source(props, connector, velocity, inbound, slug, label, result, batch
             return _lacking_source(result, label, "a File Reader whose folder is not converted", noted=True)
         result.options += [Option("type", "file"), Option("path", path)]
     else:
-        host, port, remote = _scheme_host(text(props, "host"))
-        result.options += [Option("type", "sftp"), Option("host", literal(host))]
-        if port:
-            result.options.append(Option("port", port))
-        result.options.append(Option("remote_path", literal(remote)))
-        _credentials(props, slug, "source", result, velocity, label)
+        _sftp_options(props, slug, "source", result, velocity, label)
     pattern = text(props, "fileFilter", "*").strip() or "*"
     if flag(props, "regex", False):
         result.notes.append(Note(label, f"The file filter is a regular expression (`{pattern}`); Switchboard takes "
@@ -309,12 +314,7 @@ def convert_destination(connector: Element, velocity: Velocity, variables, outbo
                 return result
             result.options += [Option("type", "file"), Option("directory", directory)]
         else:
-            host, port, remote = _scheme_host(text(props, "host"))
-            result.options += [Option("type", "sftp"), Option("host", literal(host))]
-            if port:
-                result.options.append(Option("port", port))
-            result.options.append(Option("remote_path", literal(remote)))
-            _credentials(props, f"{channel_slug}_{dest_slug}", "destination", result, velocity, label)
+            _sftp_options(props, f"{channel_slug}_{dest_slug}", "destination", result, velocity, label)
         pattern = text(props, "outputPattern").strip()
         if pattern:
             name = velocity.convert(pattern, variables=variables, allowed=URL_NAMES)

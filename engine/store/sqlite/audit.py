@@ -19,6 +19,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from engine.store.sqlite.schema import equal_terms
+
 GENESIS = "0" * 64
 COLUMNS = ("id", "at", "who", "action", "target", "detail", "prev_hash", "hash")
 
@@ -48,13 +50,7 @@ def append(conn, at: str, who: str, action: str, target: str, detail: str) -> in
 
 def entries(conn, *, limit: int | None = None, who: str | None = None, action: str | None = None) -> list[dict]:
     """Rows, newest first, ``detail`` decoded."""
-    where, params = [], []
-    if who is not None:
-        where.append("who = ?")
-        params.append(who)
-    if action is not None:
-        where.append("action = ?")
-        params.append(action)
+    where, params = equal_terms(who=who, action=action)
     sql = f"SELECT {', '.join(COLUMNS)} FROM audit"
     if where:
         sql += " WHERE " + " AND ".join(where)

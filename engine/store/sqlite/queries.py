@@ -17,7 +17,7 @@ import sqlite3
 from contextlib import contextmanager
 from typing import Iterator
 
-from engine.store.sqlite.schema import FTS_TABLE, normalize_status, to_iso
+from engine.store.sqlite.schema import FTS_TABLE, equal_terms, normalize_status, to_iso
 from engine.store.sqlite.text import match_expression, probe_is_cheaper
 
 _SUMMARY = "id, channel, status, received_at, type, control_id"
@@ -378,13 +378,7 @@ def recent_events(
     conn: sqlite3.Connection, limit: int = 100, channel=None, message_id=None
 ) -> list[dict]:
     """Engine events (PHI-free), newest first."""
-    where, params = [], []
-    if channel is not None:
-        where.append("channel = ?")
-        params.append(channel)
-    if message_id is not None:
-        where.append("message_id = ?")
-        params.append(message_id)
+    where, params = equal_terms(channel=channel, message_id=message_id)
     sql = "SELECT id, at, channel, message_id, kind, detail FROM events"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -442,3 +442,9 @@ def migrate(conn: sqlite3.Connection, migrations=None) -> int:
             conn.execute("ROLLBACK")
             raise
     return user_version(conn)
+
+
+def equal_terms(**columns) -> tuple[list[str], list]:
+    """``column = ?`` terms for the filters given (None means "any"), for a WHERE clause."""
+    given = [(column, value) for column, value in columns.items() if value is not None]
+    return [f"{column} = ?" for column, _ in given], [value for _, value in given]
