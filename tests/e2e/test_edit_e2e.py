@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 
-from support.daemon import SAMPLES, Daemon, MllpClient, MllpPeer, run_cli, wait_for
+from support.daemon import SAMPLES, Daemon, MllpClient, MllpPeer, last_reload, run_cli, wait_for, wait_reload
 
 ANALYST_CHANNEL = """
 [source]
@@ -186,3 +186,86 @@ directory = "out"
     assert "units" in shown["error"] and "PV1.3.1" in shown["error"]
     assert "WARD-SECRET" not in shown["error"]
     assert "WARD-SECRET" not in "\n".join(daemon.log_lines)
+
+
+FILE_CHANNEL = """
+[source]
+type = "mllp"
+listen = "127.0.0.1:0"
+{extra}
+[[destination]]
+name = "out"
+type = "file"
+directory = "{out}"
+filename = "{{{{ id }}}}.txt"
+"""
+
+
+def unit_message(control_id: str, unit: str) -> str:
+    return f"MSH|^~\\&|EHR|HOSP|SWB|AG|20240101||ADT^A01|{control_id}|P|2.5\rPV1|1|I|{unit}^101^A\r"
+
+
+def written(out) -> list[str]:
+    return [path.read_bytes().decode() for path in sorted(out.glob("*.txt"), key=lambda p: int(p.stem))]
+
+
+def test_lookup_reads_the_code_tables_in_when_and_in_templates(tmp_path):
+    out = tmp_path / "out"
+    extra = """
+[[filter]]
+name = "emergencies"
+when = "msg['PV1.3.1'] | lookup('units', default='') == 'EMERG'"
+
+[[transform]]
+inline = "{{ msg['MSH.10'] }} {{ lookup('units', msg['PV1.3.1']) }}"
+"""
+    root = tmp_path / "d"
+    (root / "lookups").mkdir(parents=True)
+    (root / "lookups" / "units.csv").write_text("code,value\nER,EMERG\nICU,CRIT\n")
+    daemon = Daemon(root, {"units": FILE_CHANNEL.format(extra=extra, out=out)}).start(1)
+    try:
+        client = MllpClient(daemon.ports["units"])
+        assert client.request(unit_message("L1", "ER"))["code"] == "AA"
+        assert client.request(unit_message("L2", "ICU"))["code"] == "AA"
+        client.close()
+        assert wait_for(lambda: len(written(out)) == 1)
+        statuses = {m["control_id"]: m["status"] for m in daemon.cli_json("messages")}
+    finally:
+        daemon.stop()
+    assert written(out) == ["L1 EMERG"]
+    assert statuses == {"L1": "SENT", "L2": "FILTERED"}
+
+
+def test_a_changed_table_is_reloaded_live_and_a_broken_one_keeps_the_last_good_one(tmp_path):
+    out = tmp_path / "out"
+    extra = '\n[[transform]]\nedit = [{ map = "PV1.3.1", table = "units" }]\n'
+    root = tmp_path / "d"
+    (root / "lookups").mkdir(parents=True)
+    table = root / "lookups" / "units.csv"
+    table.write_text("code,value\nER,EMERG\n")
+    daemon = Daemon(root, {"units": FILE_CHANNEL.format(extra=extra, out=out)}).start(1)
+    try:
+        client = MllpClient(daemon.ports["units"])
+        assert client.request(unit_message("T1", "ER"))["code"] == "AA"
+        assert wait_for(lambda: len(written(out)) == 1)
+
+        before = last_reload(daemon)
+        table.write_text("code,value\nER,EMERGENCY\n")
+        wait_reload(daemon, before, "the table's channel redeployed", lambda s: s["redeployed"] == ["units"])
+        assert client.request(unit_message("T2", "ER"))["code"] == "AA"
+        assert wait_for(lambda: len(written(out)) == 2)
+
+        before = last_reload(daemon)
+        table.write_text("code,value\nER,SECRET-ONE\nER,SECRET-TWO\n")      # a duplicate key: broken
+        state = wait_reload(daemon, before, "the refused reload", lambda s: s["problems"])
+        assert client.request(unit_message("T3", "ER"))["code"] == "AA"
+        assert wait_for(lambda: len(written(out)) == 3)
+        client.close()
+    finally:
+        daemon.stop()
+    mapped = [text.split("\r")[1].split("|")[3] for text in written(out)]
+    assert mapped == ["EMERG^101^A", "EMERGENCY^101^A", "EMERGENCY^101^A"]   # the last good table kept
+    assert state["kept"] == ["units"] and not state["redeployed"]
+    problem = state["problems"][0]["text"]
+    assert "units.csv" in problem and "line 3" in problem
+    assert "SECRET" not in problem and "SECRET" not in daemon.log

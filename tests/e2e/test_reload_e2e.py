@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from support.daemon import Daemon, MllpClient, MllpPeer, free_port, hl7, relay_channel, wait_for
+from support.daemon import (Daemon, MllpClient, MllpPeer, free_port, hl7, last_reload, relay_channel, wait_for,
+                            wait_reload)
 
 pytestmark = pytest.mark.slow
 
@@ -40,21 +41,6 @@ filename = "{{{{ id }}}}.txt"
 
 def templated(outbox, template: str) -> str:
     return file_channel(outbox) + f'\n[[transform]]\ntemplate = "{template}"\n'
-
-
-def last_reload(daemon) -> dict:
-    status, state = daemon.api("GET", "/api/reload")
-    assert status == 200, state
-    return state
-
-
-def wait_reload(daemon, before: dict, what: str, check=lambda state: True, timeout: float = 15.0) -> dict:
-    """Wait for a reload newer than ``before`` for which ``check`` holds."""
-    def newer():
-        state = last_reload(daemon)
-        return state if state["at"] != before["at"] and check(state) else None
-
-    return wait_for(newer, timeout, interval=0.05, what=what)
 
 
 def channel_view(daemon, name: str) -> dict:

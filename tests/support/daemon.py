@@ -395,3 +395,18 @@ listen = "127.0.0.1:0"
 mrn = "PID.3.1"
 account = "PID.18.1"
 """
+
+
+def last_reload(daemon) -> dict:
+    status, state = daemon.api("GET", "/api/reload")
+    assert status == 200, state
+    return state
+
+
+def wait_reload(daemon, before: dict, what: str, check=lambda state: True, timeout: float = 15.0) -> dict:
+    """Wait for a reload newer than ``before`` for which ``check`` holds."""
+    def newer():
+        state = last_reload(daemon)
+        return state if state["at"] != before["at"] and check(state) else None
+
+    return wait_for(newer, timeout, interval=0.05, what=what)
