@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,27 @@ def test_an_http_source_open_beyond_loopback_needs_a_token(tmp_path):
     result = run_cli("-c", str(config), "check")
     assert result.returncode == 1
     assert "hook.toml: source.token" in result.stderr and "0.0.0.0" in result.stderr
+
+
+def test_import_mirth_writes_channels_that_check_accepts_and_refuses_a_foreign_file(tmp_path):
+    """``switchboard import mirth`` as a user runs it: the whole public corpus in one command, the
+    result checked by ``switchboard check`` as written; a foreign XML is one sentence, exit 1."""
+    corpus = ROOT / "tests" / "fixtures" / "mirth"
+    out = tmp_path / "migrated"
+    exports = sorted(str(path) for path in (corpus / "channels").glob("*.xml"))
+    result = run_cli("import", "mirth", *exports, str(corpus / "configuration-map.xml"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert len(list((out / "channels").glob("*.toml"))) == len(exports)
+    notes = (out / "IMPORT-NOTES.md").read_text()
+    assert "delete msg['ZPD']" in notes                       # channel 03's JavaScript, quoted
+    (out / "config.toml").write_text('[store]\npath = "var/s.db"\n[admin]\nlisten = "127.0.0.1:0"\ntoken = "t"\n')
+    checked = run_cli("-c", str(out / "config.toml"), "check", env=dict(os.environ, CHANNEL_TOKEN="x"))
+    assert checked.returncode == 0, checked.stderr
+
+    foreign = tmp_path / "pom.xml"
+    foreign.write_text("<project><modelVersion>4.0.0</modelVersion></project>")
+    again = run_cli("import", "mirth", str(foreign), "--out", str(tmp_path / "other"))
+    assert again.returncode == 1 and "Traceback" not in again.stderr and again.stderr.count("\n") == 1
+    assert not (tmp_path / "other" / "channels").exists()
+    strict = run_cli("import", "mirth", exports[2], "--out", str(tmp_path / "strict"), "--strict")
+    assert strict.returncode == 1                              # 03 needs a person: its JavaScript

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
@@ -99,7 +98,3 @@ async def until(predicate, *, within: float = 5.0) -> bool:
         await task.deferLater(reactor, 0.01, lambda: None)
         waited += 0.01
     return bool(predicate())
-
-
-def ensure_deferred(coroutine) -> defer.Deferred:
-    return defer.ensureDeferred(coroutine)
