@@ -83,7 +83,7 @@ class Daemon(service.MultiService):
 
 
 def _retention(engine: Engine) -> Retention:
-    return Retention(engine.store_service.store, engine.config.store.retention, engine.reactor)
+    return Retention(engine.store, engine.config.store.retention, engine.reactor)
 
 
 def _admin(engine: Engine) -> AdminServer | None:

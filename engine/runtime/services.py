@@ -170,7 +170,6 @@ class Engine(service.MultiService):
         self.registry = registry or load_plugins(config.engine.plugins_dir)
         self.templates = build_templates(config, self.registry)
         self.events = Events(self.registry.hook)
-        self.store: Store | None = None
         self.channels: dict[str, Channel] = {}
         self.channel_services: dict[str, ChannelService] = {}
         self.admin = None        # set by engine/app.py: the admin API, metrics, audit log and alerts
@@ -184,13 +183,17 @@ class Engine(service.MultiService):
                 child.setServiceParent(self)
                 self.channel_services[channel_config.name] = child
 
+    @property
+    def store(self) -> Store | None:
+        """The store the store service opened (None before it starts): one source, never stale."""
+        return self.store_service.store
+
     def channel_added(self, channel_service) -> None:
         for listener in self.channel_listeners:
             listener(channel_service)
 
     def startService(self) -> None:
         service.Service.startService(self)
-        self.store = self.store_service.store
         for child in self.channel_services.values():
             child.build(self.store)
             self.channels[child.name] = child.channel
