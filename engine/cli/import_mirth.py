@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.importers.mirth.entry import import_mirth
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("kind", choices=["mirth"], help="what the files are: mirth (Mirth Connect 3.x/4.x exports)")
@@ -19,5 +17,7 @@ def add_arguments(parser) -> None:
 
 
 def command(args, _config_path) -> int:
+    from engine.importers.mirth.entry import import_mirth   # only this verb needs the importer (defusedxml)
+
     return import_mirth([Path(f) for f in args.files], Path(args.out), strict=args.strict, force=args.force,
                         stdout=sys.stdout, stderr=sys.stderr)
