@@ -17,7 +17,9 @@ def add_arguments(parser) -> None:
 
 
 def command(args, _config_path) -> int:
-    from engine.importers.mirth.entry import import_mirth   # only this verb needs the importer (defusedxml)
+    from engine.importers.mirth.entry import (
+        import_mirth,  # only this verb needs the importer (defusedxml)
+    )
 
     return import_mirth([Path(f) for f in args.files], Path(args.out), strict=args.strict, force=args.force,
                         stdout=sys.stdout, stderr=sys.stderr)
