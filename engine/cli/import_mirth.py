@@ -17,9 +17,8 @@ def add_arguments(parser) -> None:
 
 
 def command(args, _config_path) -> int:
-    from engine.importers.mirth.entry import (
-        import_mirth,  # only this verb needs the importer (defusedxml)
-    )
+    # only this verb needs the importer (and defusedxml): not imported at every start of the daemon
+    from engine.importers.mirth.entry import import_mirth
 
     return import_mirth([Path(f) for f in args.files], Path(args.out), strict=args.strict, force=args.force,
                         stdout=sys.stdout, stderr=sys.stderr)
