@@ -112,6 +112,7 @@ class Daemon:
     def start(self, expect_channels: int | None = None, timeout: float = 20.0) -> "Daemon":
         self.ports = {}
         self.log_lines = []
+        self.admin_port = None          # a restart must wait for the new listener, not the old port
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine.cli.main", "-c", str(self.config), "run"],
             cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
