@@ -139,7 +139,7 @@ class ChannelService(service.Service):
 
     def _stalled(self, count: int, seconds: float) -> None:
         """The channel's pipeline held the reactor (and so every channel) too long, ``count``
-        messages in a row (engine/channel.py, STALL_SECONDS): pause it.  What it stored stays and
+        messages in a row (engine/core/channel.py, STALL_SECONDS): pause it.  What it stored stays and
         its queues keep delivering; an operator resumes it once the template or plugin is fixed."""
         log.error("channel {channel} paused: its filters and transforms held the engine {seconds:.1f}s or "
                   "more on {n} messages in a row (a template loop or a slow plugin step), and every "
