@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import time
+from datetime import timezone
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.web import resource, server
 
 from engine.admin.metrics import age_seconds
+from engine.admin.roles import redact
 from engine.core.units import parse_time_bound
 from engine.core.verdicts import with_filtered_by
 from engine.runtime.replay import ReplayError, Selection
@@ -82,6 +85,7 @@ class Endpoint(resource.Resource):
     """A JSON resource: ``json_GET(request)`` etc. return data, ``(code, data)`` or a Deferred."""
 
     open = False        # True only for /healthz
+    examples: tuple = ()  # child names a route walk tries besides the static children (roles test)
 
     def __init__(self, admin) -> None:
         super().__init__()
@@ -117,6 +121,21 @@ class Endpoint(resource.Resource):
             log.failure("admin API: internal error on {method} {path}", failure,
                         method=request.method.decode("ascii", "replace"), path=request.path.split(b"?")[0])
             respond(request, 500, {"error": "internal error (see the daemon's log)"})
+
+
+class Refused(Endpoint):
+    """A path that names something out of range: 400 with the sentence, whatever follows."""
+
+    def __init__(self, admin, error: ApiError) -> None:
+        super().__init__(admin)
+        self.error = error
+
+    def getChild(self, name, request):
+        return self
+
+    def render(self, request):
+        respond(request, self.error.code, {"error": self.error.reason})
+        return server.NOT_DONE_YET
 
 
 class NotFound(Endpoint):
@@ -177,6 +196,8 @@ class Metrics(Endpoint):
 
 
 class Channels(Endpoint):
+    examples = (b"{channel}",)
+
     def getChild(self, name, request):
         return self if name == b"" else ChannelNode(self.admin, name.decode("utf-8", "replace"))
 
@@ -187,6 +208,8 @@ class Channels(Endpoint):
 
 
 class ChannelNode(Endpoint):
+    examples = ACTIONS
+
     def __init__(self, admin, name: str) -> None:
         super().__init__(admin)
         self.name = name
@@ -226,10 +249,15 @@ class ChannelAction(Endpoint):
 
 
 class Messages(Endpoint):
+    examples = (b"{id}",)
+
     def getChild(self, name, request):
         if name == b"":
             return self
-        return MessageNode(self.admin, int(name)) if name.isdigit() else NotFound(self.admin)
+        try:
+            return MessageNode(self.admin, message_id(name.decode("utf-8", "replace")))
+        except ApiError as error:
+            return Refused(self.admin, error)
 
     @defer.inlineCallbacks
     def json_GET(self, request):
@@ -244,6 +272,8 @@ class Messages(Endpoint):
 
 
 class MessageNode(Endpoint):
+    examples = (b"replay",)
+
     def __init__(self, admin, message_id: int) -> None:
         super().__init__(admin)
         self.message_id = message_id
@@ -257,8 +287,10 @@ class MessageNode(Endpoint):
         message = yield in_thread(lambda: with_filtered_by(store, store.get_message(self.message_id)))
         if message is None:
             raise ApiError(404, f"no message with id {self.message_id}")
-        yield self.admin.audit.record(request.who, "view", f"message:{self.message_id}")
-        return message
+        shown = redact(message, request.user)
+        yield self.admin.audit.record(request.who, "view", f"message:{self.message_id}",
+                                      None if shown is message else {"content": "hidden"})
+        return shown
 
 
 class MessageReplay(Endpoint):
@@ -291,7 +323,7 @@ class Reload(Endpoint):
         return reloader
 
     def json_GET(self, request):
-        return self._reloader().state()
+        return {**self._reloader().state(), "lookups": self.admin.runtime.lookup_problems()}
 
     @defer.inlineCallbacks
     def json_POST(self, request):
@@ -315,6 +347,37 @@ def build_root(admin) -> resource.Resource:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+MAX_ID = (1 << 63) - 1          # SQLite's INTEGER
+MAX_OFFSET = 1_000_000          # deeper pages: page with before_id
+DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() takes '²' and '٣'
+
+
+def whole_number(key: str, text: str, low: int, high: int) -> int:
+    """``text`` as an int in [low, high], else ValueError with a sentence naming ``key``."""
+    if not DIGITS.fullmatch(text.strip()) or not low <= int(text) <= high:
+        raise ValueError(f"{key} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+def message_id(text: str) -> int:
+    try:
+        return whole_number("a message id", text, 1, MAX_ID)
+    except ValueError as error:
+        raise ApiError(400, str(error)) from None
+
+
+def time_bound(key: str, text: str):
+    """``parse_time_bound`` with the range checked: a time UTC can hold (years 1 to 9999)."""
+    try:
+        value = parse_time_bound(text)
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{key} must be a time between the years 1 and 9999 (UTC)") from None
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from None
+    return value
+
+
 def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
     """Query parameters -> (store.search arguments, what the audit log may keep)."""
     filters: dict = {}
@@ -331,14 +394,11 @@ def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
             filters["status"] = normalize_status(filters["status"])
         for key in ("since", "until"):
             if key in filters:
-                filters[key] = parse_time_bound(filters[key])
-        for key, low, high, default in (("limit", 1, MAX_LIMIT, 100), ("offset", 0, None, 0)):
-            number = int(filters.get(key, default))
-            if number < low or (high is not None and number > high):
-                raise ValueError(f"{key} must be between {low} and {high}" if high else f"{key} must be {low} or more")
-            filters[key] = number
+                filters[key] = time_bound(key, filters[key])
+        for key, low, high, default in (("limit", 1, MAX_LIMIT, 100), ("offset", 0, MAX_OFFSET, 0)):
+            filters[key] = whole_number(key, str(filters.get(key, default)), low, high)
         if "before_id" in filters:  # keyset paging: the messages listed after this one
-            filters["before_id"] = int(filters["before_id"])
+            filters["before_id"] = whole_number("before_id", filters["before_id"], 1, MAX_ID)
     except ValueError as error:
         raise ApiError(400, str(error)) from None
     if "text" in filters and "text" not in inspect.signature(store.search).parameters:

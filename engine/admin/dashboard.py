@@ -38,9 +38,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from engine.admin.api import ApiError, channel_views, in_thread, search_filters
+from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, message_id, search_filters, whole_number
 from engine.admin.display import age, hl7_markup, looks_like_hl7
-from engine.admin.sessions import csrf_ok, cookie_value, set_cookie_header
+from engine.admin.roles import may, redact
+from engine.admin.sessions import csrf_ok, cookie_value, peer_host, set_cookie_header
+from engine.hl7.segment_diff import segment_changes
 from engine.core.verdicts import with_filtered_by
 from engine.runtime.replay import ReplayError, Selection
 from engine.runtime.services import ChannelStateError
@@ -53,19 +55,18 @@ STATIC = {b"dashboard.css": b"text/css; charset=utf-8", b"dashboard.js": b"text/
 ACTIONS = ("start", "stop", "pause")
 PAGE_SIZE = 50
 FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
-SECURITY_HEADERS = (
-    (b"Content-Security-Policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                                 b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    (b"X-Content-Type-Options", b"nosniff"),
-    (b"X-Frame-Options", b"DENY"),
-    (b"Referrer-Policy", b"no-referrer"),
-    (b"Cache-Control", b"no-store"),
-)
+DISPLAY_LIMIT = 64 * 1024          # characters of one content shown in a page; the rest is a download
+DOWNLOADS = ("raw", "transformed", "sent", "response", "original")
 
 
 class Html:
     def __init__(self, body: str, code: int = 200) -> None:
         self.body, self.code = body, code
+
+
+class Download:
+    def __init__(self, body: bytes, filename: str, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+        self.body, self.filename, self.content_type = body, filename, content_type
 
 
 class Redirect:
@@ -104,22 +105,40 @@ class Dashboard:
 
     # -- answering ----------------------------------------------------------------------------
     def render(self, request, template: str, code: int = 200, **context) -> Html:
+        return Html(self.environment.get_template(template).render(**self.context(request, context)), code)
+
+    def render_in_thread(self, request, template: str, code: int = 200, **context):
+        """Deferred[Html]: a page whose content may be large, rendered off the reactor."""
+        full = self.context(request, context)
+        page = self.environment.get_template(template)
+        return in_thread(lambda: Html(page.render(**full), code))
+
+    def context(self, request, context: dict) -> dict:
         session = getattr(request, "dashboard_session", None)
         flash, reloader = [], self.admin.runtime.reloader
         if session is not None:
             flash, session.flash = session.flash, []
+        user = getattr(request, "user", None)
         context.setdefault("title", "Switchboard")
         context.setdefault("statuses", MESSAGE_STATUSES)
-        html = self.environment.get_template(template).render(
-            who=getattr(request, "who", None), csrf=session.csrf if session else None, flash=flash,
-            config_problems=reloader.other_problems() if reloader is not None else [], **context)
-        return Html(html, code)
+        problems = reloader.other_problems() if reloader is not None else []
+        problems += [f"code table {text} (the last good version stays in use)"
+                     for text in self.admin.runtime.lookup_problems()]
+        return dict(who=getattr(request, "who", None), user=user, may=lambda what: may(user, what),
+                    csrf=session.csrf if session else None, flash=flash, config_problems=problems, **context)
 
     def send(self, request, answer) -> None:
         if request._disconnected or request.finished:
             return
-        for name, value in SECURITY_HEADERS:
-            request.setHeader(name, value)
+        if isinstance(answer, Download):
+            request.setResponseCode(200)
+            request.setHeader(b"Content-Type", answer.content_type)
+            request.setHeader(b"Content-Disposition", f'attachment; filename="{answer.filename}"'.encode("ascii"))
+            request.setHeader(b"Content-Length", b"%d" % len(answer.body))
+            if request.method != b"HEAD":
+                request.write(answer.body)
+            request.finish()
+            return
         if isinstance(answer, Redirect):
             request.setResponseCode(303)
             request.setHeader(b"Location", answer.location.encode("utf-8"))
@@ -157,26 +176,37 @@ class Dashboard:
 
     @defer.inlineCallbacks
     def login_POST(self, request):
+        """Sign in by name and password, or by a token.  Failures are audited (the name only when it
+        is a configured user's: a password typed into the name field must not be kept) and counted
+        per address (``sessions.Throttle``: 429 once there were too many)."""
         form = parse_form(request)
-        who = self.admin.tokens.who(form.get("token", "").encode("utf-8"))
-        if who is None:
-            peer = request.getClientAddress()
-            log.info("dashboard: sign-in refused for {peer}: not an admin token", peer=getattr(peer, "host", "?"))
-            return self.render(request, "login.html", 401, title="Sign in", error="That is not an admin token.")
-        value, _session = self.admin.sessions.create(who)
-        yield self.admin.audit.record(who, "login", "dashboard")
+        address = peer_host(request)
+        name, password, token = form.get("name", "").strip(), form.get("password", ""), form.get("token", "").strip()
+        if name or password:
+            user = yield in_thread(self.admin.tokens.check_password, name, password)
+            how = "password"
+        else:
+            user = self.admin.tokens.user(token.encode("utf-8")) if token else None
+            how = "token"
+        if user is None:
+            self.admin.site.throttle.failed(address)
+            known = name if how == "password" and self.admin.tokens.has_user(name) else "?"
+            log.info("dashboard: sign-in refused for {peer} ({how})", peer=address, how=how)
+            yield self.admin.audit.record(known, "login.failed", "dashboard", {"by": how, "address": address})
+            error = "That name and password do not match." if how == "password" else "That is not a valid token."
+            return self.render(request, "login.html", 401, title="Sign in", error=error)
+        self.admin.site.throttle.succeeded(address)
+        value, _session = self.admin.sessions.create(user)
+        yield self.admin.audit.record(user.name, "login", "dashboard", {"by": how, "address": address})
         return Redirect("/", set_cookie_header(value, secure=request.isSecure()))
 
-    @defer.inlineCallbacks
     def logout_GET(self, request):
-        return (yield self._logout(request))
+        """A page with the sign-out button: GET never signs out (a link on another site could)."""
+        return self.render(request, "logout.html", title="Sign out")
 
     @defer.inlineCallbacks
     def logout_POST(self, request):
-        return (yield self._logout(request))
-
-    @defer.inlineCallbacks
-    def _logout(self, request):
+        self.checked_form(request)
         value = cookie_value(request)
         if value and self.admin.sessions.find(value) is not None:
             self.admin.sessions.end(value)
@@ -225,23 +255,53 @@ class Dashboard:
     def messages_GET(self, request, message_id: str | None = None, action: str | None = None):
         if message_id is None:
             return Redirect("/search")
-        if not message_id.isdigit() or action is not None:
+        number = message_id_of(message_id)
+        if action is not None and action not in DOWNLOADS:
             raise ApiError(404, "no such page")
         store = self.admin.runtime.store
-        message = yield in_thread(lambda: with_filtered_by(store, store.get_message(int(message_id))))
+        message = yield in_thread(lambda: with_filtered_by(store, store.get_message(number)))
         if message is None:
-            raise ApiError(404, f"no message with id {message_id}")
-        yield self.admin.audit.record(request.who, "view", f"message:{message['id']}", {"via": "dashboard"})
+            raise ApiError(404, f"no message with id {number}")
+        if action is not None:
+            return (yield self.download(request, message, action))
+        shown = redact(message, request.user)
+        yield self.admin.audit.record(request.who, "view", f"message:{number}",
+                                      {"via": "dashboard", **({} if shown is message else {"content": "hidden"})})
         service = self.admin.runtime.channel(message["channel"])
-        return self.render(request, "message.html", title=f"Message {message['id']}", message=message,
-                           destinations=sorted(service.queues) if service else [])
+        view = yield in_thread(MessageView, shown)
+        return (yield self.render_in_thread(request, "message.html", title=f"Message {number}", message=view,
+                                            destinations=sorted(service.queues) if service else []))
+
+    @defer.inlineCallbacks
+    def download(self, request, message: dict, part: str):
+        """One content of a message, whole, as a file (the page shows at most ``DISPLAY_LIMIT``)."""
+        number, destination = message["id"], one(request, "destination")
+        if part == "original":
+            store = self.admin.runtime.store
+            body = yield in_thread(store.get_original, number)
+            text = None
+        elif part in ("sent", "response"):
+            found = [d for d in message["destinations"] if d["name"] == destination]
+            if not found:
+                raise ApiError(404, f"message {number} has no destination {destination!r}")
+            text, body = found[0][part], None
+        else:
+            text, body = message[part], None
+        if body is None and text is None:
+            raise ApiError(404, f"message {number} has no {part} content")
+        yield self.admin.audit.record(request.who, "view", f"message:{number}",
+                                      {"via": "dashboard", "download": part, **({"destination": destination} if destination else {})})
+        if body is not None:
+            return Download(body, f"message-{number}-original.bin", b"application/octet-stream")
+        suffix = f"-{destination}" if destination else ""
+        return Download(text.encode("utf-8"), safe_filename(f"message-{number}-{part}{suffix}.txt"))
 
     @defer.inlineCallbacks
     def messages_POST(self, request, message_id: str | None = None, action: str | None = None):
         form = self.checked_form(request)
-        if message_id is None or not message_id.isdigit() or action != "replay":
+        if message_id is None or action != "replay":
             raise ApiError(404, "no such action")
-        data = {"ids": [int(message_id)]}
+        data = {"ids": [message_id_of(message_id)]}
         if form.get("destination"):
             data["destination"] = form["destination"]
         try:
@@ -254,7 +314,7 @@ class Dashboard:
                 self.note(request, f"Replayed: {statuses}.")
             for skipped in result["skipped"]:
                 self.note(request, f"Not replayed: {skipped['reason']}.")
-        return Redirect(f"/messages/{int(message_id)}")
+        return Redirect(f"/messages/{data['ids'][0]}")
 
     # -- search -------------------------------------------------------------------------------
     @defer.inlineCallbacks
@@ -279,7 +339,10 @@ class Dashboard:
             if not sep or not key.strip():
                 return refused("metadata is written key=value")
             params[f"meta.{key.strip()}"] = value.strip()
-        offset = max(int(form["offset"]) if form["offset"].isdigit() else 0, 0)
+        try:
+            offset = whole_number("offset", form["offset"], 0, MAX_OFFSET) if form["offset"] else 0
+        except ValueError as error:
+            raise ApiError(400, str(error)) from None
         params.update(limit=str(PAGE_SIZE + 1), offset=str(offset))
         try:
             filters, recorded = search_filters(params, self.admin.runtime.store)
@@ -301,6 +364,43 @@ class Dashboard:
         if session is not None and not csrf_ok(session, form.get("csrf")):
             raise ApiError(403, "the form is out of date or did not come from this dashboard; reload the page")
         return form
+
+
+def message_id_of(text: str) -> int:
+    return message_id(text)
+
+
+def safe_filename(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+class MessageView(dict):
+    """A stored message for the page: each content cut at ``DISPLAY_LIMIT`` characters (the page
+    links the whole as a download), and the segments the channel's transform changed."""
+
+    def __init__(self, message: dict) -> None:
+        super().__init__(message)
+        self.cut = {}
+        for key in ("raw", "transformed"):
+            self[key] = self._cut(key, message.get(key))
+        self["destinations"] = [{**d, "sent": self._cut(f"sent/{d['name']}", d.get("sent")),
+                                 "response": self._cut(f"response/{d['name']}", d.get("response")),
+                                 "attempts": [{**a, "response": a["response"][:DISPLAY_LIMIT]
+                                               if a.get("response") else a.get("response")}
+                                              for a in d.get("attempts", [])]}
+                                for d in message.get("destinations", [])]
+        raw, transformed = message.get("raw"), message.get("transformed")
+        self["changes"] = None
+        if looks_like_hl7(raw) and looks_like_hl7(transformed) and raw != transformed:
+            self["changes"] = [change._asdict() for change in segment_changes(raw[:DISPLAY_LIMIT],
+                                                                              transformed[:DISPLAY_LIMIT])]
+        self["cut"] = self.cut
+
+    def _cut(self, key: str, text):
+        if text is None or len(text) <= DISPLAY_LIMIT:
+            return text
+        self.cut[key] = len(text)
+        return text[:DISPLAY_LIMIT]
 
 
 def actions_for(state: str) -> list[str]:

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from engine.admin.auth import MAX_BODY, OPEN_PATHS, AdminSite
+from engine.admin.roles import User
 from engine.connectors.http.source import Refusal
 
 COOKIE = "switchboard_session"
@@ -49,11 +51,15 @@ SIGN_IN_FIRST = Refusal(401, "sign in at /login, or send a bearer token")
 
 @dataclass
 class Session:
-    who: str
+    user: User
     csrf: str
     created: float
     seen: float
     flash: list[str] = field(default_factory=list)   # one-time notes shown on the next page
+
+    @property
+    def who(self) -> str:
+        return self.user.name
 
 
 def _digest(value: str) -> str:
@@ -66,11 +72,11 @@ class Sessions:
         self.clock, self.idle, self.lifetime, self.limit = clock, idle, lifetime, limit
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
-    def create(self, who: str) -> tuple[str, Session]:
-        """(cookie value, session) for a browser that just signed in as ``who``."""
+    def create(self, user: User) -> tuple[str, Session]:
+        """(cookie value, session) for a browser that just signed in as ``user``."""
         value = secrets.token_urlsafe(32)
         now = self.clock()
-        session = Session(who, secrets.token_urlsafe(32), now, now)
+        session = Session(user, secrets.token_urlsafe(32), now, now)
         self._sessions[_digest(value)] = session
         while len(self._sessions) > self.limit:
             self._sessions.popitem(last=False)
@@ -97,6 +103,49 @@ class Sessions:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+class Throttle:
+    """Failed sign-ins per address: the first ``free`` cost nothing, then each one locks the
+    address out for ``base`` seconds doubled per further failure, up to ``longest``; ``/login``
+    answers 429 with Retry-After meanwhile.  An address with no failure for ``forget`` seconds
+    starts afresh; at most ``limit`` addresses are remembered (the least recent goes first), so a
+    flood of addresses cannot grow memory."""
+
+    def __init__(self, *, clock=time.monotonic, free: int = 5, base: float = 1.0, longest: float = 300.0,
+                 forget: float = 900.0, limit: int = 10_000) -> None:
+        self.clock, self.free, self.base, self.longest, self.forget, self.limit = clock, free, base, longest, forget, limit
+        self._failures: OrderedDict[str, tuple[int, float, float]] = OrderedDict()   # count, last, locked until
+
+    def wait(self, address: str) -> float:
+        """Seconds this address must still wait before trying again (0: it may try now)."""
+        entry = self._failures.get(address)
+        if entry is None:
+            return 0.0
+        count, last, until = entry
+        now = self.clock()
+        if now - last > self.forget:
+            del self._failures[address]
+            return 0.0
+        return max(0.0, until - now)
+
+    def failed(self, address: str) -> None:
+        now = self.clock()
+        count, last, _until = self._failures.pop(address, (0, now, now))
+        if now - last > self.forget:
+            count = 0
+        count += 1
+        lock = 0.0 if count < self.free else min(self.longest, self.base * 2 ** (count - self.free))
+        self._failures[address] = (count, now, now + lock)
+        while len(self._failures) > self.limit:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
+def peer_host(request) -> str:
+    return getattr(request.getClientAddress(), "host", "?")
 
 
 def cookie_value(request) -> str | None:
@@ -133,9 +182,11 @@ def is_page(path: bytes) -> bool:
 class DashboardSite(AdminSite):
     """``AdminSite`` with the dashboard's sessions (see the module docstring)."""
 
-    def __init__(self, resource, tokens, reactor, sessions: Sessions, **kwargs) -> None:
+    def __init__(self, resource, tokens, reactor, sessions: Sessions, throttle: Throttle | None = None,
+                 **kwargs) -> None:
         super().__init__(resource, tokens, reactor, **kwargs)
         self.sessions = sessions
+        self.throttle = throttle or Throttle()
 
     def screen(self, request, method: bytes, uri: bytes, length) -> None:
         path = uri.split(b"?", 1)[0]
@@ -143,6 +194,10 @@ class DashboardSite(AdminSite):
         if reading and (path in OPEN_PATHS or path in (b"/login", b"/favicon.ico") or path.startswith(b"/static/")):
             return
         if path == b"/login" and method == b"POST":
+            wait = math.ceil(self.throttle.wait(peer_host(request)))
+            if wait:
+                raise Refusal(429, f"too many failed sign-ins from this address; try again in {wait} s",
+                              ((b"Retry-After", b"%d" % wait),))
             if length is None or length > LOGIN_MAX_BODY:
                 raise Refusal(413, f"a sign-in form is at most {LOGIN_MAX_BODY} bytes, with a Content-Length")
             return
@@ -151,7 +206,7 @@ class DashboardSite(AdminSite):
         session = self.sessions.find(cookie_value(request))
         if session is None:
             raise SIGN_IN if reading else SIGN_IN_FIRST
-        request.who = session.who
+        self.admit_user(request, session.user, method, uri)
         request.dashboard_session = session
         if length is not None and length > MAX_BODY:
             raise Refusal(413, f"the body is larger than {MAX_BODY} bytes")

@@ -11,7 +11,8 @@ from engine.cli.common import CommandError, open_store
 def add_audit_arguments(parser) -> None:
     parser.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if it is broken")
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--who", help="only this token name")
+    parser.add_argument("--user", "--who", dest="who", metavar="NAME",
+                        help="only this user's entries ([[admin.user]] name, or a token's name)")
     parser.add_argument("--action", help="only this action (view, search, replay, channel.stop, ...)")
     parser.add_argument("--json", action="store_true")
 

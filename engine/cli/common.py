@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import urllib.error
@@ -34,7 +35,8 @@ class AdminClient:
                 raise CommandError(f"the daemon is not running (no admin address in {path}); start it with "
                                    "`switchboard run`") from None
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-        token = config.admin.token
+        # a user's own token ([[admin.user]]): the daemon then answers with that user's rights
+        token = os.environ.get("SWITCHBOARD_TOKEN", "").strip() or config.admin.token
         if not token:
             path = token_file(config)
             try:

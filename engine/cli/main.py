@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from engine.cli import audit, check, dryrun, import_mirth, prune, report, run
+from engine.cli import audit, check, dryrun, import_mirth, prune, report, run, user
 from engine.cli import messages as messages_verb
 from engine.cli import replay as replay_verb
 from engine.cli import send as send_verb
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_prune_arguments(prune_verb)
     import_mirth.add_arguments(verb("import", "convert Mirth Connect channel exports into channel files"))
+    user.add_arguments(verb("user", "users of the admin API and dashboard: `user add NAME --role R [--phi]`"))
     return parser
 
 
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "audit": audit.audit_command,
         "prune": prune.prune_command,
         "import": import_mirth.command,
+        "user": user.user_command,
     }
     try:
         code = handlers[args.verb](args, config_path(args)) or 0

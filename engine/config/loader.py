@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 
 from engine.config.schema import (
     ADMIN,
+    ADMIN_USER,
     ALERTS,
     CHANNEL,
     COMMON_KEYS,
@@ -177,6 +178,18 @@ class AdminConfig:
     listen: tuple[str, int] = ("127.0.0.1", 8480)
     token: str = ""
     tokens: Mapping[str, str] = field(default_factory=lambda: EMPTY)   # name -> token
+    users: tuple["UserConfig", ...] = ()                                 # [[admin.user]]
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """One ``[[admin.user]]`` (DESIGN §3.12): secrets only as hashes."""
+
+    name: str
+    role: str
+    phi: bool = False
+    token_sha256: str = ""
+    password: str = ""
 
 
 @dataclass(frozen=True)
@@ -290,7 +303,8 @@ class ConfigLoader:
             if not isinstance(table, dict):
                 report(name, f"must be a table ([{name}]), not {type_name(table)}")
                 table = {}
-            values[name] = check_table(table, schema, name, ctx)
+            values[name] = check_table(table, schema, name, ctx, also=("user",) if name == "admin" else ())
+        values["admin"]["users"] = self.users(data.get("admin"), ctx)
         for name, token in (values["admin"].get("tokens") or {}).items():
             if name == "admin" or not _NAME.fullmatch(name):
                 report(f"admin.tokens.{name}", "a token name may only contain letters, digits, '.', '_' and '-' "
@@ -300,6 +314,35 @@ class ConfigLoader:
         alerts = AlertsConfig(**{k: v for k, v in values["alerts"].items() if v is not None})
         return (EngineConfig(**values["engine"]), StoreConfig(**values["store"]),
                 AdminConfig(**{k: v for k, v in values["admin"].items() if v is not None}), alerts)
+
+    def users(self, admin: Any, ctx: Context) -> tuple[UserConfig, ...]:
+        """``[[admin.user]]`` tables: each checked like any table; names unique, never ``admin``."""
+        tables = admin.get("user", []) if isinstance(admin, dict) else []
+        if not isinstance(tables, list):
+            ctx.report("admin.user", "write each user as [[admin.user]] (an array of tables)")
+            return ()
+        users, seen = [], set()
+        for index, table in enumerate(tables):
+            key = f"admin.user[{index}]"
+            if not isinstance(table, dict):
+                ctx.report(key, f"must be a table, not {type_name(table)}")
+                continue
+            values = check_table(table, ADMIN_USER, key, ctx)
+            name = values.get("name")
+            if name is None or None in (values[k] for k in ("role", "phi", "token_sha256", "password")):
+                continue
+            if not _check_name(name, f"{key}.name", "a user", ctx.report):
+                continue
+            if name == "admin" or name in seen or name in (admin.get("tokens") or {}):
+                ctx.report(f"{key}.name", f"the user name {show(name)} is taken ('admin' is [admin] token's; "
+                           "each user and token name once)")
+                continue
+            if not values["token_sha256"] and not values["password"]:
+                ctx.report(key, "give token_sha256 or password (or both): a user needs a way to sign in")
+                continue
+            seen.add(name)
+            users.append(UserConfig(**values))
+        return tuple(users)
 
     def channels(self, config_file: Path, engine: EngineConfig) -> list[ChannelConfig]:
         directory = engine.channels_dir

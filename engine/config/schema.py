@@ -432,6 +432,16 @@ STORE = {"path": OptionSpec("path", "var/switchboard.db"), "retention": OptionSp
 # [admin] tokens = { name = "value" }: more bearer tokens, each named for the audit log ("admin" is `token`'s).
 ADMIN = {"listen": OptionSpec("address", "127.0.0.1:8480"), "token": OptionSpec("str", ""),
          "tokens": OptionSpec("mapping", {})}
+# [[admin.user]] (DESIGN §3.12, engine/admin/roles.py): a person with a role, an API token's SHA-256
+# and optionally an argon2id password hash for the dashboard.
+ROLES = ("viewer", "operator", "admin")
+ADMIN_USER = {"name": OptionSpec("str", required=True), "role": OptionSpec("choice", required=True, choices=ROLES),
+              "phi": OptionSpec("bool", False),
+              "token_sha256": OptionSpec("str", "", check=lambda v: None if not v or re.fullmatch(r"[0-9a-f]{64}", v)
+                                         else "must be 64 lowercase hex digits (`switchboard user add` prints it)"),
+              "password": OptionSpec("str", "", check=lambda v: None if not v or v.startswith("$argon2id$")
+                                     else "must be an argon2id hash ($argon2id$...; `switchboard user add "
+                                          "--password` prints one)")}
 # [alerts] (engine/admin/alerts.py, docs/operations.md): thresholds ("0" turns one off) and the webhook.
 ALERTS = {"queued_longer_than": OptionSpec("duration", "15m", check=not_negative),
           "failing_longer_than": OptionSpec("duration", "5m", check=not_negative),

@@ -34,6 +34,12 @@ class Runtime:
         """The plugin hooks (alerts call ``hook.alert``)."""
         return self._engine.registry.hook
 
+    def lookup_problems(self) -> list[str]:
+        """Code tables (``lookups_dir``) that did not load, as "FILE line N: reason"; a live reload
+        keeps the last good version of such a table (engine/runtime/assembly.py)."""
+        found = getattr(self._engine.templates, "lookup_problems", None) or []
+        return [f"{file}{f' line {line}' if line else ''}: {reason}" for file, line, reason in found]
+
     # -- channels ---------------------------------------------------------------------------
     def channels(self) -> dict:
         """Running channel services by name: ``state``, ``config``, ``queues``, ``source``."""

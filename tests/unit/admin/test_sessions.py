@@ -9,6 +9,7 @@ from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
 from engine.admin.auth import Tokens
+from engine.admin.roles import User
 from engine.admin.sessions import COOKIE, DashboardSite, Sessions, cookie_value, csrf_ok, set_cookie_header
 from engine.connectors.http.source import Refusal
 
@@ -50,17 +51,17 @@ def refused(site, method: str, uri: str, headers=None, length=None) -> Refusal:
 def test_sessions_expire_when_idle_or_old_and_the_oldest_goes_first():
     now = Now()
     sessions = Sessions(clock=now, idle=60, lifetime=300, limit=2)
-    value, session = sessions.create("ops")
+    value, session = sessions.create(User("ops"))
     assert sessions.find(value) is session and sessions.find("other") is None and sessions.find(None) is None
     for _ in range(4):                        # used every 59 s: alive until the lifetime is over
         now.value += 59
         assert sessions.find(value) is session
     now.value += 70
     assert sessions.find(value) is None       # 306 s old
-    first, _ = sessions.create("a")
-    second, _ = sessions.create("b")
+    first, _ = sessions.create(User("a"))
+    second, _ = sessions.create(User("b"))
     sessions.find(first)                      # first is now the most recently used
-    sessions.create("c")
+    sessions.create(User("c"))
     assert len(sessions) == 2 and sessions.find(second) is None and sessions.find(first) is not None
     sessions.end(first)
     assert sessions.find(first) is None
@@ -68,12 +69,12 @@ def test_sessions_expire_when_idle_or_old_and_the_oldest_goes_first():
 
 def test_the_cookie_value_is_not_kept_in_memory():
     sessions = Sessions()
-    value, _session = sessions.create("admin")
+    value, _session = sessions.create(User("admin"))
     assert value not in repr(sessions.__dict__)
 
 
 def test_csrf_tokens_are_compared_exactly():
-    _value, session = Sessions().create("admin")
+    _value, session = Sessions().create(User("admin"))
     assert csrf_ok(session, session.csrf)
     assert not csrf_ok(session, session.csrf + "x") and not csrf_ok(session, "") and not csrf_ok(session, None)
     assert not csrf_ok(None, session.csrf)
@@ -108,7 +109,7 @@ def test_pages_without_a_session_redirect_to_login(site, uri):
 
 
 def test_a_session_opens_pages_but_never_the_api(site):
-    value, _session = site.sessions.create("ops")
+    value, _session = site.sessions.create(User("ops"))
     cookie = {"Cookie": f"{COOKIE}={value}"}
     made = screen(site, "GET", "/channels/a", cookie)
     assert made.who == "ops" and made.dashboard_session.who == "ops"
@@ -121,6 +122,6 @@ def test_a_session_opens_pages_but_never_the_api(site):
 def test_a_bearer_token_is_checked_as_for_the_api(site):
     assert screen(site, "GET", "/", {"Authorization": f"Bearer {TOKEN}"}).who == "admin"
     assert screen(site, "GET", "/api/channels", {"Authorization": "Bearer ops-token"}).who == "ops"
-    value, _session = site.sessions.create("ops")
+    value, _session = site.sessions.create(User("ops"))
     # a wrong header is refused even with a good cookie: scripts see their mistake
     assert refused(site, "GET", "/", {"Authorization": "Bearer wrong", "Cookie": f"{COOKIE}={value}"}).code == 401
