@@ -89,7 +89,7 @@ def configured_tokens(config) -> list[tuple[str, str]]:
 
 
 class Tokens:
-    """Who a presented token or password is: ``user(presented)`` -> ``roles.User`` or None.
+    """Who a presented token or password is: ``who(presented)`` -> ``roles.User`` or None.
 
     Tokens: ``[admin] token`` and ``[admin] tokens`` (admins with phi) and each ``[[admin.user]]``'s
     ``token_sha256``; all kept as SHA-256 digests and compared in constant time, every one of them
@@ -98,14 +98,14 @@ class Tokens:
 
     def __init__(self, pairs: list[tuple[str, str]], users=()) -> None:
         entries = [(User(name, "admin", True), hashlib.sha256(value.encode("utf-8")).digest()) for name, value in pairs]
-        self._passwords: dict[str, tuple[User, str]] = {}
+        self._hashed: dict[str, tuple[User, str]] = {}
         for config in users:
             user = User(config.name, config.role, bool(config.phi))
             if config.token_sha256:
                 entries.append((user, bytes.fromhex(config.token_sha256)))
             if config.password:
-                self._passwords[config.name] = (user, config.password)
-        if not entries and not self._passwords:
+                self._hashed[config.name] = (user, config.password)
+        if not entries and not self._hashed:
             raise ValueError("the admin API needs at least one token")
         self._digests = entries
 
@@ -120,7 +120,8 @@ class Tokens:
             pairs.insert(0, ("admin", token))
         return cls(pairs, getattr(config.admin, "users", ()))
 
-    def user(self, presented: bytes) -> User | None:
+    def who(self, presented: bytes) -> User | None:
+        """The user whose token this is (every digest compared, in constant time), or None."""
         digest = hashlib.sha256(presented).digest()
         found = None
         for user, expected in self._digests:
@@ -128,17 +129,13 @@ class Tokens:
                 found = user
         return found
 
-    def who(self, presented: bytes) -> str | None:
-        user = self.user(presented)
-        return user.name if user else None
-
     def check_password(self, name: str, password: str) -> User | None:
         """The user whose name and password these are, or None; blocking (argon2), use a thread.
         An unknown name is checked against a dummy hash so that it takes as long as a wrong password."""
         from argon2 import PasswordHasher
         from argon2.exceptions import Argon2Error, InvalidHashError
 
-        user, hashed = self._passwords.get(name, (None, _DUMMY_HASH))
+        user, hashed = self._hashed.get(name, (None, _DUMMY_HASH))
         try:
             PasswordHasher().verify(hashed, password)
         except (Argon2Error, InvalidHashError):
@@ -146,7 +143,7 @@ class Tokens:
         return user
 
     def has_user(self, name: str) -> bool:
-        return name in self._passwords or any(user.name == name for user, _ in self._digests)
+        return name in self._hashed or any(user.name == name for user, _ in self._digests)
 
     def from_headers(self, request) -> User | None:
         values = request.requestHeaders.getRawHeaders(b"authorization") or []
@@ -155,7 +152,7 @@ class Tokens:
         scheme, _, presented = values[0].strip().partition(b" ")
         if scheme.lower() != b"bearer" or not presented.strip():
             return None
-        return self.user(presented.strip())
+        return self.who(presented.strip())
 
 
 class AdminRequest(CappedBody, server.Request):

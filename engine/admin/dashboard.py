@@ -182,18 +182,21 @@ class Dashboard:
         form = parse_form(request)
         address = peer_host(request)
         name, password, token = form.get("name", "").strip(), form.get("password", ""), form.get("token", "").strip()
+        if not (name or password or token):
+            return self.render(request, "login.html", 400, title="Sign in",
+                               error="Give your name and password, or a token.")
         if name or password:
             user = yield in_thread(self.admin.tokens.check_password, name, password)
             how = "password"
         else:
-            user = self.admin.tokens.user(token.encode("utf-8")) if token else None
+            user = self.admin.tokens.who(token.encode("utf-8")) if token else None
             how = "token"
         if user is None:
             self.admin.site.throttle.failed(address)
             known = name if how == "password" and self.admin.tokens.has_user(name) else "?"
             log.info("dashboard: sign-in refused for {peer} ({how})", peer=address, how=how)
             yield self.admin.audit.record(known, "login.failed", "dashboard", {"by": how, "address": address})
-            error = "That name and password do not match." if how == "password" else "That is not a valid token."
+            error = "That name and password do not match." if how == "password" else "That is not an admin token or a user's token."
             return self.render(request, "login.html", 401, title="Sign in", error=error)
         self.admin.site.throttle.succeeded(address)
         value, _session = self.admin.sessions.create(user)
@@ -391,6 +394,8 @@ class MessageView(dict):
                                 for d in message.get("destinations", [])]
         raw, transformed = message.get("raw"), message.get("transformed")
         self["changes"] = None
+        self.setdefault("content_hidden", None)
+        self.setdefault("filtered_by", None)
         if looks_like_hl7(raw) and looks_like_hl7(transformed) and raw != transformed:
             self["changes"] = [change._asdict() for change in segment_changes(raw[:DISPLAY_LIMIT],
                                                                               transformed[:DISPLAY_LIMIT])]
@@ -424,6 +429,17 @@ def one(request, key: str) -> str:
 
 def form_values(request) -> dict[str, str]:
     return {key: one(request, key) for key in ("channel", *FORM_KEYS, "offset")}
+
+
+# The paths under each route that its handlers answer, by method ({channel} and {id} are filled
+# in): the roles test (tests/e2e/test_users_e2e.py) walks them, and fails for a handler without them.
+EXAMPLES = {
+    "channels": {"GET": ["", "{channel}"], "POST": [f"{{channel}}/{action}" for action in ACTIONS]},
+    "messages": {"GET": ["", "{id}", *(f"{{id}}/{part}" for part in DOWNLOADS)], "POST": ["{id}/replay"]},
+    "search": {"GET": [""]},
+    "login": {"GET": [""], "POST": [""]},
+    "logout": {"GET": [""], "POST": [""]},
+}
 
 
 class Route(resource.Resource):

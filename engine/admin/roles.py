@@ -67,6 +67,7 @@ RULES: tuple[tuple[frozenset, re.Pattern, Need], ...] = tuple(
         (READ, r"/api/reload/?", VIEW),
         (POST, rf"/api/channels/{CHANNEL}/{ACTION}|/channels/{CHANNEL}/{ACTION}", OPERATE),
         (POST, rf"/api/messages/{ID}/replay|/messages/{ID}/replay|/api/replay/?", OPERATE),
+        (POST, r"/api/reload/?", ADMINISTER),
     ))
 SEARCHES = re.compile(r"/api/messages/?|/search|/channels/[^/]+/?")
 

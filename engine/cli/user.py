@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import hmac
 import re
 import secrets
 import sys
@@ -60,7 +61,8 @@ def _password_hash() -> str:
 
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
+        again = getpass.getpass("Again: ")
+        if not hmac.compare_digest(again.encode(), password.encode()):
             raise CommandError("the two passwords differ")
     else:
         password = sys.stdin.readline().rstrip("\r\n")
