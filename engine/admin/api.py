@@ -157,7 +157,31 @@ def json_body(request) -> dict:
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "the body holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text") from None
     return data
+
+
+MAX_REPLAY_IDS = 100_000
+
+
+def checked_selection(body: dict) -> Selection:
+    """``Selection.parse`` with every number and time range-checked first (400 with a sentence)."""
+    ids = body.get("ids")
+    if isinstance(ids, list):
+        if len(ids) > MAX_REPLAY_IDS:
+            raise ApiError(400, f"at most {MAX_REPLAY_IDS} ids in one replay; select by channel and time instead")
+        if any(isinstance(i, int) and not isinstance(i, bool) and not 1 <= i <= MAX_ID for i in ids):
+            raise ApiError(400, f"a message id is a whole number from 1 to {MAX_ID}")
+    for key in ("since", "until"):
+        if isinstance(body.get(key), str):
+            try:
+                time_bound(key, body[key])
+            except ValueError as error:
+                raise ApiError(400, str(error)) from None
+    return Selection.parse(body)
 
 
 def query(request) -> dict[str, str]:
@@ -290,7 +314,8 @@ class MessageNode(Endpoint):
         shown = redact(message, request.user)
         yield self.admin.audit.record(request.who, "view", f"message:{self.message_id}",
                                       None if shown is message else {"content": "hidden"})
-        return shown
+        body = yield in_thread(lambda: json.dumps(shown).encode("utf-8"))   # a 1 MB message: off the reactor
+        return Raw(JSON_TYPE, body)
 
 
 class MessageReplay(Endpoint):
@@ -303,13 +328,13 @@ class MessageReplay(Endpoint):
         extra = sorted(set(body) - {"destination", "dry_run"})
         if extra:
             raise ApiError(400, f"unknown key(s) {', '.join(extra)}; known: destination, dry_run")
-        selection = Selection.parse({**body, "ids": [self.message_id]})
+        selection = checked_selection({**body, "ids": [self.message_id]})
         return self.admin.replayer.replay(selection, request.who, self.admin.audit)
 
 
 class Replay(Endpoint):
     def json_POST(self, request):
-        selection = Selection.parse(json_body(request))
+        selection = checked_selection(json_body(request))
         return self.admin.replayer.replay(selection, request.who, self.admin.audit)
 
 

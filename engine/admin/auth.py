@@ -220,7 +220,7 @@ class AdminSite(server.Site):
     def admit_user(self, request: AdminRequest, user: User, method: bytes, uri: bytes) -> None:
         """The one role check (engine/admin/roles.py): 403 with a sentence, or ``request.user`` set."""
         path, _, query = uri.partition(b"?")
-        need, _named = need_for(method, path, parse_qs(query) if query else {})
+        need, _named = need_for(method, path, parse_qs(query.decode("utf-8", "replace")) if query else {})
         reason = refusal(user, need)
         if reason is not None:
             raise Refusal(403, reason)

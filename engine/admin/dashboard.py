@@ -230,8 +230,8 @@ class Dashboard:
             return self.render(request, "channel.html", title=f"Channel {name}", channel=channel,
                                actions=actions_for, summary_only=True, search=None)
         search = yield self.search(request, {"channel": name})
-        return self.render(request, "channel.html", title=f"Channel {name}", channel=channel, actions=actions_for,
-                           summary_only=False, search=search)
+        return self.render(request, "channel.html", 400 if search["error"] else 200, title=f"Channel {name}",
+                           channel=channel, actions=actions_for, summary_only=False, search=search)
 
     @defer.inlineCallbacks
     def channels_POST(self, request, name: str | None = None, action: str | None = None):
@@ -325,7 +325,8 @@ class Dashboard:
         wanted = any(key in (request.args or {}) for key in (b"go", b"channel") + tuple(k.encode() for k in FORM_KEYS))
         search = (yield self.search(request, {})) if wanted else None
         names = [channel.name for channel in self.admin.runtime.config.channels]
-        return self.render(request, "search.html", title="Search", search=search, channel_names=names,
+        return self.render(request, "search.html", 400 if search and search["error"] else 200, title="Search",
+                           search=search, channel_names=names,
                            form=form_values(request), statuses=MESSAGE_STATUSES)
 
     @defer.inlineCallbacks
@@ -345,7 +346,7 @@ class Dashboard:
         try:
             offset = whole_number("offset", form["offset"], 0, MAX_OFFSET) if form["offset"] else 0
         except ValueError as error:
-            raise ApiError(400, str(error)) from None
+            return refused(str(error))
         params.update(limit=str(PAGE_SIZE + 1), offset=str(offset))
         try:
             filters, recorded = search_filters(params, self.admin.runtime.store)
@@ -470,13 +471,12 @@ class Route(resource.Resource):
 
 class Favicon(resource.Resource):
     """``/favicon.ico``: open (a browser asks for it without the session cookie's help on some
-    pages) and empty, 204, cached for a day, so a signed-in view never logs a 401 for it."""
+    pages) and empty, 204, so a signed-in view never logs a 401 for it."""
 
     isLeaf = True
 
     def render_GET(self, request):
         request.setResponseCode(204)
-        request.setHeader(b"Cache-Control", b"max-age=86400")
         return b""
 
     render_HEAD = render_GET
@@ -497,8 +497,6 @@ class Static(resource.Resource):
             return b"not found"
         kind, body = self.dashboard.static[name]
         request.setHeader(b"Content-Type", kind)
-        request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        request.setHeader(b"Cache-Control", b"no-cache")
         return body
 
     render_HEAD = render_GET

@@ -74,11 +74,11 @@ SEARCHES = re.compile(r"/api/messages/?|/search|/channels/[^/]+/?")
 
 def need_for(method: bytes, path: bytes, query: dict | None = None) -> tuple[Need, bool]:
     """(the route's need, whether a rule named it); ``query`` is the parsed query string
-    (bytes -> [bytes]): a non-empty ``text`` on a search asks for ``phi``."""
+    (str -> [str]): a non-empty ``text`` on a search asks for ``phi``."""
     text = path.decode("utf-8", "replace")
     for methods, pattern, need in RULES:
         if method in methods and pattern.fullmatch(text):
-            if need is VIEW and SEARCHES.fullmatch(text) and any(v.strip() for v in (query or {}).get(b"text", [])):
+            if need is VIEW and SEARCHES.fullmatch(text) and any(v.strip() for v in (query or {}).get("text", [])):
                 return SEARCH_TEXT, True
             return need, True
     return ADMINISTER, False

@@ -8,9 +8,17 @@ import sys
 from engine.cli.common import CommandError, open_store
 
 
+def limit_number(text: str) -> int:
+    import argparse
+
+    if not text.strip().isascii() or not text.strip().isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 100000")
+    return int(text)
+
+
 def add_audit_arguments(parser) -> None:
     parser.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if it is broken")
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--limit", type=limit_number, default=100, help="at most this many entries (1 to 100000)")
     parser.add_argument("--user", "--who", dest="who", metavar="NAME",
                         help="only this user's entries ([[admin.user]] name, or a token's name)")
     parser.add_argument("--action", help="only this action (view, search, replay, channel.stop, ...)")
