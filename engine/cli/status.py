@@ -40,7 +40,9 @@ def status_command(args, path) -> int:
                "destinations": [{"name": d.get("name"), "depth": d.get("depth", 0), "last_error": d.get("last_error")}
                                 for d in (view or {}).get("destinations", [])]}
         rows.append(row)
+    tables = _table_problems(config, live is not None)
     unattached = [text for text in texts if not any(text in row["problems"] for row in rows)]
+    unattached += [f"code table {text}" for text in tables]
     if args.json:
         print(json.dumps(rows, indent=2))
         for text in unattached:
@@ -54,12 +56,37 @@ def status_command(args, path) -> int:
         for destination in row["destinations"]:
             if destination["last_error"]:
                 print(f"  destination {destination['name']}: last error: {destination['last_error']}")
+    if tables:
+        print("\ncode tables that did not load (the daemon keeps using their last good version):")
+        for text in tables:
+            print(f"  {text}")
     if texts:
         print("\nproblems in the configuration files (a running daemon keeps the previous version of a channel "
               "whose file has one):")
         for text in texts:
             print(f"  {text}")
     return 0
+
+
+def _table_problems(config, daemon_running: bool) -> list[str]:
+    """Broken code tables: the running daemon's view (``GET /api/reload``: what its last load or
+    reload could not read), else the files as they are on disk."""
+    if daemon_running:
+        from engine.cli.common import AdminClient, CommandError
+
+        try:
+            state = AdminClient.for_config(config).call("GET", "/api/reload", timeout=LIVE_TIMEOUT)
+            if isinstance(state, dict) and isinstance(state.get("lookups"), list):
+                return [str(text) for text in state["lookups"]]
+        except CommandError:
+            pass
+    directory = config.engine.lookups_dir
+    if directory is None or not directory.is_dir():
+        return []
+    from engine.core.lookups import load_tables
+
+    _tables, problems = load_tables(directory)
+    return [f"{file}{f' line {line}' if line else ''}: {reason}" for file, line, reason in problems]
 
 
 def _open_store_leniently(path):

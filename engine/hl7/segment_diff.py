@@ -4,7 +4,7 @@
 (``EditableMessage.changes``); the dashboard has only what the store kept, the raw and the
 transformed message, so it compares those two with ``difflib`` and reports the same
 ``SegmentChange`` rows (1-based positions; ``before`` None for an added segment, ``after`` None
-for a deleted one).  Pairs of a removed and an added segment with the same name are one change.
+for a deleted one).  A removed segment and the first added one with its name are one change (edited in place).
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ def segment_changes(before: str, after: str, *, limit: int = 200) -> list[Segmen
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
-        removed, added = list(range(i1, i2)), list(range(j1, j2))
-        while removed and added and old[removed[0]][:3] == new[added[0]][:3]:
-            i, j = removed.pop(0), added.pop(0)
-            changes.append(SegmentChange(i + 1, j + 1, old[i], new[j]))
-        changes += [SegmentChange(i + 1, None, old[i], None) for i in removed]
+        added = list(range(j1, j2))
+        for i in range(i1, i2):
+            j = next((j for j in added if new[j][:3] == old[i][:3]), None)
+            if j is None:
+                changes.append(SegmentChange(i + 1, None, old[i], None))
+            else:
+                added.remove(j)
+                changes.append(SegmentChange(i + 1, j + 1, old[i], new[j]))
         changes += [SegmentChange(None, j + 1, None, new[j]) for j in added]
         if len(changes) >= limit:
             return changes[:limit]

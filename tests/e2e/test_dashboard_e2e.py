@@ -303,3 +303,59 @@ def test_signing_out_ends_the_session(site):
     assert status == 303 and headers["Location"] == "/login" and "Max-Age=0" in headers["Set-Cookie"]
     status, headers, _text = client.request("GET", "/")
     assert status == 303 and headers["Location"] == "/login"
+
+
+EDITED = """
+[source]
+type = "mllp"
+listen = "127.0.0.1:0"
+
+[[transform]]
+edit = [{ set = "MSH.5", value = "LAB" }, { map = "PV1.3.1", table = "units" }, { delete = "NTE" }]
+
+[[destination]]
+name = "files"
+type = "file"
+directory = "outbox"
+"""
+
+
+def test_the_message_page_shows_what_the_edit_changed_and_a_broken_table_is_shown(tmp_path):
+    """Issue 16: the raw -> transformed diff per segment on the message page, as `switchboard test`
+    shows it; a code table that breaks is named in `switchboard status` and on the dashboard while
+    the daemon keeps the last good one."""
+    from support.daemon import last_reload, wait_reload
+
+    root = tmp_path / "d"
+    (root / "lookups").mkdir(parents=True)
+    table = root / "lookups" / "units.csv"
+    table.write_text("code,value\nER,EMERG\n")
+    (root / "lookups" / "spare.csv").write_text("code,value\nA\n")       # no channel uses it: shown all the same
+    daemon = Daemon(root, {"edited": EDITED}).start(1)
+    try:
+        client = MllpClient(daemon.ports["edited"])
+        message = "MSH|^~\\&|EHR|HOSP|SWB|AG|20240101||ADT^A01|D-1|P|2.5\rPV1|1|I|ER^101^A\rNTE|1||a note\r"
+        assert client.request(message)["code"] == "AA"
+        client.close()
+        number = message_id(daemon, "D-1")
+        status, _headers, page = Browserless(daemon.admin_port).request(
+            "GET", f"/messages/{number}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert status == 200 and 'id="changes"' in page
+        diff = page[page.index('id="changes"'):page.index("</article>", page.index('id="changes"'))]
+        assert "- [1]</span> <code>MSH|^~\\&amp;|EHR|HOSP|SWB|AG|" in diff
+        assert "+ [1]</span> <code>MSH|^~\\&amp;|EHR|HOSP|LAB|AG|" in diff
+        assert "- [2]</span> <code>PV1|1|I|ER^101^A</code>" in diff and "+ [2]</span> <code>PV1|1|I|EMERG^101^A</code>" in diff
+        assert "- [3]</span> <code>NTE|1||a note</code>" in diff
+
+        before = last_reload(daemon)
+        table.write_text("code,value\nER,EMERG\nER,AGAIN\n")              # a duplicate key: broken
+        wait_reload(daemon, before, "the refused reload", lambda s: s["problems"])
+        status, _headers, page = Browserless(daemon.admin_port).request(
+            "GET", "/", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert status == 200 and "units.csv" in page and "line 3" in page
+        assert "code table" in page and "spare.csv line 2" in page
+        shown = daemon.cli("status")
+        assert shown.returncode == 0 and "units.csv" in shown.stdout and "line 3" in shown.stdout
+        assert "spare.csv line 2" in shown.stdout
+    finally:
+        daemon.stop()
