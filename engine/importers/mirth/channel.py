@@ -124,6 +124,10 @@ def convert_channel(channel: Element, *, slug_name: str, velocity: Velocity, cha
                                   "message on.", "a Jinja template step with `outbound = \"" + outbound + "\"`"))
     source_result = convert_source(source, velocity, inbound, slug_name)
     section.notes += source_result.notes
+    if any(option.key == "split" and option.value == "hl7-batch" for option in source_result.options):
+        section.differences.append("Mirth's batch reader (Process Batch, split by MSH) dropped the blanks at the end "
+                                   "of each segment; Switchboard keeps every segment as it came. A message with "
+                                   "trailing blanks goes out with them.")
     if not source_result.converted:
         enabled = False
         header.append("enabled = false: its source is not converted (IMPORT-NOTES.md).")
@@ -141,7 +145,11 @@ def convert_channel(channel: Element, *, slug_name: str, velocity: Velocity, cha
     source_steps = steps.convert_transformer(transformer, steps.TransformerContext(
         "Source transformer", inbound, outbound, variables, dest_ids, "source", used_keys))
     section.notes += source_steps.notes
+    section.differences += source_steps.differences
     out.javascript += [(n.where, n.code) for n in source_steps.notes if n.code]
+    json_step = _json_reserialized(transformer, inbound, outbound)
+    if json_step is not None:
+        out.files[f"transforms/{slug_name}/{JSON_TEMPLATE}"] = json_step
 
     # destinations
     dest_outs: list[DestinationOut] = []
@@ -202,15 +210,18 @@ def _destination(connector, out, section, velocity, variables, used_keys, inboun
         f"{where} transformer", dest_in if dest_in else inbound, dest_outbound, variables, [], "destination",
         used_keys))
     section.notes += dsteps.notes
+    section.differences += dsteps.differences
     out.javascript += [(n.where, n.code) for n in dsteps.notes if n.code]
     dest.comments += dsteps.comments
     if dsteps.metadata:
         out.destination_metadata += dsteps.metadata
     if dsteps.edits:
-        dest.transforms.append(_edit_block(dsteps.edits))
+        # Mirth's destination transformer starts from the source transformer's output; a destination's
+        # steps start from the message as received (DESIGN §3.3), so the source's edits run again first
+        dest.transforms.append(_edit_block(source_steps.edits + dsteps.edits))
         if source_steps.edits:
-            dest.comments.append("the source transformer's edits come first in Mirth: this destination's edit "
-                                 "step must see them")
+            dest.comments.append(f"the first {len(source_steps.edits)} edit(s) repeat the source transformer's: "
+                                 "Mirth's destination transformer started from its output")
     result = convert_destination(connector, velocity, variables, dest_outbound, out.slug, name, channels_by_id)
     section.notes += result.notes
     dest.comments += result.comments
@@ -242,6 +253,31 @@ def _destination(connector, out, section, velocity, variables, used_keys, inboun
         if element.find("script") is not None:
             out.javascript.append((label, code))
     return dest
+
+
+JSON_TEMPLATE = "mirth-json.json.j2"
+# JSON.stringify as Mirth's JSON data type wrote it: compact, keys in their order, no final newline
+_COMPACT_JSON = """{#- Mirth re-serialized the JSON message (JSON.stringify) after the source transformer ran -#}
+{%- macro compact(value) -%}
+{%- if value is mapping -%}
+{ {%- for key, item in value.items() -%}{{ key | tojson }}:{{ compact(item) }}{{ "," if not loop.last }}{%- endfor -%} }
+{%- elif value is sequence and value is not string -%}
+[ {%- for item in value -%}{{ compact(item) }}{{ "," if not loop.last }}{%- endfor -%} ]
+{%- else -%}
+{{ value | tojson }}
+{%- endif -%}
+{%- endmacro -%}
+{{ compact(msg) -}}"""
+
+
+def _json_reserialized(transformer, inbound: str, outbound: str) -> str | None:
+    """Mirth runs a JSON channel's source transformer script only when it has steps, and then sends
+    ``JSON.stringify(msg)``: the message compacted.  The template that does the same, or None."""
+    if inbound != "json" or outbound != "json":
+        return None
+    if not any(flag(element, "enabled", True) for element in steps.elements(transformer)):
+        return None
+    return _COMPACT_JSON + "\n"
 
 
 def _scripts(channel: Element, section: Section, out: ChannelOut) -> None:
@@ -300,6 +336,9 @@ def _render(out: ChannelOut, header, enabled, channel, inbound, source_result, s
     if source_steps.edits:
         lines += ["", "[[transform]]   # the source transformer's Message Builder steps"]
         lines += _edit_block(source_steps.edits)
+    if f"transforms/{out.slug}/{JSON_TEMPLATE}" in out.files:
+        lines += ["", "[[transform]]   # Mirth sent the JSON re-serialized (compact) once its source transformer ran",
+                  f"template = {quote(literal(out.slug + '/' + JSON_TEMPLATE))}", 'outbound = "json"']
     metadata = source_steps.metadata + out.destination_metadata
     if metadata:
         lines += ["", "[metadata]   # Mirth's Mapper steps: per-message values, {{ meta.NAME }} in templates"]
