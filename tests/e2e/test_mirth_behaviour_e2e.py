@@ -286,3 +286,47 @@ def test_12_matches_mirth_but_for_the_e4x_markup_and_the_message_id(tmp_path):
     section = run.section()
     assert "Differences from Mirth" in section and "`PID.5.1` with E4X `.toString()`" in section
     assert "```" not in section                          # nothing to port: no script in this channel
+
+
+DESTINATION_BUILDER = """<elements>
+          <com.mirth.connect.plugins.messagebuilder.MessageBuilderStep version="4.5.0">
+            <name>Receiving facility = ARCHIVE</name>
+            <sequenceNumber>0</sequenceNumber>
+            <enabled>true</enabled>
+            <messageSegment>msg['MSH']['MSH.6']['MSH.6.1']</messageSegment>
+            <mapping>'ARCHIVE'</mapping>
+            <defaultValue></defaultValue>
+            <replacements/>
+          </com.mirth.connect.plugins.messagebuilder.MessageBuilderStep>
+        </elements>"""
+
+
+def test_a_destination_message_builder_works_on_the_source_transformers_output_as_in_mirth(tmp_path):
+    """Mirth's destination transformer starts from the source transformer's output; a Switchboard
+    destination's steps start from the message as received (DESIGN §3.3).  So the import repeats the
+    source's edits at the head of the destination's edit step: 12's Archive HL7 destination with a
+    Message Builder of its own sends Mirth's recorded archive bytes with only MSH-6.1 changed."""
+    text = export("12").read_text(encoding="utf-8")
+    archive = text.index("<name>Archive HL7</name>")
+    at = text.index("<elements/>", archive)
+    variant = tmp_path / "12-variant.xml"
+    variant.write_text(text[:at] + DESTINATION_BUILDER + text[at + len("<elements/>"):], encoding="utf-8")
+    out = tmp_path / "imported"
+    code, _stdout, stderr = cli("import", "mirth", str(variant), str(CORPUS / "configuration-map.xml"),
+                                "--out", str(out))
+    assert code == 0, stderr
+    (out / "config.toml").write_text(CONFIG)
+    assert cli("-c", str(out / "config.toml"), "check")[0] == 0
+    channel = tomllib.loads((out / "channels" / "radiology-worklist-feed.toml").read_text())
+    source_edits = channel["transform"][0]["edit"]
+    [destination_step] = channel["destination"][0]["transform"]
+    assert destination_step["edit"] == source_edits + [{"set": "MSH.6.1", "value": "ARCHIVE"}]
+    case = CORPUS / "cases" / "12-mapper-velocity-defaults"
+    code, stdout, stderr = cli("-c", str(out / "config.toml"), "test", "radiology-worklist-feed",
+                               *[str(case / f"input-{n}.hl7") for n in range(2, 7)], "--json")
+    assert code == 0, stderr
+    for number, result in enumerate(json.loads(stdout), 2):
+        mirth = (case / f"output-{number}-archive-hl7.hl7").read_bytes().decode().split("\r")
+        msh = mirth[0].split("|")
+        msh[5] = "^".join(["ARCHIVE", *msh[5].split("^")[1:]])
+        assert result["destinations"][0]["body"] == "\r".join(["|".join(msh), *mirth[1:]]), number
