@@ -330,3 +330,33 @@ def test_a_destination_message_builder_works_on_the_source_transformers_output_a
         msh = mirth[0].split("|")
         msh[5] = "^".join(["ARCHIVE", *msh[5].split("^")[1:]])
         assert result["destinations"][0]["body"] == "\r".join(["|".join(msh), *mirth[1:]]), number
+
+
+def test_a_whole_server_configuration_imports_in_one_command_and_runs(tmp_path):
+    """Issue 18 "done when": a server configuration (Mirth's Backup Config: several channels, a channel
+    group, the code template library, the configuration map) through one ``switchboard import mirth``,
+    then ``switchboard check`` as written, then a dry run of one of its channels giving Mirth's bytes."""
+    from unit.importers.mirth_support import server_configuration
+
+    numbers = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
+    server = tmp_path / "server-backup.xml"
+    server.write_text(server_configuration(numbers), encoding="utf-8")
+    out = tmp_path / "imported"
+    code, stdout, stderr = cli("import", "mirth", str(server), "--out", str(out))
+    assert code == 0, stderr
+    assert len(list((out / "channels").glob("*.toml"))) == len(numbers)
+    assert stdout.count("<- Mirth channel") == len(numbers)
+    assert {p.name for p in (out / "lookups").iterdir()} >= {"mapUnit.csv", "mapAbnormalFlag.csv"}
+    notes = (out / "IMPORT-NOTES.md").read_text()
+    assert notes.count('template "mapUnit" (function)') == 1       # the library once, though 04 embeds it too
+    (out / "config.toml").write_text(CONFIG)
+    code, stdout, stderr = cli("-c", str(out / "config.toml"), "check")
+    assert code == 0 and f"ok ({len(numbers)} channel(s))" in stdout, stderr
+    case = CORPUS / "cases" / "08-dft-charges-queue"
+    code, stdout, stderr = cli("-c", str(out / "config.toml"), "test", "dft-charges-to-billing",
+                               str(case / "input-1.hl7"), "--json")
+    assert code == 0, stderr
+    [result] = json.loads(stdout)
+    assert [d["body"].encode() for d in result["destinations"]] == [
+        (case / "output-1-to-patient-accounting.hl7").read_bytes(),
+        (case / "output-1-to-charge-audit-archive.hl7").read_bytes()]

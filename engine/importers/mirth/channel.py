@@ -95,8 +95,34 @@ def channel_enabled(channel: Element) -> tuple[bool, str]:
     return True, ""
 
 
+def _claims_of(source_options: list[Option]) -> list[tuple[str, tuple, str]]:
+    """What a source holds that no other enabled channel may: (key, what, shown)."""
+    options = {option.key: option.value for option in source_options}
+    held = []
+    if options.get("type") in ("mllp", "http") and isinstance(options.get("listen"), str):
+        host, _, port = options["listen"].rpartition(":")
+        if port.isdigit() and int(port):
+            held.append(("source.listen", (host.strip("[]"), int(port)), options["listen"]))
+    if options.get("type") in ("file", "sftp") and isinstance(options.get("path") or options.get("remote_path"), str):
+        path = (options.get("path") or options.get("remote_path")).rstrip("/") or "/"
+        held.append((f"source.{'path' if options['type'] == 'file' else 'remote_path'}",
+                     (options.get("host", ""), path), path))
+    return held
+
+
+def _clash(key: str, mine: tuple, theirs: tuple) -> bool:
+    if key != "source.listen":
+        return mine == theirs
+    wildcard = ("", "0.0.0.0", "::")
+    return mine[1] == theirs[1] and (mine[0] == theirs[0] or mine[0] in wildcard or theirs[0] in wildcard)
+
+
 def convert_channel(channel: Element, *, slug_name: str, velocity: Velocity, channels_by_id: dict[str, str],
-                    group: str = "") -> ChannelOut:
+                    group: str = "", claims: list | None = None, name_taken_by: str | None = None) -> ChannelOut:
+    """``claims`` collects the listen addresses and read folders of the enabled channels converted so far
+    (shared across one import): a channel that would take one again is reported as `switchboard check`
+    reports it and imported with ``enabled = false``.  ``name_taken_by``: the channel file whose name
+    this channel's Mirth name also gives (this one was numbered)."""
     name = text(channel, "name").strip()
     ident = text(channel, "id").strip()
     out = ChannelOut(slug_name, name, ident)
@@ -132,6 +158,25 @@ def convert_channel(channel: Element, *, slug_name: str, velocity: Velocity, cha
         enabled = False
         header.append("enabled = false: its source is not converted (IMPORT-NOTES.md).")
     header += source_result.comments
+    if name_taken_by is not None:
+        base = name_taken_by.rsplit("/", 1)[-1].removesuffix(".toml")
+        section.notes.append(Note("Channel name", f"`channels/{slug_name}.toml: name: channel name '{base}' is already "
+                                  f"used by {name_taken_by}` (two Mirth channels give this name); this one is "
+                                  f"written as '{slug_name}'.", "a name of its own (`name` and the file name)"))
+    for key, held, shown in _claims_of(source_result.options) if claims is not None else ():
+        owner = next((owner for other_key, other, owner in claims if other_key == key and _clash(key, held, other)),
+                     None)
+        if owner is None:
+            if enabled:
+                claims.append((key, held, f"channel '{slug_name}' (channels/{slug_name}.toml)"))
+            continue
+        verb = "used" if key == "source.listen" else "read"
+        section.notes.append(Note(f"Source ({key.split('.')[1]})", f"`channels/{slug_name}.toml: {key}: {shown} is "
+                                  f"already {verb} by {owner}`; this channel is imported with `enabled = false`.",
+                                  "a listen address or folder of its own, then `enabled = true`"))
+        if enabled:
+            header.append(f"enabled = false: its {key} is already {verb} by {owner} (IMPORT-NOTES.md).")
+        enabled = False
 
     destinations = channel.findall("destinationConnectors/connector")
     dest_ids = [integer(d, "metaDataId") for d in destinations]
