@@ -286,6 +286,12 @@ def _destination(connector, out, section, velocity, variables, used_keys, inboun
         else:
             dest.transforms.append([f"inline = {quote(result.template.toml(jinja=True))}",
                                     f"outbound = {quote(result.template_kind)}"])
+    written = [str(option.value) for option in dest.options] + [line for body in dest.transforms for line in body]
+    written += [out.files[path] for path in out.files if path.startswith(f"transforms/{out.slug}/{name}.")]
+    if dest.enabled and any(re.search(r"\{\{-?\s*id\s*-?\}\}", piece) for piece in written):
+        section.differences.append(f"Destination \"{mirth_name}\" uses `${{message.messageId}}`, now `{{{{ id }}}}`: "
+                                   "Switchboard's message id (the store's), not Mirth's count from 1 per channel, "
+                                   "so a file name or body built with it holds a different number.")
     response = connector.find("responseTransformer")
     for index, element in enumerate(steps.elements(response), 1):
         if not flag(element, "enabled", True):

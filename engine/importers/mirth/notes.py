@@ -5,8 +5,9 @@ channel and global scripts that are not Mirth's defaults, response transformers,
 connectors and settings Switchboard lacks, environment variables with no value): a channel whose
 every part converted has no entry, so ``--strict`` can gate an import in CI.  What was converted with
 a known difference from Mirth is said in a comment in the channel file instead; where that difference
-shows in what a destination sends (an E4X quirk Switchboard does not copy), the channel's section also
-lists it under "Differences from Mirth", which needs nobody and does not count as an item.
+shows in what a destination sends (a Mirth quirk Switchboard does not copy, a message id that counts
+differently), the channel's section also lists it under "Differences from Mirth", which needs nobody
+and does not count as an item.
 """
 from __future__ import annotations
 

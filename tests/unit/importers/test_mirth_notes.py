@@ -33,11 +33,15 @@ def test_the_corpus_notes_list_exactly_the_javascript_and_the_per_message_header
     out = imported(tmp_path, *sorted(CHANNELS.glob("*.xml")), LIBRARY)
     text = notes(out)
     assert headings(text) == [
+        'Channel "LIS Results to File Drop" -> channels/lis-results-to-file-drop.toml',
+        DIFFERENCES,
         'Channel "PAS ADT - Strip Z Segments" -> channels/pas-adt-strip-z-segments.toml',
         '1. Source transformer, step 1 "Strip Z segments" (JavaScript)',
         'Channel "LIS Results - Unit and Flag Mapping" -> channels/lis-results-unit-and-flag-mapping.toml',
         '1. Source transformer, step 3 "Map OBX units and abnormal flags" (JavaScript)',
         'Channel "ADT Batch File Intake" -> channels/adt-batch-file-intake.toml',
+        DIFFERENCES,
+        'Channel "ADT Archive Writer" -> channels/adt-archive-writer.toml',
         DIFFERENCES,
         'Channel "Order Events JSON Router" -> channels/order-events-json-router.toml',
         '1. Destination "To LIS Orders API" (HTTP Sender)',
@@ -61,9 +65,18 @@ def test_the_corpus_notes_list_exactly_the_javascript_and_the_per_message_header
 
 
 def test_channels_that_convert_whole_have_no_notes(tmp_path):
-    for number in ("01", "02", "08", "09", "10", "11"):
+    for number in ("01", "08", "09", "10", "11"):
         out = imported(tmp_path / number, export(number))
         assert headings(notes(out)) == [], number
+
+
+def test_a_file_name_with_the_message_id_is_a_difference_not_an_item(tmp_path):
+    out = imported(tmp_path, export("02"))
+    text = notes(out)
+    assert headings(text) == ['Channel "LIS Results to File Drop" -> channels/lis-results-to-file-drop.toml',
+                              DIFFERENCES]
+    assert 'Destination "Write Result File" uses `${message.messageId}`, now `{{ id }}`' in text
+    assert text.startswith("# Mirth Connect import: what needs a person\n\nNothing: every channel")
 
 
 def test_a_difference_from_mirth_is_said_for_its_channel_and_is_not_an_item(tmp_path):
@@ -75,6 +88,7 @@ def test_a_difference_from_mirth_is_said_for_its_channel_and_is_not_an_item(tmp_
                               DIFFERENCES]
     assert text.startswith("# Mirth Connect import: what needs a person\n\nNothing: every channel")
     assert text.count("with E4X `.toString()`") == 2 and "`<PID.5.1>...`" in text
+    assert text.count("uses `${message.messageId}`") == 2           # the archive's name, the extract's body
     assert "```" not in text
 
 
