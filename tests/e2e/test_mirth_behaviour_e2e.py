@@ -6,12 +6,14 @@ Per case: ``switchboard import mirth`` on the channel's export (with the server'
 then ``switchboard test CHANNEL input-*... --json`` over every recorded input.  For each message and
 each destination the verdict must be Mirth's (sent / filtered / error / disabled, expected.json) and,
 where the channel's steps all converted, the bytes must be exactly those Mirth sent (output-*).
+07's JSON matches because the import adds the step that compacts it as Mirth's JSON.stringify did.
 
 Where a case cannot match, the test asserts the difference itself, precisely, and that IMPORT-NOTES
 says it for that channel:
-- 03 and 04: a JavaScript step, listed for a person and left out.  The test shows our output is Mirth's
-  minus exactly what the script did, then applies the port the notes point to (edit operations and the
+- 03 and 04: a JavaScript step, listed for a person and left out.  The test shows our output differs from
+  Mirth's by exactly what the script did, then applies the port the notes point to (edit operations and the
   extracted code tables) and gets Mirth's bytes.
+- 05: Mirth's batch reader dropped blanks at the end of segments (inputs 2 and 3); we keep them.
 - 12 input 1: Mirth's E4X ``toString()`` wrote XML markup into PID-5.1; we write the text.
 - ``${message.messageId}`` became ``{{ id }}``, whose value is the store's id, not Mirth's per-channel
   counter: 12's worklist extract ends with the id, so it is compared with that field masked (and the

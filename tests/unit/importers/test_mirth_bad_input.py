@@ -32,7 +32,8 @@ def test_a_data_type_we_lack_is_imported_as_text_and_noted(tmp_path):
 
 
 def test_a_name_that_is_not_a_file_name_is_made_one_and_the_mirth_name_kept(tmp_path):
-    path = variant(tmp_path, "02", "odd.xml", ("<name>LIS Results to File Drop</name>", "<name>../LIS: results*</name>"))
+    path = variant(tmp_path, "02", "odd.xml",
+                   ("<name>LIS Results to File Drop</name>", "<name>../LIS: results*</name>"))
     out = imported(tmp_path, path)
     assert [p.name for p in (out / "channels").iterdir()] == ["lis-results.toml"]
     text = (out / "channels" / "lis-results.toml").read_text()
