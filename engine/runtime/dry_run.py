@@ -31,6 +31,7 @@ def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[d
             step.last_changes = []
         outcome = pipeline.run(message, meta)
         results.append({
+            "id": number,        # the dry run's message id: what {{ id }} rendered as
             "status": outcome.status,
             "meta": meta,
             "filters": [{"name": f.name, "passed": f.passed, "reason": f.reason, "rules": f.rules}
