@@ -13,8 +13,11 @@
     GET  /api/reload                        the latest live reload and its problems (engine/reload.py)
     POST /api/reload                        reload the config files now; answers what changed
 
-The token was checked before the body was read (``auth.AdminSite.screen``); each endpoint checks
-again that a token name is attached (defence in depth).  Errors are ``{"error": sentence}`` with
+The token and the user's role were checked before the body was read (``auth.AdminSite.screen``,
+engine/admin/roles.py: 403 with a sentence); each endpoint checks again that a user is attached
+(defence in depth).  Without ``phi`` a message is its summary and metadata (``roles.redact``).
+Numbers and times are range-checked (ids 1..2^63-1, offsets, ``before_id``, times UTC can hold,
+replay bodies): 400 with a sentence, never a 500.  Errors are ``{"error": sentence}`` with
 the status code (400 bad input, 404 unknown, 405 method, 409 state or config conflict, 500 our
 fault, logged without content).  Reads of the store run in threads, never in the reactor.
 

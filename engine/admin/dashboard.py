@@ -1,27 +1,35 @@
-"""The web dashboard on the admin listener (DESIGN §3.7): server-rendered pages, readable without
-JavaScript, for the people who run the channels.
+"""The web dashboard on the admin listener (DESIGN §3.7, §3.12): server-rendered pages, readable
+without JavaScript, for the people who run the channels.
 
-    GET  /login, POST /login            sign in with an admin token (engine/admin/sessions.py)
-    GET|POST /logout                    end the session
+    GET  /login, POST /login            sign in by name and password, or a token (engine/admin/sessions.py)
+    GET  /logout, POST /logout          the sign-out button; the POST (with the CSRF token) ends the session
     GET  /                              every channel: state, counts, queues, last error, problems
     GET  /channels/NAME                 one channel and its recent messages (filter form)
     POST /channels/NAME/start|stop|pause
-    GET  /messages/ID                   raw | transformed | each destination's sent and response
+    GET  /messages/ID                   raw | transformed | what the transform changed | each
+                                        destination's sent and response
+    GET  /messages/ID/raw|transformed|original, /messages/ID/sent|response?destination=NAME
+                                        one content, whole, as a download
     POST /messages/ID/replay
     GET  /search                        messages of every channel
     GET  /static/dashboard.css|js
 
+Who may see and do what is decided before the request is read (engine/admin/roles.py); pages hide
+what the user may not do (no buttons for a viewer, no content and no text search without phi).
 Pages are Jinja templates in ``pages/`` rendered by a plain ``jinja2.Environment`` with
 ``autoescape=True`` -- not the sandboxed message-template environment, which does not escape
 (it writes HL7 and JSON): these pages show message content, and every value goes through HTML
 escaping.  They read through what the JSON API uses (``api.channel_views``,
 ``api.search_filters`` with ``Store.search``, ``Store.get_message``, ``Replayer.replay``,
-``ChannelService.change``), in threads for the store.  Audit rows, committed before the page goes
-out: ``view`` for every message shown, ``search`` for every list of messages (filters without
-``meta`` values or ``text``, and the ids shown), ``channel.*`` and ``replay`` for actions, and
-``login``/``logout``.  State-changing forms are POSTs with the session's CSRF token; the answer is
-a redirect back (post/redirect/get) with a one-time note.  Responses forbid framing, inline
-scripts (Content-Security-Policy) and referrers (URLs carry search values).
+``ChannelService.change``), in threads for the store.  A message page is built and rendered in a
+thread too, and shows at most ``DISPLAY_LIMIT`` characters of each content (the rest is a
+download link): a 1 MB message must not hold the reactor (tests/e2e/test_hardening_admin_e2e.py).
+Audit rows, committed before the page goes out: ``view`` for every message shown or downloaded,
+``search`` for every list of messages (filters without ``meta`` values or ``text``, and the ids
+shown), ``channel.*`` and ``replay`` for actions, ``login``, ``login.failed`` and ``logout``.
+State-changing forms are POSTs with the session's CSRF token; the answer is a redirect back
+(post/redirect/get) with a one-time note.  Every answer carries the security headers
+(``auth.SECURITY_HEADERS``: CSP without inline scripts, no framing, no referrer, no-store).
 
 The JavaScript (``static/dashboard.js``) only refreshes the parts marked ``data-refresh`` every few
 seconds; without it the pages are complete and a reload refreshes them.

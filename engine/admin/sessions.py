@@ -1,25 +1,29 @@
 """Browser sessions for the dashboard, and the admin site's screening with them.
 
-A browser signs in at ``/login`` with an admin token (DESIGN §3.7).  The daemon then keeps a
-session in memory -- the token's *name* (for the audit log), a CSRF token, when it was made and
-last used -- under the SHA-256 of a random 256-bit id, and gives the browser that id in a cookie:
-``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page sends it),
-``Path=/``, and ``Secure`` when the request came over TLS.  Memory holds no usable cookie, only
-its digest; a restart signs everyone out.  A session ends at ``/logout``, after ``IDLE`` seconds
-unused or ``LIFETIME`` seconds in all; at most ``MAX_SESSIONS`` are kept (the least recently used
-goes first).
+A browser signs in at ``/login`` with a name and password (``[[admin.user]] password``, argon2id)
+or a token (DESIGN §3.7, §3.12).  The daemon then keeps a session in memory -- the user (name, role,
+phi: for the role check and the audit log), a CSRF token, when it was made and last used -- under
+the SHA-256 of a random 256-bit id, and gives the browser that id in a cookie: ``HttpOnly`` (no
+script reads it), ``SameSite=Strict`` (no other site's page sends it), ``Path=/``, and ``Secure``
+when the request came over TLS.  Memory holds no usable cookie, only its digest; a restart signs
+everyone out.  A session ends at ``POST /logout`` (with the CSRF token; ``GET /logout`` only shows
+the button), after ``IDLE`` seconds unused or ``LIFETIME`` seconds in all; at most
+``MAX_SESSIONS`` are kept (the least recently used goes first).
 
 ``DashboardSite.screen`` extends ``AdminSite.screen`` (still before a byte of the body is read):
 
 * open: ``GET /healthz``, ``GET /login``, ``GET /static/*`` (CSS and JS, no data), ``GET
   /favicon.ico`` (an empty 204), and
-  ``POST /login`` with a ``Content-Length`` of at most ``LOGIN_MAX_BODY`` bytes;
+  ``POST /login`` with a ``Content-Length`` of at most ``LOGIN_MAX_BODY`` bytes, unless the
+  address is waiting after failed sign-ins (``Throttle``: 429 with Retry-After);
 * a request with an ``Authorization`` header, and every ``/api`` and ``/metrics`` request, is
   checked as before: a bearer token or 401 JSON (scripts keep their contract; a session cookie is
   never enough for the JSON API, whose POSTs carry no CSRF token);
 * a dashboard page (``/``, ``/channels``, ``/messages``, ``/search``, ``/logout``) with a valid
-  session cookie is taken with ``request.who`` = the session's token name; without one a GET is
-  redirected to ``/login`` (303) and anything else is refused (401).
+  session cookie is taken as the session's user; without one a GET is redirected to ``/login``
+  (303) and anything else is refused (401);
+* either way the user's role is checked (``AdminSite.admit_user``, engine/admin/roles.py): 403
+  with a sentence.
 
 CSRF: every POST form carries the session's token in a hidden ``csrf`` field and the dashboard
 compares it (``hmac.compare_digest``) before acting; a bearer-token request needs none.
