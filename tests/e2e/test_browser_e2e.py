@@ -46,13 +46,21 @@ connect = "127.0.0.1:{port}"
 """
 
 
+VIEWER_PASSWORD = "a viewer's long password"
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     refuse = threading.Event()  # while set, the agency refuses the FAILS-* messages (only those:
     # the OK-* ones may still be on their way when the test sets it)
     peer = MllpPeer(lambda payload: ack_for(
         payload, "AR" if refuse.is_set() and control_id_of(payload).startswith("FAILS") else "AA"))
-    daemon = Daemon(tmp_path_factory.mktemp("browser") / "d", {"relay": RELAY.format(port=peer.port)})
+    from argon2 import PasswordHasher
+
+    viewer = (f'[[admin.user]]\nname = "vera"\nrole = "viewer"\nphi = false\n'
+              f'password = "{PasswordHasher().hash(VIEWER_PASSWORD)}"\n')
+    daemon = Daemon(tmp_path_factory.mktemp("browser") / "d", {"relay": RELAY.format(port=peer.port)},
+                    extra_config=viewer)
     daemon.start(1)
     yield daemon, peer, refuse
     daemon.stop()
@@ -166,3 +174,30 @@ def test_sign_in_watch_counts_open_a_failure_and_replay_it(world, browser):
     wait(browser, lambda d: d.current_url == base + "/login", "signed out")
     browser.get(base + "/")
     assert browser.current_url == base + "/login"
+
+
+def test_a_viewer_without_phi_signs_in_by_name_and_sees_no_content_or_buttons(world, browser):
+    """Users and roles (docs/users-and-roles.md) in a real browser: name and password, the role in
+    the header, no Start/Stop/Pause or Replay, the message's content hidden."""
+    daemon, _peer, _refuse = world
+    base = f"http://127.0.0.1:{daemon.admin_port}"
+    client = MllpClient(daemon.ports["relay"])
+    assert client.request(hl7("VIEWED-1", account="ACC7"))["code"] == "AA"
+    client.close()
+    browser.delete_all_cookies()
+    browser.get(base + "/login")
+    browser.find_element(By.ID, "name").send_keys("vera")
+    browser.find_element(By.ID, "password").send_keys(VIEWER_PASSWORD)
+    browser.find_element(By.ID, "sign-in-password").click()
+    wait(browser, lambda d: d.current_url == base + "/", "the channels page")
+    assert "vera" in browser.find_element(By.CSS_SELECTOR, ".who").text
+    assert "viewer" in browser.find_element(By.CSS_SELECTOR, ".who").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "button.action")
+    keep(browser, "viewer-channels")
+    browser.get(base + "/search?go=1&control_id=VIEWED-1")
+    assert not browser.find_elements(By.NAME, "text")               # no text search without PHI
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "a.message-link"), "the message listed")[0].click()
+    wait(browser, lambda d: "/messages/" in d.current_url, "the message page")
+    assert "hidden" in browser.find_element(By.ID, "content-hidden").text
+    assert not browser.find_elements(By.ID, "replay") and "DOE" not in browser.page_source
+    keep(browser, "viewer-message")
