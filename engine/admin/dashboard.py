@@ -37,6 +37,7 @@ seconds; without it the pages are complete and a reload refreshes them.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
@@ -65,6 +66,7 @@ PAGE_SIZE = 50
 FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
 DISPLAY_LIMIT = 64 * 1024          # characters of one content shown in a page; the rest is a download
 DOWNLOADS = ("raw", "transformed", "sent", "response", "original")
+PASSWORD_CHECKS = 2                # argon2 verifications at once (each takes 64 MiB for ~50 ms)
 
 
 class Html:
@@ -101,6 +103,7 @@ def local_path(value: str | None, default: str) -> str:
 class Dashboard:
     def __init__(self, admin) -> None:
         self.admin = admin
+        self.password_checks = defer.DeferredSemaphore(PASSWORD_CHECKS)
         self.environment = build_environment()
         self.static = {name: (kind, (HERE / "static" / name.decode()).read_bytes()) for name, kind in STATIC.items()}
 
@@ -184,29 +187,37 @@ class Dashboard:
 
     @defer.inlineCallbacks
     def login_POST(self, request):
-        """Sign in by name and password, or by a token.  Failures are audited (the name only when it
-        is a configured user's: a password typed into the name field must not be kept) and counted
-        per address (``sessions.Throttle``: 429 once there were too many)."""
+        """Sign in by name and password, or by a token.  Each attempt is counted against the
+        address *before* the slow password check (``sessions.Throttle``; a success clears it), so
+        attempts sent in parallel cannot outrun the 429; at most ``PASSWORD_CHECKS`` argon2
+        verifications (64 MiB each) run at once.  Failures are audited (the name only when it is a
+        configured user's: a password typed into the name field must not be kept)."""
         form = parse_form(request)
         address = peer_host(request)
         name, password, token = form.get("name", "").strip(), form.get("password", ""), form.get("token", "").strip()
         if not (name or password or token):
             return self.render(request, "login.html", 400, title="Sign in",
                                error="Give your name and password, or a token.")
+        throttle = self.admin.site.throttle
+        wait = math.ceil(throttle.wait(address))
+        if wait:
+            request.setHeader(b"Retry-After", b"%d" % wait)
+            return self.render(request, "login.html", 429, title="Sign in",
+                               error=f"Too many failed sign-ins from this address; try again in {wait} s.")
+        throttle.failed(address)
         if name or password:
-            user = yield in_thread(self.admin.tokens.check_password, name, password)
+            user = yield self.password_checks.run(in_thread, self.admin.tokens.check_password, name, password)
             how = "password"
         else:
-            user = self.admin.tokens.who(token.encode("utf-8")) if token else None
+            user = self.admin.tokens.who(token.encode("utf-8"))
             how = "token"
         if user is None:
-            self.admin.site.throttle.failed(address)
             known = name if how == "password" and self.admin.tokens.has_user(name) else "?"
             log.info("dashboard: sign-in refused for {peer} ({how})", peer=address, how=how)
             yield self.admin.audit.record(known, "login.failed", "dashboard", {"by": how, "address": address})
             error = "That name and password do not match." if how == "password" else "That is not an admin token or a user's token."
             return self.render(request, "login.html", 401, title="Sign in", error=error)
-        self.admin.site.throttle.succeeded(address)
+        throttle.succeeded(address)
         value, _session = self.admin.sessions.create(user)
         yield self.admin.audit.record(user.name, "login", "dashboard", {"by": how, "address": address})
         return Redirect("/", set_cookie_header(value, secure=request.isSecure()))

@@ -257,3 +257,19 @@ def test_the_cli_acts_as_the_user_of_switchboard_token(world):
     result = subprocess.run([sys.executable, "-m", "engine.cli.main", "-c", str(daemon.config), "replay",
                              str(message_id)], capture_output=True, text=True, env=env, cwd=daemon.root, timeout=60)
     assert result.returncode == 1 and "user viewer-phi is a viewer and may not replay" in result.stderr
+
+
+def test_parallel_password_guesses_cannot_outrun_the_throttle(world):
+    """Last in this file: 127.0.0.1 is throttled afterwards.  Each attempt is counted before the
+    slow argon2 check, so 20 guesses sent at once get at most 5 verdicts and the rest 429."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    daemon, _message_id = world
+    form = urlencode({"name": "maria", "password": "a wrong guess, long enough"}).encode()
+
+    def guess(_n):
+        return call(daemon.admin_port, "POST", "/login", body=form, kind="application/x-www-form-urlencoded")[0]
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(guess, range(20)))
+    assert statuses.count(401) <= 5 and statuses.count(429) >= 15 and set(statuses) <= {401, 429}
