@@ -29,6 +29,12 @@ the window), and two identical rows *within* one file stay two messages when ded
 key lookup is one probe of the partial ``idx_messages_idempotency`` index.  A crash after the
 ``done`` record but before the move is harmless too: the file is then recognised by its hash.
 
+X12 (``inbound = "x12"``, DESIGN §3.11): the file is read by ``engine.x12.intake`` instead of being
+split by lines or MSH: one message per transaction set (``split = "claims"``: per 835 claim
+payment), only the sets the 999 accepts are stored, and the file is refused only when none is.
+With ``ack = "999"`` the answer is written beside the file, atomically and before the file is moved:
+``done/NAME.999``, or ``error/NAME.999`` (a TA1 when the interchange cannot be read).
+
 When the store refuses a message (disk full...), the file stays where it is and is tried again
 at the next scan: that is a transient fault, not the file's.  A file that cannot be moved
 (permissions) is remembered with its size and mtime and ignored until it changes, so nothing

@@ -18,7 +18,9 @@ the store so a retry is answered with the original id (RELIABILITY 30).  Answers
 ``{"id", "status"}`` once stored, 200 for a duplicate (``"duplicate": true``), and with
 ``ack = "processed"`` 200 with the processing status or 422 when processing failed (the message is
 kept for replay; resending would not help).  A store failure is 503, never 2xx.  HL7 bodies are
-answered with the HL7 ACK of DESIGN §3.5 (``engine.hl7_ingest.answer_frame``).  Nothing here
+answered with the HL7 ACK of DESIGN §3.5 (``engine.hl7_ingest.answer_frame``); X12 bodies
+(``inbound = "x12"``) are split per transaction set and, with ``ack = "999"``, answered with the
+999s (a TA1 for an unreadable interchange) as ``application/edi-x12``.  Nothing here
 logs content: status codes, reasons, ids and peer addresses only.
 """
 

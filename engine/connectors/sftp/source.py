@@ -18,6 +18,9 @@ messages whether it arrives on disk or over SFTP.  Every ``poll_interval``, in o
   move it to ``done/`` (or delete it).  Moves never overwrite: ``NAME.1``, ``NAME.2``... when taken
   (OpenSSH's plain SFTP rename refuses an existing target, so a race cannot overwrite either).
 
+X12 files (``inbound = "x12"``) are taken as the file source takes them (``inbox.prepare_x12``), and
+with ``ack = "999"`` their 999 or TA1 is uploaded beside them (``done/NAME.999``, ``error/NAME.999``).
+
 When the store refuses a message or the link drops, the file stays and the next poll tries again
 (only the move, when the messages are already in).  When the server refuses a move (permissions)
 the file is ignored until its size or mtime changes, so nothing loops.  Problems are logged once per
