@@ -246,3 +246,15 @@ def test_http_source_answers_with_the_999_and_a_ta1_for_an_unreadable_interchang
     assert status == 400 and "AK9*R*1*1*0" in body
     outbox = daemon.root / "var" / "outbox" / "x12-http"
     wait_for(lambda: outbox.is_dir() and len(delivered_files(outbox)) == 1, 20, what="the 270 stored and written")
+
+
+def test_switchboard_test_shows_transactions_and_loops(x12):
+    daemon, _inboxes, _ehr = x12
+    result = daemon.cli("test", "remittance", str(WALKTHROUGH))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("x12: 835 set 0001 of group 4417, interchange 000004417 (005010X221A1") == 5
+    assert "loops: 1000A x1, 1000B x1, 2000 x1, 2100 x1, 2110 x1" in out
+    assert "agency: recall (insurance-paid) if the account is placed" in out
+    bad = daemon.cli("test", "x12-inbox", str(SAMPLES / "malformed_se_count.x12"))
+    assert bad.returncode != 0 and "segment 23 (SE-01)" in bad.stderr and "Traceback" not in bad.stderr
