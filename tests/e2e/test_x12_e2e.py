@@ -258,3 +258,16 @@ def test_switchboard_test_shows_transactions_and_loops(x12):
     assert "agency: recall (insurance-paid) if the account is placed" in out
     bad = daemon.cli("test", "x12-inbox", str(SAMPLES / "malformed_se_count.x12"))
     assert bad.returncode != 0 and "segment 23 (SE-01)" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_file_with_a_bad_and_a_good_interchange_is_taken_with_both_answers(x12):
+    daemon, inboxes, _ehr = x12
+    data = (SAMPLES / "malformed_iea_control.x12").read_bytes() + (SAMPLES / "271_eligibility.x12").read_bytes()
+    drop(inboxes["x12"], "mixed.x12", data)
+    answer = answer_of(inboxes["x12"], "mixed.x12")
+    assert "TA1*000000111*250116*0800*R*001" in answer and "AK9*A*1*1*1" in answer
+    assert answer.count("ISA*") == 2
+    # the same content again: not stored twice, but answered again
+    drop(inboxes["x12"], "mixed-again.x12", data)
+    assert answer_of(inboxes["x12"], "mixed-again.x12").count("ISA*") == 2
+    assert "already processed" in daemon.log or "same sha256" in daemon.log

@@ -301,7 +301,9 @@ def prepare(directory: Path, entry: Entry, *, split: str, inbound: str, max_size
         return Prepared("refused", reason=str(error))
     digest = hashlib.sha256(data).hexdigest()
     if seen(digest):
-        return Prepared("seen", sha256=digest)
+        # an X12 sender that sends the same interchange again still expects its answer
+        answer = x12_intake.take(data, now=datetime.now()).answer if inbound == "x12" else ""
+        return Prepared("seen", sha256=digest, answer=answer)
     if inbound == "x12":
         return prepare_x12(data, digest, claims=split == "claims")
     try:

@@ -339,7 +339,7 @@ class FileSource:
             log.info("channel {channel}: file {name} has the content of a file already processed "
                      "(same sha256); not processed again", channel=self.channel, name=shown(name))
             self.sink.note_event("file_duplicate", "content already processed")
-            yield self._finish(name, entry, "already processed")
+            yield self._finish(name, entry, "already processed", self._answer(prepared))
             return
         stored = yield self._store(name, prepared)
         if stored is None:

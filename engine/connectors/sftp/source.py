@@ -299,6 +299,8 @@ class SftpSource:
             log.info("channel {channel}: sftp file {name} has the content of a file already processed "
                      "(same sha256); not processed again", channel=self.channel, name=shown(name))
             self.sink.note_event("file_duplicate", "content already processed")
+            if self.inbound == "x12" and self.options.get("ack") == "999":   # answered again
+                self.answers[entry] = inbox.prepare_x12(data, sha256, claims=False).answer
             yield self.finish(entry, "already processed")
             return
         answer, partial = None, []
