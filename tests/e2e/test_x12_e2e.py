@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import ROOT, Daemon, MllpPeer, delivered_files, wait_for
+from support.daemon import ROOT, Daemon, MllpPeer, delivered_files, run_cli, wait_for
 
 SAMPLES = ROOT / "tests" / "samples" / "x12"
 WALKTHROUGH = ROOT / "docs" / "collections-kit" / "remittance-835.x12"
@@ -271,3 +271,18 @@ def test_a_file_with_a_bad_and_a_good_interchange_is_taken_with_both_answers(x12
     drop(inboxes["x12"], "mixed-again.x12", data)
     assert answer_of(inboxes["x12"], "mixed-again.x12").count("ISA*") == 2
     assert "already processed" in daemon.log or "same sha256" in daemon.log
+
+
+def test_check_refuses_an_x12_channel_that_splits_nothing(tmp_path):
+    (tmp_path / "channels").mkdir()
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "channels" / "whole.toml").write_text(
+        'inbound = "x12"\n[source]\ntype = "file"\npath = "inbox"\nsplit = "none"\n')
+    (tmp_path / "channels" / "hl7-999.toml").write_text(
+        '[source]\ntype = "file"\npath = "inbox"\nack = "999"\n')
+    (tmp_path / "config.toml").write_text('[store]\npath = "var/s.db"\n')
+    result = run_cli("-c", str(tmp_path / "config.toml"), "check", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    shown = result.stdout + result.stderr
+    assert "whole.toml" in shown and "source.split" in shown and "splits each interchange" in shown
+    assert "hl7-999.toml" in shown and 'ack = "999" needs inbound = "x12"' in shown
