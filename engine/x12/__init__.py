@@ -9,6 +9,9 @@ typical use by a source::
         messages = split_interchange(interchange)     # X12Transaction(text, meta, errors)
         answer = acknowledge(interchange, now=now)    # a 999 interchange, or a TA1
     view = X12View(messages[0].text); view['CLP.4']; view.loops('2100')
+
+Sources use the one-call form, ``take(raw, now=now, claims=False)`` (``intake``): the accepted sets
+(or 835 claims, ``split_claims``) to store, the answer, and why anything was refused.
 """
 
 from engine.x12.ack import acknowledge, build_999, build_ta1, group_status, set_status
