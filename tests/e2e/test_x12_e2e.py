@@ -213,7 +213,9 @@ def test_malformed_interchanges_are_refused_with_a_999_or_ta1_and_the_channel_go
     drop(inboxes["x12"], name, data)
     answer = answer_of(inboxes["x12"], name, where)
     assert expect in answer
-    assert (inboxes["x12"] / "error" / name).read_bytes() == data
+    moved = inboxes["x12"] / "error" / name       # the answer is written first, then the file moved
+    wait_for(moved.exists, 20, what=f"error/{name}")
+    assert moved.read_bytes() == data
     reason = (inboxes["x12"] / "error" / f"{name}.reason").read_text()
     assert "segment" in reason or "ISA" in reason
     for value in ("SAMPLE", "ALEX", "JOS", "W00000000", "ACCT1000"):   # positions, never values
