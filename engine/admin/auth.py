@@ -2,9 +2,9 @@
 
 Tokens: ``[admin] token`` (named ``admin`` in the audit log) and ``[admin] tokens = { name =
 "value" }`` (admins with phi), and each ``[[admin.user]]``'s ``token_sha256`` (DESIGN §3.12; roles
-and the 403s in ``engine/admin/roles.py``, checked here too, before the body).  With no ``[admin] token`` the daemon generates one at first start and keeps it in
-``admin.token`` beside the store, mode 0600 (DESIGN §3.1); its start-up log says where, never
-what.  The CLI reads the same file.
+and the 403s in ``engine/admin/roles.py``, checked here too, before the body).  With no ``[admin]
+token`` the daemon generates one at first start and keeps it in ``admin.token`` beside the store,
+mode 0600 (DESIGN §3.1); its start-up log says where, never what.  The CLI reads the same file.
 
 The check happens at the end of the request headers, with the HTTP source's technique
 (``engine.connectors.http_source.SourceChannel``): the channel asks ``screen`` before the body is
@@ -160,7 +160,7 @@ class AdminRequest(CappedBody, server.Request):
 
     ``user`` (``roles.User``) and ``who`` (its name, for the audit log) are set by
     ``AdminSite.screen`` before the body is read.  Every answer carries ``SECURITY_HEADERS``,
-    set when the request is made (a handler may override one, as the static files' cache does)."""
+    set when the request is made, so no handler can forget them."""
 
     who: str | None = None
     user: User | None = None

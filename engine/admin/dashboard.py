@@ -215,7 +215,8 @@ class Dashboard:
             known = name if how == "password" and self.admin.tokens.has_user(name) else "?"
             log.info("dashboard: sign-in refused for {peer} ({how})", peer=address, how=how)
             yield self.admin.audit.record(known, "login.failed", "dashboard", {"by": how, "address": address})
-            error = "That name and password do not match." if how == "password" else "That is not an admin token or a user's token."
+            error = ("That name and password do not match." if how == "password"
+                     else "That is not an admin token or a user's token.")
             return self.render(request, "login.html", 401, title="Sign in", error=error)
         throttle.succeeded(address)
         value, _session = self.admin.sessions.create(user)
@@ -311,8 +312,8 @@ class Dashboard:
             text, body = message[part], None
         if body is None and text is None:
             raise ApiError(404, f"message {number} has no {part} content")
-        yield self.admin.audit.record(request.who, "view", f"message:{number}",
-                                      {"via": "dashboard", "download": part, **({"destination": destination} if destination else {})})
+        detail = {"via": "dashboard", "download": part, **({"destination": destination} if destination else {})}
+        yield self.admin.audit.record(request.who, "view", f"message:{number}", detail)
         if body is not None:
             return Download(body, f"message-{number}-original.bin", b"application/octet-stream")
         suffix = f"-{destination}" if destination else ""

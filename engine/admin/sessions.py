@@ -118,7 +118,8 @@ class Throttle:
 
     def __init__(self, *, clock=time.monotonic, free: int = 5, base: float = 1.0, longest: float = 300.0,
                  forget: float = 900.0, limit: int = 10_000) -> None:
-        self.clock, self.free, self.base, self.longest, self.forget, self.limit = clock, free, base, longest, forget, limit
+        self.clock, self.free, self.base, self.longest = clock, free, base, longest
+        self.forget, self.limit = forget, limit
         self._failures: OrderedDict[str, tuple[int, float, float]] = OrderedDict()   # count, last, locked until
 
     def wait(self, address: str) -> float:

@@ -58,7 +58,7 @@ def world(tmp_path_factory):
     from argon2 import PasswordHasher
 
     viewer = (f'[[admin.user]]\nname = "vera"\nrole = "viewer"\nphi = false\n'
-              f'password = "{PasswordHasher().hash(VIEWER_PASSWORD)}"\n')
+              f'password = "{PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(VIEWER_PASSWORD)}"\n')
     daemon = Daemon(tmp_path_factory.mktemp("browser") / "d", {"relay": RELAY.format(port=peer.port)},
                     extra_config=viewer)
     daemon.start(1)

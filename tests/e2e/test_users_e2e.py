@@ -59,7 +59,7 @@ def users_toml() -> str:
         digest = hashlib.sha256(token_of(role, phi).encode()).hexdigest()
         blocks.append(f'[[admin.user]]\nname = "{name}"\nrole = "{role}"\nphi = {str(phi).lower()}\n'
                       f'token_sha256 = "{digest}"\n')
-    blocks.append(f'[[admin.user]]\nname = "maria"\nrole = "viewer"\npassword = "{PasswordHasher().hash(PASSWORD)}"\n')
+    blocks.append(f'[[admin.user]]\nname = "maria"\nrole = "viewer"\npassword = "{PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)}"\n')
     return "\n".join(blocks)
 
 

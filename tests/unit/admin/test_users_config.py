@@ -52,7 +52,7 @@ def test_every_mistake_is_named_at_once(tmp_path):
 
 
 def test_a_password_is_checked_with_argon2_and_an_unknown_name_too(tmp_path):
-    hashed = PasswordHasher().hash("a long password")
+    hashed = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("a long password")
     config = load_config(write(tmp_path, f'[[admin.user]]\nname = "sam"\nrole = "viewer"\npassword = "{hashed}"\n'))
     tokens = Tokens.for_engine(config)
     assert tokens.check_password("sam", "a long password") == User("sam", "viewer", False)
