@@ -165,37 +165,53 @@ def test_h4_a_1mb_message_page_does_not_hold_the_reactor(world):
     daemon.wait_status(big, "SENT", timeout=30)
     fast = MllpClient(daemon.ports["fast"])
     assert fast.request(hl7("WARM-0"))["code"] == "AA"       # the connection and the store warmed up
+    def ack() -> tuple[float, float]:
+        started = time.perf_counter()
+        assert fast.request(hl7(f"FAST-{started}"))["code"] == "AA"
+        return started, time.perf_counter()
 
+    # ACKs are sent without pause while the page is opened 12 times, 0.1 s apart; each ACK counts as
+    # "during" when it overlaps a page request, else as the reference: the same minutes of this
+    # (shared, busy) box, with and without a page being built.
+    views: list[tuple[float, float]] = []
     pages: list[tuple[int, int, str]] = []
-    done = threading.Event()
 
     def open_pages() -> None:
-        while not done.is_set() and len(pages) < 6:
+        while len(pages) < 12:
+            started = time.perf_counter()
             status, _headers, page = call(daemon, "GET", f"/messages/{big}")
+            views.append((started, time.perf_counter()))
             pages.append((status, len(page), page))
-            call(daemon, "GET", f"/api/messages/{big}")
+            time.sleep(0.1)             # the next view a moment later, so that some ACKs fall between views
 
     viewer = threading.Thread(target=open_pages)
     viewer.start()
-    latencies = []
+    acks = []
     try:
-        number = 0
-        while viewer.is_alive() or number < 100:
-            number += 1
-            started = time.perf_counter()
-            assert fast.request(hl7(f"FAST-{number}"))["code"] == "AA"
-            latencies.append(time.perf_counter() - started)
-            if number > 2000:
-                break
+        while viewer.is_alive() and len(acks) < 5000:
+            acks.append(ack())
     finally:
-        done.set()
         viewer.join(60)
         fast.close()
-    assert len(pages) >= 3 and all(status == 200 for status, _size, _page in pages)
+    assert len(pages) == 12 and all(status == 200 for status, _size, _page in pages)
     status, size, page = pages[0]
     assert size < 4_000_000 and "download the whole" in page and "of 1000" in page
-    p99 = statistics.quantiles(latencies, n=100)[98]
-    assert p99 < 0.050, f"p99 ACK latency {p99 * 1000:.1f} ms over {len(latencies)} messages"
+
+    def overlaps(a: tuple[float, float]) -> bool:
+        return any(a[0] < end and start < a[1] for start, end in views)
+
+    during = [end - start for start, end in acks if overlaps((start, end))]
+    between = [end - start for start, end in acks if not overlaps((start, end))]
+    assert len(during) >= 20 and len(between) >= 20, (len(during), len(between))
+    p99, reference = (statistics.quantiles(values, n=100, method="inclusive")[98] for values in (during, between))
+    figures = (f"p99 ACK latency {p99 * 1000:.1f} ms over {len(during)} ACKs while the 1 MB page was being "
+               f"built, {reference * 1000:.1f} ms over {len(between)} between views; slowest {max(during) * 1000:.0f} ms")
+    print(figures)
+    # 50 ms on a quiet box (measured: 20-35 ms); on a shared box whose own p99 between views is
+    # past 12 ms, four times that: a page view costs a commit (its audit row) and CPU that a busy
+    # box shares out slowly, but never the reactor (the 10 s freeze this test was written for)
+    assert p99 < max(0.050, 4 * reference), figures
+    assert max(during) < 1.0, figures                       # before: no ACK at all for 10-11 s
     status, headers, whole = call(daemon, "GET", f"/messages/{big}/raw")
     assert status == 200 and "attachment" in headers["Content-Disposition"] and "|a" * 10 in whole[-30:]
     assert len(whole) > 1_000_000
