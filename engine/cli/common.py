@@ -36,7 +36,7 @@ class AdminClient:
                                    "`switchboard run`") from None
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
         # a user's own token ([[admin.user]]): the daemon then answers with that user's rights
-        token = os.environ.get("SWITCHBOARD_TOKEN", "").strip() or config.admin.token
+        token = os.environ.get("SWITCHBOARD_USER_TOKEN", "").strip() or config.admin.token
         if not token:
             path = token_file(config)
             try:

@@ -247,13 +247,13 @@ def test_user_add_prints_a_token_whose_digest_is_in_the_block(world):
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
 
 
-def test_the_cli_acts_as_the_user_of_switchboard_token(world):
+def test_the_cli_acts_as_the_user_of_switchboard_user_token(world):
     daemon, message_id = world
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, SWITCHBOARD_TOKEN=token_of("viewer", True))
+    env = dict(os.environ, SWITCHBOARD_USER_TOKEN=token_of("viewer", True))
     result = subprocess.run([sys.executable, "-m", "engine.cli.main", "-c", str(daemon.config), "replay",
                              str(message_id)], capture_output=True, text=True, env=env, cwd=daemon.root, timeout=60)
     assert result.returncode == 1 and "user viewer-phi is a viewer and may not replay" in result.stderr
