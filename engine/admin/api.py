@@ -32,6 +32,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import secrets
 import time
 from datetime import timezone
 
@@ -197,6 +198,33 @@ def query(request) -> dict[str, str]:
     return values
 
 
+SLICE = 64 * 1024
+
+
+def json_bytes(data) -> bytes:
+    """``json.dumps(data)`` for a thread, with every long string encoded a slice at a time: one
+    ``json.dumps`` of a 1 MB string is a single C call that keeps the GIL (and so the reactor)
+    for ~10 ms; between slices the reactor gets its turn.  Same bytes as ``json.dumps``."""
+    marker = f"\x00{secrets.token_hex(8)}:"
+    long: list[str] = []
+
+    def shell(value):
+        if isinstance(value, str) and len(value) > SLICE:
+            long.append(value)
+            return f"{marker}{len(long) - 1}"
+        if isinstance(value, dict):
+            return {key: shell(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [shell(item) for item in value]
+        return value
+
+    text = json.dumps(shell(data))
+    for index, value in enumerate(long):
+        sliced = "".join(json.dumps(value[at:at + SLICE])[1:-1] for at in range(0, len(value), SLICE))
+        text = text.replace(json.dumps(f"{marker}{index}"), f'"{sliced}"', 1)
+    return text.encode("utf-8")
+
+
 def in_thread(function, *args):
     return threads.deferToThread(function, *args)
 
@@ -317,7 +345,7 @@ class MessageNode(Endpoint):
         shown = redact(message, request.user)
         yield self.admin.audit.record(request.who, "view", f"message:{self.message_id}",
                                       None if shown is message else {"content": "hidden"})
-        body = yield in_thread(lambda: json.dumps(shown).encode("utf-8"))   # a 1 MB message: off the reactor
+        body = yield in_thread(json_bytes, shown)       # a 1 MB message: off the reactor
         return Raw(JSON_TYPE, body)
 
 
