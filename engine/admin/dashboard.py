@@ -64,7 +64,7 @@ STATIC = {b"dashboard.css": b"text/css; charset=utf-8", b"dashboard.js": b"text/
 ACTIONS = ("start", "stop", "pause")
 PAGE_SIZE = 50
 FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
-DISPLAY_LIMIT = 64 * 1024          # characters of one content shown in a page; the rest is a download
+DISPLAY_LIMIT = 32 * 1024          # characters of one content shown in a page; the rest is a download
 DOWNLOADS = ("raw", "transformed", "sent", "response", "original")
 PASSWORD_CHECKS = 2                # argon2 verifications at once (each takes 64 MiB for ~50 ms)
 

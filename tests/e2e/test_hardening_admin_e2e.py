@@ -16,7 +16,8 @@ import http.client
 import json
 import re
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from urllib.parse import urlencode
 
@@ -149,6 +150,29 @@ def test_h3_out_of_range_input_is_a_400_with_a_sentence(world, method, path, bod
     assert "Traceback" not in daemon.log and "CRITICAL" not in daemon.log
 
 
+VIEWER = """
+import http.client, json, sys, time
+port, token, big, small, keep = sys.argv[1:]
+for number in range(24):
+    kind, wanted = ("big", big) if number % 2 == 0 else ("small", small)
+    start = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    connection.request("GET", f"/messages/{wanted}", headers={"Authorization": f"Bearer {token}"})
+    answer = connection.getresponse()
+    body = answer.read()
+    connection.close()
+    print(json.dumps({"kind": kind, "start": start, "end": time.monotonic(), "status": answer.status}), flush=True)
+    if number == 0:
+        open(keep, "wb").write(body)
+    time.sleep(0.05)
+"""
+
+
+def rows_of(daemon, control_id: str) -> list:
+    return wait_for(lambda: daemon.api("GET", f"/api/messages?control_id={control_id}")[1], 15,
+                    what=f"{control_id} stored")
+
+
 def big_oru() -> str:
     return ("MSH|^~\\&|LAB|HOSP|SWB|AGENCY|20240101120000||ORU^R01|BIG-1|P|2.5\rPID|1||M1^^^HOSP^MR||DOE^JANE\r"
             "OBR|1\rOBX|1|TX|NOTE||" + "|a" * 500_000)
@@ -165,53 +189,46 @@ def test_h4_a_1mb_message_page_does_not_hold_the_reactor(world):
     daemon.wait_status(big, "SENT", timeout=30)
     fast = MllpClient(daemon.ports["fast"])
     assert fast.request(hl7("WARM-0"))["code"] == "AA"       # the connection and the store warmed up
-    def ack() -> tuple[float, float]:
-        started = time.perf_counter()
-        assert fast.request(hl7(f"FAST-{started}"))["code"] == "AA"
-        return started, time.perf_counter()
+    small = rows_of(daemon, "WARM-0")[0]["id"]
 
-    # ACKs are sent without pause while the page is opened 12 times, 0.1 s apart; each ACK counts as
-    # "during" when it overlaps a page request, else as the reference: the same minutes of this
-    # (shared, busy) box, with and without a page being built.
-    views: list[tuple[float, float]] = []
-    pages: list[tuple[int, int, str]] = []
-
-    def open_pages() -> None:
-        while len(pages) < 12:
-            started = time.perf_counter()
-            status, _headers, page = call(daemon, "GET", f"/messages/{big}")
-            views.append((started, time.perf_counter()))
-            pages.append((status, len(page), page))
-            time.sleep(0.1)             # the next view a moment later, so that some ACKs fall between views
-
-    viewer = threading.Thread(target=open_pages)
-    viewer.start()
+    # ACKs are sent without pause while another process opens the 1 MB message's page and a small
+    # one's in turn, 12 times each, 50 ms apart.  Each ACK is classed by the page view it overlaps
+    # (or none): the same minutes of this shared box, with a big page, a small page and no page
+    # being built.  Times are CLOCK_MONOTONIC (time.monotonic), one clock for both processes.
+    viewer = subprocess.Popen([sys.executable, "-c", VIEWER, str(daemon.admin_port), ADMIN_TOKEN, str(big), str(small),
+                               str(daemon.root / "big-page.html")], stdout=subprocess.PIPE, text=True)
     acks = []
     try:
-        while viewer.is_alive() and len(acks) < 5000:
-            acks.append(ack())
+        while viewer.poll() is None and len(acks) < 5000:
+            started = time.monotonic()
+            assert fast.request(hl7(f"FAST-{len(acks)}"))["code"] == "AA"
+            acks.append((started, time.monotonic()))
     finally:
-        viewer.join(60)
+        out, _ = viewer.communicate(timeout=60)
         fast.close()
-    assert len(pages) == 12 and all(status == 200 for status, _size, _page in pages)
-    status, size, page = pages[0]
-    assert size < 4_000_000 and "download the whole" in page and "of 1000" in page
+    views = [json.loads(line) for line in out.splitlines()]
+    assert len(views) == 24 and all(view["status"] == 200 for view in views), views
+    page = (daemon.root / "big-page.html").read_text()
+    assert len(page) < 2_000_000 and "download the whole" in page and "of 1000" in page
 
-    def overlaps(a: tuple[float, float]) -> bool:
-        return any(a[0] < end and start < a[1] for start, end in views)
+    def during(kind: str | None) -> list[float]:
+        def kind_of(start: float, end: float) -> str | None:
+            return next((v["kind"] for v in views if start < v["end"] and v["start"] < end), None)
+        return [end - start for start, end in acks if kind_of(start, end) == kind]
 
-    during = [end - start for start, end in acks if overlaps((start, end))]
-    between = [end - start for start, end in acks if not overlaps((start, end))]
-    assert len(during) >= 20 and len(between) >= 20, (len(during), len(between))
-    p99, reference = (statistics.quantiles(values, n=100, method="inclusive")[98] for values in (during, between))
-    figures = (f"p99 ACK latency {p99 * 1000:.1f} ms over {len(during)} ACKs while the 1 MB page was being "
-               f"built, {reference * 1000:.1f} ms over {len(between)} between views; slowest {max(during) * 1000:.0f} ms")
+    big_acks, small_acks, between = during("big"), during("small"), during(None)
+    assert min(len(big_acks), len(small_acks), len(between)) >= 10, (len(big_acks), len(small_acks), len(between))
+    p99 = {name: statistics.quantiles(values, n=100, method="inclusive")[98]
+           for name, values in (("big", big_acks), ("small", small_acks), ("between", between))}
+    figures = (f"p99 ACK latency {p99['big'] * 1000:.1f} ms over {len(big_acks)} ACKs while the 1 MB page was "
+               f"built, {p99['small'] * 1000:.1f} ms while a small page was, {p99['between'] * 1000:.1f} ms "
+               f"between views ({len(between)}); slowest {max(big_acks) * 1000:.0f} ms")
     print(figures)
-    # 50 ms on a quiet box (measured: 20-35 ms); on a shared box whose own p99 between views is
-    # past 12 ms, four times that: a page view costs a commit (its audit row) and CPU that a busy
-    # box shares out slowly, but never the reactor (the 10 s freeze this test was written for)
-    assert p99 < max(0.050, 4 * reference), figures
-    assert max(during) < 1.0, figures                       # before: no ACK at all for 10-11 s
+    # 50 ms on a quiet box (measured: 20-35 ms).  On a busy shared box a page view of any size costs
+    # the other channel a commit (its audit row) and CPU shared out slowly; what the 1 MB may not
+    # add is a held reactor: at most twice a small page's cost, or four times the box's own p99
+    assert p99["big"] < max(0.050, 2 * p99["small"], 4 * p99["between"]), figures
+    assert max(big_acks) < 1.0, figures                     # before: no ACK at all for 10-11 s
     status, headers, whole = call(daemon, "GET", f"/messages/{big}/raw")
     assert status == 200 and "attachment" in headers["Content-Disposition"] and "|a" * 10 in whole[-30:]
     assert len(whole) > 1_000_000
