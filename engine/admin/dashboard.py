@@ -47,7 +47,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, message_id, search_filters, whole_number
+from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, search_filters, whole_number
+from engine.admin.api import message_id as parse_message_id
 from engine.admin.display import age, hl7_markup, looks_like_hl7
 from engine.admin.roles import may, redact
 from engine.admin.sessions import csrf_ok, cookie_value, peer_host, set_cookie_header
@@ -278,7 +279,7 @@ class Dashboard:
     def messages_GET(self, request, message_id: str | None = None, action: str | None = None):
         if message_id is None:
             return Redirect("/search")
-        number = message_id_of(message_id)
+        number = parse_message_id(message_id)
         if action is not None and action not in DOWNLOADS:
             raise ApiError(404, "no such page")
         store = self.admin.runtime.store
@@ -317,14 +318,14 @@ class Dashboard:
         if body is not None:
             return Download(body, f"message-{number}-original.bin", b"application/octet-stream")
         suffix = f"-{destination}" if destination else ""
-        return Download(text.encode("utf-8"), safe_filename(f"message-{number}-{part}{suffix}.txt"))
+        return Download(text.encode("utf-8", "replace"), safe_filename(f"message-{number}-{part}{suffix}.txt"))
 
     @defer.inlineCallbacks
     def messages_POST(self, request, message_id: str | None = None, action: str | None = None):
         form = self.checked_form(request)
         if message_id is None or action != "replay":
             raise ApiError(404, "no such action")
-        data = {"ids": [message_id_of(message_id)]}
+        data = {"ids": [parse_message_id(message_id)]}
         if form.get("destination"):
             data["destination"] = form["destination"]
         try:
@@ -388,10 +389,6 @@ class Dashboard:
         if session is not None and not csrf_ok(session, form.get("csrf")):
             raise ApiError(403, "the form is out of date or did not come from this dashboard; reload the page")
         return form
-
-
-def message_id_of(text: str) -> int:
-    return message_id(text)
 
 
 def safe_filename(name: str) -> str:
