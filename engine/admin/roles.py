@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ROLES = ("viewer", "operator", "admin")
+from engine.config.schema import ROLES
 RANK = {role: rank for rank, role in enumerate(ROLES)}
 READ = frozenset({b"GET", b"HEAD"})
 POST = frozenset({b"POST"})

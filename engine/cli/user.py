@@ -17,8 +17,7 @@ import secrets
 import sys
 
 from engine.cli.common import CommandError
-
-ROLES = ("viewer", "operator", "admin")
+from engine.config.schema import ROLES
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MIN_PASSWORD = 12
 
