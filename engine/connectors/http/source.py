@@ -37,7 +37,8 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.web import http
 
-from engine.connectors.listener import ListeningSource
+from engine.connectors.http.guard import GuardedChannel
+from engine.connectors.listener import ConnectionGate, ListeningSource
 from engine.core.ingest import answer_frame
 from engine.hl7.encoding import normalize_segments
 from engine.hookspecs import hookimpl
@@ -75,11 +76,13 @@ def raw_response(code: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...
 
 
 class Refusal(Exception):
-    """An answer decided before the body is read: status, PHI-free reason, extra headers."""
+    """An answer decided before the body is read: status, PHI-free reason, extra headers.
+    ``quiet``: already logged (by the connection gate's summary), not once more per refusal."""
 
-    def __init__(self, code: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(self, code: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = (), *,
+                 quiet: bool = False) -> None:
         super().__init__(reason)
-        self.code, self.reason, self.headers = code, reason, headers
+        self.code, self.reason, self.headers, self.quiet = code, reason, headers, quiet
 
 
 class CappedBody:
@@ -118,8 +121,9 @@ class SourceRequest(CappedBody, http.Request):
         self.channel.factory.handle(self)
 
 
-class SourceChannel(http.HTTPChannel):
-    """``HTTPChannel`` with our caps and refusals; see the module docstring."""
+class SourceChannel(GuardedChannel, http.HTTPChannel):
+    """``HTTPChannel`` with our caps and refusals; see the module docstring.  The guards
+    (engine/connectors/http/guard.py) add the per-address caps and the whole-request deadline."""
 
     requestFactory = SourceRequest
     refused = False
@@ -128,20 +132,27 @@ class SourceChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if not self.guard_admit():
+            return
         if not self.factory.admit(self):
             self.refuse(Refusal(503, "too many connections"))
 
     def connectionLost(self, reason) -> None:
         if self._linger_call is not None and self._linger_call.active():
             self._linger_call.cancel()
+        self.guard_lost()
         self.factory.release(self)
         super().connectionLost(reason)
+
+    def refuse_guarded(self, code: int, reason: str) -> None:
+        self.refuse(Refusal(code, reason, quiet=getattr(self.factory, "gate", None) is not None))
 
     # -- caps, checked before Twisted's own (which would answer a bare 400) -----------------
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
             self._drop(data)
             return
+        self.guard_data()
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -175,6 +186,7 @@ class SourceChannel(http.HTTPChannel):
         super().allHeadersReceived()   # may answer "100 Continue": only for requests we take
 
     def allContentReceived(self) -> None:
+        self.guard_request_read()
         if not self.refused:
             super().allContentReceived()
 
@@ -192,7 +204,8 @@ class SourceChannel(http.HTTPChannel):
         if self.refused:
             return
         self.refused = True
-        self.factory.note_refused(refusal, self.transport.getPeer())
+        if not refusal.quiet:
+            self.factory.note_refused(refusal, self.transport.getPeer())
         self.transport.write(raw_response(refusal.code, json_body({"error": refusal.reason}), refusal.headers))
         self._linger_call = self.callLater(LINGER_SECONDS, self._close)
 
@@ -251,8 +264,11 @@ class HttpSourceFactory(protocol.ServerFactory):
         self.max_header_size = options.get("max_header_size") or 16384
         self.idle_timeout = options.get("idle_timeout") or None
         self.max_connections = options.get("max_connections") or 100
+        self.request_timeout = options.get("request_timeout") or None
         self.ack_mode = options.get("ack") or "stored"
-        self.connections: set[SourceChannel] = set()
+        self.gate = ConnectionGate(f"{self.channel_name}: HTTP", max_connections=self.max_connections,
+                                   per_address=options.get("max_connections_per_address"), reactor=reactor)
+        self.connections: set[SourceChannel] = self.gate.connections
         self.in_flight = 0
         self._drained: list[defer.Deferred] = []
 
@@ -270,13 +286,10 @@ class HttpSourceFactory(protocol.ServerFactory):
 
     # -- connections -----------------------------------------------------------------------
     def admit(self, channel: SourceChannel) -> bool:
-        if len(self.connections) >= self.max_connections:
-            return False
-        self.connections.add(channel)
-        return True
+        return True     # the gate (``guard_admit``) holds both caps
 
     def release(self, channel: SourceChannel) -> None:
-        self.connections.discard(channel)
+        """The gate forgets the connection (``guard_lost``)."""
 
     def note_refused(self, refusal: Refusal, peer) -> None:
         log.info("{channel}: HTTP {code} to {peer}: {reason}", channel=self.channel_name, code=refusal.code,
@@ -475,6 +488,8 @@ class HttpSource(ListeningSource):
         "token": OptionSpec("str", ""),
         "max_body": OptionSpec("size", "1MB", check=positive),
         "max_connections": OptionSpec("int", 100, check=positive),
+        "max_connections_per_address": OptionSpec("int", 20, check=positive),
+        "request_timeout": OptionSpec("duration", "30s", check=positive),   # headers and body, whole
         "max_headers": OptionSpec("int", 100, check=positive),        # more: 431
         "max_header_size": OptionSpec("size", "16KB", check=positive),  # request line + headers; more: 431
         "idle_timeout": OptionSpec("duration", "1m", check=positive),
