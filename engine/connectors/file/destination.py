@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from engine.connectors.file import batch as file_batch
 from engine.connectors.file.naming import FilenameTemplate
+from engine.core.clock import wall_time
 from engine.core.contracts import SendResult, TransientError
 from engine.hl7.encoding import with_final_cr
 from engine.hookspecs import hookimpl
@@ -117,7 +118,7 @@ class FileDestination:
         return d.addErrback(_write_failed)
 
     def _now(self) -> float:
-        return self.reactor.seconds() if self.reactor is not None else time.time()
+        return wall_time(self.reactor) if self.reactor is not None else time.time()
 
     def _tick(self) -> None:
         """Close the batch files of past periods, then come back when this period ends."""

@@ -38,8 +38,10 @@ from twisted.logger import Logger
 from twisted.web import http
 
 from engine.connectors.http.guard import GuardedChannel
+from engine.connectors.http.json_input import check_json, same_json
 from engine.connectors.listener import ConnectionGate, ListeningSource
 from engine.core.ingest import answer_frame
+from engine.hl7.ack import build_reject
 from engine.hl7.encoding import normalize_segments
 from engine.hookspecs import hookimpl
 from engine.core.message import MessageParseError, parse_inbound
@@ -56,6 +58,7 @@ METHODS = (b"POST", b"PUT")
 LINGER_SECONDS = 1.0           # how long a refused connection is drained before it is closed
 LINGER_BYTES = 1 << 20         # ...and how much of the refused body we read (and drop) at most
 MAX_IDEMPOTENCY_KEY = 255
+KEY_CONFLICT = "this Idempotency-Key was used for a different body; nothing was stored (use a new key)"
 _CHARSET = re.compile(rb";\s*charset\s*=\s*\"?([A-Za-z0-9._:+-]+)", re.IGNORECASE)
 
 
@@ -350,13 +353,34 @@ class HttpSourceFactory(protocol.ServerFactory):
             return answer
         try:
             text = _decode(body, charset)
+            if self.inbound == "json":
+                check_json(text)      # lone surrogates, huge numbers, deep nesting: 400, not 5xx
             parse_inbound(text, self.inbound)
         except MessageParseError as error:
             self.sink.note_rejected(str(error))
             return 400, json_body({"error": str(error)}), JSON_TYPE
         receipt = yield self.sink.receive(text, idempotency_key=key)
+        if self._key_conflict(receipt, key, text):
+            return 409, json_body({"id": receipt.message_id, "error": KEY_CONFLICT}), JSON_TYPE
         code, data = self._receipt_answer(receipt)
         return code, json_body(data), JSON_TYPE
+
+    def _key_conflict(self, receipt, key: str | None, text: str) -> bool:
+        """A duplicate by ``Idempotency-Key`` whose body differs from the stored one: the client
+        reused a key for another message (409, nothing stored), not a retry.  A message whose
+        content was pruned cannot be compared and counts as the same."""
+        if key is None or receipt is None or not receipt.duplicate or receipt.message_id is None:
+            return False
+        store = getattr(self.sink, "store", None)
+        stored = store.get_message(receipt.message_id) if store is not None else None
+        raw = (stored or {}).get("raw")
+        if raw is None or raw == text:
+            return False
+        if self.inbound == "json":
+            return not same_json(raw, text)
+        if self.inbound == "hl7":
+            return normalize_segments(raw).rstrip("\r") != normalize_segments(text).rstrip("\r")
+        return True
 
     @defer.inlineCallbacks
     def _answer_hl7(self, body: bytes, charset: str, key: str | None):
@@ -364,6 +388,8 @@ class HttpSourceFactory(protocol.ServerFactory):
         keyed = _KeyedSink(self.sink, key)
         ack = yield answer_frame(keyed, normalize_segments(text), split_batches=False, original=original)
         receipt = keyed.receipt
+        if self._key_conflict(receipt, key, text):
+            return 409, build_reject(KEY_CONFLICT).encode("utf-8"), HL7_TYPE
         if receipt is None:
             code = 400                  # AR: not an acceptable HL7 message; nothing stored
         elif receipt.ok:
