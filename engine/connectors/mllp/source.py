@@ -10,6 +10,7 @@ Nothing here logs content: counts, ids and peer addresses only.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import deque
 
@@ -32,6 +33,8 @@ log = Logger(namespace="switchboard.mllp")
 
 MAX_PENDING = 256              # frames read but not yet answered, per connection, before reading pauses
 MAX_PENDING_BYTES = 8 << 20    # ...or their payload bytes
+SEND_BUFFER = 64 << 10         # the kernel's send buffer per connection (it doubles it for bookkeeping)
+TURN_BUDGET = 64               # frames decoded per connection before the reactor serves the others
 
 
 @implementer(IPushProducer)
@@ -55,6 +58,7 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
         self.reading_paused = False          # we asked the transport to stop reading
         self.accepted = False                # a message from this connection was taken (evictable otherwise)
         self.last_active = time.monotonic()
+        self.yielding = False                # the decode loop gave its turn away (TURN_BUDGET)
         self._decoding = False
 
     def connectionMade(self) -> None:
@@ -63,6 +67,7 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
             self.transport.abortConnection()
             return
         self.transport.registerProducer(self, True)
+        _cap_send_buffer(self.transport)
         self.setTimeout(self.factory.idle_timeout)
 
     def connectionLost(self, reason=None) -> None:
@@ -86,13 +91,29 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
             return
         self._decoding = True
         try:
+            budget = TURN_BUDGET
             while not self.reading_paused and not self.closing:
+                if not budget:
+                    self._yield_turn()
+                    break
                 event = self.decoder.next_event()
                 if event is None:
                     break
                 self._handle(event)
+                budget -= 1
         finally:
             self._decoding = False
+
+    def _yield_turn(self) -> None:
+        """A read can hold thousands of frames (64 KB of empty ones: 21,845): after
+        ``TURN_BUDGET`` of them, stop reading and let the reactor serve everyone else first."""
+        self.yielding = True
+        self._steer()
+        self.factory.call_soon(self._after_yield)
+
+    def _after_yield(self) -> None:
+        self.yielding = False
+        self._steer()
 
     def _handle(self, event) -> None:
         if event.kind == "frame":
@@ -126,7 +147,8 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
 
     def _steer(self) -> None:
         """Pause or resume reading the socket from the write buffer and the unanswered frames."""
-        hold = self.write_paused or len(self.answers) >= MAX_PENDING or self.pending_bytes >= MAX_PENDING_BYTES
+        hold = (self.write_paused or self.yielding or len(self.answers) >= MAX_PENDING
+                or self.pending_bytes >= MAX_PENDING_BYTES)
         if self.transport is None or self.closing:
             return
         if hold and not self.reading_paused:
@@ -135,7 +157,8 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
         elif not hold and self.reading_paused:
             self.reading_paused = False
             self.transport.resumeProducing()
-            self._decode()
+        if not hold:
+            self._decode()      # what was read before the pause
 
     # -- closing -------------------------------------------------------------------------------
     def timeoutConnection(self) -> None:
@@ -224,6 +247,17 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
         return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
 
 
+def _cap_send_buffer(transport) -> None:
+    """A fixed kernel send buffer for the ACK stream: without one Linux grows it up to 4 MB for a
+    peer that never reads, and fills it with ~35,000 answers (a second of CPU) before our own
+    buffer -- and with it backpressure -- is reached.  ACKs are small: pipelined ones by the
+    hundred fit in SEND_BUFFER."""
+    try:
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    except (AttributeError, OSError):
+        pass    # not a socket (a test's transport): nothing to cap
+
+
 class MllpServerFactory(protocol.Factory):
     noisy = False  # Twisted would log every factory start/stop: ours says it in one line
     def __init__(self, channel_name: str, sink, options, reactor=None) -> None:
@@ -239,7 +273,14 @@ class MllpServerFactory(protocol.Factory):
                                    per_address=options.get("max_connections_per_address"), reactor=reactor,
                                    evict=True)
         self.connections: set[MllpServerProtocol] = self.gate.connections
+        self.reactor = reactor
         self._drained: list[defer.Deferred] = []
+
+    def call_soon(self, function) -> None:
+        reactor = self.reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        reactor.callLater(0, function)
 
     def buildProtocol(self, addr):
         return MllpServerProtocol(self)
