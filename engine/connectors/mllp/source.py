@@ -59,6 +59,7 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
         self.accepted = False                # a message from this connection was taken (evictable otherwise)
         self.last_active = time.monotonic()
         self.yielding = False                # the decode loop gave its turn away (TURN_BUDGET)
+        self.registered = False              # we are the transport's producer
         self._decoding = False
 
     def connectionMade(self) -> None:
@@ -67,6 +68,7 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
             self.transport.abortConnection()
             return
         self.transport.registerProducer(self, True)
+        self.registered = True
         _cap_send_buffer(self.transport)
         self.setTimeout(self.factory.idle_timeout)
 
@@ -176,7 +178,9 @@ class MllpServerProtocol(protocol.Protocol, TimeoutMixin):
         if self.write_paused:
             self.transport.abortConnection()
             return
-        self.transport.unregisterProducer()   # a registered producer would keep the connection open
+        if self.registered:
+            self.registered = False
+            self.transport.unregisterProducer()   # a registered producer would keep the connection open
         self.transport.loseConnection()
 
     def evictable(self) -> bool:
@@ -283,7 +287,10 @@ class MllpServerFactory(protocol.Factory):
         reactor.callLater(0, function)
 
     def buildProtocol(self, addr):
-        return MllpServerProtocol(self)
+        connection = MllpServerProtocol(self)
+        if self.reactor is not None:
+            connection.callLater = self.reactor.callLater   # the idle timeout's clock
+        return connection
 
     def release(self, connection) -> None:
         self.gate.release(connection)
