@@ -64,6 +64,8 @@ class GuardedChannel:
 
     def _request_too_slow(self, timeout: float) -> None:
         self._request_deadline = None
+        if getattr(self, "refused", False):
+            return
         gate = getattr(self.factory, "gate", None)
         host = peer_host(self.transport)
         if gate is not None:

@@ -207,6 +207,7 @@ class SourceChannel(GuardedChannel, http.HTTPChannel):
         if self.refused:
             return
         self.refused = True
+        self.guard_request_read()      # answered: no deadline of ours runs on
         if not refusal.quiet:
             self.factory.note_refused(refusal, self.transport.getPeer())
         self.transport.write(raw_response(refusal.code, json_body({"error": refusal.reason}), refusal.headers))

@@ -105,3 +105,13 @@ def test_guard_gives_the_admin_site_both():
     first_channel.dataReceived(b"GET /api/channels HTTP/1.1\r\n")
     clock.advance(ADMIN_REQUEST_TIMEOUT)
     assert status_of(first) == 408
+
+
+def test_a_request_refused_before_its_deadline_is_not_cut_again():
+    clock = task.Clock()
+    factory = source_factory(clock, token="secret")
+    channel, transport = connect(factory)
+    channel.dataReceived(b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+    assert status_of(transport) == 401
+    clock.advance(5)
+    assert transport.value().count(b"HTTP/1.1") == 1 and factory.gate.refusals.total == 0
