@@ -5,7 +5,8 @@ surrogate) decodes to a Python string that has no UTF-8 form, so the store refus
 sender got 503 -- and retried the same poison message for ever; a 5,000-digit number makes
 ``json.loads`` raise ``ValueError`` past Python's int-string limit (a 500); nesting thousands of
 arrays deep raises ``RecursionError``.  ``check_json`` turns each into a ``MessageParseError`` with
-a sentence, which the source answers 400 before anything is stored.
+a sentence (worded as ``engine.core.message`` words its own), which the source answers 400 before
+anything is stored.
 
 ``same_json`` decides whether a re-sent body under the same ``Idempotency-Key`` is the same
 message: equal once parsed (a re-serialised body with other spacing is the same payment; a
@@ -37,11 +38,10 @@ def load_json(text: str):
     """Parse ``text`` strictly (see the module docstring); raise ``MessageParseError``."""
     try:
         value = json.loads(text, parse_int=_PARSE_INT, parse_float=_PARSE_FLOAT)
-    except json.JSONDecodeError as error:
-        raise MessageParseError(f"the body is not valid JSON: {error.msg} (line {error.lineno}, "
-                                f"column {error.colno})") from None
+    except json.JSONDecodeError as error:   # worded as engine.core.message words it
+        raise MessageParseError(f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
     except RecursionError:
-        raise MessageParseError("the JSON body is nested too deeply") from None
+        raise MessageParseError("invalid JSON: nested too deeply") from None
     _check_strings(value)
     return value
 

@@ -130,6 +130,7 @@ class SourceChannel(GuardedChannel, http.HTTPChannel):
 
     requestFactory = SourceRequest
     refused = False
+    _quiet = False
     _linger_call = None
     _dropped = 0
 
@@ -148,7 +149,10 @@ class SourceChannel(GuardedChannel, http.HTTPChannel):
         super().connectionLost(reason)
 
     def refuse_guarded(self, code: int, reason: str) -> None:
-        self.refuse(Refusal(code, reason, quiet=getattr(self.factory, "gate", None) is not None))
+        # quiet when the gate's summary logged it; a flag on the channel too, so that a subclass
+        # that rebuilds the Refusal (the admin's adds headers) keeps it quiet
+        self._quiet = getattr(self.factory, "gate", None) is not None
+        self.refuse(Refusal(code, reason, quiet=self._quiet))
 
     # -- caps, checked before Twisted's own (which would answer a bare 400) -----------------
     def dataReceived(self, data: bytes) -> None:
@@ -208,7 +212,7 @@ class SourceChannel(GuardedChannel, http.HTTPChannel):
             return
         self.refused = True
         self.guard_request_read()      # answered: no deadline of ours runs on
-        if not refusal.quiet:
+        if not (refusal.quiet or self._quiet):
             self.factory.note_refused(refusal, self.transport.getPeer())
         self.transport.write(raw_response(refusal.code, json_body({"error": refusal.reason}), refusal.headers))
         self._linger_call = self.callLater(LINGER_SECONDS, self._close)

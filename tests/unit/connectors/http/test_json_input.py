@@ -15,7 +15,7 @@ from engine.core.message import MessageParseError
     ("9" * 5000, "5000 digits"),
     ("-1." + "5" * 200, "digits"),
     ("[" * 50_000 + "]" * 50_000, "nested too deeply"),
-    ('{"a": }', "not valid JSON"),
+    ('{"a": }', "invalid JSON at line 1"),
 ])
 def test_refused_with_a_sentence(text, words):
     with pytest.raises(MessageParseError) as refused:
