@@ -14,7 +14,10 @@ before Twisted's own bare 400).  A refused connection is answered at once with
 
 Only a body that parses as the channel's ``inbound`` is stored (RELIABILITY 29: XML with a DTD is
 refused by ``engine.message.parse_inbound``); a client's ``Idempotency-Key`` header goes with it to
-the store so a retry is answered with the original id (RELIABILITY 30).  Answers: 202
+the store so a retry is answered with the original id (RELIABILITY 30), and the same key with
+another body is answered 409, nothing stored (catalogue H10; JSON that could never be stored --
+lone surrogates, 100+-digit numbers -- is 400: ``json_input``).  Per-address caps and the
+whole-request deadline (408) come from ``guard`` (catalogue H4).  Answers: 202
 ``{"id", "status"}`` once stored, 200 for a duplicate (``"duplicate": true``), and with
 ``ack = "processed"`` 200 with the processing status or 422 when processing failed (the message is
 kept for replay; resending would not help).  A store failure is 503, never 2xx.  HL7 bodies are

@@ -3,8 +3,11 @@
 Every rule of RELIABILITY 1-17 lands here or in ``mllp_framing``: junk before 0x0B is counted and
 dropped, a frame over ``max_message_size`` closes the connection before the buffer grows, a bad
 end byte answers AR and closes, an idle connection (with or without a partial frame) is closed
-after ``idle_timeout``, and a connection over ``max_connections`` is closed at once.  ACKs are
+after ``idle_timeout``, and a connection over ``max_connections`` or
+``max_connections_per_address`` is closed at once unless an idle one that never had a message
+taken can make room (``engine.connectors.listener.ConnectionGate``; catalogue H3).  ACKs are
 written in the order frames arrived even though storing is asynchronous, each in one ``write``.
+A peer that does not read its ACKs is not read either (``MllpServerProtocol``: backpressure).
 Nothing here logs content: counts, ids and peer addresses only.
 """
 
