@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     messages_verb.add_search_arguments(messages)
     messages.add_argument("--json", action="store_true")
     show = verb("show", "every stage of one message, each destination's attempts and responses")
-    show.add_argument("id", type=int)
+    show.add_argument("id")
     show.add_argument("--json", action="store_true")
     show.add_argument(
         "--original",
