@@ -106,6 +106,25 @@ class Store(GroupCommitWriter):
     def open_readonly(cls, path) -> "Store":
         return cls(path, writer=False)
 
+    # --- integrity (issue 15): a damaged file stops the start instead of taking ACKs ----------
+
+    @staticmethod
+    def quick_check(path) -> list[str]:
+        """``PRAGMA quick_check`` on the file at ``path`` (read-only; the WAL is read too): [] when it
+        is sound, else SQLite's findings (page numbers, table and index names, row ids: never
+        content).  Reads every page once: about a second per GB (docs/reliability-and-security.md)."""
+        return _pragma_check(path, "quick_check")
+
+    @staticmethod
+    def integrity_check(path) -> list[str]:
+        """``PRAGMA integrity_check``: quick_check plus every index checked against its table."""
+        return _pragma_check(path, "integrity_check")
+
+    @staticmethod
+    def recovery_steps(path) -> str:
+        """What a person does with a damaged store: SQLite's ``.recover`` into a new file."""
+        return damaged_store_steps(path)
+
     def _now(self) -> str:
         return iso_utc(self._clock())
 
@@ -545,3 +564,41 @@ class Store(GroupCommitWriter):
         """The collections KPIs over the messages received since ``since`` (a datetime; None:
         all), on one channel or all: the dict ``switchboard report --json`` prints (``report.py``)."""
         return report_sql.build_report(self._reader(), since=since, channel=channel, now=now)
+
+
+def _pragma_check(path, pragma: str) -> list[str]:
+    """Run one of SQLite's own checks; a file SQLite cannot even read is one finding."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        return [f"cannot open the file ({getattr(exc, 'sqlite_errorname', None) or exc})"]
+    try:
+        rows = conn.execute(f"PRAGMA {pragma}(100)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    findings = [line for (row,) in rows for line in str(row).splitlines() if line.strip()]
+    return [] if findings == ["ok"] else [f for f in findings if f != "*** in database main ***"] or findings
+
+
+def damaged_store_steps(path) -> str:
+    """The recovery, as commands to type (SQLite's ``.recover`` copies every row it can still read
+    into a new file; the damaged file and its -wal are kept until the new one checks ok)."""
+    return (f"stop the daemon, then recover what SQLite can still read into a new file and swap it in: "
+            f"`sqlite3 {path} \".recover\" | sqlite3 {path}.recovered`, "
+            f"`mv {path} {path}.damaged` (and its -wal and -shm files beside it, if any), "
+            f"`mv {path}.recovered {path}`, then `switchboard check --store` before `switchboard run`")
+
+
+# What a read of a damaged (or locked) store raises; the CLI turns it into one sentence.
+StoreReadError = sqlite3.DatabaseError
+
+
+def describe_read_error(error: sqlite3.DatabaseError) -> str:
+    """One sentence for a read that SQLite refused (never a traceback): damage, or something else."""
+    name = getattr(error, "sqlite_errorname", None) or type(error).__name__
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(error):
+        return (f"the message store is damaged ({name}: {error}); nothing was changed. "
+                "`switchboard check --store` lists what SQLite finds and the steps to recover")
+    return f"the message store could not be read ({name}: {error})"
