@@ -53,7 +53,7 @@ class StoreService(service.Service):
 
     @staticmethod
     def _refuse_a_damaged_store(path) -> None:
-        """``PRAGMA quick_check`` before the first write: a store with damaged pages would take
+        """SQLite's quick check before the first write: a store with damaged pages would take
         messages (and ACK them AA) into a file that may lose them, or fail them with a misleading
         reason ("FOREIGN KEY constraint failed").  The start stops with the recovery steps."""
         findings = Store.quick_check(path)

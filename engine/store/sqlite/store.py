@@ -583,12 +583,34 @@ def _pragma_check(path, pragma: str) -> list[str]:
 
 
 def damaged_store_steps(path) -> str:
-    """The recovery, as commands to type (SQLite's ``.recover`` copies every row it can still read
-    into a new file; the damaged file and its -wal are kept until the new one checks ok)."""
-    return (f"stop the daemon, then recover what SQLite can still read into a new file and swap it in: "
-            f"`sqlite3 {path} \".recover\" | sqlite3 {path}.recovered`, "
-            f"`mv {path} {path}.damaged` (and its -wal and -shm files beside it, if any), "
-            f"`mv {path}.recovered {path}`, then `switchboard check --store` before `switchboard run`")
+    """The recovery, as commands to type: a dump of every row SQLite can still read, loaded into a
+    new file (the ``sed`` turns the dump's closing ROLLBACK, written when it met damage, into a
+    COMMIT so that what was read is kept), the schema version set (a dump does not carry it), and
+    the files swapped; the damaged file and its -wal are kept.  ``.recover`` salvages more where
+    it works, but the sqlite3 3.40 command fails on any file with sqlite_stat1 ("SQL logic
+    error"): docs/reliability-and-security.md."""
+    version = _header_user_version(path)
+    return (f"stop the daemon; `sqlite3 {path} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' "
+            f"| sqlite3 {path}.recovered` (copies every row SQLite can still read); "
+            f"`sqlite3 {path}.recovered 'PRAGMA user_version = {version}'`; "
+            f"`mv {path} {path}.damaged` (with its -wal and -shm files, if any); "
+            f"`mv {path}.recovered {path}`; then `switchboard check --store` and `switchboard run`")
+
+
+def _header_user_version(path) -> int:
+    """The schema version in the file's header (bytes 60-63 of page 1), which survives damage
+    elsewhere; this Switchboard's own version when the header cannot be read."""
+    from engine.store.sqlite.schema import SCHEMA_VERSION
+
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except OSError:
+        return SCHEMA_VERSION
+    if len(header) < 64 or not header.startswith(b"SQLite format 3\x00"):
+        return SCHEMA_VERSION
+    version = int.from_bytes(header[60:64], "big")
+    return version if 0 < version <= SCHEMA_VERSION else SCHEMA_VERSION
 
 
 # What a read of a damaged (or locked) store raises; the CLI turns it into one sentence.
