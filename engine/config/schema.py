@@ -429,7 +429,7 @@ ENGINE = {"channels_dir": OptionSpec("path", "channels"), "transforms_dir": Opti
           "log_level": choice_spec("info", "debug", "info", "warning", "error"),
           "log_format": choice_spec("text", "text", "json"),
           # what one template render may build in total (engine/core/template_limits.py)
-          "template_memory": OptionSpec("size", "32MB", check=lambda size: None if 2**20 <= size <= 2**30
+          "template_memory": OptionSpec("size", "16MB", check=lambda size: None if 2**20 <= size <= 2**30
                                         else "must be from 1MB to 1GB (what one template render may build)")}
 STORE = {"path": OptionSpec("path", "var/switchboard.db"), "retention": OptionSpec("duration", "30d")}
 # [admin] tokens = { name = "value" }: more bearer tokens, each named for the audit log ("admin" is `token`'s).

@@ -7,7 +7,7 @@ Why each one:
   ``getitem``, every loop iteration: engine/core/templates.py) and, here, every 256 items of any
   iterator a filter consumes, so ``join`` over a ``map`` stops too.  It cannot interrupt one C
   call, so the operations whose single call could run long are bounded by their input instead.
-* **Memory budget** (``[engine] template_memory``, default 32 MiB).  A count, per render, of the
+* **Memory budget** (``[engine] template_memory``, default 16 MiB).  A count, per render, of the
   characters of every string and the items (8 bytes each) of every list the template builds:
   by ``~``, ``+``, ``*``, ``%``, block ``{% set %}``, macros, every filter's result and every
   method's result.  Where one call could build far more than its inputs (``join`` with a long
@@ -34,7 +34,7 @@ NEW_ITEM_BYTES = 64            # a list of new small strings (str.split): the ob
 MAX_ITEMS = 1_000_000          # items a filter may take
 WORDWRAP_LINES = 20_000        # lines wordwrap may make
 DEADLINE_EVERY = 256           # iterator items between deadline checks
-DEFAULT_MEMORY = 32 * 2**20
+DEFAULT_MEMORY = 16 * 2**20
 
 # The per-render deadline (a time.monotonic() value) or None outside a render.
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(

@@ -340,3 +340,58 @@ def test_issue15_read_commands_on_a_damaged_store_say_so_and_recovery_works(fill
         client.close()
     finally:
         daemon.stop()
+
+
+# == 2. templates: memory budget and bounded filter calls, another channel ACKing meanwhile =========
+TEMPLATE_ATTACKS = {
+    # MRN -> (the template's body for it, words of the reason)
+    "JOIN": ("{{ range(1500)|join('x'*1000000) }}", "the join filter would take the render past its memory budget"),
+    "APPEND": ("{% set l = [] %}{% for i in range(2000) %}{% set _ = l.append('x' * 1000000) %}{% endfor %}"
+               "{{ l|length }}", "memory budget of 16 MiB"),
+    "DOUBLE": ("{% set ns = namespace(s=msg['PID.5.1']) %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+               "{% endfor %}{{ ns.s|length }}", "'~' would take the render past its memory budget"),
+    "WORDWRAP": ("{{ ('a'*1000000)|wordwrap(1) }}", "the wordwrap filter would make more than 20,000 lines"),
+    "PRINTREFS": ("{% set big = 'x' * 1000000 %}{{ [big] * 1000 }}", "output exceeds 1048576 bytes"),
+}
+
+
+def attack_template() -> str:
+    branches = "".join(f"{{% {'if' if n == 0 else 'elif'} msg['PID.3.1'] == '{mrn}' %}}{body}"
+                       for n, (mrn, (body, _)) in enumerate(TEMPLATE_ATTACKS.items()))
+    return branches + "{% else %}ok {{ msg['MSH.10'] }}{% endif %}\n"
+
+
+@pytest.mark.slow
+def test_issue15_template_memory_and_time_bounds_hold_while_another_channel_acks(tmp_path):
+    channels = {
+        "attack": mllp('[[transform]]\ntemplate = "attack.j2"\noutbound = "text"\n'
+                       + file_destination("files", "outbox/attack", "{{ id }}.txt")),
+        "probe": mllp(),
+    }
+    daemon = Daemon(tmp_path / "d", channels, templates={"attack.j2": attack_template()})
+    daemon.start(expect_channels=2)
+    try:
+        pid = daemon.process.pid
+        client = MllpClient(daemon.ports["attack"])
+        client.request(hl7("WARM-UP", mrn="PLAIN"))       # compile the template before measuring
+        wait_message(daemon, "attack", "WARM-UP", "SENT")
+        figures = []
+        with AckProbe(daemon.ports["probe"], pid) as probe:
+            for mrn, (_body, reason) in TEMPLATE_ATTACKS.items():
+                sent = time.monotonic()
+                assert client.request(hl7(f"T-{mrn}", mrn=mrn))["code"] == "AA"
+                _id, _status, error = wait_message(daemon, "attack", f"T-{mrn}", "ERROR", timeout=10)
+                figures.append(f"{mrn} ERROR after {time.monotonic() - sent:.2f}s")
+                assert time.monotonic() - sent < 2.0, figures
+                assert reason in error and error.startswith("attack.j2 line 1: "), error
+            client.request(hl7("T-AFTER", mrn="PLAIN"))
+            wait_message(daemon, "attack", "T-AFTER", "SENT")   # the channel itself serves on
+            time.sleep(0.5)                                      # probe samples after the last attack
+        client.close()
+        print(probe.report("template attacks") + "; " + ", ".join(figures))
+        assert probe.codes == {"AA"}
+        assert probe.peak_rss - probe.start_rss < 50, probe.report("template attacks")
+        assert probe.p99_ms < 100, probe.report("template attacks")
+        assert "Traceback" not in daemon.log
+    finally:
+        daemon.stop()
