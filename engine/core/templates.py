@@ -17,11 +17,13 @@ Why it looks the way it does:
   loop, in the sandbox's ``call``/``getattr``/``getitem``/``call_binop``, and on every iteration of
   every ``{% for %}`` loop: the code generator wraps each loop's iterable in a guard, so nested
   loops that print nothing and call nothing still stop.  ``*`` and ``**`` are intercepted so that
-  ``'x' * 10**9`` is refused before it allocates.  Not covered: a single ``~`` concatenation
-  doubling a string in a loop can grow memory quickly before the deadline; the loop guard bounds
-  how long that can go on, not how much it allocates per step.  Measured (timeit, Python 3.11,
-  samples/hl7v2/DFT-P03-01.hl7, a JSON placement with 8 fields and a loop over 2 FT1 segments):
-  94 µs per render here against 84 µs in a plain ``SandboxedEnvironment``, the checks cost ~10%.
+  ``'x' * 10**9`` is refused before it allocates.  Memory: every render has a budget of what it
+  builds (``[engine] template_memory``), and the filters and methods whose one call could build
+  much more than its inputs, or run long, are measured or bounded before they run:
+  ``engine/core/template_limits.py`` says which and why.  ``~`` goes through that module's
+  ``concat`` (``visit_Concat``), ``{% set %}`` blocks and macros through its ``concat_chunks``
+  (``environment.concat``), and printing a list checks its printed size (``finalize``).
+  What the checks cost per render: docs/reliability-and-security.md (catalogue 15.2).
 * **Reasons never carry message content.**  A ``TemplateError`` reason is built by this rule:
   Jinja's own exceptions (undefined names and attributes, syntax errors, sandbox refusals) keep
   their message, because Jinja composes it from the template source (names, attribute names,
