@@ -395,3 +395,71 @@ def test_issue15_template_memory_and_time_bounds_hold_while_another_channel_acks
         assert "Traceback" not in daemon.log
     finally:
         daemon.stop()
+
+
+@pytest.mark.slow
+def test_issue15_a_flood_of_two_msh_frames_and_unwritable_names_while_another_channel_acks(world):
+    """The measured figures of 15.1 and 15.8: 600 two-MSH frames (each AR) and 300 messages whose
+    file name is 300 bytes (each ERROR on two destinations), sent as fast as the daemon answers."""
+    daemon = world
+    long_name = hl7("FLOOD-NAME").split("\r")
+    pid = long_name[2].split("|")
+    pid[18] = "7" * 300
+    long_name[2] = "|".join(pid)
+
+    def flood(port: int, frames: list[str], codes: list) -> None:
+        client = MllpClient(port)
+        try:
+            for frame in frames:
+                codes.append(client.request(frame)["code"])
+        finally:
+            client.close()
+
+    two_msh = [hl7(f"FL-{n}-A") + "\r" + hl7(f"FL-{n}-B") for n in range(600)]
+    names = ["\r".join(long_name).replace("FLOOD-NAME", f"FLOOD-NAME-{n}") for n in range(300)]
+    ar_codes: list = []
+    name_codes: list = []
+    with AckProbe(daemon.ports["probe"], daemon.process.pid) as probe:
+        floods = [threading.Thread(target=flood, args=(daemon.ports["single"], two_msh, ar_codes)),
+                  threading.Thread(target=flood, args=(daemon.ports["names"], names, name_codes))]
+        for thread in floods:
+            thread.start()
+        for thread in floods:
+            thread.join(120)
+        wait_message(daemon, "names", "FLOOD-NAME-299", "ERROR", timeout=30)
+    print(probe.report("two-MSH and long-name flood"))
+    assert set(ar_codes) == {"AR"} and len(ar_codes) == 600
+    assert set(name_codes) == {"AA"} and len(name_codes) == 300
+    assert sqlite_rows(daemon, "SELECT count(*) FROM messages WHERE control_id LIKE 'FL-%'") == [(0,)]
+    assert probe.codes == {"AA"}
+    assert probe.peak_rss - probe.start_rss < 50, probe.report("flood")
+    assert probe.p99_ms < 100, probe.report("flood")
+
+
+@pytest.mark.slow
+def test_issue15_sftp_names_over_the_limit_or_with_control_characters_are_error(tmp_path):
+    """15.1 on the SFTP destination, against a real OpenSSH server (skipped without sshd)."""
+    from e2e.test_sftp_e2e import sshd_or_skip, to_sftp
+
+    server = sshd_or_skip(tmp_path).start()
+    try:
+        remote = tmp_path / "remote"
+        remote.mkdir()
+        daemon = Daemon(tmp_path / "engine", {"to-sftp": to_sftp(server, remote, server.known_hosts("known_hosts"))})
+        daemon.start(expect_channels=1)
+        try:
+            client = MllpClient(daemon.ports["to-sftp"])
+            for control_id, mrn in (("SF-LONG", "8" * 300), ("SF-TAB", "M\tTAB"), ("SF-OK", "MOK")):
+                assert client.request(hl7(control_id, mrn=mrn))["code"] == "AA"
+            client.close()
+            for control_id, words in (("SF-LONG", "bytes, over this destination's limit of 250"),
+                                      ("SF-TAB", "control character (U+0009)")):
+                message_id, _status, _error = wait_message(daemon, "to-sftp", control_id, "ERROR")
+                reason = deliveries(daemon, message_id)["remote"][1]
+                assert words in reason and "888" not in reason, reason
+            ok_id, _status, _error = wait_message(daemon, "to-sftp", "SF-OK", "SENT")
+            assert sorted(p.name for p in remote.iterdir()) == [f"MOK-{ok_id}.hl7"]
+        finally:
+            daemon.stop()
+    finally:
+        server.stop()
