@@ -213,6 +213,18 @@ def test_issue15_cli_numbers_and_times_out_of_range_exit_1_with_a_sentence(world
     assert len(lines) == 1 and words in lines[0] and len(lines[0]) < 300, lines
 
 
+@pytest.mark.parametrize("line, words", [
+    ('[store]\nretention = "99999999999d"', "store.retention: must be at most 36600d"),
+    ('[engine]\ntemplate_memory = "5GB"', "engine.template_memory: must be from 1MB to 1GB"),
+])
+def test_issue15_config_numbers_out_of_range_are_config_errors(tmp_path, line, words):
+    (tmp_path / "channels").mkdir()
+    (tmp_path / "config.toml").write_text(line + '\n[admin]\nlisten = "127.0.0.1:0"\ntoken = "t"\n')
+    for verb in (["check"], ["run"], ["prune", "--dry-run"]):
+        result = run_cli("-c", str(tmp_path / "config.toml"), *verb, cwd=tmp_path, timeout=30)
+        assert result.returncode == 1 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 # == 8. two MSH in one frame, FTS-1 ================================================================
 def test_issue15_two_msh_in_one_frame_is_ar_or_split(world):
     daemon = world
