@@ -15,6 +15,11 @@ Why each one:
   the size is estimated from the inputs and charged *before* the call, so the budget is
   exceeded before the memory is taken.  Strings built and then dropped count too: the budget
   bounds what a render allocates in total, so what it holds at any moment is below it.
+* **Helpers** (our filters and globals, and every plugin's) are charged the printed size of their
+  text and list arguments before they run, since what they write is text of about that size:
+  ``hl7_segment('ZZZ', *([big] * 1000))`` or ``[big] * 1000 | csv_row`` would write 1 GB from
+  8 KB of references.  A helper working in C over its whole input (``hl7_escape`` is one
+  ``str.translate``) is not interrupted by the deadline; its input is bounded by the budget.
 * **Bounded inputs.**  ``wordwrap`` takes at most ``max_output`` characters and makes at most
   20,000 lines (pure Python, ~10 µs a line); ``urlize``, ``urlencode`` and ``pprint`` at most
   ``max_output`` characters; any filter at most 1,000,000 items; ``batch``/``slice`` sizes and
@@ -252,7 +257,10 @@ def _wrap_filter(name: str, function, check, max_output: int):
 
     from jinja2.utils import _PassArg
 
+    from jinja2 import filters as jinja_filters
+
     skip = 0 if _PassArg.from_obj(function) is None else 1   # context/environment comes first
+    jinja_own = function is jinja_filters.FILTERS.get(name)
     what = f"the {name} filter"
 
     @functools.wraps(function)
@@ -261,10 +269,26 @@ def _wrap_filter(name: str, function, check, max_output: int):
             value = guarded(args[skip], what)
             if check is not None:
                 value = check(value, args[skip + 1:], kwargs, max_output, what)
+            elif not jinja_own:
+                charge_inputs(args[skip:], kwargs, what)
             args = (*args[:skip], value, *args[skip + 1:])
         return charge(function(*args, **kwargs), what)
 
     return wrapper
+
+
+def charge_inputs(args, kwargs: dict, what: str) -> None:
+    """Before a helper (a plugin's or our own filter, a global function) runs: the printed size of
+    its text and list arguments, since what it makes of them is text of about that size; a
+    list of a thousand references to one 1 MB string is 1 GB to a helper that writes it out."""
+    limit = remaining() + 1
+    size = 0
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, (str, list, tuple, dict, set, frozenset)):
+            size += text_size(value, limit - size)
+            if size >= limit:
+                break
+    spend(size, what)
 
 
 def _arg(args: tuple, kwargs: dict, position: int, name: str, default=None):
@@ -362,7 +386,7 @@ _PRECHECKS = {
     "join": _check_join, "wordwrap": _check_wordwrap, "replace": _check_replace, "indent": _check_indent,
     "center": _check_center, "format": _check_format, "urlize": _check_text_input,
     "urlencode": _check_text_input, "pprint": _check_text_input, "tojson": _check_printed,
-    "string": _check_printed, "sum": _check_sum, "batch": _check_count(0, "linecount"),
+    "string": _check_printed, "xmlattr": _check_printed, "sum": _check_sum, "batch": _check_count(0, "linecount"),
     "slice": _check_count(0, "slices"),
 }
 

@@ -166,6 +166,8 @@ class _Environment(SandboxedEnvironment):
             limits.check_method(__obj, args, kwargs, __self.max_output)
             if isinstance(owner, str) and __obj.__name__ == "join" and len(args) == 1 and not kwargs:
                 args = (limits.join_method(owner, args[0]),)
+        elif args or kwargs:     # a helper function: what it writes out is about what it is given
+            limits.charge_inputs(args, kwargs, getattr(__obj, "__name__", "a call"))
         result = super().call(__context, __obj, *args, **kwargs)
         return limits.charge_method_result(__obj, result)
 

@@ -379,6 +379,20 @@ BUDGET_ATTACKS = {
 }
 
 
+def test_helpers_are_charged_for_what_they_are_given():
+    from engine.core.template_helpers import FILTERS, GLOBALS
+
+    templates = Templates(None, filters=dict(FILTERS), globals=dict(GLOBALS))
+    for source, what in (("{% set big = 'x'*1000000 %}{{ hl7_segment('ZZZ', *([big]*1000)) }}", "hl7_segment"),
+                         ("{% set big = 'x'*1000000 %}{{ ([big]*1000)|csv_row }}", "the csv_row filter")):
+        started = time.monotonic()
+        with pytest.raises(TemplateError, match=f"{what} would take the render past its memory budget"):
+            templates.from_string(source, "t").render({})
+        assert time.monotonic() - started < 1.0
+    assert templates.from_string("{{ hl7_segment('NTE', 1, '', 'a|b') }} {{ [1, 'a,b']|csv_row }}", "t").render(
+        {}) == 'NTE|1||a\\F\\b 1,"a,b"'
+
+
 @pytest.mark.parametrize("name", list(BUDGET_ATTACKS))
 def test_renders_that_would_build_gigabytes_stop_within_the_budget(name):
     import resource
