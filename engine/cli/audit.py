@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.cli.common import CommandError, open_store
-
-
-def limit_number(text: str) -> int:
-    import argparse
-
-    if not text.strip().isascii() or not text.strip().isdigit() or not 1 <= int(text) <= 100_000:
-        raise argparse.ArgumentTypeError("must be a whole number from 1 to 100000")
-    return int(text)
+from engine.cli.common import CommandError, open_store, whole_number
 
 
 def add_audit_arguments(parser) -> None:
     parser.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if it is broken")
-    parser.add_argument("--limit", type=limit_number, default=100, help="at most this many entries (1 to 100000)")
+    parser.add_argument("--limit", default="100")
     parser.add_argument("--user", "--who", dest="who", metavar="NAME",
                         help="only this user's entries ([[admin.user]] name, or a token's name)")
     parser.add_argument("--action", help="only this action (view, search, replay, channel.stop, ...)")
@@ -26,6 +18,7 @@ def add_audit_arguments(parser) -> None:
 
 
 def audit_command(args, path) -> int:
+    limit = whole_number(args.limit, "--limit", minimum=1, maximum=100_000)
     _config, store = open_store(path)
     try:
         if args.verify:
@@ -40,7 +33,7 @@ def audit_command(args, path) -> int:
             if not check.ok:
                 raise CommandError(f"the audit log has been tampered with ({len(check.problems)} problem(s))")
             return 0
-        rows = store.audit_entries(limit=args.limit, who=args.who, action=args.action)
+        rows = store.audit_entries(limit=limit, who=args.who, action=args.action)
     finally:
         store.close_readers()
     if args.json:

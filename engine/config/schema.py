@@ -427,8 +427,13 @@ DEDUPE = OptionSpec("duration", "24h")
 ENGINE = {"channels_dir": OptionSpec("path", "channels"), "transforms_dir": OptionSpec("path", "transforms"),
           "plugins_dir": OptionSpec("path", "plugins"), "lookups_dir": OptionSpec("path", "lookups"),
           "log_level": choice_spec("info", "debug", "info", "warning", "error"),
-          "log_format": choice_spec("text", "text", "json")}
-STORE = {"path": OptionSpec("path", "var/switchboard.db"), "retention": OptionSpec("duration", "30d")}
+          "log_format": choice_spec("text", "text", "json"),
+          # what one template render may build in total (engine/core/template_limits.py)
+          "template_memory": OptionSpec("size", "16MB", check=lambda size: None if 2**20 <= size <= 2**30
+                                        else "must be from 1MB to 1GB (what one template render may build)")}
+STORE = {"path": OptionSpec("path", "var/switchboard.db"),
+         "retention": OptionSpec("duration", "30d", check=lambda age: None if age <= units.MAX_AGE_SECONDS else
+                                 f"must be at most {units.MAX_AGE_TEXT} (a cutoff before that predates any store)")}
 # [admin] tokens = { name = "value" }: more bearer tokens, each named for the audit log ("admin" is `token`'s).
 ADMIN = {"listen": OptionSpec("address", "127.0.0.1:8480"), "token": OptionSpec("str", ""),
          "tokens": OptionSpec("mapping", {})}
