@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import secrets
 import time
-from datetime import timezone
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -42,7 +40,7 @@ from twisted.web import resource, server
 
 from engine.admin.metrics import age_seconds
 from engine.admin.roles import redact
-from engine.core.units import parse_time_bound
+from engine.core.units import MAX_INTEGER, parse_int, parse_message_id, parse_time_bound
 from engine.core.verdicts import with_filtered_by
 from engine.runtime.replay import ReplayError, Selection
 from engine.runtime.services import ChannelStateError
@@ -403,35 +401,29 @@ def build_root(admin) -> resource.Resource:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-MAX_ID = (1 << 63) - 1          # SQLite's INTEGER
+MAX_ID = MAX_INTEGER            # SQLite's INTEGER
 MAX_OFFSET = 1_000_000          # deeper pages: page with before_id
-DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() takes '²' and '٣'
 
 
 def whole_number(key: str, text: str, low: int, high: int) -> int:
-    """``text`` as an int in [low, high], else ValueError with a sentence naming ``key``."""
-    if not DIGITS.fullmatch(text.strip()) or not low <= int(text) <= high:
-        raise ValueError(f"{key} must be a whole number from {low} to {high}")
-    return int(text)
+    """``text`` as an int in [low, high] (``units.parse_int``: ASCII digits only, so '²' is
+    refused), else ValueError with a sentence naming ``key``."""
+    return parse_int(text, key, minimum=low, maximum=high)
 
 
 def message_id(text: str) -> int:
     try:
-        return whole_number("a message id", text, 1, MAX_ID)
+        return parse_message_id(text)
     except ValueError as error:
         raise ApiError(400, str(error)) from None
 
 
 def time_bound(key: str, text: str):
-    """``parse_time_bound`` with the range checked: a time UTC can hold (years 1 to 9999)."""
+    """``units.parse_time_bound`` (range-checked: a time UTC can hold), its sentence naming ``key``."""
     try:
-        value = parse_time_bound(text)
-        value.astimezone(timezone.utc)
-    except OverflowError:
-        raise ValueError(f"{key} must be a time between the years 1 and 9999 (UTC)") from None
+        return parse_time_bound(text)
     except ValueError as error:
         raise ValueError(f"{key}: {error}") from None
-    return value
 
 
 def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
