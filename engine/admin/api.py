@@ -40,6 +40,8 @@ from twisted.web import resource, server
 
 from engine.admin.metrics import age_seconds
 from engine.admin.roles import redact
+from engine.connectors.http.json_input import load_json
+from engine.core.message import MessageParseError
 from engine.core.units import MAX_INTEGER, parse_int, parse_message_id, parse_time_bound
 from engine.core.verdicts import with_filtered_by
 from engine.runtime.replay import ReplayError, Selection
@@ -150,19 +152,19 @@ class NotFound(Endpoint):
 
 
 def json_body(request) -> dict:
+    """The body as a JSON object, parsed as the HTTP source parses JSON (``json_input.load_json``:
+    no lone surrogates, no 5,000-digit numbers, no endless nesting); 400 with its sentence."""
     raw = request.content.getvalue() if request.content is not None else b""
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "the body is not valid JSON") from None
+        data = load_json(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "the body is not UTF-8 text") from None
+    except MessageParseError as error:
+        raise ApiError(400, f"the body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(400, "the body holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text") from None
     return data
 
 
