@@ -10,7 +10,7 @@
     POST /api/messages/{id}/replay          body (optional): {"destination", "dry_run"}
     POST /api/replay                        body: {"ids": [...]} or {"channel", "status", "since",
                                             "until"}, plus "destination", "dry_run"
-    GET  /api/reload                        the latest live reload and its problems (engine/reload.py)
+    GET  /api/reload                        the latest live reload and its problems (engine/runtime/reload.py)
     POST /api/reload                        reload the config files now; answers what changed
 
 The token and the user's role were checked before the body was read (``auth.AdminSite.screen``,
@@ -370,7 +370,7 @@ class Replay(Endpoint):
 
 
 class Reload(Endpoint):
-    """GET: the latest live reload (engine/reload.py); POST: reload now and answer what it did."""
+    """GET: the latest live reload (engine/runtime/reload.py); POST: reload now and answer what it did."""
 
     def _reloader(self):
         reloader = self.admin.runtime.reloader

@@ -77,7 +77,7 @@ class Metrics:
         runtime.on_channel_added(self.channel_added)
 
     def channel_added(self, service) -> None:
-        """A channel built after start (live reload, engine/reload.py): its series and ingest timing."""
+        """A channel built after start (live reload, engine/runtime/reload.py): its series and ingest timing."""
         for counter in self.counters.values():
             counter.labels(service.name)
         self.errored.labels(service.name, "")

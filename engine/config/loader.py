@@ -16,7 +16,7 @@ Rules worth knowing (the contract is DESIGN.md §3.1-3.2):
 - Listen conflicts are checked between enabled channels and admin.listen; port 0 is exempt, and a wildcard
   host (0.0.0.0, ::) conflicts with every host on the same port.
 - A ``when`` expression's syntax is not checked here: templates.py compiles it.
-- Connector options are checked against ``ConnectorOptions`` schemas (engine/config_schema.py).
+- Connector options are checked against ``ConnectorOptions`` schemas (engine/config/schema.py).
 - A destination may say ``enabled = false`` (or ``"${AGENCY_HTTP:-false}"``): it is checked like the others
   and then left out of ChannelConfig.destinations, so a shipped channel can carry a peer's destination
   switched off until that peer is configured, next to a file outbox switched on.

@@ -459,7 +459,7 @@ ALERTS = {"queued_longer_than": OptionSpec("duration", "15m", check=not_negative
 CHANNEL = {"name": OptionSpec("str"), "description": OptionSpec("str", ""), "enabled": OptionSpec("bool", True),
            "inbound": OptionSpec("choice", choices=FORMATS)}
 # Options every destination type takes, plugin ones included (merged in ConnectorOptions.register):
-# queue_warning = N logs one warning when N deliveries are queued for it (engine/queue.py).
+# queue_warning = N logs one warning when N deliveries are queued for it (engine/core/queue.py).
 DESTINATION_COMMON = {"queue_warning": OptionSpec("int", 10_000, check=positive)}
 RETRY = {"attempts": OptionSpec("int", 0, check=not_negative),
          "interval": OptionSpec("duration", "2s", check=positive),

@@ -338,7 +338,7 @@ class DestinationQueue:
 
     def stop_after_send(self) -> defer.Deferred:
         """``stop``, once every send in flight has its outcome recorded: a live reload
-        (engine/reload.py) replaces this queue by one that loads QUEUED rows from the store, and
+        (engine/runtime/reload.py) replaces this queue by one that loads QUEUED rows from the store, and
         that one must not send the same messages while this one still waits for their answers."""
         self.running = False
         waiting = [d for d in self.outstanding.values() if not d.called]

@@ -6,7 +6,7 @@ marked a possible duplicate (the peer may have taken it).  A refused or reset co
 or an ACK whose MSA-2 is not our MSH-10: transient (RELIABILITY 23-25).
 
 ``max_in_flight = N`` (default 1) pipelines: up to N messages go out before the first one's ACK,
-ACKs are matched in order (engine/connectors/mllp_client.py), and the queue (engine/queue.py)
+ACKs are matched in order (engine/connectors/mllp_client.py), and the queue (engine/core/queue.py)
 retries from the oldest unsent on a transient failure -- a message refused transiently while
 later ones were accepted then arrives after them.  For peers that read one connection in order
 and answer every frame, and only where that reordering on a failure is acceptable.
@@ -35,7 +35,7 @@ class MllpDestination:
         "ack_timeout": OptionSpec("duration", "30s", check=positive),
         "connect_timeout": OptionSpec("duration", "10s", check=positive),
         "tls": OptionSpec("tls"),
-        # messages sent before the first one's ACK (pipelining; engine/queue.py): 1 = strict order
+        # messages sent before the first one's ACK (pipelining; engine/core/queue.py): 1 = strict order
         "max_in_flight": OptionSpec("int", 1, check=lambda n: None if 1 <= n <= 64 else "must be 1 to 64"),
     }
 

@@ -1,4 +1,4 @@
-"""Live reload's triggers (engine/reload.py) without a daemon: which file events count, and the
+"""Live reload's triggers (engine/runtime/reload.py) without a daemon: which file events count, and the
 debounce that turns an editor's burst of events into one reload (on task.Clock).  What a reload
 does to running channels is tested through the real daemon in test_reload_e2e.py."""
 
