@@ -28,6 +28,12 @@ from engine.store.sqlite.schema import FTS_INSERT_SQL, FTS_TABLE, normalize_stat
 _WORD = re.compile(r"[^\W_]+\*?")  # letters and digits (unicode61's token characters), then an optional *
 MAX_WORDS = 16
 
+# How a search reaches the index (queries.search_sql); postgres/text.py has its own.
+MATCH_EXISTS = f"EXISTS (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? AND rowid = m.id)"
+MATCH_FROM = f"{FTS_TABLE} f CROSS JOIN messages m ON m.id = f.rowid"
+MATCH_WHERE = f"f.{FTS_TABLE} MATCH ?"
+MATCH_ROWID = "f.rowid"
+
 WATERMARK_SQL = "UPDATE text_index SET indexed_through = ? WHERE id = 1 AND indexed_through < ?"
 
 
@@ -105,13 +111,13 @@ def probe_is_cheaper(conn: sqlite3.Connection, filters: dict) -> bool:
     if not where:
         return False
     matches = conn.execute(
-        f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? LIMIT ?)",
+        f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? LIMIT ?) AS common",
         (match_expression(filters["text"]), COMMON_WORD),
     ).fetchone()[0]
     if matches < COMMON_WORD:
         return False
     held = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {' AND '.join(where)} LIMIT ?)",
+        f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {' AND '.join(where)} LIMIT ?) AS few",
         (*params, FEW_MESSAGES),
     ).fetchone()[0]
     return held < FEW_MESSAGES

@@ -1,0 +1,134 @@
+"""The message store on PostgreSQL: the SQLite store's interface and logic on psycopg 3.
+
+``PgStore`` is the SQLite ``Store`` with its connections swapped: every write still goes through
+the one writer thread and its group commit (``sqlite/writer.py``: everything pending in one
+``BEGIN ... COMMIT``, each write in a SAVEPOINT, the Deferreds fired only after COMMIT returns,
+so an ACK still means committed), now on one PostgreSQL connection; reads go to a
+``psycopg_pool`` pool. The SQL of every concern is the shared modules' (``sqlite/queries.py``,
+``replay.py``, ``audit.py``, ``report.py`` and the write methods of ``sqlite/store.py``), run
+through ``connection.py``'s translation; what differs on PostgreSQL lives beside this module:
+the schema (``schema.py``), the full-text index (``text.py``) and how pruning clears content
+(``retention.py``).
+
+Durability is the server's: the store relies on ``synchronous_commit = on`` and ``fsync = on``
+(the defaults); docs/two-nodes.md lists the settings.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import psycopg
+from psycopg_pool import ConnectionPool
+from twisted.internet import defer
+
+from engine.store.postgres import retention as pg_retention
+from engine.store.postgres import text as pg_text
+from engine.store.postgres.connection import PgConnection, PooledReader, _reason, connect
+from engine.store.postgres.schema import check_version, migrate
+from engine.store.sqlite import queries as q
+from engine.store.sqlite.retention import BATCH
+from engine.store.sqlite.schema import FTS_INSERT_SQL, StoreError, from_iso, to_iso
+from engine.store.sqlite.store import Store
+
+POOL_SIZE = 4
+
+
+class PgStore(Store):
+    """The store on PostgreSQL. ``PgStore(url)`` runs the writer and migrates the schema;
+    ``PgStore.open_readonly(url)`` only reads."""
+
+    _db_errors = (psycopg.Error,)
+    _begin_sql = "BEGIN"
+
+    def __init__(self, url: str, reactor=None, *, writer: bool = True, clock: Callable[[], float] = time.time,
+                 pool_size: int = POOL_SIZE):
+        self.url = self.path = url
+        self._clock = clock
+        self._init_writer_state()
+        self._writer = writer
+        self._pool = None
+        probe = connect(url, connect_timeout=10)  # StoreError with a sentence if the server refuses
+        try:
+            if writer:
+                migrate(probe)
+            else:
+                check_version(probe)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot prepare the PostgreSQL store ({_reason(exc)})") from None
+        finally:
+            probe.close()
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, name="switchboard-read",
+                                    kwargs={"autocommit": True}, check=ConnectionPool.check_connection)
+        self._readers_view = PooledReader(self._pool)
+        if not writer:
+            return
+        if reactor is None:
+            from twisted.internet import reactor  # late: let the application pick its reactor
+        conn = PgConnection(url)
+        try:
+            pg_text.catch_up(conn)
+            self._next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
+            last = conn.execute("SELECT received_at FROM messages ORDER BY id DESC LIMIT 1").fetchone()
+            self._last_received = from_iso(last[0]) if last else 0.0
+        except BaseException:
+            conn.close()
+            self._pool.close()
+            raise
+        self._start_writer(conn, reactor)
+
+    @classmethod
+    def open_readonly(cls, url) -> "PgStore":
+        return cls(url, writer=False, pool_size=2)
+
+    # --- writes: the SQLite store's, with the words of a message cut here -----------------------
+
+    def stage(self, sql: str, params: tuple) -> None:
+        if sql == FTS_INSERT_SQL:
+            message_id, raw = params
+            sql, params = pg_text.TEXT_INSERT_SQL, (message_id, pg_text.words(raw))
+        super().stage(sql, params)
+
+    def _staged_ran(self, conn, staged) -> None:
+        top = max((params[0] for sql, params in staged if sql == pg_text.TEXT_INSERT_SQL), default=0)
+        if top:
+            conn.execute(pg_text.WATERMARK_SQL, (top, top))
+
+    def prune_batch(self, cutoff, *, include_errors: bool = False, limit: int = BATCH,
+                    vacuum_pages: int = 0) -> defer.Deferred:
+        try:
+            cutoff = to_iso(cutoff)
+        except (TypeError, ValueError) as exc:
+            return defer.fail(exc)
+        return self._write(lambda conn: pg_retention.prune_batch(conn, cutoff, include_errors=include_errors,
+                                                                 limit=int(limit)))
+
+    @staticmethod
+    def prune_offline(url, cutoff, include_errors: bool = False, now: float | None = None) -> tuple[int, int, int]:
+        return pg_retention.prune_offline(str(url), to_iso(cutoff), bool(include_errors),
+                                          time.time() if now is None else now)
+
+    def _close_writer_connection(self) -> None:
+        self._conn.close()
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def _reader(self):
+        if self._closed:
+            raise StoreError("the store is closed")
+        return self._readers_view
+
+    def _close_readers(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def search(self, **filters) -> list[dict]:
+        return q.search(self._reader(), text_index=pg_text, **filters)
+
+    def search_plan(self, **filters) -> list[str]:
+        sql, params = q.search_sql(**filters, text_index=pg_text)
+        return self.explain(sql, params)
+
+    def explain(self, sql: str, params=()) -> list[str]:
+        return [row[0] for row in self._reader().execute("EXPLAIN " + sql, params).fetchall()]
