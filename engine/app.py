@@ -28,7 +28,7 @@ from engine.runtime.facade import Runtime
 from engine.runtime.reload import Reloader
 from engine.runtime.retention import Retention
 from engine.runtime.services import Engine
-from engine.store.sqlite.store import Store
+from engine.store import open_store
 
 log = Logger(namespace="switchboard.engine")
 
@@ -41,7 +41,7 @@ class StoreService(service.Service):
 
     def startService(self) -> None:
         self.config.store.path.parent.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.config.store.path, reactor=self.reactor)
+        self.store = open_store(self.config.store, reactor=self.reactor)
         service.Service.startService(self)
 
     def stopService(self):

@@ -170,6 +170,7 @@ class EngineConfig:
 class StoreConfig:
     path: Path
     retention: float
+    url: str = ""  # PostgreSQL instead of the SQLite file at `path` (DESIGN §4)
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,8 @@ class ConfigLoader:
                 report(name, f"must be a table ([{name}]), not {type_name(table)}")
                 table = {}
             values[name] = check_table(table, schema, name, ctx)
+            if name == "store" and "url" in table and "path" in table:
+                report("store.url", "give either url (PostgreSQL) or path (SQLite), not both")
         for name, token in (values["admin"].get("tokens") or {}).items():
             if name == "admin" or not _NAME.fullmatch(name):
                 report(f"admin.tokens.{name}", "a token name may only contain letters, digits, '.', '_' and '-' "

@@ -428,7 +428,17 @@ ENGINE = {"channels_dir": OptionSpec("path", "channels"), "transforms_dir": Opti
           "plugins_dir": OptionSpec("path", "plugins"), "lookups_dir": OptionSpec("path", "lookups"),
           "log_level": choice_spec("info", "debug", "info", "warning", "error"),
           "log_format": choice_spec("text", "text", "json")}
-STORE = {"path": OptionSpec("path", "var/switchboard.db"), "retention": OptionSpec("duration", "30d")}
+def postgres_url(value: str) -> str | None:
+    """[store] url: a PostgreSQL connection URL (DESIGN §4)."""
+    if not value or value.startswith(("postgresql://", "postgres://")):
+        return None
+    return 'use a PostgreSQL URL such as "postgresql://switchboard@db.example.org:5432/switchboard"'
+
+
+# [store]: `url` (PostgreSQL) instead of `path` (SQLite); with `url`, `path`'s directory still holds
+# the node's own files (admin token, run state).
+STORE = {"path": OptionSpec("path", "var/switchboard.db"), "url": OptionSpec("str", "", check=postgres_url),
+         "retention": OptionSpec("duration", "30d")}
 # [admin] tokens = { name = "value" }: more bearer tokens, each named for the audit log ("admin" is `token`'s).
 ADMIN = {"listen": OptionSpec("address", "127.0.0.1:8480"), "token": OptionSpec("str", ""),
          "tokens": OptionSpec("mapping", {})}

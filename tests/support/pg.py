@@ -80,3 +80,57 @@ def sql(url: str, statement: str, params=()) -> list:
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(statement, params or None)
         return cur.fetchall() if cur.description else []
+
+
+# --- looks behind a store of either backend (the store tests) --------------------------------------
+
+
+def open_store_at(location, **options):
+    """The store at an SQLite path or a PostgreSQL URL (what ``[store]`` path / url select)."""
+    from engine.store import store_class
+
+    return store_class(location)(location, **options)
+
+
+def is_postgres(store) -> bool:
+    return isinstance(getattr(store, "path", None), str) and str(store.path).startswith("postgres")
+
+
+def indexed_through(store) -> int:
+    """The full-text index's high-water mark, read past the store."""
+    if is_postgres(store):
+        return sql(store.path, "SELECT indexed_through FROM text_index WHERE id = 1")[0][0]
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT indexed_through FROM text_index WHERE id = 1").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def check_text_index(store) -> None:
+    """The full-text index holds exactly the words of the unpruned content up to its mark:
+    FTS5's own integrity check on SQLite; on PostgreSQL, each indexed row's words are its
+    message's words and no unpruned message below the mark is missing."""
+    if not is_postgres(store):
+        import sqlite3
+
+        from engine.store.sqlite import text as store_text
+
+        conn = sqlite3.connect(store.path)
+        try:
+            store_text.integrity_check(conn)
+        finally:
+            conn.close()
+        return
+    from engine.store.postgres.text import words
+
+    mark = indexed_through(store)
+    content = dict(sql(store.path, "SELECT id, raw FROM messages WHERE pruned = 0 AND raw IS NOT NULL AND id <= %s",
+                       (mark,)))
+    indexed = dict(sql(store.path, "SELECT id, words::text FROM message_text"))
+    assert set(indexed) == set(content), (sorted(indexed), sorted(content))
+    for message_id, raw in content.items():
+        expected = sql(store.path, "SELECT array_to_tsvector(%s::text[])::text", (words(raw),))[0][0]
+        assert indexed[message_id] == expected, message_id

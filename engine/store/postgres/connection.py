@@ -9,6 +9,7 @@ that accepts the same calls:
 - ``?`` placeholders become ``%s`` (the shared SQL holds no literal ``%`` or ``?``);
 - an ``INSERT`` into a table with an ``id`` column gets ``RETURNING id``, which is its
   ``lastrowid`` (psycopg has none);
+- a counted subquery gets the name PostgreSQL 15 requires (``FROM (SELECT ...) AS counted``);
 - a handful of SQLite-only statements are mapped to their PostgreSQL meaning (``DIALECT``): the
   audit log's last handed-out id comes from its sequence, ``BEGIN IMMEDIATE`` is ``BEGIN``, and
   ``PRAGMA`` statements (WAL checkpoints, foreign-key deferral) have nothing to do here.
@@ -36,6 +37,7 @@ from engine.store.sqlite.schema import StoreError
 ID_TABLES = frozenset({"messages", "deliveries", "attempts", "events", "audit", "source_files", "leases"})
 _INSERT = re.compile(r"\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
 _SKIP = object()
+_UNNAMED = re.compile(r"(count\(\*\) FROM \(SELECT [^()]* LIMIT %s\))(?! AS)")  # PostgreSQL 15 names subqueries
 
 # SQLite statements the shared modules issue, and what they mean on PostgreSQL.
 DIALECT = {
@@ -55,7 +57,7 @@ def translate(sql: str, returning: bool, _cache: dict = {}) -> str | object:  # 
     elif sql.lstrip().upper().startswith("PRAGMA"):
         out = _SKIP
     else:
-        out = sql.replace("?", "%s")
+        out = _UNNAMED.sub(r"\1 AS counted", sql.replace("?", "%s"))
         match = _INSERT.match(sql)
         if returning and match and match.group(1).lower() in ID_TABLES and "RETURNING" not in sql.upper():
             out += " RETURNING id"

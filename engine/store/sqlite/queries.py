@@ -143,7 +143,7 @@ def rarest_first(conn: sqlite3.Connection, meta: dict, cap: int = 1000) -> dict:
     index range each), so the rarest (an MRN, not a facility) finds the candidates."""
     def held_by(pair) -> int:
         return conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM metadata WHERE key = ? AND value = ? LIMIT ?) AS held",
+            "SELECT count(*) FROM (SELECT 1 FROM metadata WHERE key = ? AND value = ? LIMIT ?)",
             (str(pair[0]), str(pair[1]), cap),
         ).fetchone()[0]
     return dict(sorted(meta.items(), key=held_by))

@@ -111,13 +111,13 @@ def probe_is_cheaper(conn: sqlite3.Connection, filters: dict) -> bool:
     if not where:
         return False
     matches = conn.execute(
-        f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? LIMIT ?) AS common",
+        f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? LIMIT ?)",
         (match_expression(filters["text"]), COMMON_WORD),
     ).fetchone()[0]
     if matches < COMMON_WORD:
         return False
     held = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {' AND '.join(where)} LIMIT ?) AS few",
+        f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {' AND '.join(where)} LIMIT ?)",
         (*params, FEW_MESSAGES),
     ).fetchone()[0]
     return held < FEW_MESSAGES
