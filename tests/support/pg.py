@@ -73,6 +73,22 @@ def database(prefix: str = "sbtest"):
         drop_database(url)
 
 
+def migrated(url: str) -> None:
+    """Give a database the store's schema (as the first start of a node does)."""
+    import psycopg
+
+    from engine.store.postgres.schema import migrate
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+
+
+def empty(url: str) -> None:
+    """Empty every table of a migrated database (ids start again at 1)."""
+    sql(url, "TRUNCATE messages, metadata, deliveries, attempts, events, audit, source_files, message_text"
+             " RESTART IDENTITY; UPDATE text_index SET indexed_through = 0")
+
+
 def sql(url: str, statement: str, params=()) -> list:
     """Run one statement on ``url`` (a test's look behind the store); the rows, if any."""
     import psycopg

@@ -1,5 +1,6 @@
 """The store's one test suite, run on both backends: every test that takes the ``store`` fixture
-runs on SQLite and on PostgreSQL (a fresh database per test, dropped after it), unless it is
+runs on SQLite and on PostgreSQL (a fresh database per test module, dropped after it, and emptied
+before each test: creating one costs ~0.7 s, emptying one ~20 ms), unless it is
 marked ``sqlite_only`` (it checks SQLite's own machinery: query plans, pragmas, the file, FTS5).
 PostgreSQL's address comes from ``SWITCHBOARD_TEST_PG`` (tests/support/pg.py); when it does not
 answer, the PostgreSQL runs are skipped here and ``.ci/run`` starts one in CI."""
@@ -28,14 +29,22 @@ def backend(request):
     return getattr(request, "param", "sqlite")
 
 
-@pytest.fixture
-def store_location(backend, tmp_path):
-    """Where a test's store lives: an SQLite file, or a fresh PostgreSQL database's URL."""
-    if backend == "sqlite":
-        yield tmp_path / "store.db"
-        return
+@pytest.fixture(scope="module")
+def pg_database():
+    """One PostgreSQL database for a test module, with the store's schema."""
     with pg.database() as url:
+        pg.migrated(url)
         yield url
+
+
+@pytest.fixture
+def store_location(backend, tmp_path, request):
+    """Where a test's store lives: an SQLite file, or an emptied PostgreSQL database's URL."""
+    if backend == "sqlite":
+        return tmp_path / "store.db"
+    url = request.getfixturevalue("pg_database")
+    pg.empty(url)
+    return url
 
 
 @pytest_twisted.async_yield_fixture

@@ -321,13 +321,11 @@ async def test_a_common_word_in_a_small_channel_is_probed_message_by_message(sto
 
 @pytest_twisted.ensureDeferred
 async def test_replay_candidates_come_page_by_page_in_id_order_up_to_the_limit(store):
-    made = []
-    for n in range(1203):  # more than two pages of 500
-        channel = "ehr" if n % 3 else "lab"
-        message_id, _ = await put(store, channel, hl7(f"R{n}"), control_id=f"R{n}")
-        if channel == "ehr" and n % 2:
-            await store.set_message_result(message_id, status=None, deliveries=[{"destination": "agency"}])
-        made.append((message_id, channel))
+    channels = ["ehr" if n % 3 else "lab" for n in range(1203)]  # more than two pages of 500
+    stored = await settle([put(store, channel, hl7(f"R{n}"), control_id=f"R{n}") for n, channel in enumerate(channels)])
+    made = [(value[0], channel) for (_ok, value), channel in zip(stored, channels)]
+    await settle([store.set_message_result(message_id, status=None, deliveries=[{"destination": "agency"}])
+                  for n, (message_id, channel) in enumerate(made) if channel == "ehr" and n % 2])
     ehr = [message_id for message_id, channel in made if channel == "ehr"]
     rows = list(store.replay_candidates(channel="ehr", limit=10_000))
     assert [row["id"] for row in rows] == ehr
