@@ -150,3 +150,14 @@ def check_text_index(store) -> None:
     for message_id, raw in content.items():
         expected = sql(store.path, "SELECT array_to_tsvector(%s::text[])::text", (words(raw),))[0][0]
         assert indexed[message_id] == expected, message_id
+
+
+def migrated_sqlite(path) -> None:
+    """An empty SQLite store at ``path`` (as a first start makes it)."""
+    from engine.store.sqlite.schema import connect_writer, migrate
+
+    conn = connect_writer(str(path))
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
