@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from support.pg import store_backend  # noqa: F401 - a fixture
 from support.daemon import Daemon, MllpClient, MllpPeer, ack_for, control_id_of, free_port, hl7, relay_channel, wait_for
 
 pytestmark = pytest.mark.slow
@@ -174,7 +175,8 @@ def test_usage_errors(placed):
     assert missing.returncode == 1 and "no message with id 999999" in missing.stderr
 
 
-def test_one_destination_only(tmp_path):
+@pytest.mark.parametrize("store_backend", ["sqlite", "postgres"], indirect=True)
+def test_one_destination_only(tmp_path, store_backend):
     """Two destinations; one's own transform fails. Replaying that one leaves the other alone."""
     channel_text = f"""
 [source]
@@ -193,7 +195,7 @@ directory = "{tmp_path / 'picky'}"
   [destination.transform]
   template = "picky.j2"
 """
-    daemon = Daemon(tmp_path / "d", {"two": channel_text}, templates={"picky.j2": "{{ missing_helper() }}"})
+    daemon = store_backend(Daemon(tmp_path / "d", {"two": channel_text}, templates={"picky.j2": "{{ missing_helper() }}"}))
     daemon.start(1)
     try:
         client = MllpClient(daemon.ports["two"])

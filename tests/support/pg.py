@@ -161,3 +161,35 @@ def migrated_sqlite(path) -> None:
         migrate(conn)
     finally:
         conn.close()
+
+
+# --- the real daemon on PostgreSQL (end-to-end tests) -----------------------------------------------
+
+
+def use_store(daemon, url: str) -> None:
+    """Point a ``support.daemon.Daemon``'s config at PostgreSQL: ``[store] url`` instead of its
+    ``path`` (the node's own files, the admin token among them, stay under var/)."""
+    text = daemon.config.read_text()
+    assert 'path = "var/switchboard.db"' in text
+    daemon.config.write_text(text.replace('path = "var/switchboard.db"', f'url = "{url}"', 1))
+
+
+@pytest.fixture
+def store_backend(request):
+    """Parametrize a daemon test with ``["sqlite", "postgres"]`` (indirect): gives ``apply(daemon)``
+    which, for PostgreSQL, makes a fresh database, points the daemon at it and drops it after the
+    test. Import it into a test module (``from support.pg import store_backend``)."""
+    backend = getattr(request, "param", "sqlite")
+    made: list[str] = []
+
+    def apply(daemon):
+        if backend == "postgres":
+            require()
+            made.append(create_database("sbe2e"))
+            use_store(daemon, made[-1])
+        return daemon
+
+    apply.backend = backend
+    yield apply
+    for url in made:
+        drop_database(url)
