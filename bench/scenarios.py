@@ -70,7 +70,7 @@ def start_with_channels(tmpdir: Path, channels: dict[str, str]) -> tuple[harness
         (home / sub).mkdir(parents=True, exist_ok=True)
     admin_port = harness.free_port()
     (home / "config.toml").write_text(
-        '[engine]\nlog_level = "info"\n[store]\npath = "var/switchboard.db"\nretention = "0"\n'
+        '[engine]\nlog_level = "info"\n' + harness.store_table(harness.STORE_SERVER) +
         f'[admin]\nlisten = "{harness.HOST}:{admin_port}"\ntoken = "bench-token-{admin_port}"\n')
     for name, text in channels.items():
         (home / "channels" / f"{name}.toml").write_text(text)
@@ -221,7 +221,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=sorted(SCENARIOS))
+    parser.add_argument("--store-url", metavar="URL",
+                        help="run the daemon on PostgreSQL: a fresh database per run on this server")
     args = parser.parse_args(argv)
+    harness.STORE_SERVER = args.store_url
     summary = {}
     for name, scenario in SCENARIOS.items():
         if args.only and name != args.only:
