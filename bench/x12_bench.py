@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
-from engine.x12 import X12View, acknowledge, parse_interchange, split_interchange
+from engine.x12 import X12View, acknowledge, parse_interchange, split_interchange, take
 
 
 def make_835(claims: int, sets: int) -> str:
@@ -72,7 +72,7 @@ def median_us(fn, runs: int, per: int) -> float:
     return statistics.median(times) / number / per * 1e6
 
 
-def bench_ours(text: str, sets: int, runs: int) -> dict[str, float]:
+def bench_ours(text: str, sets: int, runs: int, claims: int) -> dict[str, float]:
     def do_split():
         return split_interchange(parse_interchange(text))
 
@@ -93,6 +93,8 @@ def bench_ours(text: str, sets: int, runs: int) -> dict[str, float]:
         "paths (view + 5 paths)": median_us(paths, runs, 1),
         "loops('2100') + CLP.4 per claim": median_us(loops, runs, 1),
         "999 (acknowledge)": median_us(lambda: acknowledge(parsed, now=now), runs, sets),
+        "intake per claim (take, claims=True)": median_us(
+            lambda: take(text, now=now, claims=True), runs, sets * claims),
     }
 
 
@@ -155,7 +157,7 @@ def main() -> None:
     assert parse_interchange(text).all_errors() == []
     print(f"835: {args.sets} set(s) of {args.claims} claims, {len(text):,} bytes, "
           f"{text.count('~'):,} segments; median µs per transaction set")
-    for name, value in bench_ours(text, args.sets, args.runs).items():
+    for name, value in bench_ours(text, args.sets, args.runs, args.claims).items():
         print(f"  engine.x12  {name:<42} {value:>10,.1f}")
     theirs = bench_pyx12(text, args.sets, args.runs)
     if theirs is None:

@@ -20,6 +20,8 @@ def file_messages(name: str, inbound: str, split: str) -> list[str]:
         data = Path(name).read_bytes()
     except OSError as error:
         raise CommandError(f"cannot read {name}: {error.strerror}") from None
+    if inbound == "x12":
+        return x12_file_messages(name, data, split)
     try:
         text, _original = decode_file(data, inbound)
     except Refused as error:
@@ -28,6 +30,19 @@ def file_messages(name: str, inbound: str, split: str) -> list[str]:
     if problem is not None:
         raise CommandError(f"{name}: {problem}")
     return [text for text, _msh in messages]
+
+
+def x12_file_messages(name: str, data: bytes, split: str) -> list[str]:
+    """An X12 file as the file source takes it (``inbox.prepare_x12``): the transaction sets (or
+    835 claims) its 999 accepts; what the 999 or a TA1 rejects is said, as the source logs it."""
+    from engine.connectors.file.inbox import prepare_x12
+
+    prepared = prepare_x12(data, "", claims=split == "claims")
+    if prepared.outcome == "refused":
+        raise CommandError(f"{name}: {prepared.reason}")
+    for reason in prepared.partial:
+        print(f"{name}: not taken: {reason}")
+    return [text for text, _msh in prepared.messages]
 
 
 def source_split(channel) -> str:
@@ -60,6 +75,11 @@ def test_command(args, path) -> int:
 
 def print_result(index: int, result: dict) -> None:
     print(f"message {index}: {result['status']}")
+    outline = result.get("x12")
+    if outline:
+        loops = ", ".join(f"{loop} x{n}" for loop, n in outline["loops"].items()) or "none"
+        print(f"  x12: {outline['set']} set {outline['st2']} of group {outline['gs6']}, interchange "
+              f"{outline['isa13']} ({outline['version']}, {outline['segments']} segments); loops: {loops}")
     for item in result["filters"]:
         verdict = "passed" if item["passed"] else f"FILTERED ({item['reason']})"
         print(f"  filter {item['name']}: {verdict}")

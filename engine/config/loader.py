@@ -47,6 +47,7 @@ from engine.config.schema import (
     Substituted,
     check_table,
     freeze,
+    inbound_problems,
     item_key,
     join,
     normalize,
@@ -327,9 +328,12 @@ class ConfigLoader:
         elif top["name"] is not None and _check_name(top["name"], "name", "channel", report):
             name = top["name"]
         source = self.source(data.get("source"), report)
+        inbound = top["inbound"] or self.connectors.default_inbound(source.type)
+        for key, reason in inbound_problems(inbound, source.type, data.get("source")):
+            report(key, reason)
         return ChannelConfig(
             name=name, file=file, description=top["description"], enabled=top["enabled"],
-            inbound=top["inbound"] or self.connectors.default_inbound(source.type), source=source,
+            inbound=inbound, source=source,
             filters=self.filters(data.get("filter"), "filter", report),
             transforms=self.transforms(data.get("transform"), "transform", engine, report),
             metadata=self.metadata(data.get("metadata"), report),

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 from engine.core import units
 
-FORMATS = ("hl7", "json", "csv", "xml", "text")
+FORMATS = ("hl7", "json", "csv", "xml", "text", "x12")
 SIDES = ("source", "destination")
 KINDS = frozenset(
     {"str", "bool", "int", "float", "duration", "size", "address", "path", "file", "choice", "mapping", "tls"}
@@ -460,3 +460,36 @@ RETRY = {"attempts": OptionSpec("int", 0, check=not_negative),
          "interval": OptionSpec("duration", "2s", check=positive),
          "backoff": OptionSpec("float", 2.0, check=_retry_backoff),
          "max_interval": OptionSpec("duration", "5m", check=positive)}
+
+
+# -- X12 (DESIGN §3.11): which sources read it, how they split it, and who may answer with a 999 --
+X12_SOURCES = ("file", "sftp", "http", "channel")
+X12_SPLITS = ("x12", "claims")   # per transaction set (the default for inbound = "x12"), per 835 claim
+
+
+def inbound_problems(inbound: str | None, source_type: str, source: Any) -> list[tuple[str, str]]:
+    """(key, reason) for an ``inbound``/``[source]`` pair that cannot work, as ``check`` shows them.
+
+    An X12 channel always splits its interchanges (one message per transaction set, or per claim
+    payment with ``split = "claims"``): one that would store whole interchanges (``split =
+    "none"``) or split them as lines or HL7 batches is refused, and so are the X12 splits and
+    ``ack = "999"`` on a channel that is not X12.
+    """
+    if not isinstance(source, dict) or not source_type:
+        return []
+    split, ack = source.get("split"), source.get("ack")
+    problems = []
+    if inbound == "x12":
+        if source_type not in X12_SOURCES:
+            problems.append(("inbound", f'"x12" is read by {", ".join(X12_SOURCES)} sources, not by a '
+                             f'{source_type} source'))
+        if split is not None and split not in X12_SPLITS:
+            problems.append(("source.split", f'inbound = "x12" splits each interchange into its '
+                             f'transaction sets: leave split out, or use "x12" or "claims" (one message '
+                             f'per 835 claim payment), not {split!r}'))
+    else:
+        if split in X12_SPLITS:
+            problems.append(("source.split", f'split = "{split}" needs inbound = "x12"'))
+        if ack == "999":
+            problems.append(("source.ack", 'ack = "999" needs inbound = "x12"'))
+    return problems

@@ -145,8 +145,7 @@ class Channel:
 
     def _after_commit(self, message_id: int, outcome, delivery_ids: dict, meta: dict | None) -> None:
         """The outcome is durable: announce it and feed the destination queues, in receipt order."""
-        # crash tests: "after ACK, before queueing" no longer exists (deliveries commit with the
-        # message, the ACK follows this call); this is "committed, in-memory queues not yet fed"
+        # committed, in-memory queues not yet fed, no ACK yet (the ACK follows this call)
         faults.point("kill_after_commit_before_queueing")
         self._record_verdicts(message_id, outcome)
         self.announce(message_id, outcome, delivery_ids, meta)

@@ -16,15 +16,14 @@ stderr at start, and one line naming the point goes to stderr just before each k
 can tell an injected death from any other.
 
 Points (see the call sites):
-  kill_after_commit_before_ack          engine/channel.py ``_stored``: the message, its outcome and
+  kill_after_commit_before_ack          engine/core/channel.py ``_stored``: the message, its outcome and
                                         its deliveries are committed; the sender has no ACK yet.
-  kill_after_commit_before_queueing     engine/channel.py ``_after_commit``: committed, before the
-                                        in-memory destination queues are fed.  (The older "after ACK,
-                                        before queueing" window no longer exists: the delivery rows
-                                        are committed with the message, and the ACK goes out after
-                                        the queues are fed, so this point is also before the ACK.
-                                        It is also passed when recovery or replay record an outcome.)
-  kill_after_downstream_ack_before_sent engine/queue.py ``_sent``: the peer has ACKed, SENT is not
+  kill_after_commit_before_queueing     engine/core/channel.py ``_after_commit``: committed, before
+                                        the in-memory destination queues are fed.  The delivery rows
+                                        commit with the message and the ACK goes out after the
+                                        queues are fed, so this point is also before the ACK.  It is
+                                        also passed when recovery or replay record an outcome.
+  kill_after_downstream_ack_before_sent engine/core/queue.py ``_sent``: the peer has ACKed, SENT is not
                                         yet recorded, so the message is sent again after restart.
 
 Cost when off: ``point`` is one call and one test of a module-level flag.

@@ -18,8 +18,13 @@ from engine.hl7.acceptance import check_hl7
 from engine.hl7.encoding import normalize_segments
 from engine.hl7.msh import Msh, peek_msh
 from engine.hl7.view import HL7View
+from engine.x12.errors import X12SyntaxError
+from engine.x12.view import X12View
 
-INBOUND_TYPES = frozenset({"hl7", "json", "csv", "xml", "text"})
+INBOUND_TYPES = frozenset({"hl7", "json", "csv", "xml", "text", "x12"})
+# The envelope identifiers every X12 message carries as metadata (DESIGN §3.11): path -> key.
+X12_ENVELOPE_META = {"ISA.6": "isa6", "ISA.8": "isa8", "ISA.13": "isa13", "GS.2": "gs2",
+                     "GS.3": "gs3", "GS.6": "gs6", "ST.1": "st1", "ST.2": "st2"}
 _UNSET = object()
 _DTD = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 
@@ -102,7 +107,34 @@ def _parse_hl7(raw: str) -> HL7View:
     return HL7View(text)
 
 
-_PARSERS = {"hl7": _parse_hl7, "json": _parse_json, "csv": _parse_csv, "xml": _parse_xml,
+def _parse_x12(raw: str) -> X12View:
+    """A transaction set as the sources store it: an interchange holding one ST..SE."""
+    if not raw.lstrip("\ufeff\r\n\t ").startswith(("ISA", "ST")):
+        raise MessageParseError("not an X12 message: it does not begin with ISA or ST")
+    try:
+        return X12View(raw)
+    except X12SyntaxError as error:
+        raise MessageParseError(f"not a readable X12 interchange: {error}") from None
+
+
+class X12Header:
+    """What the store keeps of an X12 message in the columns HL7 fills from MSH: the set id as
+    the type ('835'), ISA-13 as the control id (the number a payer quotes), ISA-06 as sender."""
+
+    __slots__ = ("control_id", "message_type", "sender")
+
+    def __init__(self, view: X12View) -> None:
+        self.message_type = view["ST.1"]
+        self.control_id = view["ISA.13"].strip()
+        self.sender = view["ISA.6"].strip()
+
+
+def x12_envelope_meta(view: X12View) -> dict[str, str]:
+    """The envelope identifiers of an X12 message (``X12_ENVELOPE_META``), padding stripped."""
+    return {key: view[path].strip() for path, key in X12_ENVELOPE_META.items()}
+
+
+_PARSERS = {"hl7": _parse_hl7, "x12": _parse_x12, "json": _parse_json, "csv": _parse_csv, "xml": _parse_xml,
             "text": lambda raw: raw}
 
 
@@ -113,7 +145,9 @@ def _check_inbound(inbound: str) -> None:
 
 class Message:
     """One message.  ``view`` parses on first use and caches: an ``HL7View`` for hl7, the decoded
-    object for json, a dict for csv, an ``XmlView`` for xml, the string for text."""
+    object for json, a dict for csv, an ``XmlView`` for xml, an ``X12View`` for x12, the string
+    for text.  ``msh`` is the MSH for hl7 and an ``X12Header`` for x12 (type, control id, sender
+    for the store's columns)."""
 
     __slots__ = ("raw", "inbound", "id", "channel", "received_at", "_view", "_msh")
 
@@ -133,7 +167,13 @@ class Message:
     @property
     def msh(self) -> Msh | None:
         if self._msh is _UNSET:
-            self._msh = peek_msh(self.raw) if self.inbound == "hl7" else None
+            if self.inbound == "x12":
+                try:
+                    self._msh = X12Header(self.view)
+                except MessageParseError:
+                    self._msh = None
+            else:
+                self._msh = peek_msh(self.raw) if self.inbound == "hl7" else None
         return self._msh
 
     @property

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.core.message import Message, MessageParseError
+from engine.core.message import Message, MessageParseError, x12_envelope_meta
 from engine.core.statuses import derive_status
 from engine.hl7.edit_ops import compile_edits
 from engine.hl7.editable import EditError
@@ -235,17 +235,22 @@ class ChannelPipeline:
     def metadata(self, message: Message) -> dict[str, str]:
         """Searchable columns, filled at receipt: HL7 paths, or Jinja expressions. Never raises."""
         values: dict[str, str] = {}
+        if message.inbound == "x12":   # the envelope identifiers, always (DESIGN §3.11)
+            try:
+                values.update(x12_envelope_meta(message.view))
+            except MessageParseError:
+                pass
         if not self.metadata_paths:
             return values
         try:
             context = self.context(message)
         except MessageParseError:
-            return {key: "" for key in self.metadata_paths}
+            return {**values, **{key: "" for key in self.metadata_paths}}
         for key, path in self.metadata_paths.items():
             try:
                 if key in self.metadata_expressions:
                     value = self.metadata_expressions[key].evaluate(context)
-                elif message.inbound == "hl7":
+                elif message.inbound in ("hl7", "x12"):
                     value = message.view[path]
                 else:
                     value = _lookup(context["msg"], path)
@@ -294,11 +299,14 @@ class ChannelPipeline:
 
 
 HL7_PATH = re.compile(r"^[A-Z][A-Z0-9]{2}(\(\d+\))?(\.\d+(\(\d+\))?){0,3}$")
+X12_PATH = re.compile(r"^[A-Z][A-Z0-9]{1,2}(\(\d+\))?(\.\d+(\(\d+\))?){0,2}$")
 DOTTED_PATH = re.compile(r"^[\w-]+(\.[\w-]+)*$")
 
 
 def _is_plain_path(source: str, inbound: str) -> bool:
     """Metadata values are HL7 paths (or dotted keys for JSON/CSV) unless they look like Jinja."""
+    if inbound == "x12":
+        return bool(X12_PATH.match(source.strip()))
     return bool((HL7_PATH if inbound == "hl7" else DOTTED_PATH).match(source.strip()))
 
 

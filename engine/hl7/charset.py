@@ -66,10 +66,7 @@ def decode_frame(raw: bytes, charset_hint: str = "") -> tuple[str, bytes | None]
     Invalid bytes become U+FFFD, and only then is ``original`` the frame itself (``raw``, the same
     object: no copy), for the store to keep; a valid frame gives ``None``.  The strict decode is
     tried first and the replacing one only after a UnicodeDecodeError, so a valid frame is still
-    decoded once.  Measured (timeit, best of 21 x 20,000, 1.1 KB ADT, 2 busy cores), before (one
-    ``decode(codec, "replace")``) -> now: 3.31 -> 3.34 us per frame, the MSH-18 look-up being most
-    of it; with a UTF-8 BOM 0.35 -> 0.43 us; the MLLP ``_take_frame`` as a whole (decode, MSH
-    check, receive, ACK) 17.6 -> 17.6 us, within the run-to-run noise.  A lossy frame: 4.6 us.
+    decoded once (its cost: bench/README.md, "Decoding a frame").
     """
     codec, body = frame_codec(raw, charset_hint), raw
     if codec == "utf-8-sig":  # C-speed utf-8 on the rest, not the pure-Python utf-8-sig codec (3x)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from engine.core.message import Message
+from engine.core.message import Message, MessageParseError
 from engine.core.pipeline import EditStep, PipelineError
 from engine.runtime.assembly import build_templates, compile_channel
 
@@ -31,7 +31,9 @@ def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[d
             step.last_changes = []
         outcome = pipeline.run(message, meta)
         results.append({
+            "id": number,        # the dry run's message id: what {{ id }} rendered as
             "status": outcome.status,
+            **({"x12": _x12_outline(message)} if message.inbound == "x12" else {}),
             "meta": meta,
             "filters": [{"name": f.name, "passed": f.passed, "reason": f.reason, "rules": f.rules}
                         for f in outcome.filters],
@@ -46,3 +48,11 @@ def dry_run(config, registry, channel_config, raw_messages: list[str]) -> list[d
             ],
         })
     return results
+
+
+def _x12_outline(message: Message) -> dict | None:
+    """The transaction and its loops (``X12View.outline``), or None when it does not parse."""
+    try:
+        return message.view.outline()
+    except MessageParseError:
+        return None

@@ -14,8 +14,8 @@ A reload (``engine.runtime.reload_plan.prepare``, in a thread) loads every file 
   reason: never message content) are logged, shown by ``GET /api/channels`` (``problems``), the
   dashboard and ``switchboard status``; they are cleared by the next good reload.
 * A channel whose config, template files and plugins are unchanged is not touched.
-* A changed channel is redeployed by name (``redeploy``): a new ``Channel`` and pipeline take over
-  as its source's sink.  The source is kept as it is when its options did not change; a listener
+* A changed channel reconfigures itself (``ChannelService.reconfigure``, called by
+  ``Engine.reconfigure``): a new ``Channel`` and pipeline take over as its source's sink.  The source is kept as it is when its options did not change; a listener
   whose address and TLS did not change is handed over to the new source, open connections
   included; only a new address is bound afresh.  A destination whose config did not change keeps
   its queue (and its connection); a changed one gets a new queue once the old one has the
@@ -42,8 +42,6 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from watchdog.events import FileSystemEventHandler
 
-from engine.connectors.listener import ListeningSource
-from engine.runtime.assembly import Built, build_channel
 from engine.runtime.reload_plan import channel_fingerprint, label, plugins_fingerprint, prepare
 from engine.store.sqlite.schema import iso_utc
 
@@ -95,9 +93,9 @@ class Reloader:
         self.stopping = False
         settings = engine.config.engine
         self.plugins = plugins_fingerprint(settings.plugins_dir)
-        self.fingerprints = {name: channel_fingerprint(service.config, settings.transforms_dir, self.plugins,
-                                                     settings.lookups_dir)
-                             for name, service in engine.channel_services.items()}
+        for service in engine.channel_services.values():
+            service.fingerprint = channel_fingerprint(service.config, settings.transforms_dir, self.plugins,
+                                                      settings.lookups_dir)
         self.problems: list[dict] = []
         self.last: dict = {"at": None, "trigger": None, "applied": True, "problems": []}
 
@@ -214,69 +212,14 @@ class Reloader:
                               "text": str(problem), "consequence": consequence})
         return described
 
-    @defer.inlineCallbacks
-    def _apply(self, plan, outcome: dict):
-        engine = self.engine
-        old = engine.config
+    def _apply(self, plan, outcome: dict) -> defer.Deferred:
+        old = self.engine.config
         new = plan.config
         if (new.engine, new.store, new.admin, new.alerts) != (old.engine, old.store, old.admin, old.alerts):
             log.warn("reload: changes to [engine], [store], [admin] or [alerts] in {file} take effect at the "
                      "next restart", file=label(old.path, old.path.parent))
-        wanted = {channel.name: channel for channel in new.channels if channel.enabled}
-        removals, redeploys = [], []
-        for name, service in list(engine.channel_services.items()):
-            if Path(service.config.file).resolve() in plan.bad_files:
-                outcome["kept"].append(name)
-            elif name not in wanted:
-                removals.append(name)
-            elif plan.fingerprints[name] != self.fingerprints.get(name):
-                redeploys.append(name)
-            else:
-                outcome["unchanged"].append(name)
-        additions = [name for name in wanted if name not in engine.channel_services]
-        if plan.registry_changed:
-            engine.registry = plan.registry
-            engine.events.hook = plan.registry.hook
-        engine.templates = plan.templates
         self.plugins = plan.plugins_fingerprint
-        results = yield defer.DeferredList([self._remove(name) for name in removals], consumeErrors=True)
-        for name, (ok, result) in zip(removals, results):
-            if ok:
-                outcome["removed"].append(name)
-            else:
-                log.failure("reload: channel {channel} could not be stopped", result, channel=name)
-        results = yield defer.DeferredList(
-            [redeploy(engine, engine.channel_services[name], wanted[name], plan.pipelines[name])
-             for name in redeploys], consumeErrors=True)
-        for name, (ok, result) in zip(redeploys, results):
-            if ok:
-                self.fingerprints[name] = plan.fingerprints[name]
-                outcome["redeployed"].append(name)
-            else:
-                log.failure("reload: channel {channel} could not be redeployed", result, channel=name)
-        for name in additions:
-            try:
-                yield add_channel(engine, wanted[name])
-            except Exception:  # noqa: BLE001 - one channel's failure must not stop the others
-                log.failure("reload: channel {channel} could not be added", channel=name)
-                continue
-            self.fingerprints[name] = plan.fingerprints[name]
-            outcome["added"].append(name)
-        kept = [engine.channel_services[name].config for name in outcome["kept"]]
-        channels = sorted(list(new.channels) + [c for c in kept if c.name not in {n.name for n in new.channels}],
-                          key=lambda channel: str(channel.file))
-        engine.config = _with_channels(old, tuple(channels))
-
-    @defer.inlineCallbacks
-    def _remove(self, name: str):
-        engine = self.engine
-        service = engine.channel_services[name]
-        yield service.exclusive(lambda: defer.maybeDeferred(service.disownServiceParent))
-        engine.channel_services.pop(name, None)
-        engine.channels.pop(name, None)
-        self.fingerprints.pop(name, None)
-        log.info("channel {channel} removed: its file is gone or says enabled = false; its stored messages stay",
-                 channel=name)
+        return self.engine.reconfigure(plan, outcome)
 
     # -- what status and the dashboard show -------------------------------------------------
     def problems_for(self, channel: str) -> list[str]:
@@ -300,84 +243,6 @@ def _write_atomically(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}")
     temp.write_text(text, encoding="utf-8")
     os.replace(temp, path)
-
-
-def _with_channels(config, channels: tuple):
-    from dataclasses import replace
-
-    return replace(config, channels=channels)
-
-
-# -- the redeploy operations ---------------------------------------------------------------------
-def redeploy(engine, service, config, pipeline) -> defer.Deferred:
-    """Swap in a new version of a running channel (see the module docstring)."""
-    return service.exclusive(_redeploy, engine, service, config, pipeline)
-
-
-@defer.inlineCallbacks
-def _redeploy(engine, service, config, pipeline):
-    old_channel, old_source, old_queues, state = service.channel, service.source, service.queues, service.state
-    running = Built(service.config, old_channel, old_source, old_queues, [])
-    built = build_channel(config, registry=engine.registry, templates=engine.templates, store=engine.store,
-                          events=engine.events, reactor=engine.reactor, find_channel=engine.channels.get,
-                          pipeline=pipeline, running=running)
-    source, restart = built.source, False
-    if source is old_source:
-        how = "source kept"
-    else:
-        how = "source rebuilt"
-        if state == "started":
-            if isinstance(source, ListeningSource) and source.take_over(old_source):
-                how = "listener kept"
-            else:
-                yield defer.maybeDeferred(old_source.stop)
-                restart, how = True, "listener rebound"
-        restart = restart or state == "failed"
-    service.adopt(config, built.channel, source, built.queues)
-    engine.channel_added(service)
-    yield old_channel.wait_idle()          # what the old version took is stored and queued
-    retired = [queue for name, queue in old_queues.items() if built.queues.get(name) is not queue]
-    yield defer.DeferredList([queue.stop_after_send() for queue in retired], consumeErrors=True)
-    if state in ("started", "paused", "failed"):
-        for queue in built.fresh:
-            queue.start()                  # loads every QUEUED row, the old queue's leftovers first
-    if restart:
-        try:
-            yield defer.maybeDeferred(source.start)
-        except Exception as error:  # noqa: BLE001 - e.g. the new port is taken: the channel reports it
-            service.state = "failed"
-            log.error("channel {channel} failed to start its {type} source: {error}", channel=config.name,
-                      type=config.source.type, error=str(error))
-            return
-        service.state = "started"
-    _log_started(service, how)
-
-
-def _log_started(service, how: str) -> None:
-    """The line the daemon writes for a channel that starts (tests parse it for the port)."""
-    if service.state != "started":
-        log.info("channel {channel} redeployed ({state}; {how})", channel=service.name, state=service.state, how=how)
-        return
-    address = getattr(service.source, "address", None)
-    try:
-        where = f" on {address[0]}:{address[1]}" if address else ""
-    except Exception:  # noqa: BLE001 - a listener without a port
-        where = ""
-    log.info("channel {channel} started: {type} source{where}, {n} destination(s) (redeployed; {how})",
-             channel=service.name, type=service.config.source.type, where=where, n=len(service.queues), how=how)
-
-
-@defer.inlineCallbacks
-def add_channel(engine, config):
-    from engine.runtime.services import ChannelService
-
-    service = ChannelService(engine, config)
-    service.build(engine.store)
-    engine.channels[config.name] = service.channel
-    engine.channel_services[config.name] = service
-    service.setServiceParent(engine)
-    engine.channel_added(service)
-    yield service.exclusive(service.start_channel)
 
 
 class _Handler(FileSystemEventHandler):

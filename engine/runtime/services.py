@@ -1,5 +1,9 @@
 """The channels' Twisted services: ``Engine`` (a MultiService) -> one ``ChannelService`` each.
 
+Reconfiguration follows buildbot's pattern: live reload (engine/runtime/reload.py) only prepares a
+validated plan; ``Engine.reconfigure`` reconciles its children with it by name (removes, adds) and
+asks each changed ``ChannelService`` to ``reconfigure`` itself, which swaps its own parts.
+
 Start order (the store is already open: engine/app.py): build every channel (pipeline compiled,
 connectors made), start the destination queues (recovering QUEUED entries), process messages left
 RECEIVED, then open the sources.  Stop order is the reverse and graceful: sources stop accepting,
@@ -10,6 +14,9 @@ progress.  One channel failing to start (its port taken, say) is logged and mark
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -18,7 +25,8 @@ from engine.core.channel import Channel
 from engine.core.events import Events
 from engine.core.plugins import Registry, load_plugins
 from engine.core.queue import DestinationQueue
-from engine.runtime.assembly import build_channel, build_templates
+from engine.connectors.listener import ListeningSource
+from engine.runtime.assembly import Built, build_channel, build_templates
 from engine.store.sqlite.store import Store
 
 log = Logger(namespace="switchboard.engine")
@@ -42,6 +50,7 @@ class ChannelService(service.Service):
         self.queues: dict[str, DestinationQueue] = {}
         self._started_once = False
         self._transitions = defer.DeferredLock()   # admin start/stop/pause, one at a time
+        self.fingerprint = None   # what live reload compares (engine/runtime/reload_plan.py)
 
     def build(self, store) -> None:
         engine = self.engine
@@ -59,18 +68,78 @@ class ChannelService(service.Service):
         """Run ``function`` while no start, stop, pause or other redeploy runs on this channel."""
         return self._transitions.run(function, *args)
 
-    def adopt(self, config, channel: Channel, source, queues: dict) -> None:
-        """Take a rebuilt channel in place (live reload: engine/reload.py swaps the parts, this
-        service object stays).  A stopped channel loads its new queues at its next start."""
-        self.config, self.channel, self.source, self.queues = config, channel, source, queues
-        channel.on_stalled = self._stalled
-        self.engine.channels[self.name] = channel
-        if self.state == "stopped":
-            self._started_once = False
+    def reconfigure(self, config, pipeline, fingerprint) -> defer.Deferred:
+        """Take a new version of this channel in place, this service object staying (live reload).
+
+        The new ``Channel`` and pipeline take over as the source's sink.  The source is kept when
+        its options did not change; a listener whose address and TLS did not change is handed over
+        open connections included; only a new address is bound afresh.  An unchanged destination
+        keeps its queue; a changed one gets a new queue once the old one has the outcome of its
+        send in progress, and the new queue loads the QUEUED rows: nothing lost or sent twice."""
+        return self.exclusive(self._reconfigure, config, pipeline, fingerprint)
+
+    @defer.inlineCallbacks
+    def _reconfigure(self, config, pipeline, fingerprint):
+        engine = self.engine
+        old_channel, old_source, old_queues, state = self.channel, self.source, self.queues, self.state
+        running = Built(self.config, old_channel, old_source, old_queues, [])
+        built = build_channel(config, registry=engine.registry, templates=engine.templates, store=engine.store,
+                              events=engine.events, reactor=engine.reactor, find_channel=engine.channels.get,
+                              pipeline=pipeline, running=running)
+        source, restart = built.source, False
+        if source is old_source:
+            how = "source kept"
+        else:
+            how = "source rebuilt"
+            if state == "started":
+                if isinstance(source, ListeningSource) and source.take_over(old_source):
+                    how = "listener kept"
+                else:
+                    yield defer.maybeDeferred(old_source.stop)
+                    restart, how = True, "listener rebound"
+            restart = restart or state == "failed"
+        self.config, self.channel, self.source, self.queues = config, built.channel, source, built.queues
+        self.fingerprint = fingerprint
+        self.channel.on_stalled = self._stalled
+        engine.channels[self.name] = self.channel
+        if state == "stopped":
+            self._started_once = False     # a stopped channel loads its new queues at its next start
+        engine.channel_added(self)
+        yield old_channel.wait_idle()          # what the old version took is stored and queued
+        retired = [queue for name, queue in old_queues.items() if built.queues.get(name) is not queue]
+        yield defer.DeferredList([queue.stop_after_send() for queue in retired], consumeErrors=True)
+        if state in ("started", "paused", "failed"):
+            for queue in built.fresh:
+                queue.start()                  # loads every QUEUED row, the old queue's leftovers first
+        if restart:
+            try:
+                yield defer.maybeDeferred(source.start)
+            except Exception as error:  # noqa: BLE001 - e.g. the new port is taken: the channel reports it
+                self.state = "failed"
+                log.error("channel {channel} failed to start its {type} source: {error}", channel=config.name,
+                          type=config.source.type, error=str(error))
+                return
+            self.state = "started"
+        self._log_redeployed(how)
+
+    def _log_redeployed(self, how: str) -> None:
+        """The line the daemon writes for a redeployed channel (tests parse it for the port)."""
+        if self.state != "started":
+            log.info("channel {channel} redeployed ({state}; {how})", channel=self.name, state=self.state, how=how)
+            return
+        log.info("channel {channel} started: {type} source{where}, {n} destination(s) (redeployed; {how})",
+                 channel=self.name, type=self.config.source.type, where=self._where(), n=len(self.queues), how=how)
+
+    def _where(self) -> str:
+        address = getattr(self.source, "address", None)
+        try:
+            return f" on {address[0]}:{address[1]}" if address else ""
+        except Exception:  # noqa: BLE001 - a listener without a port
+            return ""
 
     def _stalled(self, count: int, seconds: float) -> None:
         """The channel's pipeline held the reactor (and so every channel) too long, ``count``
-        messages in a row (engine/channel.py, STALL_SECONDS): pause it.  What it stored stays and
+        messages in a row (engine/core/channel.py, STALL_SECONDS): pause it.  What it stored stays and
         its queues keep delivering; an operator resumes it once the template or plugin is fixed."""
         log.error("channel {channel} paused: its filters and transforms held the engine {seconds:.1f}s or "
                   "more on {n} messages in a row (a template loop or a slow plugin step), and every "
@@ -113,10 +182,8 @@ class ChannelService(service.Service):
                       type=self.config.source.type, error=str(error))
             return
         self.state, self.start_error = "started", None
-        address = getattr(self.source, "address", None)
-        where = f" on {address[0]}:{address[1]}" if address else ""
         log.info("channel {channel} started: {type} source{where}, {n} destination(s)", channel=self.name,
-                 type=self.config.source.type, where=where, n=len(self.queues))
+                 type=self.config.source.type, where=self._where(), n=len(self.queues))
 
     @defer.inlineCallbacks
     def pause(self):
@@ -208,3 +275,71 @@ class Engine(service.MultiService):
         d = service.MultiService.stopService(self)
         d.addCallback(lambda _: log.info("channels stopped"))
         return d
+
+    # -- live reload (buildbot's reconfig: reconcile the children by name) ----------------------
+    @defer.inlineCallbacks
+    def reconfigure(self, plan, outcome: dict):
+        """Take a validated reload plan (engine/runtime/reload_plan.py): remove the channels it no
+        longer has, let each changed one reconfigure itself, add the new ones.  A channel whose file
+        has a problem keeps running as it is.  ``outcome`` gets the names under removed,
+        redeployed, added, kept and unchanged; one channel's failure never stops the others."""
+        new = plan.config
+        wanted = {channel.name: channel for channel in new.channels if channel.enabled}
+        removals, changed = [], []
+        for name, child in list(self.channel_services.items()):
+            if Path(child.config.file).resolve() in plan.bad_files:
+                outcome["kept"].append(name)
+            elif name not in wanted:
+                removals.append(name)
+            elif plan.fingerprints[name] != child.fingerprint:
+                changed.append(name)
+            else:
+                outcome["unchanged"].append(name)
+        additions = [name for name in wanted if name not in self.channel_services]
+        if plan.registry_changed:
+            self.registry = plan.registry
+            self.events.hook = plan.registry.hook
+        self.templates = plan.templates
+        results = yield defer.DeferredList([self.remove_channel(name) for name in removals], consumeErrors=True)
+        self._record(outcome, "removed", removals, results, "could not be stopped")
+        results = yield defer.DeferredList(
+            [self.channel_services[name].reconfigure(wanted[name], plan.pipelines[name], plan.fingerprints[name])
+             for name in changed], consumeErrors=True)
+        self._record(outcome, "redeployed", changed, results, "could not be redeployed")
+        results = yield defer.DeferredList(
+            [self.add_channel(wanted[name], plan.fingerprints[name]) for name in additions], consumeErrors=True)
+        self._record(outcome, "added", additions, results, "could not be added")
+        kept = [self.channel_services[name].config for name in outcome["kept"]]
+        named = {channel.name for channel in new.channels}
+        channels = sorted(list(new.channels) + [c for c in kept if c.name not in named], key=lambda c: str(c.file))
+        self.config = replace(self.config, channels=tuple(channels))
+
+    @staticmethod
+    def _record(outcome: dict, word: str, names: list, results, failed: str) -> None:
+        for name, (ok, result) in zip(names, results):
+            if ok:
+                outcome[word].append(name)
+            else:
+                log.failure("reload: channel {channel} " + failed, result, channel=name)
+
+    @defer.inlineCallbacks
+    def add_channel(self, config, fingerprint=None):
+        """Build, attach and start a channel the running daemon did not have."""
+        child = ChannelService(self, config)
+        child.fingerprint = fingerprint
+        child.build(self.store)
+        self.channels[config.name] = child.channel
+        self.channel_services[config.name] = child
+        child.setServiceParent(self)
+        self.channel_added(child)
+        yield child.exclusive(child.start_channel)
+
+    @defer.inlineCallbacks
+    def remove_channel(self, name: str):
+        """Stop and detach a channel; its stored messages stay."""
+        child = self.channel_services[name]
+        yield child.exclusive(lambda: defer.maybeDeferred(child.disownServiceParent))
+        self.channel_services.pop(name, None)
+        self.channels.pop(name, None)
+        log.info("channel {channel} removed: its file is gone or says enabled = false; its stored messages stay",
+                 channel=name)

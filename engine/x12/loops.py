@@ -150,3 +150,8 @@ def _match(specs: tuple[LoopSpec, ...], seg_id: str, i: int, element_of) -> str 
         if element_of(i, element) in values:
             return spec.loop
     return None
+
+
+def loops_of(set_id: str) -> tuple[str, ...]:
+    """The loop ids supported for a set type, in the order of ``LOOPS`` ('835' -> 1000A ...)."""
+    return tuple(spec.loop for spec in LOOPS.get(set_id, ()))

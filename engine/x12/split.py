@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.x12.delimiters import read_delimiters, split_segments
 from engine.x12.envelope import (
     FunctionalGroup,
     Interchange,
@@ -89,6 +90,56 @@ def split_interchange(interchange: Interchange) -> list[X12Transaction]:
             out.append(X12Transaction(head + body + tail,
                                       transaction_meta(interchange, group, tset),
                                       (*shared, *tset.errors)))
+    return out
+
+
+def split_claims(transaction: X12Transaction) -> list[X12Transaction]:
+    """An accepted 835 set as one message per claim payment (CLP, loop 2100); other sets as they are.
+
+    Why: the EHR posts a remittance claim by claim (one DFT^P03 per patient account), and a
+    channel turns one message into one output.  Each claim's message is still a valid interchange
+    read by the same paths: the original ISA and GS, ST, the set's header (BPR, TRN, the payer and
+    payee loops: everything before the first LX), the LX of the claim's header loop, the claim's
+    own loop (CLP with its CAS, NM1, DTM, SVC...), an SE counting these, GE and IEA as in
+    ``split_interchange``.  PLB (provider-level adjustments) belongs to no claim and is left out.
+    ``meta`` gains ``claim``: the claim's ordinal in its set, 1 up.
+    """
+    if transaction.meta.get("st1") != "835":
+        return [transaction]
+    d = read_delimiters(transaction.text)
+    segments = split_segments(transaction.text, d)
+    sep, term = d.element, d.terminator
+    ids = [s.split(sep, 1)[0] for s in segments]
+    try:
+        st, se = ids.index("ST"), len(ids) - 1 - ids[::-1].index("SE")
+    except ValueError:
+        return [transaction]
+    body = range(st + 1, se)
+    first_loop = next((i for i in body if ids[i] in ("LX", "CLP")), se)
+    header = segments[st:first_loop]
+    claims, lx, current = [], None, None
+    for i in range(first_loop, se):
+        seg_id = ids[i]
+        if seg_id == "LX":
+            lx, current = segments[i], None
+        elif seg_id == "CLP":
+            current = ([lx] if lx else []) + [segments[i]]
+            claims.append(current)
+        elif seg_id == "PLB":
+            current = None
+        elif current is not None:
+            current.append(segments[i])
+    if not claims:
+        return [transaction]
+    st2 = transaction.meta.get("st2", "")
+    envelope_head, envelope_tail = segments[:st], segments[se + 1:]
+    out = []
+    for number, claim in enumerate(claims, start=1):
+        set_segments = header + claim
+        se_line = f"SE{sep}{len(set_segments) + 1}{sep}{st2}"
+        text = term.join([*envelope_head, *set_segments, se_line, *envelope_tail]) + term
+        out.append(X12Transaction(text, {**transaction.meta, "claim": str(number)},
+                                  transaction.errors))
     return out
 
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from engine.x12.delimiters import Delimiters, isa_start, read_delimiters, split_segments
 from engine.x12.errors import X12SyntaxError
-from engine.x12.loops import loop_ranges
+from engine.x12.loops import loop_ranges, loops_of
 
 _PATH = re.compile(r"([A-Z][A-Z0-9]{1,2})(?:\((\d+)\))?(?:\.(\d+)(?:\((\d+)\))?(?:\.(\d+))?)?")
 _PATH_SHAPE = "SEG[(n)][.ELEMENT[(rep)][.COMPONENT]], 1-based"
@@ -228,6 +228,15 @@ class X12View:
 
         ranges = loop_ranges(self._ids, element_of, set_id_of, loop)
         return [X12View._part_of(self, first, last, self._set_of(first)) for first, last in ranges]
+
+    def outline(self) -> dict:
+        """What ``switchboard test`` shows of a transaction: the set id, its control numbers, and
+        how many of each supported loop it holds (ids and counts only, never a value)."""
+        ids = self.segment_ids()
+        counts = {loop: len(self.loops(loop)) for loop in loops_of(self.set_id)}
+        return {"set": self.set_id, "isa13": self["ISA.13"], "gs6": self["GS.6"], "st2": self["ST.2"],
+                "version": self["GS.8"] or self["ST.3"], "segments": len(ids),
+                "loops": {loop: n for loop, n in counts.items() if n}}
 
     def _set_of(self, position: int) -> str:
         """ST-01 of the set holding segment ``position`` (the view's own type if no ST before)."""

@@ -34,6 +34,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -44,8 +45,10 @@ from engine.hl7.msh import peek_msh
 from engine.hl7.batch import split_batch
 from engine.core.message import MessageParseError, parse_inbound
 from engine.hl7.charset import decode_frame
+from engine.x12 import intake as x12_intake
 
 DONE, ERROR = "done", "error"
+ANSWER_SUFFIX = ".999"   # the X12 acknowledgment written beside a file (a TA1 alone keeps the name)
 HL7_STARTS = ("MSH", "FHS", "BHS")
 
 
@@ -72,6 +75,8 @@ class Prepared:
     sha256: str = ""
     reason: str = ""
     original: bytes | None = None  # the file's bytes when decoding replaced invalid ones (RELIABILITY 17)
+    answer: str = ""               # X12: the 999s/TA1s answering the file's interchanges
+    partial: list = field(default_factory=list)  # X12: why the sets not taken were refused (PHI-free)
 
 
 class Refused(Exception):
@@ -296,7 +301,11 @@ def prepare(directory: Path, entry: Entry, *, split: str, inbound: str, max_size
         return Prepared("refused", reason=str(error))
     digest = hashlib.sha256(data).hexdigest()
     if seen(digest):
-        return Prepared("seen", sha256=digest)
+        # an X12 sender that sends the same interchange again still expects its answer
+        answer = x12_intake.take(data, now=datetime.now()).answer if inbound == "x12" else ""
+        return Prepared("seen", sha256=digest, answer=answer)
+    if inbound == "x12":
+        return prepare_x12(data, digest, claims=split == "claims")
     try:
         text, original = decode_file(data, inbound)
     except Refused as error:
@@ -307,36 +316,66 @@ def prepare(directory: Path, entry: Entry, *, split: str, inbound: str, max_size
     return Prepared("messages", messages=messages, sha256=digest, original=original)
 
 
+def prepare_x12(data: bytes, digest: str, *, claims: bool, now: datetime | None = None) -> Prepared:
+    """X12 bytes as ``engine.x12.intake`` takes them: the accepted transaction sets (or 835 claims)
+    as messages, the 999/TA1 answer, and the file refused only when nothing in it was accepted.
+    Bytes are read as Latin-1 (one character per byte, so a non-ASCII byte is reported where it
+    is instead of failing to decode); the sets taken are ASCII, as the envelope check requires."""
+    intake = x12_intake.take(data, now=now or datetime.now(), claims=claims)
+    if intake.problem is not None:
+        return Prepared("refused", sha256=digest, reason=intake.problem, answer=intake.answer)
+    return Prepared("messages", messages=[(t.text, None) for t in intake.messages], sha256=digest,
+                    answer=intake.answer, partial=intake.refused)
+
+
 # -- moving --------------------------------------------------------------------------------------
-def free_name(folder: Path, name: str, *, with_reason: bool = False) -> str:
-    """``name``, or ``name.1``, ``name.2``... : the first that neither exists nor has a reason file."""
+def free_name(folder: Path, name: str, *, with_reason: bool = False, with_answer: bool = False) -> str:
+    """``name``, or ``name.1``, ``name.2``... : the first that neither exists nor has a reason
+    file (``with_reason``) or an X12 answer (``with_answer``) beside it."""
     candidate, number = name, 0
-    while os.path.lexists(folder / candidate) or (with_reason and os.path.lexists(folder / f"{candidate}.reason")):
+    while (os.path.lexists(folder / candidate)
+           or (with_reason and os.path.lexists(folder / f"{candidate}.reason"))
+           or (with_answer and os.path.lexists(folder / f"{candidate}{ANSWER_SUFFIX}"))):
         number += 1
         candidate = f"{name}.{number}"
     return candidate
 
 
-def move_done(directory: Path, name: str) -> str:
-    """Move a processed file to ``done/``; returns the name it got there."""
+def _write_answer(folder: Path, final: str, answer: str | None) -> None:
+    """The X12 999/TA1 beside the file, written atomically before the file is moved there."""
+    if answer:
+        write_atomically(folder, f"{final}{ANSWER_SUFFIX}", answer.encode("latin-1", "replace"))
+
+
+def move_done(directory: Path, name: str, answer: str | None = None) -> str:
+    """Move a processed file to ``done/`` (its X12 ``answer`` written first as ``done/NAME.999``);
+    returns the name it got there."""
     folder = directory / DONE
     folder.mkdir(exist_ok=True)
-    final = free_name(folder, name)
+    final = free_name(folder, name, with_answer=bool(answer))
+    _write_answer(folder, final, answer)
     os.rename(directory / name, folder / final)
     return final
 
 
-def move_error(directory: Path, name: str, reason: str, sha256: str = "") -> str:
-    """Write ``error/<final>.reason`` (atomically), then move the file beside it."""
+def move_error(directory: Path, name: str, reason: str, sha256: str = "", answer: str | None = None) -> str:
+    """Write ``error/<final>.reason`` (atomically) and the X12 ``answer`` as ``error/<final>.999``,
+    then move the file beside them."""
     folder = directory / ERROR
     folder.mkdir(exist_ok=True)
-    final = free_name(folder, name, with_reason=True)
+    final = free_name(folder, name, with_reason=True, with_answer=bool(answer))
     lines = [reason] + ([f"sha256: {sha256}"] if sha256 else [])
     write_atomically(folder, f"{final}.reason", ("\n".join(lines) + "\n").encode("utf-8"))
+    _write_answer(folder, final, answer)
     os.rename(directory / name, folder / final)
     return final
 
 
-def delete(directory: Path, name: str) -> str:
+def delete(directory: Path, name: str, answer: str | None = None) -> str:
+    """Delete a processed file; its X12 ``answer`` still goes to ``done/NAME.999``."""
+    if answer:
+        folder = directory / DONE
+        folder.mkdir(exist_ok=True)
+        _write_answer(folder, free_name(folder, name, with_answer=True), answer)
     os.unlink(directory / name)
     return name

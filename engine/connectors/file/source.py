@@ -29,6 +29,12 @@ the window), and two identical rows *within* one file stay two messages when ded
 key lookup is one probe of the partial ``idx_messages_idempotency`` index.  A crash after the
 ``done`` record but before the move is harmless too: the file is then recognised by its hash.
 
+X12 (``inbound = "x12"``, DESIGN §3.11): the file is read by ``engine.x12.intake`` instead of being
+split by lines or MSH: one message per transaction set (``split = "claims"``: per 835 claim
+payment), only the sets the 999 accepts are stored, and the file is refused only when none is.
+With ``ack = "999"`` the answer is written beside the file, atomically and before the file is moved:
+``done/NAME.999``, or ``error/NAME.999`` (a TA1 when the interchange cannot be read).
+
 When the store refuses a message (disk full...), the file stays where it is and is tried again
 at the next scan: that is a transient fault, not the file's.  A file that cannot be moved
 (permissions) is remembered with its size and mtime and ignored until it changes, so nothing
@@ -75,7 +81,8 @@ class FileSource:
         "path": OptionSpec("path", required=True),
         "pattern": OptionSpec("str", "*"),
         "after": choice_spec("move", "move", "delete"),
-        "split": choice_spec("none", "none", "hl7-batch", "lines"),
+        "split": choice_spec("none", "none", "hl7-batch", "lines", "x12", "claims"),
+        "ack": choice_spec("none", "none", "999"),   # "999": the X12 answer beside the file
         "settle": OptionSpec("duration", "1s", check=not_negative),
         "poll": OptionSpec("bool", False),
         "poll_interval": OptionSpec("duration", "5s", check=positive),   # the scan (safety net / polling)
@@ -93,6 +100,7 @@ class FileSource:
         self.pattern = options.get("pattern") or "*"
         self.after = options.get("after") or "move"
         self.split = options.get("split") or "none"
+        self.ack = options.get("ack") or "none"
         self.settle = float(options.get("settle") or 0.0)
         self.interval = float(options.get("poll_interval") or 5.0)
         self.max_size = int(options.get("max_file_size") or DEFAULT_MAX_SIZE)
@@ -125,6 +133,8 @@ class FileSource:
                              f'"{self.inbound}")')
         if self.inbound == "csv" and self.split != "lines":
             raise ValueError('inbound = "csv" needs split = "lines" (the first line is the header)')
+        if self.inbound == "x12" and self.split not in ("none", "x12", "claims"):
+            raise ValueError(f'inbound = "x12" splits by transaction set; split = "{self.split}" does not apply')
         yield self._in_thread(inbox.ensure_inbox, self.directory)
         self.running = True
         if not self.poll:
@@ -323,13 +333,13 @@ class FileSource:
             self.reactor.callLater(0, self.check, name)
             return
         if prepared.outcome == "refused":
-            yield self._refuse(name, entry, prepared.reason, prepared.sha256)
+            yield self._refuse(name, entry, prepared.reason, prepared.sha256, self._answer(prepared))
             return
         if prepared.outcome == "seen":
             log.info("channel {channel}: file {name} has the content of a file already processed "
                      "(same sha256); not processed again", channel=self.channel, name=shown(name))
             self.sink.note_event("file_duplicate", "content already processed")
-            yield self._finish(name, entry, "already processed")
+            yield self._finish(name, entry, "already processed", self._answer(prepared))
             return
         stored = yield self._store(name, prepared)
         if stored is None:
@@ -341,7 +351,15 @@ class FileSource:
                 self._problem("store", f"file {shown(name)}: its messages are stored but the file could "
                               f"not be recorded ({type(error).__name__}); it stays in the inbox")
                 return
-        yield self._finish(name, entry, f"{stored} message(s) stored")
+        for reason in prepared.partial:   # X12 sets the 999 rejected; the rest of the file is taken
+            self.sink.note_rejected(reason)
+            log.warn("channel {channel}: file {name}: {reason}", channel=self.channel, name=shown(name),
+                     reason=reason)
+        yield self._finish(name, entry, f"{stored} message(s) stored", self._answer(prepared))
+
+    def _answer(self, prepared) -> str | None:
+        """The X12 999/TA1 to write beside the file, when the channel answers (ack = "999")."""
+        return prepared.answer if self.ack == "999" and prepared.answer else None
 
     def _seen(self, sha256: str) -> bool:
         """In a pool thread: has this content been processed on this channel? (a store read)."""
@@ -379,22 +397,24 @@ class FileSource:
         return total
 
     @defer.inlineCallbacks
-    def _finish(self, name: str, entry: Entry, what: str):
+    def _finish(self, name: str, entry: Entry, what: str, answer: str | None = None):
         mover = inbox.delete if self.after == "delete" else inbox.move_done
         try:
-            final = yield self._in_thread(mover, self.directory, name)
+            final = yield self._in_thread(mover, self.directory, name, answer)
         except OSError as error:
             self._cannot_move(name, entry, "done/" if self.after == "move" else "delete it", error)
             return
         where = "deleted" if self.after == "delete" else f"moved to done/{shown(final)}"
+        if answer:
+            where += f" ({inbox.ANSWER_SUFFIX} written to done/)"
         log.info("channel {channel}: file {name}: {what}; {where}", channel=self.channel, name=shown(name),
                  what=what, where=where)
 
     @defer.inlineCallbacks
-    def _refuse(self, name: str, entry: Entry, reason: str, sha256: str):
+    def _refuse(self, name: str, entry: Entry, reason: str, sha256: str, answer: str | None = None):
         self.sink.note_rejected(reason)
         try:
-            final = yield self._in_thread(inbox.move_error, self.directory, name, reason, sha256)
+            final = yield self._in_thread(inbox.move_error, self.directory, name, reason, sha256, answer)
         except OSError as error:
             self._cannot_move(name, entry, "error/", error)
             return

@@ -18,7 +18,9 @@ the store so a retry is answered with the original id (RELIABILITY 30).  Answers
 ``{"id", "status"}`` once stored, 200 for a duplicate (``"duplicate": true``), and with
 ``ack = "processed"`` 200 with the processing status or 422 when processing failed (the message is
 kept for replay; resending would not help).  A store failure is 503, never 2xx.  HL7 bodies are
-answered with the HL7 ACK of DESIGN §3.5 (``engine.hl7_ingest.answer_frame``).  Nothing here
+answered with the HL7 ACK of DESIGN §3.5 (``engine.hl7_ingest.answer_frame``); X12 bodies
+(``inbound = "x12"``) are split per transaction set and, with ``ack = "999"``, answered with the
+999s (a TA1 for an unreadable interchange) as ``application/edi-x12``.  Nothing here
 logs content: status codes, reasons, ids and peer addresses only.
 """
 
@@ -28,6 +30,7 @@ import hmac
 import io
 import json
 import re
+from datetime import datetime
 from http import HTTPStatus
 
 from twisted.internet import defer, protocol
@@ -40,12 +43,14 @@ from engine.hl7.encoding import normalize_segments
 from engine.hookspecs import hookimpl
 from engine.core.message import MessageParseError, parse_inbound
 from engine.hl7.charset import charset_codec, decode_frame
+from engine.x12 import intake as x12_intake
 from engine.config.schema import OptionSpec, choice_spec, positive, url_path
 
 log = Logger(namespace="switchboard.http")
 
 JSON_TYPE = b"application/json"
 HL7_TYPE = b"x-application/hl7-v2+er7"
+X12_TYPE = b"application/edi-x12"
 METHODS = (b"POST", b"PUT")
 LINGER_SECONDS = 1.0           # how long a refused connection is drained before it is closed
 LINGER_BYTES = 1 << 20         # ...and how much of the refused body we read (and drop) at most
@@ -327,6 +332,9 @@ class HttpSourceFactory(protocol.ServerFactory):
         if self.inbound == "hl7":
             answer = yield self._answer_hl7(body, charset, key)
             return answer
+        if self.inbound == "x12":
+            answer = yield self._answer_x12(body, key)
+            return answer
         try:
             text = _decode(body, charset)
             parse_inbound(text, self.inbound)
@@ -352,6 +360,34 @@ class HttpSourceFactory(protocol.ServerFactory):
         else:
             code = 422                  # AE: stored, processing failed (ack = "processed")
         return code, ack.encode("utf-8"), HL7_TYPE
+
+    @defer.inlineCallbacks
+    def _answer_x12(self, body: bytes, key: str | None):
+        """An X12 interchange: each accepted transaction set stored (``engine.x12.intake``), then
+        answered.  With ``ack = "999"`` the body is the 999s (a TA1 for an unreadable interchange);
+        otherwise JSON with the ids.  200 once every accepted set is stored; 400 when nothing in
+        the body was accepted (not stored); 503 when the store refused a set."""
+        intake = x12_intake.take(body, now=datetime.now())
+        for reason in intake.refused:
+            self.sink.note_rejected(reason)
+        receipts = yield defer.gatherResults([
+            self.sink.receive(t.text, idempotency_key=f"{key}:{n}" if key else None)
+            for n, t in enumerate(intake.messages, start=1)], consumeErrors=True)
+        if any(not r.ok and r.message_id is None for r in receipts):
+            code = 503
+        elif not intake.messages:
+            code = 400
+        elif any(not r.ok for r in receipts):
+            code = 422
+        else:
+            code = 200
+        if self.ack_mode == "999":
+            return code, intake.answer.encode("latin-1", "replace"), X12_TYPE
+        data = {"ids": [r.message_id for r in receipts],
+                "statuses": [("DUPLICATE" if r.duplicate else r.status) for r in receipts]}
+        if intake.problem is not None or intake.refused:
+            data["rejected"] = intake.refused
+        return code, json_body(data), JSON_TYPE
 
     def _receipt_answer(self, receipt) -> tuple[int, dict]:
         if not receipt.ok and receipt.message_id is None:
@@ -443,7 +479,7 @@ class HttpSource(ListeningSource):
         "max_header_size": OptionSpec("size", "16KB", check=positive),  # request line + headers; more: 431
         "idle_timeout": OptionSpec("duration", "1m", check=positive),
         "tls": OptionSpec("tls"),
-        "ack": choice_spec("stored", "stored", "processed"),
+        "ack": choice_spec("stored", "stored", "processed", "999"),   # "999": X12 answered in the body
     }
     default_inbound = "json"
 

@@ -18,6 +18,9 @@ messages whether it arrives on disk or over SFTP.  Every ``poll_interval``, in o
   move it to ``done/`` (or delete it).  Moves never overwrite: ``NAME.1``, ``NAME.2``... when taken
   (OpenSSH's plain SFTP rename refuses an existing target, so a race cannot overwrite either).
 
+X12 files (``inbound = "x12"``) are taken as the file source takes them (``inbox.prepare_x12``), and
+with ``ack = "999"`` their 999 or TA1 is uploaded beside them (``done/NAME.999``, ``error/NAME.999``).
+
 When the store refuses a message or the link drops, the file stays and the next poll tries again
 (only the move, when the messages are already in).  When the server refuses a move (permissions)
 the file is ignored until its size or mtime changes, so nothing loops.  Problems are logged once per
@@ -48,7 +51,8 @@ SOURCE_OPTIONS = {
     **SSH_OPTIONS,
     "pattern": OptionSpec("str", "*"),
     "after": OptionSpec("choice", "move", choices=("move", "delete")),
-    "split": OptionSpec("choice", "none", choices=("none", "hl7-batch", "lines")),
+    "split": OptionSpec("choice", "none", choices=("none", "hl7-batch", "lines", "x12", "claims")),
+    "ack": OptionSpec("choice", "none", choices=("none", "999")),   # "999": the X12 answer beside the file
     "settle": OptionSpec("duration", "1s", check=lambda v: None if v >= 0 else "must be 0 or more"),
     "poll_interval": OptionSpec("duration", "30s", check=positive),
     "max_file_size": OptionSpec("size", "16MB", check=positive),
@@ -117,15 +121,33 @@ def _free_name(sftp, folder: str, name: str, with_reason: bool = False) -> str:
     return candidate
 
 
-def move_done(sftp, directory: str, name: str) -> str:
+def _put(sftp, folder: str, name: str, data: bytes) -> None:
+    """Write ``folder/name`` under a temp name, then rename it into place."""
+    temp = posixpath.join(folder, f".{name}.tmp")
+    with sftp.open(temp, "wb") as remote:
+        remote.write(data)
+    sftp.posix_rename(temp, posixpath.join(folder, name))
+
+
+def _put_answer(sftp, folder: str, final: str, answer: str | None) -> None:
+    if answer:
+        _put(sftp, folder, f"{final}{inbox.ANSWER_SUFFIX}", answer.encode("latin-1", "replace"))
+
+
+def move_done(sftp, directory: str, name: str, answer: str | None = None) -> str:
+    """Move a processed file to ``done/``, its X12 ``answer`` first written as ``done/NAME.999``."""
     folder = _folder(sftp, directory, DONE)
     final = _free_name(sftp, folder, name)
+    while answer and _exists(sftp, posixpath.join(folder, f"{final}{inbox.ANSWER_SUFFIX}")):
+        final = _free_name(sftp, folder, f"{final}.1")
+    _put_answer(sftp, folder, final, answer)
     sftp.rename(posixpath.join(directory, name), posixpath.join(folder, final))
     return final
 
 
-def move_error(sftp, directory: str, name: str, reason: str, sha256: str) -> str:
-    """Write ``error/<final>.reason`` (temp name, then rename), then move the file beside it."""
+def move_error(sftp, directory: str, name: str, reason: str, sha256: str, answer: str | None = None) -> str:
+    """Write ``error/<final>.reason`` (temp name, then rename) and the X12 ``answer`` as
+    ``error/<final>.999``, then move the file beside them."""
     folder = _folder(sftp, directory, ERROR)
     final = _free_name(sftp, folder, name, with_reason=True)
     text = "\n".join([reason] + ([f"sha256: {sha256}"] if sha256 else [])) + "\n"
@@ -133,11 +155,16 @@ def move_error(sftp, directory: str, name: str, reason: str, sha256: str) -> str
     with sftp.open(temp, "wb") as remote:
         remote.write(text.encode("utf-8"))
     sftp.posix_rename(temp, posixpath.join(folder, f"{final}.reason"))
+    _put_answer(sftp, folder, final, answer)
     sftp.rename(posixpath.join(directory, name), posixpath.join(folder, final))
     return final
 
 
-def delete(sftp, directory: str, name: str) -> str:
+def delete(sftp, directory: str, name: str, answer: str | None = None) -> str:
+    """Delete a processed file; its X12 ``answer`` still goes to ``done/NAME.999``."""
+    if answer:
+        folder = _folder(sftp, directory, DONE)
+        _put_answer(sftp, folder, _free_name(sftp, folder, name), answer)
     sftp.remove(posixpath.join(directory, name))
     return name
 
@@ -162,6 +189,7 @@ class SftpSource:
         self.settling: defer.Deferred | None = None
         self.stored: set[Entry] = set()             # messages stored; the move is still to do
         self.skip: dict[str, tuple] = {}            # could not be moved: ignored until it changes
+        self.answers: dict[Entry, str] = {}         # X12 answers of stored files not yet moved
         self.problem: str | None = None
 
     # -- life --------------------------------------------------------------------------------
@@ -176,6 +204,9 @@ class SftpSource:
                              f'"{self.inbound}")')
         if self.inbound == "csv" and self.options["split"] != "lines":
             raise ValueError('inbound = "csv" needs split = "lines" (the first line is the header)')
+        if self.inbound == "x12" and self.options["split"] not in ("none", "x12", "claims"):
+            raise ValueError(f'inbound = "x12" splits by transaction set; split = '
+                             f'"{self.options["split"]}" does not apply')
         self.running = True
         self.next_poll = self.reactor.callLater(0, self._tick)
 
@@ -268,15 +299,25 @@ class SftpSource:
             log.info("channel {channel}: sftp file {name} has the content of a file already processed "
                      "(same sha256); not processed again", channel=self.channel, name=shown(name))
             self.sink.note_event("file_duplicate", "content already processed")
+            if self.inbound == "x12" and self.options.get("ack") == "999":   # answered again
+                self.answers[entry] = inbox.prepare_x12(data, sha256, claims=False).answer
             yield self.finish(entry, "already processed")
             return
-        try:
-            text, original = inbox.decode_file(data, self.inbound)
-            messages, problem = inbox.split_messages(text, self.options["split"], self.inbound)
-        except Refused as error:
-            messages, problem, original = [], str(error), None
+        answer, partial = None, []
+        if self.inbound == "x12":
+            prepared = inbox.prepare_x12(data, sha256, claims=self.options["split"] == "claims")
+            messages, original = prepared.messages, None
+            problem = prepared.reason if prepared.outcome == "refused" else None
+            partial = prepared.partial
+            answer = prepared.answer if self.options.get("ack") == "999" and prepared.answer else None
+        else:
+            try:
+                text, original = inbox.decode_file(data, self.inbound)
+                messages, problem = inbox.split_messages(text, self.options["split"], self.inbound)
+            except Refused as error:
+                messages, problem, original = [], str(error), None
         if problem is not None:
-            yield self.refuse(entry, problem, sha256)
+            yield self.refuse(entry, problem, sha256, answer)
             return
         yield self.store_messages(sha256, messages, original)
         if self.store is not None:
@@ -286,6 +327,12 @@ class SftpSource:
                 raise StoreRefused(f"a file's messages are stored but the file could not be recorded "
                                    f"({type(error).__name__}); it stays on the server") from None
         self.stored.add(entry)
+        for reason in partial:   # X12 sets the 999 rejected; the rest of the file is taken
+            self.sink.note_rejected(reason)
+            log.warn("channel {channel}: sftp file {name}: {reason}", channel=self.channel,
+                     name=shown(name), reason=reason)
+        if answer:
+            self.answers[entry] = answer
         yield self.finish(entry, f"{len(messages)} message(s) stored")
 
     def seen(self, sha256: str) -> defer.Deferred:
@@ -313,22 +360,24 @@ class SftpSource:
     def finish(self, entry: Entry, what: str):
         delete_it = self.options["after"] == "delete"
         try:
-            final = yield self.session.run(delete if delete_it else move_done, self.remote, entry.name)
+            final = yield self.session.run(delete if delete_it else move_done, self.remote, entry.name,
+                                           self.answers.get(entry))
         except Exception as error:
             if not session_module().is_server_answer(error):
                 raise                                # the link: the next poll retries the move
             self._cannot_move(entry, "delete it" if delete_it else "done/", error)
             return
         self.stored.discard(entry)
+        self.answers.pop(entry, None)
         where = "deleted" if delete_it else f"moved to done/{shown(final)}"
         log.info("channel {channel}: sftp file {name}: {what}; {where}", channel=self.channel,
                  name=shown(entry.name), what=what, where=where)
 
     @defer.inlineCallbacks
-    def refuse(self, entry: Entry, reason: str, sha256: str):
+    def refuse(self, entry: Entry, reason: str, sha256: str, answer: str | None = None):
         self.sink.note_rejected(reason)
         try:
-            final = yield self.session.run(move_error, self.remote, entry.name, reason, sha256)
+            final = yield self.session.run(move_error, self.remote, entry.name, reason, sha256, answer)
         except Exception as error:
             if not session_module().is_server_answer(error):
                 raise

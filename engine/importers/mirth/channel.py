@@ -95,8 +95,34 @@ def channel_enabled(channel: Element) -> tuple[bool, str]:
     return True, ""
 
 
+def _claims_of(source_options: list[Option]) -> list[tuple[str, tuple, str]]:
+    """What a source holds that no other enabled channel may: (key, what, shown)."""
+    options = {option.key: option.value for option in source_options}
+    held = []
+    if options.get("type") in ("mllp", "http") and isinstance(options.get("listen"), str):
+        host, _, port = options["listen"].rpartition(":")
+        if port.isdigit() and int(port):
+            held.append(("source.listen", (host.strip("[]"), int(port)), options["listen"]))
+    if options.get("type") in ("file", "sftp") and isinstance(options.get("path") or options.get("remote_path"), str):
+        path = (options.get("path") or options.get("remote_path")).rstrip("/") or "/"
+        held.append((f"source.{'path' if options['type'] == 'file' else 'remote_path'}",
+                     (options.get("host", ""), path), path))
+    return held
+
+
+def _clash(key: str, mine: tuple, theirs: tuple) -> bool:
+    if key != "source.listen":
+        return mine == theirs
+    wildcard = ("", "0.0.0.0", "::")
+    return mine[1] == theirs[1] and (mine[0] == theirs[0] or mine[0] in wildcard or theirs[0] in wildcard)
+
+
 def convert_channel(channel: Element, *, slug_name: str, velocity: Velocity, channels_by_id: dict[str, str],
-                    group: str = "") -> ChannelOut:
+                    group: str = "", claims: list | None = None, name_taken_by: str | None = None) -> ChannelOut:
+    """``claims`` collects the listen addresses and read folders of the enabled channels converted so far
+    (shared across one import): a channel that would take one again is reported as `switchboard check`
+    reports it and imported with ``enabled = false``.  ``name_taken_by``: the channel file whose name
+    this channel's Mirth name also gives (this one was numbered)."""
     name = text(channel, "name").strip()
     ident = text(channel, "id").strip()
     out = ChannelOut(slug_name, name, ident)
@@ -124,10 +150,33 @@ def convert_channel(channel: Element, *, slug_name: str, velocity: Velocity, cha
                                   "message on.", "a Jinja template step with `outbound = \"" + outbound + "\"`"))
     source_result = convert_source(source, velocity, inbound, slug_name)
     section.notes += source_result.notes
+    if any(option.key == "split" and option.value == "hl7-batch" for option in source_result.options):
+        section.differences.append("Mirth's batch reader (Process Batch, split by MSH) dropped the blanks at the end "
+                                   "of each segment; Switchboard keeps every segment as it came. A message with "
+                                   "trailing blanks goes out with them.")
     if not source_result.converted:
         enabled = False
         header.append("enabled = false: its source is not converted (IMPORT-NOTES.md).")
     header += source_result.comments
+    if name_taken_by is not None:
+        base = name_taken_by.rsplit("/", 1)[-1].removesuffix(".toml")
+        section.notes.append(Note("Channel name", f"`channels/{slug_name}.toml: name: channel name '{base}' is already "
+                                  f"used by {name_taken_by}` (two Mirth channels give this name); this one is "
+                                  f"written as '{slug_name}'.", "a name of its own (`name` and the file name)"))
+    for key, held, shown in _claims_of(source_result.options) if claims is not None else ():
+        owner = next((owner for other_key, other, owner in claims if other_key == key and _clash(key, held, other)),
+                     None)
+        if owner is None:
+            if enabled:
+                claims.append((key, held, f"channel '{slug_name}' (channels/{slug_name}.toml)"))
+            continue
+        verb = "used" if key == "source.listen" else "read"
+        section.notes.append(Note(f"Source ({key.split('.')[1]})", f"`channels/{slug_name}.toml: {key}: {shown} is "
+                                  f"already {verb} by {owner}`; this channel is imported with `enabled = false`.",
+                                  "a listen address or folder of its own, then `enabled = true`"))
+        if enabled:
+            header.append(f"enabled = false: its {key} is already {verb} by {owner} (IMPORT-NOTES.md).")
+        enabled = False
 
     destinations = channel.findall("destinationConnectors/connector")
     dest_ids = [integer(d, "metaDataId") for d in destinations]
@@ -141,7 +190,11 @@ def convert_channel(channel: Element, *, slug_name: str, velocity: Velocity, cha
     source_steps = steps.convert_transformer(transformer, steps.TransformerContext(
         "Source transformer", inbound, outbound, variables, dest_ids, "source", used_keys))
     section.notes += source_steps.notes
+    section.differences += source_steps.differences
     out.javascript += [(n.where, n.code) for n in source_steps.notes if n.code]
+    json_step = _json_reserialized(transformer, inbound, outbound)
+    if json_step is not None:
+        out.files[f"transforms/{slug_name}/{JSON_TEMPLATE}"] = json_step
 
     # destinations
     dest_outs: list[DestinationOut] = []
@@ -202,15 +255,18 @@ def _destination(connector, out, section, velocity, variables, used_keys, inboun
         f"{where} transformer", dest_in if dest_in else inbound, dest_outbound, variables, [], "destination",
         used_keys))
     section.notes += dsteps.notes
+    section.differences += dsteps.differences
     out.javascript += [(n.where, n.code) for n in dsteps.notes if n.code]
     dest.comments += dsteps.comments
     if dsteps.metadata:
         out.destination_metadata += dsteps.metadata
     if dsteps.edits:
-        dest.transforms.append(_edit_block(dsteps.edits))
+        # Mirth's destination transformer starts from the source transformer's output; a destination's
+        # steps start from the message as received (DESIGN §3.3), so the source's edits run again first
+        dest.transforms.append(_edit_block(source_steps.edits + dsteps.edits))
         if source_steps.edits:
-            dest.comments.append("the source transformer's edits come first in Mirth: this destination's edit "
-                                 "step must see them")
+            dest.comments.append(f"the first {len(source_steps.edits)} edit(s) repeat the source transformer's: "
+                                 "Mirth's destination transformer started from its output")
     result = convert_destination(connector, velocity, variables, dest_outbound, out.slug, name, channels_by_id)
     section.notes += result.notes
     dest.comments += result.comments
@@ -230,6 +286,12 @@ def _destination(connector, out, section, velocity, variables, used_keys, inboun
         else:
             dest.transforms.append([f"inline = {quote(result.template.toml(jinja=True))}",
                                     f"outbound = {quote(result.template_kind)}"])
+    written = [str(option.value) for option in dest.options] + [line for body in dest.transforms for line in body]
+    written += [out.files[path] for path in out.files if path.startswith(f"transforms/{out.slug}/{name}.")]
+    if dest.enabled and any(re.search(r"\{\{-?\s*id\s*-?\}\}", piece) for piece in written):
+        section.differences.append(f"Destination \"{mirth_name}\" uses `${{message.messageId}}`, now `{{{{ id }}}}`: "
+                                   "Switchboard's message id (the store's), not Mirth's count from 1 per channel, "
+                                   "so a file name or body built with it holds a different number.")
     response = connector.find("responseTransformer")
     for index, element in enumerate(steps.elements(response), 1):
         if not flag(element, "enabled", True):
@@ -242,6 +304,31 @@ def _destination(connector, out, section, velocity, variables, used_keys, inboun
         if element.find("script") is not None:
             out.javascript.append((label, code))
     return dest
+
+
+JSON_TEMPLATE = "mirth-json.json.j2"
+# JSON.stringify as Mirth's JSON data type wrote it: compact, keys in their order, no final newline
+_COMPACT_JSON = """{#- Mirth re-serialized the JSON message (JSON.stringify) after the source transformer ran -#}
+{%- macro compact(value) -%}
+{%- if value is mapping -%}
+{ {%- for key, item in value.items() -%}{{ key | tojson }}:{{ compact(item) }}{{ "," if not loop.last }}{%- endfor -%} }
+{%- elif value is sequence and value is not string -%}
+[ {%- for item in value -%}{{ compact(item) }}{{ "," if not loop.last }}{%- endfor -%} ]
+{%- else -%}
+{{ value | tojson }}
+{%- endif -%}
+{%- endmacro -%}
+{{ compact(msg) -}}"""
+
+
+def _json_reserialized(transformer, inbound: str, outbound: str) -> str | None:
+    """Mirth runs a JSON channel's source transformer script only when it has steps, and then sends
+    ``JSON.stringify(msg)``: the message compacted.  The template that does the same, or None."""
+    if inbound != "json" or outbound != "json":
+        return None
+    if not any(flag(element, "enabled", True) for element in steps.elements(transformer)):
+        return None
+    return _COMPACT_JSON + "\n"
 
 
 def _scripts(channel: Element, section: Section, out: ChannelOut) -> None:
@@ -300,6 +387,9 @@ def _render(out: ChannelOut, header, enabled, channel, inbound, source_result, s
     if source_steps.edits:
         lines += ["", "[[transform]]   # the source transformer's Message Builder steps"]
         lines += _edit_block(source_steps.edits)
+    if f"transforms/{out.slug}/{JSON_TEMPLATE}" in out.files:
+        lines += ["", "[[transform]]   # Mirth sent the JSON re-serialized (compact) once its source transformer ran",
+                  f"template = {quote(literal(out.slug + '/' + JSON_TEMPLATE))}", 'outbound = "json"']
     metadata = source_steps.metadata + out.destination_metadata
     if metadata:
         lines += ["", "[metadata]   # Mirth's Mapper steps: per-message values, {{ meta.NAME }} in templates"]

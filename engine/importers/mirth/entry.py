@@ -63,12 +63,15 @@ def build(files: list[Path]) -> tuple[dict[str, str], int, list[str]]:
         discover(Path(file), read_xml(Path(file)), export)
     velocity = Velocity(export.config_map)
     slugs: dict[str, str] = {}
+    clashes: dict[int, str] = {}      # channel -> the file that has its name
     taken: set[str] = set()
     for found in export.channels:
         base = slug(text(found.channel, "name").strip())
         name, counter = base, 2
         while name in taken:
             name, counter = f"{base}-{counter}", counter + 1
+        if name != base:
+            clashes[id(found.channel)] = f"channels/{base}.toml"
         taken.add(name)
         slugs[id(found.channel)] = name
     channels_by_id = {text(f.channel, "id").strip(): slugs[id(f.channel)] for f in export.channels}
@@ -76,9 +79,11 @@ def build(files: list[Path]) -> tuple[dict[str, str], int, list[str]]:
     sections: list[Section] = []
     summary: list[str] = []
     converted = []
+    claims: list = []
     for found in export.channels:
         result = convert_channel(found.channel, slug_name=slugs[id(found.channel)], velocity=velocity,
-                                 channels_by_id=channels_by_id, group=found.group)
+                                 channels_by_id=channels_by_id, group=found.group, claims=claims,
+                                 name_taken_by=clashes.get(id(found.channel)))
         converted.append(result)
         outputs[f"channels/{result.slug}.toml"] = result.toml
         outputs.update(result.files)

@@ -156,6 +156,7 @@ class TransformerResult:
     comments: list[str] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     edited: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)   # converted, but Mirth's output can differ
 
 
 @dataclass
@@ -413,6 +414,7 @@ def _message_builder(element: Element, label: str, ctx: TransformerContext, resu
         result.notes.append(Note(f"{label} (Message Builder)", f"The step is JavaScript beyond simple paths and "
                                  f"literals ({error}): {original}.", port))
         return
+    result.differences += _markup_reads(label, expr.paths)
     hits = _overlaps(expr.paths, result.edited)
     if hits:
         note = f"reads {', '.join(hits)} after an earlier step changed it"
@@ -427,6 +429,27 @@ def _message_builder(element: Element, label: str, ctx: TransformerContext, resu
     result.edits.append(EditOp(op, f"Message Builder \"{text(element, 'name').strip()}\""
                                + ("; " + "; ".join(comments) if comments else "")))
     result.edited.append(path)
+
+
+def _markup_reads(label: str, paths: list[str]) -> list[str]:
+    """Mirth's ``.toString()`` on an E4X node that has children (a field with components, a
+    component with subcomponents) returns XML markup, and a Message Builder writes that markup into
+    the field.  Switchboard reads text (DESIGN §3.3), so such a message comes out differently."""
+    found = []
+    for path in paths:
+        depth = len(re.sub(r"\(\d+\)", "", path).split(".")) - 1
+        if depth in (1, 2):
+            inner = "subcomponents" if depth == 2 else "components"
+            reads = ("its first subcomponent" if depth == 2
+                     else "the field's text, components joined by `^`")
+            found.append(f"{label} (Message Builder) reads `{path}` with E4X `.toString()`. On a message whose "
+                         f"{path} has {inner}, Mirth wrote E4X XML markup (`<{_e4x_name(path)}>...`) into the "
+                         f"field; Switchboard writes {reads}. Other messages come out the same.")
+    return found
+
+
+def _e4x_name(path: str) -> str:
+    return re.sub(r"\(\d+\)", "", path)
 
 
 def _jinja_safe_literal(value: str) -> str:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from .mirth_support import CHANNELS, LIBRARY, export, imported, notes
+
+
+DIFFERENCES = "Differences from Mirth (converted; nothing to port)"
 
 
 def headings(text: str) -> list[str]:
@@ -28,13 +33,21 @@ def test_the_corpus_notes_list_exactly_the_javascript_and_the_per_message_header
     out = imported(tmp_path, *sorted(CHANNELS.glob("*.xml")), LIBRARY)
     text = notes(out)
     assert headings(text) == [
+        'Channel "LIS Results to File Drop" -> channels/lis-results-to-file-drop.toml',
+        DIFFERENCES,
         'Channel "PAS ADT - Strip Z Segments" -> channels/pas-adt-strip-z-segments.toml',
         '1. Source transformer, step 1 "Strip Z segments" (JavaScript)',
         'Channel "LIS Results - Unit and Flag Mapping" -> channels/lis-results-unit-and-flag-mapping.toml',
         '1. Source transformer, step 3 "Map OBX units and abnormal flags" (JavaScript)',
+        'Channel "ADT Batch File Intake" -> channels/adt-batch-file-intake.toml',
+        DIFFERENCES,
+        'Channel "ADT Archive Writer" -> channels/adt-archive-writer.toml',
+        DIFFERENCES,
         'Channel "Order Events JSON Router" -> channels/order-events-json-router.toml',
         '1. Destination "To LIS Orders API" (HTTP Sender)',
         '2. Destination "To RIS Orders API" (HTTP Sender)',
+        'Channel "Radiology Worklist Feed" -> channels/radiology-worklist-feed.toml',
+        DIFFERENCES,
         'Code template libraries',
         '1. Library "Lab Code Mapping", template "Log control ID" (code snippet)',
         '2. Library "Lab Code Mapping", template "mapAbnormalFlag" (function)',
@@ -52,9 +65,71 @@ def test_the_corpus_notes_list_exactly_the_javascript_and_the_per_message_header
 
 
 def test_channels_that_convert_whole_have_no_notes(tmp_path):
-    for number in ("01", "02", "08", "09", "10", "11", "12"):
+    for number in ("01", "08", "09", "10", "11"):
         out = imported(tmp_path / number, export(number))
         assert headings(notes(out)) == [], number
+
+
+def test_a_file_name_with_the_message_id_is_a_difference_not_an_item(tmp_path):
+    out = imported(tmp_path, export("02"))
+    text = notes(out)
+    assert headings(text) == ['Channel "LIS Results to File Drop" -> channels/lis-results-to-file-drop.toml',
+                              DIFFERENCES]
+    assert 'Destination "Write Result File" uses `${message.messageId}`, now `{{ id }}`' in text
+    assert text.startswith("# Mirth Connect import: what needs a person\n\nNothing: every channel")
+
+
+def test_a_difference_from_mirth_is_said_for_its_channel_and_is_not_an_item(tmp_path):
+    """12's Message Builder reads PID.5.1 and PV1.3.1 with E4X toString(): where those have
+    subcomponents Mirth wrote XML markup into the field (its input 1); nothing to port, no item."""
+    out = imported(tmp_path, export("12"))
+    text = notes(out)
+    assert headings(text) == ['Channel "Radiology Worklist Feed" -> channels/radiology-worklist-feed.toml',
+                              DIFFERENCES]
+    assert text.startswith("# Mirth Connect import: what needs a person\n\nNothing: every channel")
+    assert text.count("with E4X `.toString()`") == 2 and "`<PID.5.1>...`" in text
+    assert text.count("uses `${message.messageId}`") == 2           # the archive's name, the extract's body
+    assert "```" not in text
+
+
+# -- the notes quote exactly the JavaScript of each export ----------------------------------------
+DEFAULT_SCRIPT = re.compile(r"^(return( message)?;)?$")
+
+
+def bare(script: str) -> str:
+    script = re.sub(r"/\*.*?\*/", "", script, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"//[^\n]*", "", script)).strip()
+
+
+def javascript_of(path) -> set[str]:
+    """Every piece of JavaScript Mirth would run or offer from this export, read straight from the XML:
+    enabled JavaScript filter rules and transformer steps (response transformers too), channel
+    scripts that are not Mirth's default `return;`, batch scripts and code templates."""
+    root = ET.parse(path).getroot()
+    found = set()
+    for element in root.iter():
+        tag = element.tag.rsplit(".", 1)[-1]
+        if tag in ("JavaScriptStep", "JavaScriptRule") and element.findtext("enabled", "true") == "true":
+            found.add(element.findtext("script").rstrip("\n"))
+        elif tag in ("deployScript", "undeployScript", "preprocessingScript", "postprocessingScript",
+                     "batchScript") and not DEFAULT_SCRIPT.match(bare(element.text or "")):
+            found.add(element.text.rstrip("\n"))
+        elif tag == "codeTemplate":
+            found.add(element.findtext("properties/code").rstrip("\n"))
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(CHANNELS.glob("*.xml")), ids=lambda p: p.stem[:2])
+def test_the_notes_quote_exactly_the_javascript_of_each_export(tmp_path, path):
+    out = imported(tmp_path, path)
+    assert set(code_blocks(notes(out))) == javascript_of(path)
+
+
+def test_the_notes_quote_exactly_the_javascript_of_the_whole_corpus_and_library(tmp_path):
+    out = imported(tmp_path, *sorted(CHANNELS.glob("*.xml")), LIBRARY)
+    expected = set().union(*(javascript_of(path) for path in CHANNELS.glob("*.xml")), javascript_of(LIBRARY))
+    blocks = code_blocks(notes(out))
+    assert len(blocks) == len(set(blocks)) and set(blocks) == expected   # each once, the library once
 
 
 def test_the_library_alone_and_the_channel_export_embedding_it_are_one_library(tmp_path):

@@ -171,3 +171,19 @@ def test_sftp_file_writer_keeps_no_password(tmp_path):
     assert "hunter2" not in (out / "channels" / "lis-results-to-file-drop.toml").read_text() + notes(out)
     problems, _, _ = check_output(out, environ={"LIS_RESULTS_TO_FILE_DROP_WRITE_RESULT_FILE_DESTINATION_PASSWORD": "x"})
     assert problems == []
+
+
+def test_the_json_reserialization_template_writes_what_json_stringify_wrote():
+    """07's step: Mirth sent JSON.stringify(msg), compact with keys in order; the template the import
+    writes does the same in the engine's sandbox (empty containers, nesting, escapes, non-ASCII)."""
+    import json
+
+    from engine.core.templates import Templates
+    from engine.importers.mirth.channel import _COMPACT_JSON
+
+    data = json.loads('{"z": [], "a": {}, "list": [1, {"k": null}, [true, false]], "text": "é \\"q\\" \\\\ \\n",'
+                      ' "n": -2.5, "big": 12345678901234567890}')
+    rendered = Templates(None).from_string(_COMPACT_JSON, "mirth-json").render({"msg": data})
+    assert rendered == ('{"z":[],"a":{},"list":[1,{"k":null},[true,false]],"text":"é \\"q\\" \\\\ \\n",'
+                        '"n":-2.5,"big":12345678901234567890}')
+    assert json.loads(rendered) == data

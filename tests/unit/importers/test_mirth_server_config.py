@@ -6,54 +6,7 @@ configurationMap; see DefaultConfigurationController.getServerConfiguration in M
 real channel exports of the corpus and the real code template library."""
 from __future__ import annotations
 
-import re
-
-from .mirth_support import LIBRARY, channel, check_output, export, notes, run
-
-
-def body(path) -> str:
-    return re.sub(r"^<\?xml[^>]*>\s*", "", path.read_text(encoding="utf-8"))
-
-
-def channel_id(path) -> str:
-    return re.search(r"<id>([^<]+)</id>", path.read_text()).group(1)
-
-
-def server_configuration(numbers, *, preprocessor="// Modify the message variable below to pre process data\n"
-                         "// This script applies across all channels\nreturn message;") -> str:
-    refs = "".join(f'<channel version="4.5.0"><id>{channel_id(export(n))}</id><revision>0</revision></channel>'
-                   for n in numbers[:2])
-    channels = "".join(body(export(n)) for n in numbers)
-    return f"""<serverConfiguration version="4.5.0">
-  <date>2026-11-01 12:00:00</date>
-  <channelGroups>
-    <channelGroup version="4.5.0">
-      <id>6b5c35c5-1c47-4e58-a8d3-2b1d2f0f2d11</id><name>Registration feeds</name><revision>1</revision>
-      <description>PAS outbound</description>
-      <channels>{refs}</channels>
-    </channelGroup>
-  </channelGroups>
-  <channels>{channels}</channels>
-  <channelTags/>
-  <alerts/>
-  <codeTemplateLibraries>{body(LIBRARY)}</codeTemplateLibraries>
-  <serverSettings/>
-  <updateSettings/>
-  <globalScripts>
-    <entry><string>Deploy</string><string>// This script executes once for each deploy or redeploy task
-// You only have access to the globalMap here to persist data
-return;</string></entry>
-    <entry><string>Preprocessor</string><string>{preprocessor}</string></entry>
-  </globalScripts>
-  <pluginProperties/>
-  <channelDependencies/>
-  <configurationMap>
-    <entry>
-      <string>outputDir</string>
-      <com.mirth.connect.util.ConfigurationProperty><value>/srv/radiology</value><comment>root</comment></com.mirth.connect.util.ConfigurationProperty>
-    </entry>
-  </configurationMap>
-</serverConfiguration>"""
+from .mirth_support import body, channel, check_output, export, notes, run, server_configuration
 
 
 def test_a_server_configuration_imports_every_channel_and_the_library_in_one_call(tmp_path):
