@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 from engine.config.schema import (
     ADMIN,
     ALERTS,
+    CLUSTER,
     CHANNEL,
     COMMON_KEYS,
     DEDUPE,
@@ -172,6 +173,8 @@ class StoreConfig:
     path: Path
     retention: float
     url: str = ""  # PostgreSQL instead of the SQLite file at `path` (DESIGN §4)
+    node: str = ""      # [cluster] node: this node's name ("" = the host name)
+    lease: float = 10.0  # [cluster] lease, seconds
 
 
 @dataclass(frozen=True)
@@ -285,9 +288,10 @@ class ConfigLoader:
     def settings(self, file: Path, data: dict[str, Any]) -> tuple[EngineConfig, StoreConfig, AdminConfig, AlertsConfig]:
         report = self.reporter(file)
         ctx = Context(self.base_dir, "engine", report)
-        report_unknown(data, ["engine", "store", "admin", "alerts"], "", report)
+        report_unknown(data, ["engine", "store", "admin", "alerts", "cluster"], "", report)
         values = {}
-        for name, schema in (("engine", ENGINE), ("store", STORE), ("admin", ADMIN), ("alerts", ALERTS)):
+        for name, schema in (("engine", ENGINE), ("store", STORE), ("admin", ADMIN), ("alerts", ALERTS),
+                             ("cluster", CLUSTER)):
             table = data.get(name, {})
             if not isinstance(table, dict):
                 report(name, f"must be a table ([{name}]), not {type_name(table)}")
@@ -301,6 +305,7 @@ class ConfigLoader:
                        "('admin' is the name of [admin] token)")
             elif not token.strip():
                 report(f"admin.tokens.{name}", "must not be empty")
+        values["store"].update(values.pop("cluster"))
         alerts = AlertsConfig(**{k: v for k, v in values["alerts"].items() if v is not None})
         return (EngineConfig(**values["engine"]), StoreConfig(**values["store"]),
                 AdminConfig(**{k: v for k, v in values["admin"].items() if v is not None}), alerts)

@@ -439,6 +439,9 @@ def postgres_url(value: str) -> str | None:
 # the node's own files (admin token, run state).
 STORE = {"path": OptionSpec("path", "var/switchboard.db"), "url": OptionSpec("str", "", check=postgres_url),
          "retention": OptionSpec("duration", "30d")}
+# [cluster] (DESIGN §4, engine/runtime/cluster.py): this node's name (default: the host name) and how long a
+# silent node keeps what it holds. Used only with [store] url; kept on StoreConfig (node, lease).
+CLUSTER = {"node": OptionSpec("str", ""), "lease": OptionSpec("duration", "10s", check=positive)}
 # [admin] tokens = { name = "value" }: more bearer tokens, each named for the audit log ("admin" is `token`'s).
 ADMIN = {"listen": OptionSpec("address", "127.0.0.1:8480"), "token": OptionSpec("str", ""),
          "tokens": OptionSpec("mapping", {})}

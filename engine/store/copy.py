@@ -147,6 +147,8 @@ def copy_store(source, target, progress=None) -> dict[str, int]:
 
 def _advance_sequences(dst, target, audit_last: int) -> None:
     if is_url(target):
+        top = dst.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        dst.execute("SELECT setval('message_id_blocks', ?, false)", (top + 1,))
         for table in ("deliveries", "attempts", "events", "audit", "source_files"):
             top = dst.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
             if table == "audit":

@@ -34,7 +34,7 @@ from psycopg import pq
 
 from engine.store.sqlite.schema import StoreError
 
-ID_TABLES = frozenset({"messages", "deliveries", "attempts", "events", "audit", "source_files", "leases"})
+ID_TABLES = frozenset({"messages", "deliveries", "attempts", "events", "audit", "source_files"})
 _INSERT = re.compile(r"\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
 _SKIP = object()
 _UNNAMED = re.compile(r"(count\(\*\) FROM \(SELECT [^()]* LIMIT %s\))(?! AS)")  # PostgreSQL 15 names subqueries

@@ -143,7 +143,30 @@ CREATE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE STRICT
     AS 'SELECT strpos($1, $2)';
 """
 
-MIGRATIONS: list[str] = [_M001]
+# Several nodes on one database (DESIGN §4, engine/runtime/cluster.py): each node's heartbeat, the
+# leases on what runs on one node at a time (a resource: "queue:CHANNEL/DESTINATION", "retention"),
+# with a fencing token that grows at every change of holder; times are the server's clock, so the
+# nodes' own clocks never decide who holds what. Message ids are handed out in blocks of 64 from
+# one sequence, so nodes never pick the same id.
+_M002 = f"""
+CREATE TABLE nodes (
+    name {T} PRIMARY KEY,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_seen timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE leases (
+    resource {T} PRIMARY KEY,
+    node {T} NOT NULL,
+    token bigint NOT NULL DEFAULT 1,
+    acquired_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    expires_at timestamptz NOT NULL
+);
+CREATE SEQUENCE message_id_blocks INCREMENT BY 64 MINVALUE 1 START WITH 1;
+SELECT setval('message_id_blocks', (SELECT coalesce(max(id), 0) + 1 FROM messages), false);
+"""
+ID_BLOCK = 64
+
+MIGRATIONS: list[str] = [_M001, _M002]
 SCHEMA_VERSION = len(MIGRATIONS)
 _LOCK = 0x5357_4254  # the advisory lock the migrations take ("SWBT")
 

@@ -23,10 +23,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from twisted.internet import defer
 
+from engine.store.postgres import leases as pg_leases
 from engine.store.postgres import retention as pg_retention
 from engine.store.postgres import text as pg_text
 from engine.store.postgres.connection import PgConnection, PooledReader, _reason, connect
-from engine.store.postgres.schema import check_version, migrate
+from engine.store.postgres.schema import ID_BLOCK, check_version, migrate
 from engine.store.sqlite import queries as q
 from engine.store.sqlite.retention import BATCH
 from engine.store.sqlite.schema import FTS_INSERT_SQL, StoreError, from_iso, to_iso
@@ -49,6 +50,11 @@ class PgStore(Store):
         self._init_writer_state()
         self._writer = writer
         self._pool = None
+        self._lease_conn = None
+        self.fences: dict = {}        # (channel, destination) -> (resource, node, token): cluster.py
+        self._id_end = 0
+        self._spare_block: int | None = None
+        self._fetching_block = False
         probe = connect(url, connect_timeout=10)  # StoreError with a sentence if the server refuses
         try:
             if writer:
@@ -69,7 +75,7 @@ class PgStore(Store):
         conn = PgConnection(url)
         try:
             pg_text.catch_up(conn)
-            self._next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
+            self._next_id = self._id_end = 0  # the first reserve_id takes a block
             last = conn.execute("SELECT received_at FROM messages ORDER BY id DESC LIMIT 1").fetchone()
             self._last_received = from_iso(last[0]) if last else 0.0
         except BaseException:
@@ -81,6 +87,86 @@ class PgStore(Store):
     @classmethod
     def open_readonly(cls, url) -> "PgStore":
         return cls(url, writer=False, pool_size=2)
+
+    # --- ids: blocks of a sequence, so several nodes never pick the same id ---------------------
+
+    def reserve_id(self) -> int:
+        """The next message id, from this node's current block of ``ID_BLOCK`` ids (a sequence
+        hands the blocks out). The next block is fetched in a thread while this one lasts, so the
+        reactor waits on the server only when a burst outruns that fetch."""
+        if not self._writer:
+            raise StoreError("the store is read-only: it has no writer")
+        if self._next_id >= self._id_end:
+            start = self._spare_block if self._spare_block is not None else self._fetch_block_now()
+            self._spare_block = None
+            self._next_id, self._id_end = start, start + ID_BLOCK
+        if self._spare_block is None and not self._fetching_block and self._id_end - self._next_id <= ID_BLOCK // 2:
+            self._prefetch_block()
+        message_id = self._next_id
+        self._next_id += 1
+        return message_id
+
+    def _fetch_block_now(self) -> int:
+        try:
+            return self._readers_view.execute("SELECT nextval('message_id_blocks')").fetchone()[0]
+        except psycopg.Error:
+            # The server is away: the message's own write fails the same way (the sender gets AE).
+            # An id past the last block keeps reserve_id from raising in the source's path.
+            return max(self._id_end, 1)
+
+    def _prefetch_block(self) -> None:
+        from twisted.internet import threads
+
+        self._fetching_block = True
+
+        def got(start):
+            self._fetching_block = False
+            self._spare_block = start
+
+        def failed(_failure):
+            self._fetching_block = False
+
+        d = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                      lambda: self._readers_view.execute("SELECT nextval('message_id_blocks')")
+                                      .fetchone()[0])
+        d.addCallbacks(got, failed)
+
+    # --- several nodes (engine/runtime/cluster.py) ----------------------------------------------
+
+    def lease_tick(self, node: str, resources: list[str], lease_seconds: float):
+        """In a thread: heartbeat and take/renew/give up leases (``leases.tick``)."""
+        try:
+            if self._lease_conn is None or self._lease_conn.closed or self._lease_conn.broken:
+                self._lease_conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            return pg_leases.tick(self._lease_conn, node, resources, lease_seconds)
+        except psycopg.Error as exc:
+            raise StoreError(f"lease round failed ({_reason(exc)})") from None
+
+    def release_leases(self, node: str) -> None:
+        try:
+            if self._lease_conn is not None and not self._lease_conn.closed:
+                pg_leases.release(self._lease_conn, node)
+        except psycopg.Error:
+            pass  # they expire by themselves
+
+    def nodes(self) -> list[dict]:
+        """Every node, its last heartbeat and what it holds (``switchboard nodes``)."""
+        with self._pool.connection() as conn:
+            return pg_leases.nodes(conn)
+
+    def _record_attempt(self, conn, delivery_id, *args):
+        if self.fences:
+            row = conn.execute("SELECT channel, destination FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            if row is not None:
+                pg_leases.check_fence(conn, self.fences, [tuple(row)])
+        return super()._record_attempt(conn, delivery_id, *args)
+
+    def _record_sent(self, conn, sent):
+        if self.fences and sent:
+            pairs = conn.execute("SELECT DISTINCT channel, destination FROM deliveries WHERE id = ANY(?)",
+                                 ([d for d, _ in sent],)).fetchall()
+            pg_leases.check_fence(conn, self.fences, [tuple(p) for p in pairs])
+        return super()._record_sent(conn, sent)
 
     # --- writes: the SQLite store's, with the words of a message cut here -----------------------
 
@@ -111,6 +197,8 @@ class PgStore(Store):
 
     def _close_writer_connection(self) -> None:
         self._conn.close()
+        if self._lease_conn is not None:
+            self._lease_conn.close()
 
     # --- reads ----------------------------------------------------------------------------------
 
