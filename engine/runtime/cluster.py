@@ -7,8 +7,9 @@ under a lease in the store (``engine/store/postgres/leases.py``): each destinati
 leases every ``lease / 3``, takes what is free or expired, and runs exactly what it holds:
 
 - a held queue is started (it loads its QUEUED deliveries from the store, in message order, the
-  other nodes' included); while it is held and idle it looks at the store every ``poll`` seconds
-  for deliveries other nodes committed. A queue not held only stores: its node does not send.
+  other nodes' included); while it is held it refills from the store whenever its window drains,
+  and when idle looks every ``poll`` seconds, so deliveries other nodes committed reach it. A
+  queue not held only stores: its node does not send.
 - a queue whose lease this node lost (another node took it, or this node could not renew it for
   ``lease`` seconds on its own monotonic clock) stops sending at once; its SENT and ERROR records
   carry the lease's fencing token, which the store checks, so a node that lost a lease without
@@ -228,11 +229,13 @@ class Cluster:
         return queue.stop()
 
     def _poll_idle(self) -> None:
-        """A held queue with nothing in memory reads the store again: deliveries committed by the
-        other nodes (whose listeners stored them) reach the holder this way."""
+        """Deliveries committed by the other nodes (whose listeners stored them) reach the holder
+        through the store: a held queue is kept "spilled", so once its window drains it refills
+        from the store in message order (new local ones included), and an idle one looks now."""
         for resource in list(self.active):
             queue = self.queues.get(resource)
-            if queue is None or not queue.running or queue.pending or queue.outstanding or queue.refilling:
+            if queue is None or not queue.running or queue.refilling:
                 continue
             queue.spilled = True
-            queue.kick()
+            if not queue.pending and not queue.outstanding:
+                queue.kick()
