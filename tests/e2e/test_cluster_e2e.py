@@ -104,12 +104,13 @@ def test_two_nodes_share_the_work_and_a_killed_holder_is_taken_over(tmp_path, da
         wait_for(lambda: len(set(peer.control_ids())) >= 40, timeout=20, what="deliveries by the holder")
 
         survivor = "b" if first == "a" else "a"
-        nodes[first].kill()                 # SIGKILL the holder under load
+        nodes[first].kill()                 # SIGKILL the holder under load (reaped: it sends no more)
         killed_at = time.monotonic()
         delivered_before = len(peer.received)
-        wait_for(lambda: holder(nodes[survivor]) == survivor, timeout=LEASE * 3, what="the survivor to take over")
-        wait_for(lambda: len(peer.received) > delivered_before + 5, timeout=LEASE * 3, what="deliveries again")
-        took = time.monotonic() - killed_at
+        wait_for(lambda: len(peer.received) > delivered_before + 1, timeout=LEASE * 3, interval=0.01,
+                 what="the survivor to deliver")
+        took = time.monotonic() - killed_at     # SIGKILL -> the first delivery by the new holder
+        assert holder(nodes[survivor]) == survivor
         survivor_sender = next(s for s in senders if s.prefix.startswith(survivor.upper()))
         dead_sender = next(s for s in senders if s is not survivor_sender)
         dead_sender.stop.set()
@@ -126,7 +127,7 @@ def test_two_nodes_share_the_work_and_a_killed_holder_is_taken_over(tmp_path, da
         duplicates = len(delivered) - len(set(delivered))
         print(f"takeover after SIGKILL: {took:.2f} s (lease {LEASE} s, retry {RETRY} s); "
               f"{len(acked)} AA'd, {duplicates} duplicate deliveries")
-        assert took <= LEASE + RETRY + LEASE / 3 + 1.0   # + a lease round and the test's own polling
+        assert took <= LEASE + RETRY + LEASE / 3   # + one lease round of slack for this shared machine
         assert set(survivor_sender.answers) == {"AA"}
     finally:
         for sender in senders:
