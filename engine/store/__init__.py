@@ -45,6 +45,7 @@ __all__ = [
     "StoreError",
     "delivery_rows",
     "derive_status",
+    "describe",
     "is_url",
     "store_class",
     "normalize_status",
@@ -57,6 +58,19 @@ __all__ = [
 def is_url(location) -> bool:
     """Whether a store location is a PostgreSQL URL (else an SQLite file's path)."""
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def describe(section) -> str:
+    """The ``[store]`` location for a message to a person: the path, or the URL without its password."""
+    url = getattr(section, "url", "")
+    if not url:
+        return str(section.path)
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def store_class(location):

@@ -15,7 +15,8 @@ import pytest
 
 from e2e.test_crash_e2e import FAULT_PHASES, SENDERS, Sender, start
 from support import pg
-from support.daemon import Daemon, MllpClient, MllpPeer, ack_for, control_id_of, first_seen, free_port, hl7, wait_for
+from support.daemon import (Daemon, MllpClient, MllpPeer, ack_for, control_id_of, first_seen, free_port, hl7, run_cli,
+                            wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +195,19 @@ def test_while_the_database_is_unreachable_the_daemon_answers_ae_then_resumes_by
         pg.sql(pg._url("postgres"), f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         daemon.stop()
         peer.close()
+
+
+def test_a_store_url_nobody_answers_is_one_clear_sentence(tmp_path):
+    """A wrong [store] url: the daemon exits 1 naming the store (without its password), no
+    traceback; url with path is a config error naming the key."""
+    pg.require()
+    daemon = Daemon(tmp_path / "d", {})
+    pg.use_store(daemon, pg._url("sbtest_missing_db").replace("postgres@", "postgres:s3cret@"))
+    result = run_cli("-c", str(daemon.config), "run", timeout=60)
+    assert result.returncode == 1 and "cannot open the store postgresql://postgres@" in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+    daemon.config.write_text(daemon.config.read_text() + '\n')
+    text = daemon.config.read_text().replace("[store]\n", '[store]\npath = "x.db"\n', 1)
+    daemon.config.write_text(text)
+    checked = run_cli("-c", str(daemon.config), "check")
+    assert checked.returncode == 1 and "store.url: give either url (PostgreSQL) or path (SQLite), not both" in checked.stderr

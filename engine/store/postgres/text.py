@@ -24,9 +24,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from engine.store.sqlite.text import MAX_WORDS, WATERMARK_SQL, indexed_through  # noqa: F401 - shared
+from engine.store.sqlite.text import MAX_WORDS, WATERMARK_SQL  # noqa: F401 - shared
+from engine.store.sqlite import text as sqlite_text
 from engine.store.sqlite.text import _WORD
-from engine.store.sqlite.schema import normalize_status
 
 TEXT_INSERT_SQL = "INSERT INTO message_text (id, words) VALUES (?, array_to_tsvector(?::text[]))"
 TEXT_DELETE_SQL = "DELETE FROM message_text WHERE id = ?"
@@ -76,47 +76,16 @@ def match_expression(text: str) -> str:
 
 
 def catch_up(conn) -> int:
-    """Index the messages stored after the high-water mark (a crash came between their commit
-    and their indexing), in one transaction of its own. Returns how many were indexed."""
-    conn.execute("BEGIN")
-    try:
-        mark = indexed_through(conn)
-        rows = conn.execute(
-            "SELECT id, raw FROM messages WHERE id > ? AND raw IS NOT NULL AND pruned = 0 ORDER BY id",
-            (mark,)).fetchall()
-        if rows:
-            conn.executemany(TEXT_INSERT_SQL + " ON CONFLICT (id) DO NOTHING",
-                             [(message_id, words(raw)) for message_id, raw in rows])
-        top = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
-        conn.execute(WATERMARK_SQL, (top, top))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(rows)
+    """``sqlite/text.py``'s catch-up (the same high-water mark), into ``message_text``."""
+    return sqlite_text.catch_up(conn, TEXT_INSERT_SQL + " ON CONFLICT (id) DO NOTHING",
+                                lambda rows: [(message_id, words(raw)) for message_id, raw in rows])
 
 
-# As in sqlite/text.py: a common word with a small channel or status is cheaper probed per message.
-COMMON_WORD = 100_000
-FEW_MESSAGES = 2_500
+def _count_matches(conn, text: str, cap: int) -> int:
+    return conn.execute("SELECT count(*) FROM (SELECT 1 FROM message_text WHERE words @@ ?::tsquery LIMIT ?)",
+                        (match_expression(text), cap)).fetchone()[0]
 
 
 def probe_is_cheaper(conn, filters: dict) -> bool:
-    if filters.get("control_id") is not None or filters.get("meta"):
-        return False
-    where, params = [], []
-    for key in ("channel", "status"):
-        if filters.get(key) is not None:
-            where.append(f"{key} = ?")
-            params.append(filters[key] if key == "channel" else normalize_status(filters[key]))
-    if not where:
-        return False
-    held = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {' AND '.join(where)} LIMIT ?) AS few",
-        (*params, FEW_MESSAGES)).fetchone()[0]
-    if held >= FEW_MESSAGES:
-        return False
-    matches = conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM message_text WHERE words @@ ?::tsquery LIMIT ?) AS common",
-        (match_expression(filters["text"]), COMMON_WORD)).fetchone()[0]
-    return matches >= COMMON_WORD
+    """``sqlite/text.py``'s rule (same thresholds), counting matches in ``message_text``."""
+    return sqlite_text.probe_is_cheaper(conn, filters, count_matches=_count_matches)
