@@ -22,7 +22,7 @@ runs in psycopg's pipeline mode: its statements go out without waiting for one a
 a result the write reads (a duplicate lookup) or the end of the write waits for the server; the end
 syncs, so a failing statement fails its own write, never the next one. A write of one message
 then waits for the server twice (its duplicate lookup, its end) instead of once per statement
-(measured: 10-20 % more writes per second on this shared machine, bench/README.md "PostgreSQL").
+(measured: 3-15 % more writes per second on this shared machine, bench/README.md "PostgreSQL").
 An ``INSERT`` that names its ``id`` (a message's, reserved beforehand) needs no ``RETURNING``. It also reconnects after the server or an administrator
 dropped it (the next batch then starts on a fresh connection; the batch that was
 cut fails with StoreError and its senders get AE). ``PooledReader`` serves the read side from a
