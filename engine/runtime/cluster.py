@@ -16,7 +16,7 @@ leases every ``lease / 3``, takes what is free or expired, and runs exactly what
   knowing it cannot record over the new holder's work.
 - when a queue changes holder, the new holder sends from the oldest QUEUED delivery, so the
   destination's order holds; a delivery the old holder had sent but not yet recorded SENT is sent
-  again (at-least-once), and the first sends after a takeover are recorded as possible duplicates.
+  again (at-least-once). (Those re-sends are not yet flagged ``possible_duplicate``.)
 
 Timing: expiry is the database's clock (``clock_timestamp()``), never a node's wall clock; a
 node's own view of "I may have lost it" uses ``time.monotonic`` (``reactor.seconds`` under a

@@ -202,7 +202,9 @@ directory = "{tmp_path / 'picky'}"
         assert client.request(hl7("TWO-1"))["code"] == "AA"
         client.close()
         (row,) = daemon.cli_json("messages", "--channel", "two")
-        first = daemon.wait_status(row["id"], "ERROR")
+        daemon.wait_status(row["id"], "ERROR")   # as soon as picky is ERROR; good may still be on its way
+        first = wait_for(lambda: (lambda m: m if m["destinations"][0]["status"] == "SENT" else None)(
+            daemon.cli_json("show", str(row["id"]))), what="good sent")
         assert {d["name"]: d["status"] for d in first["destinations"]} == {"good": "SENT", "picky": "ERROR"}
         (daemon.root / "transforms" / "picky.j2").write_text("picked {{ id }}")
         result = daemon.cli("replay", str(row["id"]), "--destination", "picky")
