@@ -16,7 +16,8 @@ leases every ``lease / 3``, takes what is free or expired, and runs exactly what
   knowing it cannot record over the new holder's work.
 - when a queue changes holder, the new holder sends from the oldest QUEUED delivery, so the
   destination's order holds; a delivery the old holder had sent but not yet recorded SENT is sent
-  again (at-least-once). (Those re-sends are not yet flagged ``possible_duplicate``.)
+  again (at-least-once); the first ``RESEND_WINDOW`` deliveries at the head of a queue taken over
+  from another holder are recorded ``possible_duplicate`` when next attempted.
 
 Timing: expiry is the database's clock (``clock_timestamp()``), never a node's wall clock; a
 node's own view of "I may have lost it" uses ``time.monotonic`` (``reactor.seconds`` under a
@@ -39,6 +40,10 @@ from twisted.logger import Logger
 log = Logger(namespace="switchboard.cluster")
 
 RETENTION = "retention"
+# After a takeover, how many deliveries at the head of the queue may have been sent by the node that
+# held it before without being recorded (it records its SENTs once per reactor turn through the group
+# commit): their next attempt is recorded as a possible duplicate.
+RESEND_WINDOW = 256
 
 
 def queue_resource(channel: str, destination: str) -> str:
@@ -176,6 +181,8 @@ class Cluster:
             if resource in held and resource not in previous:
                 log.info("cluster: node {node} now holds {resource}", node=self.node, resource=resource)
                 self.takeovers.append({"resource": resource, "at": self.clock()})
+                if held[resource] > 1 and resource in self.queues:   # someone held it before
+                    self._suspect_head(resource)
             if resource in held:
                 self._activate(resource)
             else:
@@ -201,6 +208,18 @@ class Cluster:
                 channel, _, destination = resource[len("queue:"):].partition("/")
                 fences[(channel, destination)] = (resource, self.node, token)
         store.fences = fences
+
+    def _suspect_head(self, resource: str) -> None:
+        store = self.engine.store
+        if not hasattr(store, "suspect"):
+            return
+        channel, _, destination = resource[len("queue:"):].partition("/")
+        try:
+            head = store.next_queued(channel, destination, limit=RESEND_WINDOW)
+        except Exception as error:  # noqa: BLE001 - the queue still starts; only the flag is lost
+            log.warn("cluster: could not read the head of {resource}: {error}", resource=resource, error=str(error))
+            return
+        store.suspect(row["id"] for row in head)
 
     def _activate(self, resource: str) -> None:
         if resource in self.parts:

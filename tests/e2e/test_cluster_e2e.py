@@ -125,6 +125,13 @@ def test_two_nodes_share_the_work_and_a_killed_holder_is_taken_over(tmp_path, da
             mine = [cid for cid in first_seen(delivered) if cid.startswith(sender.prefix)]
             assert mine[:len(sender.acked)] == sender.acked, sender.prefix   # order per sender
         duplicates = len(delivered) - len(set(delivered))
+        twice = {cid for cid in delivered if delivered.count(cid) > 1}
+        wait_for(lambda: not pg.sql(database, "SELECT 1 FROM deliveries WHERE status = 'QUEUED' LIMIT 1"),
+                 timeout=30, what="every delivery recorded")
+        flagged = {row[0] for row in pg.sql(
+            database, "SELECT m.control_id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+                      " JOIN messages m ON m.id = d.message_id WHERE a.possible_duplicate = 1")}
+        assert twice <= flagged, sorted(twice - flagged)   # every duplicate delivery is flagged
         print(f"takeover after SIGKILL: {took:.2f} s (lease {LEASE} s, retry {RETRY} s); "
               f"{len(acked)} AA'd, {duplicates} duplicate deliveries")
         assert took <= LEASE + RETRY + LEASE / 3   # + one lease round of slack for this shared machine

@@ -16,6 +16,7 @@ Durability is the server's: the store relies on ``synchronous_commit = on`` and 
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -52,6 +53,8 @@ class PgStore(Store):
         self._pool = None
         self._lease_conn = None
         self.fences: dict = {}        # (channel, destination) -> (resource, node, token): cluster.py
+        self._suspects: set[int] = set()   # deliveries a lost holder may have sent: flagged when recorded
+        self._suspects_lock = threading.Lock()
         self._id_end = 0
         self._spare_block: int | None = None
         self._fetching_block = False
@@ -154,19 +157,40 @@ class PgStore(Store):
         with self._pool.connection() as conn:
             return pg_leases.nodes(conn)
 
+    def suspect(self, delivery_ids) -> None:
+        """After a takeover: these deliveries may have been sent by the node that held their queue
+        before (sent, not yet recorded): their next attempt is recorded ``possible_duplicate``."""
+        with self._suspects_lock:
+            self._suspects.update(delivery_ids)
+
+    def _flag_suspects(self, conn, delivery_ids) -> None:
+        with self._suspects_lock:
+            flagged = [d for d in delivery_ids if d in self._suspects]
+        if flagged:
+            conn.execute("UPDATE attempts SET possible_duplicate = 1 WHERE id IN (SELECT max(id) FROM attempts"
+                         " WHERE delivery_id = ANY(?) GROUP BY delivery_id)", (flagged,))
+            with self._suspects_lock:
+                self._suspects.difference_update(flagged)
+
     def _record_attempt(self, conn, delivery_id, *args):
         if self.fences:
             row = conn.execute("SELECT channel, destination FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
             if row is not None:
                 pg_leases.check_fence(conn, self.fences, [tuple(row)])
-        return super()._record_attempt(conn, delivery_id, *args)
+        status = super()._record_attempt(conn, delivery_id, *args)
+        if self._suspects:
+            self._flag_suspects(conn, [delivery_id])
+        return status
 
     def _record_sent(self, conn, sent):
         if self.fences and sent:
             pairs = conn.execute("SELECT DISTINCT channel, destination FROM deliveries WHERE id = ANY(?)",
                                  ([d for d, _ in sent],)).fetchall()
             pg_leases.check_fence(conn, self.fences, [tuple(p) for p in pairs])
-        return super()._record_sent(conn, sent)
+        result = super()._record_sent(conn, sent)
+        if self._suspects:
+            self._flag_suspects(conn, [d for d, _ in sent])
+        return result
 
     # --- writes: the SQLite store's, with the words of a message cut here -----------------------
 
