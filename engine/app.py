@@ -30,6 +30,7 @@ from engine.runtime.reload import Reloader
 from engine.runtime.retention import Retention
 from engine.runtime.services import Engine
 from engine.store import open_store
+from engine.store.sqlite.store import Store, StoreError
 
 log = Logger(namespace="switchboard.engine")
 
@@ -41,13 +42,27 @@ class StoreService(service.Service):
         self.config, self.reactor, self.store = config, reactor, None
 
     def startService(self) -> None:
-        self.config.store.path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.config.store.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.config.store.url and path.exists():
+            self._refuse_a_damaged_store(path)
         self.store = open_store(self.config.store, reactor=self.reactor)
         service.Service.startService(self)
 
     def stopService(self):
         service.Service.stopService(self)
         return self.store.close() if self.store is not None else None
+
+    @staticmethod
+    def _refuse_a_damaged_store(path) -> None:
+        """SQLite's quick check before the first write: a store with damaged pages would take
+        messages (and ACK them AA) into a file that may lose them, or fail them with a misleading
+        reason ("FOREIGN KEY constraint failed").  The start stops with the recovery steps."""
+        findings = Store.quick_check(path)
+        if findings:
+            more = f" (and {len(findings) - 3} more)" if len(findings) > 3 else ""
+            raise StoreError(f"the store is damaged: SQLite's quick_check says: {'; '.join(findings[:3])}{more}. "
+                             f"Nothing was received. To recover: {Store.recovery_steps(path)}")
 
 
 class PartService(service.Service):

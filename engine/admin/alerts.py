@@ -28,6 +28,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from engine.admin.metrics import age_seconds
+from engine.core.clock import wall_time
 from engine.store.sqlite.schema import iso_utc
 
 log = Logger(namespace="switchboard.alerts")
@@ -101,7 +102,7 @@ class AlertMonitor:
     def observe(self, event) -> None:
         if event.kind != "error" or not self.settings.on_error:
             return
-        entry = self.errors.setdefault(event.channel, {"count": 0, "ids": [], "first": self.clock.seconds()})
+        entry = self.errors.setdefault(event.channel, {"count": 0, "ids": [], "first": wall_time(self.clock)})
         entry["count"] += 1
         if event.message_id is not None and len(entry["ids"]) < MAX_IDS and event.message_id not in entry["ids"]:
             entry["ids"].append(event.message_id)
@@ -119,7 +120,7 @@ class AlertMonitor:
             log.failure("alert check failed; trying again in {interval}s", interval=self.settings.check_interval)
 
     def evaluate(self, stats: dict) -> None:
-        now = self.clock.seconds()
+        now = wall_time(self.clock)   # dates are shown and compared with stored ones
         settings = self.settings
         for name, service in self.runtime.channels().items():
             for destination, queue in service.queues.items():

@@ -28,6 +28,7 @@ from engine.admin.dashboard import Dashboard
 from engine.admin.metrics import Metrics
 from engine.admin.sessions import DashboardSite, Sessions
 from engine.config.loader import format_address
+from engine.connectors.http.guard import guard
 from engine.core.contracts import StartError
 
 log = Logger(namespace="switchboard.admin")
@@ -60,6 +61,7 @@ class AdminServer:
         root = build_root(self)
         Dashboard(self).mount(root)        # /, /login, /channels, /messages, /search, /static
         self.site = DashboardSite(root, self.tokens, runtime.reactor, self.sessions)
+        guard(self.site, reactor=runtime.reactor)   # per-address caps and a whole-request deadline
         self.port = None
 
     def start(self) -> None:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.cli.common import CommandError, open_store
+from engine.cli.common import CommandError, open_store, whole_number
 
 
 def add_audit_arguments(parser) -> None:
     parser.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if it is broken")
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--limit", default="100")
     parser.add_argument("--who", help="only this token name")
     parser.add_argument("--action", help="only this action (view, search, replay, channel.stop, ...)")
     parser.add_argument("--json", action="store_true")
 
 
 def audit_command(args, path) -> int:
+    limit = whole_number(args.limit, "--limit", minimum=1, maximum=100_000)
     _config, store = open_store(path)
     try:
         if args.verify:
@@ -31,7 +32,7 @@ def audit_command(args, path) -> int:
             if not check.ok:
                 raise CommandError(f"the audit log has been tampered with ({len(check.problems)} problem(s))")
             return 0
-        rows = store.audit_entries(limit=args.limit, who=args.who, action=args.action)
+        rows = store.audit_entries(limit=limit, who=args.who, action=args.action)
     finally:
         store.close_readers()
     if args.json:

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from engine.core.units import parse_time_bound
+from engine.core.units import MAX_INTEGER, parse_int, parse_message_id, parse_time_bound
 from engine.runtime.check import check
 
 TIMEOUT = 600.0          # a replay of many thousand messages answers once they are processed
@@ -130,6 +130,23 @@ def time_bound(value: str | None):
         return None
     try:
         return parse_time_bound(value)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def whole_number(value, what: str, *, minimum: int = 0, maximum: int = MAX_INTEGER) -> int:
+    """A numeric argument (``--limit``, ``--offset``) range-checked by ``parse_int``; its sentence
+    is the CLI's error (exit 1), never an OverflowError from SQLite."""
+    try:
+        return parse_int(value, what, minimum=minimum, maximum=maximum)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def message_id(value, what: str = "message id") -> int:
+    """A message id argument (``show ID``, ``replay ID...``, ``--before-id``), range-checked."""
+    try:
+        return parse_message_id(value, what)
     except ValueError as error:
         raise CommandError(str(error)) from None
 

@@ -20,6 +20,7 @@ from engine.cli import nodes as nodes_verb
 from engine.cli import store_copy
 from engine.cli import status as status_verb
 from engine.cli.common import CommandError
+from engine.store.sqlite.store import StoreReadError, describe_read_error
 
 
 def _add_config(parser: argparse.ArgumentParser, default) -> None:
@@ -41,14 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     verb("run", "run the daemon in the foreground (SIGTERM/SIGINT: graceful stop)")
-    verb("check", "validate config, channels, templates and plugins; exit 1 listing every error")
+    check_verb = verb("check", "validate config, channels, templates and plugins; exit 1 listing every error")
+    check_verb.add_argument("--store", action="store_true",
+                            help="check the message store's file instead (SQLite integrity_check); "
+                                 "exit 1 with the recovery steps when it is damaged")
     status = verb("status", "per channel: state, received, filtered, queued, sent, errored")
     status.add_argument("--json", action="store_true")
     messages = verb("messages", "search stored messages")
     messages_verb.add_search_arguments(messages)
     messages.add_argument("--json", action="store_true")
     show = verb("show", "every stage of one message, each destination's attempts and responses")
-    show.add_argument("id", type=int)
+    show.add_argument("id")
     show.add_argument("--json", action="store_true")
     show.add_argument(
         "--original",
@@ -142,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except CommandError as error:
         print(f"switchboard {args.verb}: {error}", file=sys.stderr)
+        return 1
+    except StoreReadError as error:
+        print(f"switchboard {args.verb}: {describe_read_error(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

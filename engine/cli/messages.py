@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from engine.cli.common import open_store, time_bound
+from engine.cli.common import message_id, open_store, time_bound, whole_number
+
+
+MAX_LIMIT = 100_000      # the store's own cap on one page (and on limit + offset)
 
 
 def add_search_arguments(parser) -> None:
@@ -16,9 +19,9 @@ def add_search_arguments(parser) -> None:
     parser.add_argument("--control-id")
     parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--text", help="words in the message content, all of them (JANE DOE, MRN0012*)")
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--offset", type=int, default=0)
-    parser.add_argument("--before-id", type=int, metavar="ID",
+    parser.add_argument("--limit", default="100")
+    parser.add_argument("--offset", default="0")
+    parser.add_argument("--before-id", metavar="ID",
                         help="the messages listed after this one (next page: the last id shown)")
 
 
@@ -33,11 +36,12 @@ def search_filters(args) -> dict:
         meta[key] = value
     filters = {"channel": args.channel, "status": args.status, "since": time_bound(args.since),
                "until": time_bound(args.until), "type": args.type, "control_id": args.control_id,
-               "meta": meta or None, "limit": args.limit, "offset": args.offset}
+               "meta": meta or None, "limit": whole_number(args.limit, "--limit", minimum=1, maximum=MAX_LIMIT),
+               "offset": whole_number(args.offset, "--offset", maximum=MAX_LIMIT)}
     if getattr(args, "text", None):
         filters["text"] = args.text
     if getattr(args, "before_id", None) is not None:
-        filters["before_id"] = args.before_id
+        filters["before_id"] = message_id(args.before_id, "--before-id")
     return filters
 
 

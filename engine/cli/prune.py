@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from engine.cli.common import CommandError, open_store
-from engine.core.units import parse_duration
+from engine.core.units import parse_age
 from engine.store import StoreError, prunable_statuses
 from engine.store.sqlite.schema import iso_utc
 
@@ -25,11 +25,9 @@ def prune_command(args, path) -> int:
     try:
         if args.older_than is not None:
             try:
-                older_than = parse_duration(args.older_than)
+                older_than = parse_age(args.older_than, "--older-than")
             except ValueError as error:
                 raise CommandError(str(error)) from None
-            if older_than <= 0:
-                raise CommandError("--older-than must be more than 0")
         else:
             older_than = config.store.retention
             if older_than <= 0:

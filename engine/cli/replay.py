@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.cli.common import AdminClient, open_config
+from engine.cli.common import AdminClient, message_id, open_config, time_bound
 
 
 def add_replay_arguments(parser) -> None:
-    parser.add_argument("ids", nargs="*", type=int, metavar="ID")
+    parser.add_argument("ids", nargs="*", metavar="ID")
     parser.add_argument("--channel")
     parser.add_argument("--status", help="only messages with this status, e.g. error")
     parser.add_argument("--since", help="a duration back from now (1h, 30d) or an ISO time")
@@ -26,6 +26,8 @@ def replay_command(args, path) -> int:
     if args.ids and (args.status or args.since or args.until):
         print("switchboard replay: --status, --since and --until go with --channel", file=sys.stderr)
         return 2
+    args.ids = [message_id(value) for value in args.ids]
+    time_bound(args.since), time_bound(args.until)      # refused here in one sentence, before the daemon is asked
     client = AdminClient.for_config(open_config(path, lenient=True))
     body = {"ids": args.ids} if args.ids else {"channel": args.channel}
     for key in ("status", "since", "until", "destination"):

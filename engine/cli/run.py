@@ -12,10 +12,12 @@ def run_daemon(args, path) -> int:
     from twisted.internet import reactor
 
     from engine.app import build
+    from engine.core.clock import use_monotonic_timers
     from engine.runtime.logs import start_logging
     from engine.core.contracts import StartError
     from engine.store.sqlite.store import StoreError
 
+    use_monotonic_timers(reactor)   # a wall-clock step never holds a retry, timeout or deadline
     start_logging(config.engine.log_level, config.engine.log_format)
     daemon, engine = build(config, reactor=reactor, registry=registry)
     outcome = {"code": 0}

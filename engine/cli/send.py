@@ -6,12 +6,16 @@ from engine.cli.common import CommandError
 from engine.cli.dryrun import file_messages
 from engine.core.units import parse_address, parse_duration
 
+MAX_TIMEOUT = 86400.0     # a longer wait for one ACK is a mistake, and past the poller's range
+
 # -- send: an MLLP client --------------------------------------------------------------------
 
 def send_command(args, path) -> int:
     try:
         host, port = parse_address(args.address)
         timeout = parse_duration(args.timeout)
+        if not 0 < timeout <= MAX_TIMEOUT:
+            raise ValueError(f"--timeout must be more than 0 and at most 1d, not {args.timeout[:40]!r}")
     except ValueError as error:
         raise CommandError(str(error)) from None
     messages = []

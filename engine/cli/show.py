@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.cli.common import open_store
+from engine.cli.common import message_id, open_store
 from engine.core.verdicts import with_filtered_by
 
 
@@ -14,6 +14,7 @@ def show_command(args, path) -> int:
 
     if getattr(args, "original", False) and args.json:
         raise CommandError("--original writes the bytes themselves; it does not go with --json")
+    args.id = message_id(args.id)
     _config, store = open_store(path)
     try:
         message = with_filtered_by(store, store.get_message(args.id))

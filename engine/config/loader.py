@@ -166,6 +166,7 @@ class EngineConfig:
     log_level: str
     log_format: str
     lookups_dir: Path | None = None
+    template_memory: int = 16 * 2**20      # [engine] template_memory: one render's memory budget
 
 
 @dataclass(frozen=True)

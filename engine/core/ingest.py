@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from engine.hl7.acceptance import check_hl7, is_batch
+from engine.hl7.acceptance import check_hl7, holds_several_messages, is_batch
 from engine.hl7.ack import build_ack, build_reject
 from engine.hl7.batch import split_batch
 from engine.hl7.msh import Msh
@@ -27,13 +27,15 @@ def ack_for(msh: Msh, receipt) -> str:
 def answer_frame(sink, text: str, *, split_batches: bool, original: bytes | None = None):
     """Hand one decoded, normalized frame to ``sink`` and return the HL7 answer text.
 
-    A batch (FHS/BHS) is split when the channel says so (RELIABILITY 13) and answered with one ACK
-    mirroring its first message: AA only when every message in it was taken.  ``original``: the
+    A batch (FHS/BHS, or messages one after another in one frame) is split when the channel says so
+    (RELIABILITY 13) and answered with one ACK
+    mirroring its first message: AA only when every message in it was taken.  Without splitting,
+    a frame with a second MSH is answered AR (``check_hl7``).  ``original``: the
     frame's bytes when decoding it replaced invalid ones (RELIABILITY 17), else None; a batch keeps
     them once, on its first message (the bytes cannot be cut per message once decoding was lossy,
     and a copy on every message would multiply the frame's size by its message count).
     """
-    if split_batches and is_batch(text):
+    if split_batches and (is_batch(text) or holds_several_messages(text)):   # FHS/BHS, or MSH...MSH...
         answer = yield _answer_batch(sink, text, original)
         return answer
     msh, problem = check_hl7(text)

@@ -20,6 +20,11 @@ SENT is recorded without waiting for its commit before the next send, and the SE
 turn are recorded in one write: a crash between the peer's ACK and that commit re-sends the
 message at the next start (at-least-once, DESIGN §2).
 
+Time: a retry waits on a reactor timer (``callLater(delay)``), never on a comparison of wall
+times, and the daemon's reactor counts timers on the monotonic clock (engine/core/clock.py), so a
+wall-clock step neither holds nor hurries a retry.  ``retry_at`` (``next_attempt_at`` in the
+store) is wall time kept only to show people when the next attempt is due.
+
 Depth warning: the queue counts its QUEUED deliveries (the store's count at start when the queue
 spilled, then +1 per push, -1 per SENT or ERROR) and logs one warning when the count reaches the
 destination's ``queue_warning`` (default 10,000), and one "back under" line once it has fallen to
@@ -69,7 +74,7 @@ class DestinationQueue:
         self.over_warning = False
         self.max_in_flight = max(1, int(getattr(connector, "max_in_flight", 1) or 1))
         self.outstanding: dict[int, defer.Deferred] = {}   # delivery id -> its send, in send order
-        self.retry_at = datetime.now(timezone.utc)          # when the scheduled retry is due
+        self.retry_at = datetime.now(timezone.utc)          # when the scheduled retry is due (shown only)
         self._settled: list[defer.Deferred] = []
         self._sent_batch: list[tuple[int, str | None, int]] = []   # SENT records of this reactor turn
         self._flush_call = None      # the end-of-turn write of _sent_batch (a DelayedCall)

@@ -17,11 +17,13 @@ Why it looks the way it does:
   loop, in the sandbox's ``call``/``getattr``/``getitem``/``call_binop``, and on every iteration of
   every ``{% for %}`` loop: the code generator wraps each loop's iterable in a guard, so nested
   loops that print nothing and call nothing still stop.  ``*`` and ``**`` are intercepted so that
-  ``'x' * 10**9`` is refused before it allocates.  Not covered: a single ``~`` concatenation
-  doubling a string in a loop can grow memory quickly before the deadline; the loop guard bounds
-  how long that can go on, not how much it allocates per step.  Measured (timeit, Python 3.11,
-  samples/hl7v2/DFT-P03-01.hl7, a JSON placement with 8 fields and a loop over 2 FT1 segments):
-  94 µs per render here against 84 µs in a plain ``SandboxedEnvironment``, the checks cost ~10%.
+  ``'x' * 10**9`` is refused before it allocates.  Memory: every render has a budget of what it
+  builds (``[engine] template_memory``), and the filters and methods whose one call could build
+  much more than its inputs, or run long, are measured or bounded before they run:
+  ``engine/core/template_limits.py`` says which and why.  ``~`` goes through that module's
+  ``concat`` (``visit_Concat``), ``{% set %}`` blocks and macros through its ``concat_chunks``
+  (``environment.concat``), and printing a list checks its printed size (``finalize``).
+  What the checks cost per render: docs/reliability-and-security.md (catalogue 15.2).
 * **Reasons never carry message content.**  A ``TemplateError`` reason is built by this rule:
   Jinja's own exceptions (undefined names and attributes, syntax errors, sandbox refusals) keep
   their message, because Jinja composes it from the template source (names, attribute names,
@@ -36,7 +38,6 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
-import contextvars
 import json
 import re
 import string
@@ -51,14 +52,10 @@ from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from jinja2.utils import object_type_repr, pass_context
 
-# The per-render deadline (a time.monotonic() value) or None outside a render.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "switchboard_template_deadline", default=None
-)
-# The time limit of the render in progress, for the error message.
-_LIMIT: contextvars.ContextVar[float] = contextvars.ContextVar(
-    "switchboard_template_limit", default=0.0
-)
+from engine.core import template_limits as limits
+from engine.core.template_limits import DEFAULT_MEMORY, RenderLimits
+from engine.core.template_limits import LimitExceeded as _LimitExceeded
+from engine.core.template_limits import check_deadline as _check_deadline
 
 _LOOP_GUARD = "_switchboard_loop_guard"
 _MAX_POWER_BITS = 100_000  # ~30,000 decimal digits: far beyond any real amount
@@ -84,20 +81,6 @@ class TemplateError(Exception):
         return f"{self.name} line {self.line}: {self.reason}"
 
 
-class _LimitExceeded(Exception):
-    """Raised inside a render when a limit is hit; its reason is ours, so it is PHI-free."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _check_deadline() -> None:
-    deadline = _DEADLINE.get()
-    if deadline is not None and time.monotonic() > deadline:
-        raise _LimitExceeded(f"render took longer than {_LIMIT.get():g}s")
-
-
 @pass_context  # pass_context keeps the optimizer from calling it at compile time
 def _loop_guard(_context, iterable):
     """Wrapped around every ``{% for %}`` iterable: one deadline check per iteration."""
@@ -112,6 +95,14 @@ class _GuardedCodeGenerator(CodeGenerator):
     Done on the whole tree in ``visit_Template`` because filters are resolved (``pull_dependencies``)
     before the loop bodies are visited.
     """
+
+    def visit_Concat(self, node: nodes.Concat, frame) -> None:
+        """``~`` measured before it joins (autoescape is off: Jinja would call ``str_join``)."""
+        self.write("environment.checked_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
     def visit_Template(self, node: nodes.Template, frame=None) -> None:
         for loop in node.find_all(nodes.For):
@@ -132,25 +123,30 @@ class _Environment(SandboxedEnvironment):
     """The sandbox plus deadline checks and size checks on ``*`` and ``**``."""
 
     code_generator_class = _GuardedCodeGenerator
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    checked_concat = staticmethod(limits.concat)
+    concat = staticmethod(limits.concat_chunks)       # {% set %} blocks, macros, {% filter %}
 
     def __init__(self, *, max_output: int, **options: Any):
-        super().__init__(**options)
+        super().__init__(finalize=self._finalize, **options)
         self.max_output = max_output
         # lipsum(n) runs unchecked for as long as n says; a message template has no use for it
         self.globals.pop("lipsum", None)
-        # padding filters allocate their width before the output limit can see it
-        for name in ("center", "indent"):
-            self.filters[name] = self._capped(self.filters[name])
         self.filters["format"] = self._printf_checked(self.filters["format"])
 
-    def _capped(self, function):
-        def capped(value, width=80, *args, **kwargs):
-            if isinstance(width, int) and width > self.max_output:
-                raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
-            return function(value, width, *args, **kwargs)
+    def guard_filters(self) -> None:
+        """Wrap every filter (Jinja's, ours, the plugins'): call once they are all registered."""
+        guarded = limits.guard_filters({k: v for k, v in self.filters.items() if k != _LOOP_GUARD}, self.max_output,
+                                       own=(_plain_tojson,))
+        self.filters.update(guarded)
 
-        return capped
+    def _finalize(self, value: Any) -> Any:
+        """``{{ value }}`` of a list or dict prints it whole: its size is checked before it is
+        printed (a list of one 1 MB string a thousand times holds 8 KB and prints 1 GB)."""
+        if not isinstance(value, str) and isinstance(value, (list, tuple, dict, set, frozenset)):
+            if limits.text_size(value, self.max_output + 1) > self.max_output:
+                raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
+        return value
 
     def _printf_checked(self, function):
         """The ``format`` filter is ``pattern % args``, called directly: not seen by call_binop."""
@@ -163,17 +159,17 @@ class _Environment(SandboxedEnvironment):
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's own signature
         _check_deadline()
-        if isinstance(getattr(__obj, "__self__", None), str):
-            __self._check_str_method(__obj, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
-
-    def _check_str_method(self, method, args: tuple, kwargs: dict) -> None:
-        """``'x'.ljust(900000000)`` allocates its width first; the output limit would only see
-        the result, after the memory is gone."""
-        if method.__name__ in _STR_PADDING:
-            width = args[0] if args else kwargs.get("width", 0)
-            if isinstance(width, int) and width > self.max_output:
-                raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, (str, list, dict, set)) and hasattr(__obj, "__name__"):
+            # 'x'.ljust(900000000) allocates its width first; the output limit would only see
+            # the result, after the memory is gone
+            limits.check_method(__obj, args, kwargs, __self.max_output)
+            if isinstance(owner, str) and __obj.__name__ == "join" and len(args) == 1 and not kwargs:
+                args = (limits.join_method(owner, args[0]),)
+        elif args or kwargs:     # a helper function: what it writes out is about what it is given
+            limits.charge_inputs(args, kwargs, getattr(__obj, "__name__", "a call"))
+        result = super().call(__context, __obj, *args, **kwargs)
+        return limits.charge_method_result(__obj, result)
 
     def wrap_str_format(self, value: Any):
         """Jinja sandboxes ``str.format``/``format_map`` at attribute access; we add the width
@@ -181,8 +177,15 @@ class _Environment(SandboxedEnvironment):
         wrapped = super().wrap_str_format(value)
         if wrapped is None:
             return None
-        self._check_format_widths(value.__self__)
-        return wrapped
+        pattern = value.__self__
+        self._check_format_widths(pattern)
+        fields = sum(1 for _text, field, _spec, _conv in _safe_fields(pattern) if field is not None)
+
+        def measured(*args, **kwargs):
+            limits.spend(limits.formatted_size(pattern, fields, (*args, *kwargs.values())), "str.format")
+            return wrapped(*args, **kwargs)
+
+        return measured
 
     def _check_format_widths(self, pattern: str) -> None:
         try:
@@ -228,6 +231,11 @@ class _Environment(SandboxedEnvironment):
             _check_power(left, right)
         elif operator == "%" and isinstance(left, str):
             self._check_printf_widths(left)
+            values = right if isinstance(right, tuple) else (right,)
+            limits.spend(limits.formatted_size(left, left.count("%"), values), "'%'")
+        elif operator == "+" and isinstance(left, (str, list, tuple)) and type(left) is type(right):
+            unit = 1 if isinstance(left, str) else limits.ITEM_BYTES
+            limits.spend((len(left) + len(right)) * unit, "'+'")
         return super().call_binop(context, operator, left, right)
 
     def _check_printf_widths(self, pattern: str) -> None:
@@ -240,10 +248,18 @@ class _Environment(SandboxedEnvironment):
         if isinstance(sequence, (str, bytes, list, tuple)) and isinstance(times, int):
             if len(sequence) * times > self.max_output:
                 raise _LimitExceeded(f"output exceeds {self.max_output} bytes")
+            unit = 1 if isinstance(sequence, (str, bytes)) else limits.ITEM_BYTES
+            limits.spend(len(sequence) * max(times, 0) * unit, "'*'")
 
 
-_STR_PADDING = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
 _FORMATTER = string.Formatter()
+
+
+def _safe_fields(pattern: str) -> list:
+    try:
+        return list(_FORMATTER.parse(pattern))
+    except ValueError:
+        return []   # a malformed pattern: the call itself raises and reports it
 _PRINTF_SIZES = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d*)(?:\.(\*|\d*))?")
 
 
@@ -308,26 +324,7 @@ def _generator_line(generator) -> int | None:
 class _Limits:
     max_output: int
     time_limit: float
-
-
-class _Deadline:
-    """Sets the per-render deadline (never later than an enclosing render's) and restores it."""
-
-    def __init__(self, time_limit: float):
-        self.time_limit = time_limit
-
-    def __enter__(self):
-        deadline = time.monotonic() + self.time_limit
-        outer = _DEADLINE.get()
-        if outer is not None and outer < deadline:
-            deadline = outer
-        self._tokens = (_DEADLINE.set(deadline), _LIMIT.set(self.time_limit))
-        return self
-
-    def __exit__(self, *exc_info):
-        _DEADLINE.reset(self._tokens[0])
-        _LIMIT.reset(self._tokens[1])
-        return False
+    memory: int = DEFAULT_MEMORY
 
 
 class CompiledExpression:
@@ -341,7 +338,7 @@ class CompiledExpression:
 
     def evaluate(self, context: dict) -> Any:
         try:
-            with _Deadline(self._limits.time_limit):
+            with RenderLimits(self._limits.time_limit, self._limits.memory):
                 result = self._expression(**context)
                 if isinstance(result, jinja2.Undefined):
                     str(result)  # StrictUndefined: raises UndefinedError naming what is missing
@@ -362,7 +359,7 @@ class CompiledTemplate:
         max_output = self._limits.max_output
         generator = self._template.generate(context)
         try:
-            with _Deadline(self._limits.time_limit):
+            with RenderLimits(self._limits.time_limit, self._limits.memory):
                 chunks: list[str] = []
                 size = 0
                 for chunk in generator:
@@ -402,11 +399,12 @@ class Templates:
         globals: dict | None = None,  # noqa: A002 - the hook's own word
         max_output: int = 1_048_576,
         time_limit: float = 2.0,
+        memory: int = DEFAULT_MEMORY,
     ):
         self.transforms_dir = Path(transforms_dir) if transforms_dir is not None else None
         self.lookups: dict = {}            # code tables by name (engine/core/lookups.py), for edit steps
         self.lookup_problems: list = []    # (file, line, reason) of tables that did not load
-        self._limits = _Limits(max_output=max_output, time_limit=time_limit)
+        self._limits = _Limits(max_output=max_output, time_limit=time_limit, memory=memory)
         loader = (
             jinja2.FileSystemLoader(self.transforms_dir) if self.transforms_dir is not None else None
         )
@@ -421,6 +419,7 @@ class Templates:
         self.environment.policies["json.dumps_kwargs"] = {"ensure_ascii": False}
         self.environment.filters["tojson"] = _plain_tojson
         self.environment.filters.update(filters or {})
+        self.environment.guard_filters()
         self.environment.filters[_LOOP_GUARD] = _loop_guard
         self.environment.globals.update(globals or {})
         self._files: dict[str, CompiledTemplate] = {}

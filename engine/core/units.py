@@ -107,10 +107,66 @@ def format_address(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# The largest value SQLite's INTEGER holds: message ids, offsets and counts past it cannot exist.
+MAX_INTEGER = 2**63 - 1
+# The longest age a search or prune may reach back: older than this predates any store.
+MAX_AGE_SECONDS = 100 * 366 * 86400.0
+MAX_AGE_TEXT = "36600d (100 years)"
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def _shown(text: object, limit: int = 40) -> str:
+    """A value quoted in an error, cut short: a 5,000-digit number must not fill the terminal."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[:limit] + "...'"
+
+
+def parse_int(value, what: str, *, minimum: int = 0, maximum: int = MAX_INTEGER) -> int:
+    """A whole number from a CLI argument or an API parameter, range-checked.
+
+    ASCII digits only (``'²'`` passes ``str.isdigit`` but is no number here), an optional sign, and
+    ``minimum <= n <= maximum`` (``maximum`` defaults to SQLite's INTEGER limit).  ValueError with one
+    sentence naming ``what`` ("limit", "message id"...) otherwise; the digits are checked before
+    ``int()`` so a 5,000-digit value costs nothing."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a whole number, not {value!r}")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip()
+        if not _INTEGER.fullmatch(text):
+            raise ValueError(f"{what} must be a whole number, not {_shown(value)}")
+        digits = text.lstrip("+-").lstrip("0")
+        if len(digits) > len(str(max(abs(minimum), abs(maximum)))) + 1:
+            raise ValueError(f"{what} must be between {minimum} and {maximum}; {_shown(value)} is out of range")
+        number = int(text)
+    if not minimum <= number <= maximum:
+        raise ValueError(f"{what} must be between {minimum} and {maximum}; {_shown(value)} is out of range")
+    return number
+
+
+def parse_message_id(value, what: str = "message id") -> int:
+    """A message (or audit entry) id: a whole number from 1 to SQLite's INTEGER limit."""
+    return parse_int(value, what, minimum=1)
+
+
+def parse_age(value, what: str = "age") -> float:
+    """A duration reaching back from now (``prune --older-than``, a retention): more than 0 and at
+    most ``MAX_AGE_SECONDS``, so the cutoff it gives is a real date (not the year -273788674)."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{what} must be more than 0; {DURATION_HINT}")
+    if seconds > MAX_AGE_SECONDS:
+        raise ValueError(f"{what} {_shown(value)} reaches back further than {MAX_AGE_TEXT}")
+    return seconds
+
+
 def parse_time_bound(value, now=None):
     """A time bound of a search or replay: ``1h`` means one hour before ``now``; anything else is
-    an ISO 8601 time (naive means UTC).  ValueError with one sentence when it is neither, or when
-    it lies outside the calendar (``99999999999d``)."""
+    an ISO 8601 time (naive means UTC).  Returned as an aware UTC datetime inside the calendar
+    (years 1-9999 once in UTC), so every later conversion (to UTC, to ISO text, to a timestamp)
+    holds.  ValueError with one sentence when it is neither, or out of range (``99999999999d``,
+    ``9999-12-31T23:59:59-14:00``, which is past the year 9999 in UTC)."""
     from datetime import datetime, timedelta, timezone
 
     now = now or datetime.now(timezone.utc)
@@ -120,15 +176,16 @@ def parse_time_bound(value, now=None):
     except ValueError:
         pass
     else:
-        try:
-            return now - timedelta(seconds=seconds)
-        except OverflowError:
-            raise ValueError(f"{text!r} reaches before the year 1") from None
+        if seconds > MAX_AGE_SECONDS:
+            raise ValueError(f"{_shown(text)} reaches back further than {MAX_AGE_TEXT}")
+        return now - timedelta(seconds=seconds)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is neither a duration (1h, 30d) nor an ISO time") from None
+        raise ValueError(f"{_shown(text)} is neither a duration (1h, 30d) nor an ISO time") from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
     try:
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
     except OverflowError:
-        raise ValueError(f"{text!r} is out of range") from None
+        raise ValueError(f"{_shown(text)} is out of range (in UTC it falls outside the years 1-9999)") from None

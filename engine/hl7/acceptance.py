@@ -2,6 +2,12 @@
 
 Only MSH is read.  Every source that answers in HL7 and the store-free dry run use this check, so
 "AR for what is not HL7" is decided in one place.
+
+A frame holding a second MSH is two messages, not one with extra segments: taken whole, the
+second patient's message would live on as unknown segments of the first, never processed and
+never found by a search.  It is refused (AR) unless the channel splits batches, in which case
+``engine.core.ingest`` splits it as it splits an FHS/BHS batch.  The scan is one substring search
+for CR + "MSH" (segments are normalized to CR first).
 """
 
 from __future__ import annotations
@@ -25,7 +31,18 @@ def check_hl7(text: str) -> tuple[Msh | None, str | None]:
         return msh, "MSH-10 (message control id) is empty"
     if "\x0b" in text or "\x1c" in text:
         return msh, "the message contains an MLLP framing byte (0x0B or 0x1C)"
+    if holds_several_messages(text):
+        return msh, (f"the frame holds {text.count(SECOND_MSH) + 1} messages (a second MSH segment); "
+                     'send one message per frame, or set split = "hl7-batch" on the channel')
     return msh, None
+
+
+SECOND_MSH = "\rMSH"
+
+
+def holds_several_messages(text: str) -> bool:
+    """True when a segment after the first is an MSH (the text's segments end with CR)."""
+    return SECOND_MSH in text
 
 
 def is_batch(text: str) -> bool:

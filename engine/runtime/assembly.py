@@ -60,7 +60,8 @@ def build_templates(config, registry: Registry, previous: Templates | None = Non
                     tables[name] = previous.lookups[name]
     lookup_filters, lookup_globals = lookup_helpers(tables)
     templates = Templates(config.engine.transforms_dir, filters={**registry.template_filters, **lookup_filters},
-                          globals={**registry.template_globals, **lookup_globals})
+                          globals={**registry.template_globals, **lookup_globals},
+                          memory=config.engine.template_memory)
     templates.lookups, templates.lookup_problems = tables, problems
     return templates
 

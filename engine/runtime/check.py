@@ -31,3 +31,16 @@ def check(path, *, environ=None):
     return config, registry, problems
 
 
+def check_store(config) -> list[str]:
+    """``switchboard check --store``: SQLite's full ``integrity_check`` of the configured store
+    (every page, every index against its table).  [] when sound; else the findings, then the
+    recovery steps as the last line.  A store that does not exist yet is sound (nothing to check)."""
+    from engine.store.sqlite.store import Store
+
+    path = config.store.path
+    if not path.exists():
+        return []
+    findings = Store.integrity_check(path)
+    if not findings:
+        return []
+    return [f"{path}: {finding}" for finding in findings] + [f"to recover: {Store.recovery_steps(path)}"]

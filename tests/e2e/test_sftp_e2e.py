@@ -146,6 +146,11 @@ def from_sftp(sshd: Sshd, remote: Path, known_hosts: Path) -> str:
             '[metadata]\nmrn = "PID.3.1"\n')
 
 
+def from_sftp_x12(sshd: Sshd, remote: Path, known_hosts: Path) -> str:
+    return ('inbound = "x12"\n[source]\ntype = "sftp"\n' + ssh_options(sshd, remote, known_hosts)
+            + 'poll_interval = "200ms"\nsettle = "100ms"\nack = "999"\n')
+
+
 def put_remote(directory: Path, name: str, text: str) -> None:
     """Drop a file into the SFTP root the way a careful sender does: dot name, then rename."""
     temp = directory / f".{name}.part"
@@ -163,7 +168,7 @@ def sshd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def world(sshd, tmp_path_factory):
     root = tmp_path_factory.mktemp("sftp")
-    dirs = {name: root / "remote" / name for name in ("outbox", "inbox", "guarded", "guarded-in", "unknown")}
+    dirs = {name: root / "remote" / name for name in ("outbox", "inbox", "guarded", "guarded-in", "unknown", "x12")}
     for path in dirs.values():
         path.mkdir(parents=True)
     good = sshd.known_hosts("known_hosts")
@@ -178,9 +183,10 @@ def world(sshd, tmp_path_factory):
         "to-unknown-key": to_sftp(sshd, dirs["unknown"], empty),
         "from-sftp": from_sftp(sshd, dirs["inbox"], good),
         "from-wrong-key": from_sftp(sshd, dirs["guarded-in"], wrong),
+        "from-sftp-x12": from_sftp_x12(sshd, dirs["x12"], good),
     })
     daemon.start(expect_channels=4)
-    wait_for(lambda: sum("started: sftp source" in line for line in daemon.log_lines) == 2,
+    wait_for(lambda: sum("started: sftp source" in line for line in daemon.log_lines) == 3,
              what="both sftp sources to start")
     yield daemon, dirs
     daemon.stop()
@@ -277,6 +283,38 @@ def test_source_refuses_a_wrong_host_key(world):
                          for line in daemon.log_lines), 15, what="the host key refusal in the log")
     assert [p.name for p in dirs["guarded-in"].iterdir()] == ["waiting.hl7"]
     assert daemon.cli_json("messages", "--channel", "from-wrong-key") == []
+
+
+X12_SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "x12"
+
+
+def test_source_takes_an_835_per_transaction_and_writes_its_999_beside_it(world):
+    """inbound = "x12" over SFTP (DESIGN §3.11): each transaction set stored with its envelope's
+    ids, the 999 written to done/NAME.999 on the server; a broken interchange gets a rejecting
+    999 in error/ with a reason naming positions, and the next good file is still taken."""
+    daemon, dirs = world
+    remittance = (X12_SAMPLES / "835_remittance.x12").read_text("latin-1")
+    sets = remittance.count("~ST*")
+    put_remote(dirs["x12"], "era-001.x12", remittance)
+    wait_for(lambda: (dirs["x12"] / "done" / "era-001.x12").exists(), 15, what="the 835 to move to done/")
+    text = (dirs["x12"] / "done" / "era-001.x12.999").read_text()   # written before the move
+    assert text.startswith("ISA*") and "ST*999*" in text and f"AK9*A*{sets}*{sets}*{sets}" in text
+    listed = wait_for(lambda: [m for m in daemon.cli_json("messages", "--channel", "from-sftp-x12")
+                               if m["type"] == "835"] or None, 15, what="the 835's sets stored")
+    assert len(listed) == sets
+    assert {m["meta"]["isa13"] for m in listed} == {remittance.split("*")[13]}
+
+    broken = (X12_SAMPLES / "malformed_se_count.x12").read_text("latin-1")
+    put_remote(dirs["x12"], "era-bad.x12", broken)
+    reason = dirs["x12"] / "error" / "era-bad.x12.reason"
+    wait_for(reason.exists, 15, what="the broken 835 to move to error/")
+    rejecting = (dirs["x12"] / "error" / "era-bad.x12.999").read_text()
+    assert "IK5*R" in rejecting and "segment" in reason.read_text()
+    assert "SAMPLE" not in reason.read_text()
+
+    again = remittance.replace(remittance.split("*")[13], "000000777")
+    put_remote(dirs["x12"], "era-002.x12", again)
+    wait_for(lambda: (dirs["x12"] / "done" / "era-002.x12").exists(), 15, what="the next 835 taken")
 
 
 def test_no_message_content_in_the_log(world):

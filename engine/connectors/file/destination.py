@@ -14,6 +14,7 @@ How that is kept safe across crashes is ``engine.connectors.file_batch``'s docst
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -23,12 +24,17 @@ from twisted.logger import Logger
 
 from engine.connectors.file import batch as file_batch
 from engine.connectors.file.naming import FilenameTemplate
-from engine.core.contracts import SendResult, TransientError
+from engine.core.clock import wall_time
+from engine.core.contracts import PermanentError, SendResult, TransientError
 from engine.hl7.encoding import with_final_cr
 from engine.hookspecs import hookimpl
 from engine.config.schema import OptionSpec, batch_period
 
 log = Logger(namespace="switchboard.file")
+
+# Bytes a name needs beside it for the temp file: ".NAME.tmp-PID" (13 with a 7-digit pid), and a
+# batch's ".partial/NAME.journal" (8) or a numbered "NAME-12.ext" when the name is taken.
+TEMP_NAME_ROOM = 16
 
 
 def write_atomically(directory: Path, filename: str, data: bytes) -> Path:
@@ -70,7 +76,8 @@ class FileDestination:
         options = config.options
         self.directory = Path(options["directory"])
         source = options.get("filename") or "{{ id }}.txt"
-        self.filename = FilenameTemplate(context, source, f"destination[{config.name}].filename")
+        self.filename = FilenameTemplate(context, source, f"destination[{config.name}].filename",
+                                         reserve=TEMP_NAME_ROOM, directory=self.directory)
         self.channel = context.channel_name
         self.reactor = reactor
         self.batch = None
@@ -117,7 +124,7 @@ class FileDestination:
         return d.addErrback(_write_failed)
 
     def _now(self) -> float:
-        return self.reactor.seconds() if self.reactor is not None else time.time()
+        return wall_time(self.reactor) if self.reactor is not None else time.time()
 
     def _tick(self) -> None:
         """Close the batch files of past periods, then come back when this period ends."""
@@ -151,7 +158,12 @@ class FileDestination:
 
 
 def _write_failed(failure):
+    """A write the file system refused for the name itself (too long for a file system with a
+    smaller NAME_MAX than the folder reported, a byte sequence it cannot store) is permanent: the
+    same name fails again.  Anything else (disk full, permissions, I/O) is retried."""
     error = failure.value
+    if isinstance(error, OSError) and error.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
+        raise PermanentError(f"write failed: {error.strerror}")
     if isinstance(error, OSError):
         raise TransientError(f"write failed: {error.strerror or type(error).__name__}")
     return failure

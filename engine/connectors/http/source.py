@@ -14,7 +14,10 @@ before Twisted's own bare 400).  A refused connection is answered at once with
 
 Only a body that parses as the channel's ``inbound`` is stored (RELIABILITY 29: XML with a DTD is
 refused by ``engine.message.parse_inbound``); a client's ``Idempotency-Key`` header goes with it to
-the store so a retry is answered with the original id (RELIABILITY 30).  Answers: 202
+the store so a retry is answered with the original id (RELIABILITY 30), and the same key with
+another body is answered 409, nothing stored (catalogue H10; JSON that could never be stored --
+lone surrogates, 100+-digit numbers -- is 400: ``json_input``).  Per-address caps and the
+whole-request deadline (408) come from ``guard`` (catalogue H4).  Answers: 202
 ``{"id", "status"}`` once stored, 200 for a duplicate (``"duplicate": true``), and with
 ``ack = "processed"`` 200 with the processing status or 422 when processing failed (the message is
 kept for replay; resending would not help).  A store failure is 503, never 2xx.  HL7 bodies are
@@ -37,8 +40,11 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.web import http
 
-from engine.connectors.listener import ListeningSource
+from engine.connectors.http.guard import GuardedChannel
+from engine.connectors.http.json_input import check_json, same_json
+from engine.connectors.listener import ConnectionGate, ListeningSource
 from engine.core.ingest import answer_frame
+from engine.hl7.ack import build_reject
 from engine.hl7.encoding import normalize_segments
 from engine.hookspecs import hookimpl
 from engine.core.message import MessageParseError, parse_inbound
@@ -55,6 +61,7 @@ METHODS = (b"POST", b"PUT")
 LINGER_SECONDS = 1.0           # how long a refused connection is drained before it is closed
 LINGER_BYTES = 1 << 20         # ...and how much of the refused body we read (and drop) at most
 MAX_IDEMPOTENCY_KEY = 255
+KEY_CONFLICT = "this Idempotency-Key was used for a different body; nothing was stored (use a new key)"
 _CHARSET = re.compile(rb";\s*charset\s*=\s*\"?([A-Za-z0-9._:+-]+)", re.IGNORECASE)
 
 
@@ -75,11 +82,13 @@ def raw_response(code: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...
 
 
 class Refusal(Exception):
-    """An answer decided before the body is read: status, PHI-free reason, extra headers."""
+    """An answer decided before the body is read: status, PHI-free reason, extra headers.
+    ``quiet``: already logged (by the connection gate's summary), not once more per refusal."""
 
-    def __init__(self, code: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(self, code: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = (), *,
+                 quiet: bool = False) -> None:
         super().__init__(reason)
-        self.code, self.reason, self.headers = code, reason, headers
+        self.code, self.reason, self.headers, self.quiet = code, reason, headers, quiet
 
 
 class CappedBody:
@@ -118,30 +127,42 @@ class SourceRequest(CappedBody, http.Request):
         self.channel.factory.handle(self)
 
 
-class SourceChannel(http.HTTPChannel):
-    """``HTTPChannel`` with our caps and refusals; see the module docstring."""
+class SourceChannel(GuardedChannel, http.HTTPChannel):
+    """``HTTPChannel`` with our caps and refusals; see the module docstring.  The guards
+    (engine/connectors/http/guard.py) add the per-address caps and the whole-request deadline."""
 
     requestFactory = SourceRequest
     refused = False
+    _quiet = False
     _linger_call = None
     _dropped = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if not self.guard_admit():
+            return
         if not self.factory.admit(self):
             self.refuse(Refusal(503, "too many connections"))
 
     def connectionLost(self, reason) -> None:
         if self._linger_call is not None and self._linger_call.active():
             self._linger_call.cancel()
+        self.guard_lost()
         self.factory.release(self)
         super().connectionLost(reason)
+
+    def refuse_guarded(self, code: int, reason: str) -> None:
+        # quiet when the gate's summary logged it; a flag on the channel too, so that a subclass
+        # that rebuilds the Refusal (the admin's adds headers) keeps it quiet
+        self._quiet = getattr(self.factory, "gate", None) is not None
+        self.refuse(Refusal(code, reason, quiet=self._quiet))
 
     # -- caps, checked before Twisted's own (which would answer a bare 400) -----------------
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
             self._drop(data)
             return
+        self.guard_data()
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -175,6 +196,7 @@ class SourceChannel(http.HTTPChannel):
         super().allHeadersReceived()   # may answer "100 Continue": only for requests we take
 
     def allContentReceived(self) -> None:
+        self.guard_request_read()
         if not self.refused:
             super().allContentReceived()
 
@@ -192,7 +214,9 @@ class SourceChannel(http.HTTPChannel):
         if self.refused:
             return
         self.refused = True
-        self.factory.note_refused(refusal, self.transport.getPeer())
+        self.guard_request_read()      # answered: no deadline of ours runs on
+        if not (refusal.quiet or self._quiet):
+            self.factory.note_refused(refusal, self.transport.getPeer())
         self.transport.write(raw_response(refusal.code, json_body({"error": refusal.reason}), refusal.headers))
         self._linger_call = self.callLater(LINGER_SECONDS, self._close)
 
@@ -251,8 +275,11 @@ class HttpSourceFactory(protocol.ServerFactory):
         self.max_header_size = options.get("max_header_size") or 16384
         self.idle_timeout = options.get("idle_timeout") or None
         self.max_connections = options.get("max_connections") or 100
+        self.request_timeout = options.get("request_timeout") or None
         self.ack_mode = options.get("ack") or "stored"
-        self.connections: set[SourceChannel] = set()
+        self.gate = ConnectionGate(f"{self.channel_name}: HTTP", max_connections=self.max_connections,
+                                   per_address=options.get("max_connections_per_address"), reactor=reactor)
+        self.connections: set[SourceChannel] = self.gate.connections
         self.in_flight = 0
         self._drained: list[defer.Deferred] = []
 
@@ -270,13 +297,10 @@ class HttpSourceFactory(protocol.ServerFactory):
 
     # -- connections -----------------------------------------------------------------------
     def admit(self, channel: SourceChannel) -> bool:
-        if len(self.connections) >= self.max_connections:
-            return False
-        self.connections.add(channel)
-        return True
+        return True     # the gate (``guard_admit``) holds both caps
 
     def release(self, channel: SourceChannel) -> None:
-        self.connections.discard(channel)
+        """The gate forgets the connection (``guard_lost``)."""
 
     def note_refused(self, refusal: Refusal, peer) -> None:
         log.info("{channel}: HTTP {code} to {peer}: {reason}", channel=self.channel_name, code=refusal.code,
@@ -337,13 +361,34 @@ class HttpSourceFactory(protocol.ServerFactory):
             return answer
         try:
             text = _decode(body, charset)
+            if self.inbound == "json":
+                check_json(text)      # lone surrogates, huge numbers, deep nesting: 400, not 5xx
             parse_inbound(text, self.inbound)
         except MessageParseError as error:
             self.sink.note_rejected(str(error))
             return 400, json_body({"error": str(error)}), JSON_TYPE
         receipt = yield self.sink.receive(text, idempotency_key=key)
+        if self._key_conflict(receipt, key, text):
+            return 409, json_body({"id": receipt.message_id, "error": KEY_CONFLICT}), JSON_TYPE
         code, data = self._receipt_answer(receipt)
         return code, json_body(data), JSON_TYPE
+
+    def _key_conflict(self, receipt, key: str | None, text: str) -> bool:
+        """A duplicate by ``Idempotency-Key`` whose body differs from the stored one: the client
+        reused a key for another message (409, nothing stored), not a retry.  A message whose
+        content was pruned cannot be compared and counts as the same."""
+        if key is None or receipt is None or not receipt.duplicate or receipt.message_id is None:
+            return False
+        store = getattr(self.sink, "store", None)
+        stored = store.get_message(receipt.message_id) if store is not None else None
+        raw = (stored or {}).get("raw")
+        if raw is None or raw == text:
+            return False
+        if self.inbound == "json":
+            return not same_json(raw, text)
+        if self.inbound == "hl7":
+            return normalize_segments(raw).rstrip("\r") != normalize_segments(text).rstrip("\r")
+        return True
 
     @defer.inlineCallbacks
     def _answer_hl7(self, body: bytes, charset: str, key: str | None):
@@ -351,6 +396,8 @@ class HttpSourceFactory(protocol.ServerFactory):
         keyed = _KeyedSink(self.sink, key)
         ack = yield answer_frame(keyed, normalize_segments(text), split_batches=False, original=original)
         receipt = keyed.receipt
+        if self._key_conflict(receipt, key, text):
+            return 409, build_reject(KEY_CONFLICT).encode("utf-8"), HL7_TYPE
         if receipt is None:
             code = 400                  # AR: not an acceptable HL7 message; nothing stored
         elif receipt.ok:
@@ -475,6 +522,8 @@ class HttpSource(ListeningSource):
         "token": OptionSpec("str", ""),
         "max_body": OptionSpec("size", "1MB", check=positive),
         "max_connections": OptionSpec("int", 100, check=positive),
+        "max_connections_per_address": OptionSpec("int", 20, check=positive),
+        "request_timeout": OptionSpec("duration", "30s", check=positive),   # headers and body, whole
         "max_headers": OptionSpec("int", 100, check=positive),        # more: 431
         "max_header_size": OptionSpec("size", "16KB", check=positive),  # request line + headers; more: 431
         "idle_timeout": OptionSpec("duration", "1m", check=positive),

@@ -61,50 +61,60 @@ class FrameDecoder:
         return self.inside and not self.broken
 
     def feed(self, data: bytes) -> list[FrameEvent]:
-        events: list[FrameEvent] = []
-        if self.broken:
-            return events
-        self.buffer += data
+        """Take ``data`` and return every event it completes (the MLLP client, tests)."""
+        self.append(data)
+        events = []
+        while (event := self.next_event()) is not None:
+            events.append(event)
+        return events
+
+    def append(self, data: bytes) -> None:
+        """Take ``data`` without decoding it yet: ``next_event`` decodes one event at a time, so a
+        listener that stops reading (backpressure) keeps the rest as bytes, not as events."""
+        if not self.broken:
+            self.buffer += data
+
+    def next_event(self) -> FrameEvent | None:
+        """The next event in the bytes taken so far, or None when they hold no complete one."""
         while self.buffer and not self.broken:
             if not self.inside:
                 start = self.buffer.find(START)
                 if start < 0:
-                    events.append(FrameEvent("junk", count=len(self.buffer)))
+                    count = len(self.buffer)
                     self.buffer.clear()
-                    break
-                if start:
-                    events.append(FrameEvent("junk", count=start))
+                    return FrameEvent("junk", count=count)
                 del self.buffer[: start + 1]
                 self.inside = True
+                if start:
+                    return FrameEvent("junk", count=start)
                 continue
             end = self.buffer.find(END)
             if end < 0:
                 if len(self.buffer) > self.max_size:
-                    self._stop(events, "oversize")
-                break
+                    return self._stop("oversize")
+                return None
             if end > self.max_size:
-                self._stop(events, "oversize")
-                break
+                return self._stop("oversize")
             if end + 1 >= len(self.buffer):
-                break  # 0x1C is the last byte so far: 0x0D may come in the next read
+                return None  # 0x1C is the last byte so far: 0x0D may come in the next read
             payload = bytes(self.buffer[:end])
             if self.buffer[end + 1] == CR:
                 del self.buffer[: end + 2]
                 self.inside = False
-                events.append(FrameEvent("frame", payload))
-            elif self.lenient_end:
+                return FrameEvent("frame", payload)
+            if self.lenient_end:
                 del self.buffer[: end + 1]
                 self.inside = False
-                events.append(FrameEvent("frame", payload))
-            else:
-                events.append(FrameEvent("bad_end", payload))
-                self.broken = True
-                self.inside = False
-                self.buffer.clear()
-        return events
+                return FrameEvent("frame", payload)
+            self.broken = True
+            self.inside = False
+            self.buffer.clear()
+            return FrameEvent("bad_end", payload)
+        return None
 
-    def _stop(self, events: list[FrameEvent], kind: str) -> None:
-        events.append(FrameEvent(kind, count=len(self.buffer)))
+    def _stop(self, kind: str) -> FrameEvent:
+        event = FrameEvent(kind, count=len(self.buffer))
         self.broken = True
         self.inside = False  # reported once, as its own kind: not a partial frame any more
         self.buffer.clear()
+        return event

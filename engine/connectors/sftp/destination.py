@@ -70,7 +70,8 @@ class SftpDestination:
         self.remote = options["remote_path"]
         self.suffix = options.get("temp_suffix") or ".tmp"
         self.filename = FilenameTemplate(context, options.get("filename") or "{{ id }}.txt",
-                                         f"destination[{config.name}].filename")
+                                         f"destination[{config.name}].filename",
+                                         reserve=1 + len(self.suffix.encode("utf-8")), remote_path=self.remote)
         self.channel = context.channel_name
         self.session = session_module().SftpSession(options, reactor, label=f"{context.channel_name}/{config.name}")
 

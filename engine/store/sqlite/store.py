@@ -106,6 +106,25 @@ class Store(GroupCommitWriter):
     def open_readonly(cls, path) -> "Store":
         return cls(path, writer=False)
 
+    # --- integrity (issue 15): a damaged file stops the start instead of taking ACKs ----------
+
+    @staticmethod
+    def quick_check(path) -> list[str]:
+        """``PRAGMA quick_check`` on the file at ``path`` (read-only; the WAL is read too): [] when it
+        is sound, else SQLite's findings (page numbers, table and index names, row ids: never
+        content).  Reads every page once: about 2 s per GB from the page cache (docs/reliability-and-security.md)."""
+        return _pragma_check(path, "quick_check")
+
+    @staticmethod
+    def integrity_check(path) -> list[str]:
+        """``PRAGMA integrity_check``: quick_check plus every index checked against its table."""
+        return _pragma_check(path, "integrity_check")
+
+    @staticmethod
+    def recovery_steps(path) -> str:
+        """What a person does with a damaged store: SQLite's ``.recover`` into a new file."""
+        return damaged_store_steps(path)
+
     def _now(self) -> str:
         return iso_utc(self._clock())
 
@@ -545,3 +564,63 @@ class Store(GroupCommitWriter):
         """The collections KPIs over the messages received since ``since`` (a datetime; None:
         all), on one channel or all: the dict ``switchboard report --json`` prints (``report.py``)."""
         return report_sql.build_report(self._reader(), since=since, channel=channel, now=now)
+
+
+def _pragma_check(path, pragma: str) -> list[str]:
+    """Run one of SQLite's own checks; a file SQLite cannot even read is one finding."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        return [f"cannot open the file ({getattr(exc, 'sqlite_errorname', None) or exc})"]
+    try:
+        rows = conn.execute(f"PRAGMA {pragma}(100)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    findings = [line for (row,) in rows for line in str(row).splitlines() if line.strip()]
+    return [] if findings == ["ok"] else [f for f in findings if f != "*** in database main ***"] or findings
+
+
+def damaged_store_steps(path) -> str:
+    """The recovery, as commands to type: a dump of every row SQLite can still read, loaded into a
+    new file (the ``sed`` turns the dump's closing ROLLBACK, written when it met damage, into a
+    COMMIT so that what was read is kept), the schema version set (a dump does not carry it), and
+    the files swapped; the damaged file and its -wal are kept.  ``.recover`` salvages more where
+    it works, but the sqlite3 3.40 command fails on any file with sqlite_stat1 ("SQL logic
+    error"): docs/reliability-and-security.md."""
+    version = _header_user_version(path)
+    return (f"stop the daemon; `sqlite3 {path} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' "
+            f"| sqlite3 {path}.recovered` (copies every row SQLite can still read); "
+            f"`sqlite3 {path}.recovered 'PRAGMA user_version = {version}'`; "
+            f"`mv {path} {path}.damaged` (with its -wal and -shm files, if any); "
+            f"`mv {path}.recovered {path}`; then `switchboard check --store` and `switchboard run`")
+
+
+def _header_user_version(path) -> int:
+    """The schema version in the file's header (bytes 60-63 of page 1), which survives damage
+    elsewhere; this Switchboard's own version when the header cannot be read."""
+    from engine.store.sqlite.schema import SCHEMA_VERSION
+
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except OSError:
+        return SCHEMA_VERSION
+    if len(header) < 64 or not header.startswith(b"SQLite format 3\x00"):
+        return SCHEMA_VERSION
+    version = int.from_bytes(header[60:64], "big")
+    return version if 0 < version <= SCHEMA_VERSION else SCHEMA_VERSION
+
+
+# What a read of a damaged (or locked) store raises; the CLI turns it into one sentence.
+StoreReadError = sqlite3.DatabaseError
+
+
+def describe_read_error(error: sqlite3.DatabaseError) -> str:
+    """One sentence for a read that SQLite refused (never a traceback): damage, or something else."""
+    name = getattr(error, "sqlite_errorname", None) or type(error).__name__
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(error):
+        return (f"the message store is damaged ({name}: {error}); nothing was changed. "
+                "`switchboard check --store` lists what SQLite finds and the steps to recover")
+    return f"the message store could not be read ({name}: {error})"

@@ -351,3 +351,72 @@ def test_a_format_width_taken_from_a_value_is_refused_and_ordinary_formats_work(
     rendered = templates.from_string("{{ '{:>6}|{:08.2f}|{:,}'.format(v, x, n) }} {{ '%-4s|' | format(v) }}"
                                      " {{ v.rjust(4, '0') }}", "ok").render({"v": "ab", "x": 3.5, "n": 1234})
     assert rendered == "    ab|00003.50|1,234 ab  | 00ab"
+
+
+# -- memory budget and bounded filter inputs (issue 15, point 2) ----------------------------------
+BUDGET_ATTACKS = {
+    "join with a 1 MB separator": ("{{ range(1500)|join('x'*1000000) }}", "the join filter would take"),
+    "append in a loop": ("{% set l = [] %}{% for i in range(2000) %}{% set _ = l.append('x' * 1000000) %}"
+                         "{% endfor %}{{ l|length }}", "memory budget"),
+    "references joined": ("{% set l = [] %}{% set big = 'x' * 1000000 %}{% for i in range(2000) %}"
+                          "{% set _ = l.append(big) %}{% endfor %}{{ l|join }}", "the join filter would take"),
+    "references printed": ("{% set big = 'x' * 1000000 %}{{ [big] * 1000 }}", "output exceeds"),
+    "namespace doubled with ~": ("{% set ns = namespace(s='x') %}{% for i in range(40) %}"
+                                 "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}", "'~' would take"),
+    "wordwrap(1) of 1 MB": ("{{ ('a'*1000000)|wordwrap(1) }}", "more than 20,000 lines"),
+    "set block": ("{% set x %}{% for i in range(2000) %}{{ 'x'*1000000 }}{% endfor %}{% endset %}{{ x|length }}",
+                  "memory budget"),
+    "printf": ("{{ ('%s'*1000) % (('x'*1000000,)*1000) }}", "'%' would take"),
+    "str.format": ("{{ ('{0}'*1000).format('x'*1000000) }}", "str.format would take"),
+    "str.join": ("{{ ('x'*1000000).join(['a']*1500) }}", "str.join would take"),
+    "replace": ("{{ ('x'*1000000)|replace('x', 'y'*1000) }}", "the replace filter would take"),
+    "+ in a loop": ("{% set ns = namespace(s='x'*1000000) %}{% for i in range(100) %}"
+                    "{% set ns.s = ns.s + ns.s[:1000000] %}{% endfor %}", "'+' would take"),
+    "tojson of references": ("{% set big = 'x' * 1000000 %}{{ ([big]*1000)|tojson|length }}", "tojson filter"),
+    "expandtabs": ("{{ ('\\t'*1000000).expandtabs(1000)|length }}", "str.expandtabs would take"),
+    "sum of lists": ("{{ [[1]*1000]*1000|sum(start=[]) }}", "adds numbers only"),
+    "batch fill": ("{{ [1]|batch(1000000000, 'x')|list }}", "linecount of at most"),
+}
+
+
+def test_helpers_are_charged_for_what_they_are_given():
+    from engine.core.template_helpers import FILTERS, GLOBALS
+
+    templates = Templates(None, filters=dict(FILTERS), globals=dict(GLOBALS))
+    for source, what in (("{% set big = 'x'*1000000 %}{{ hl7_segment('ZZZ', *([big]*1000)) }}", "hl7_segment"),
+                         ("{% set big = 'x'*1000000 %}{{ ([big]*1000)|csv_row }}", "the csv_row filter")):
+        started = time.monotonic()
+        with pytest.raises(TemplateError, match=f"{what} would take the render past its memory budget"):
+            templates.from_string(source, "t").render({})
+        assert time.monotonic() - started < 1.0
+    assert templates.from_string("{{ hl7_segment('NTE', 1, '', 'a|b') }} {{ [1, 'a,b']|csv_row }}", "t").render(
+        {}) == 'NTE|1||a\\F\\b 1,"a,b"'
+
+
+@pytest.mark.parametrize("name", list(BUDGET_ATTACKS))
+def test_renders_that_would_build_gigabytes_stop_within_the_budget(name):
+    import resource
+
+    source, reason = BUDGET_ATTACKS[name]
+    started = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(TemplateError, match=reason.replace("(", r"\(").replace("+", r"\+").replace("%", "%")) as caught:
+        Templates(None).from_string(source, "attack.j2").render({})
+    assert time.monotonic() - started < 1.0
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50   # MB of peak growth
+    assert str(caught.value).startswith("attack.j2 line 1: ")
+
+
+def test_the_budget_is_configurable_and_ordinary_templates_stay_far_under_it():
+    ordinary = ("{% set ns = namespace(s='') %}{% for i in range(500) %}{% set ns.s = ns.s ~ 'f' ~ i ~ '|' %}"
+                "{% endfor %}{{ ns.s|length }} {{ range(1000)|join(',')|length }} {{ ('a b ' * 1000)|wordwrap(60)|length }}")
+    plain = jinja2.sandbox.SandboxedEnvironment().from_string(ordinary).render()
+    assert Templates(None).from_string(ordinary, "t").render({}) == plain == "2390 3889 3999"
+    small = Templates(None, memory=2**20)
+    with pytest.raises(TemplateError, match=r"memory budget of 1 MiB \(\[engine\] template_memory\)"):
+        small.from_string("{{ ('x' * 600000) ~ ('y' * 600000) }}", "t").render({})
+
+
+def test_the_budget_is_per_render():
+    template = Templates(None, memory=2**20).from_string("{{ (('x' * 400000) ~ 'y')|length }}", "t")
+    assert [template.render({}) for _ in range(10)] == ["400001"] * 10

@@ -102,3 +102,57 @@ def test_address_must_be_text(value):
 def test_address_round_trip(ip, port):
     address = (str(ip), port)
     assert parse_address(format_address(address)) == address
+
+
+# -- range-checked input of the CLI and the API (issue 15, point 6) ----------------------------
+from datetime import datetime, timezone  # noqa: E402
+
+from engine.core.units import (MAX_INTEGER, parse_age, parse_int, parse_message_id,  # noqa: E402
+                               parse_time_bound)
+
+
+@pytest.mark.parametrize("text, number", [("1", 1), ("+7", 7), (" 42 ", 42), ("007", 7), (9, 9),
+                                          (str(MAX_INTEGER), MAX_INTEGER)])
+def test_message_ids(text, number):
+    assert parse_message_id(text) == number
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("²", "must be a whole number"), ("1.5", "must be a whole number"), ("", "must be a whole number"),
+    ("0x10", "must be a whole number"), (True, "must be a whole number"), ("0", "out of range"),
+    ("-5", "out of range"), (str(MAX_INTEGER + 1), "out of range"), ("9" * 5000, "out of range"),
+])
+def test_bad_message_ids(text, reason):
+    with pytest.raises(ValueError, match=reason) as caught:
+        parse_message_id(text)
+    assert len(str(caught.value)) < 120          # a 5,000-digit value is not echoed whole
+
+
+def test_int_ranges_name_the_value():
+    assert parse_int("0", "offset") == 0
+    with pytest.raises(ValueError, match=r"limit must be between 1 and 1000; '1001' is out of range"):
+        parse_int("1001", "limit", minimum=1, maximum=1000)
+
+
+@pytest.mark.parametrize("text", ["99999999999d", "36601d", "9999-12-31T23:59:59-14:00",
+                                  "0001-01-01T00:00:00+14:00", "yesterday"])
+def test_time_bounds_out_of_range_are_one_sentence(text):
+    with pytest.raises(ValueError) as caught:
+        parse_time_bound(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_time_bounds_are_utc():
+    now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    assert parse_time_bound("1d", now) == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert parse_time_bound("2026-01-01T02:00:00+02:00") == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert parse_time_bound("2026-01-01") == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert parse_time_bound("9999-12-31T23:59:59+00:00").year == 9999
+
+
+@pytest.mark.parametrize("text, reason", [("0", "more than 0"), ("99999999999d", "further than"),
+                                          ("soon", "not a duration")])
+def test_bad_ages(text, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_age(text, "--older-than")
+    assert parse_age("30d") == 30 * 86400

@@ -444,3 +444,27 @@ def test_samples_against_python_hl7(sample):
     assert view["MSH.10"] == msh.control_id == parsed.extract_field("MSH", 1, 10, 1, 1, 1).strip()
     if "PID" in view.segment_names():
         assert view["PID.5.1"] == parsed.segment("PID").extract_field(1, 5, 1, 1, 1)
+
+
+# -- two MSH in one frame, FTS-1 (issue 15, point 8) ----------------------------------------------
+def test_a_frame_with_a_second_msh_is_not_one_message():
+    from engine.hl7.acceptance import check_hl7
+
+    one = "MSH|^~\\&|A|B|C|D|2024||ADT^A08|X1|P|2.5\rPID|1\r"
+    _msh, problem = check_hl7(one + one.replace("X1", "X2"))
+    assert problem.startswith("the frame holds 2 messages") and "X2" not in problem
+    assert check_hl7(one)[1] is None
+
+
+@pytest.mark.parametrize("fts, problem", [("1", None), ("", None), ("2", "FTS-1 declares 2"),
+                                          ("x", "FTS-1 at segment 8 is not a number")])
+def test_fts1_is_checked_like_bts1(fts, problem):
+    from engine.hl7.batch import split_batch
+
+    one = "MSH|^~\\&|A|B|C|D|2024||ADT^A08|X1|P|2.5\rPID|1\r"
+    text = f"FHS|^~\\&\rBHS|^~\\&\r{one}{one.replace('X1', 'X2')}BTS|2\rFTS|{fts}\r"
+    if problem is None:
+        assert len(split_batch(text)[0]) == 2
+    else:
+        with pytest.raises(ValueError, match=problem):
+            split_batch(text)

@@ -54,3 +54,38 @@ def test_a_pruned_message_is_a_clear_error():
     name, _ = template("{{ msg['MSH.10'] }}.hl7", stored=None)
     with pytest.raises(PermanentError, match="not in the store"):
         name.render(Delivery(7, 42, ""))
+
+
+# -- names the file system cannot take, or that hold control characters (issue 15, point 1) -----
+from engine.connectors.file.naming import safe_filename  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["a\nb.txt", "a\rb", "a\tb", "a\x01b", "a\x7fb", "a\x85b", "a\x1bb"])
+def test_control_characters_are_permanent_and_unquoted(name):
+    with pytest.raises(PermanentError, match="control character") as caught:
+        safe_filename(name)
+    assert name not in str(caught.value)
+
+
+def test_a_name_over_name_max_counts_bytes_and_the_temp_room():
+    assert safe_filename("a" * 239, reserve=16) == "a" * 239
+    with pytest.raises(PermanentError, match="240 bytes, over this destination's limit of 239"):
+        safe_filename("a" * 240, reserve=16)
+    with pytest.raises(PermanentError, match="over this destination's limit"):
+        safe_filename("é" * 120, reserve=16)        # 240 bytes in UTF-8, 120 characters
+
+
+def test_a_path_over_path_max_is_permanent():
+    with pytest.raises(PermanentError, match="path would be"):
+        safe_filename("x.txt", directory="/" + "d" * 4090)
+
+
+def test_a_lone_surrogate_is_permanent():
+    with pytest.raises(PermanentError, match="not valid text"):
+        safe_filename("a\udc80b")
+
+
+def test_a_long_account_renders_to_a_permanent_error():
+    name, _loaded = template("{{ meta.account }}.txt")
+    with pytest.raises(PermanentError, match="bytes, over"):
+        name.render(Delivery(1, 1, "x", meta={"account": "9" * 300}))
