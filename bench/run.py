@@ -144,9 +144,22 @@ def switchboard_command() -> list[str]:
     raise Unavailable("no switchboard executable next to this Python or in .venv/bin")
 
 
-def start_switchboard(tmpdir: Path, channel: str = INGEST_CHANNEL, timeout: float = 20.0) -> Server:
+STORE_SERVER: str | None = None  # --store-url: the PostgreSQL server of the "switchboard-pg" target
+
+
+def store_table(store_url: str | None) -> str:
+    """The [store] table: the SQLite file, or ``url`` = a fresh database on ``store_url``'s server."""
+    if not store_url:
+        return '[store]\npath = "var/switchboard.db"\nretention = "0"\n'
+    from pgdb import fresh_database
+
+    return f'[store]\nurl = "{fresh_database(store_url)}"\nretention = "0"\n'
+
+
+def start_switchboard(tmpdir: Path, channel: str = INGEST_CHANNEL, timeout: float = 20.0,
+                      store_url: str | None = None, name: str = "switchboard") -> Server:
     """The real daemon with one channel (ingest by default) in a throwaway config directory."""
-    home = tmpdir / "switchboard"
+    home = tmpdir / name
     for sub in ("channels", "transforms", "plugins", "var"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     port, admin_port = free_port(), free_port()
@@ -154,12 +167,12 @@ def start_switchboard(tmpdir: Path, channel: str = INGEST_CHANNEL, timeout: floa
         "[engine]\n"
         'channels_dir = "channels"\ntransforms_dir = "transforms"\nplugins_dir = "plugins"\n'
         'log_level = "warning"\n\n'
-        '[store]\npath = "var/switchboard.db"\nretention = "0"\n\n'
+        + store_table(store_url) + "\n"
         f'[admin]\nlisten = "{HOST}:{admin_port}"\ntoken = "${{SWITCHBOARD_TOKEN}}"\n'
     )
     (home / "channels" / "bench.toml").write_text(channel.format(host=HOST, port=port))
     cmd = switchboard_command() + ["-c", str(home / "config.toml"), "run"]
-    log = tmpdir / "switchboard.log"
+    log = tmpdir / f"{name}.log"
     env = {**os.environ, "SWITCHBOARD_TOKEN": secrets.token_hex(16)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=home, env=env)
@@ -168,7 +181,13 @@ def start_switchboard(tmpdir: Path, channel: str = INGEST_CHANNEL, timeout: floa
             proc.kill()
         proc.wait()
         raise Unavailable(f"not listening on {port} ({last_line(log) or 'no output'})")
-    return Server("switchboard", proc, port, log)
+    return Server(name, proc, port, log)
+
+
+def start_switchboard_pg(tmpdir: Path) -> Server:
+    if not STORE_SERVER:
+        raise Unavailable("no --store-url given")
+    return start_switchboard(tmpdir, store_url=STORE_SERVER, name="switchboard-pg")
 
 
 def start_naive(tmpdir: Path) -> Server:
@@ -183,6 +202,8 @@ def start_framing(tmpdir: Path) -> Server:
 # The order of the table. "naive" and "limit" are the two references the ratios are taken against.
 TARGETS = [
     {"name": "switchboard", "label": "switchboard (ingest: MLLP -> store -> AA)", "start": start_switchboard},
+    {"name": "switchboard-pg", "label": "switchboard, [store] url = PostgreSQL (--store-url)",
+     "start": start_switchboard_pg},
     {"name": "naive", "label": "naive: python-hl7 asyncio + SQLite commit/msg", "start": start_naive},
     {"name": "limit", "label": "limit: Twisted MLLP framing only", "start": start_framing},
 ]
@@ -304,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="run only these targets (by name)")
     parser.add_argument("--json-out", help="also write every run's numbers to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (databases, logs)")
+    parser.add_argument("--store-url", metavar="URL",
+                        help="also run the daemon on PostgreSQL: a fresh database on this server"
+                             " (postgresql://127.0.0.1:5432/), target switchboard-pg")
     args = parser.parse_args(argv)
+    global STORE_SERVER
+    STORE_SERVER = args.store_url
 
     started = time.monotonic()
     tmpdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
