@@ -64,7 +64,7 @@ RULES: tuple[tuple[frozenset, re.Pattern, Need], ...] = tuple(
         (READ, rf"/api/channels/?|/api/channels/{CHANNEL}/?|/channels/?|/channels/{CHANNEL}/?", VIEW),
         (READ, rf"/api/messages/?|/api/messages/{ID}/?|/messages/{ID}/?", VIEW),
         (READ, rf"/messages/{ID}/(raw|transformed|original|sent|response)", CONTENT),
-        (READ, r"/api/reload/?", VIEW),
+        (READ, r"/api/reload/?|/api/nodes/?", VIEW),
         (POST, rf"/api/channels/{CHANNEL}/{ACTION}|/channels/{CHANNEL}/{ACTION}", OPERATE),
         (POST, rf"/api/messages/{ID}/replay|/messages/{ID}/replay|/api/replay/?", OPERATE),
         (POST, r"/api/reload/?", ADMINISTER),
