@@ -62,11 +62,9 @@ GROUPS: list[tuple[str, callable]] = [
     ("MSH peeks", lambda f, p: "hl7/msh.py" in p or "hl7/acceptance.py" in p),
     ("events/metrics", lambda f, p: "core/events.py" in p or "metrics" in p or "prometheus_client" in p
      or "pluggy" in p or f == "_record_verdicts"),
-    ("Jinja render (transform)", lambda f, p: "jinja2" in p and f == "render" or "core/templates.py" in p
-     and f == "render" or "template_helpers" in p or f == "check_outbound" or "<template>" in p),
-    ("pipeline: filter, metadata, HL7 view", lambda f, p: "core/pipeline.py" in p or "hl7/view.py" in p
-     or "hl7/path.py" in p or "core/templates.py" in p or "jinja2" in p or "core/message.py" in p
-     or "core/statuses.py" in p or "hl7/encoding.py" in p and f != "normalize_segments"),
+    ("pipeline", lambda f, p: "core/pipeline.py" in p or "hl7/view.py" in p or "hl7/path.py" in p
+     or "core/templates.py" in p or "template_helpers" in p or "jinja2" in p or "<template>" in p
+     or "core/message.py" in p or "core/statuses.py" in p or "hl7/encoding.py" in p and f != "normalize_segments"),
     ("destination send (queue, MLLP client, peer ACK)",
      lambda f, p: "core/queue.py" in p or "connectors/mllp/client.py" in p or "connectors/mllp/destination.py" in p
      or "connectors/mllp/send.py" in p or "connectors/mllp_client" in p),
@@ -75,7 +73,7 @@ GROUPS: list[tuple[str, callable]] = [
     ("channel + ingest glue (receive, answer_frame, store calls)",
      lambda f, p: "core/channel.py" in p or "core/ingest.py" in p or f == "reserve_id" or "core/faults.py" in p),
     ("Deferred chains", lambda f, p: "twisted/internet/defer.py" in p),
-    ("reactor loop + socket system calls", lambda f, p: "twisted/internet/" in p or "twisted/python/" in p
+    ("reactor loop + socket system calls (source reads and ACK writes, destination ACK reads)", lambda f, p: "twisted/internet/" in p or "twisted/python/" in p
      or "selectors" in p),
 ]
 
@@ -103,14 +101,42 @@ def idle(frames: list[tuple[str, str]]) -> bool:
 TRANSPARENT = {"untilConcludes", "callWithContext", "callWithLogger", "currentContext", "getContext"}
 
 
+LOOP = GROUPS[-1][0]
+# The pipeline's time, split by the stage that ran it (the outermost pipeline frame that says).
+PIPELINE_PARTS = [("pipeline: transform (Jinja render, output check)", ("apply", "check_outbound", "transform")),
+                  ("pipeline: filters", ("check",)),
+                  ("pipeline: metadata", ("metadata",))]
+
+
+def pipeline_part(frames: list[tuple[str, str]]) -> str:
+    if any("store/sqlite/" in path for _func, path in frames):
+        return "store writer SQL"  # the store deriving a status (engine/core/statuses.py)
+    for func, path in frames:
+        if "core/pipeline.py" in path:
+            for group, funcs in PIPELINE_PARTS:
+                if func in funcs:
+                    return group
+    return "pipeline: parse, context, plans"
+DESTINATION = next(group for group, _test in GROUPS if group.startswith("destination send"))
+
+
 def classify(frames: list[tuple[str, str]]) -> str:
+    found = None
     for func, path in reversed(frames):
         if func in TRANSPARENT:
             continue
         for group, test in GROUPS:
             if test(func, path):
-                return group
-    return "other"
+                if found is None:
+                    found = group
+                    if group == "pipeline":
+                        return pipeline_part(frames)
+                    if group != LOOP:
+                        return group
+                elif group == DESTINATION:
+                    return group  # the destination's own writes (epoll, send) are its cost
+                break
+    return found or "other"
 
 
 def thread_of(frames: list[tuple[str, str]]) -> str:
@@ -218,7 +244,14 @@ def main(argv=None) -> int:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--keep", help="copy the raw py-spy output to this directory")
+    parser.add_argument("--raw", nargs=2, metavar=("FILE", "REACTOR,WRITER,DAEMON,MSG_PER_S"),
+                        help="only group a kept raw file again, with the CPU figures its run printed")
     args = parser.parse_args(argv)
+    if args.raw:
+        reactor, writer, daemon, rate = (float(x) for x in args.raw[1].split(","))
+        report(Path(args.raw[0]).stem, {"reactor_us": reactor, "writer_us": writer, "daemon_us": daemon,
+                                        "msg_per_s": rate}, read_raw(Path(args.raw[0])))
+        return 0
     for name in args.case or ["ingest-8", "e2e-8"]:
         run_case, connections = CASES[name]
         with tempfile.TemporaryDirectory(prefix="switchboard-profile-") as tmp:
