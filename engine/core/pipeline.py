@@ -244,6 +244,7 @@ class ChannelPipeline:
         # nothing to filter or transform anywhere: a message needs no context (no parse) to be planned
         self.pass_through = not any(stages.filters or stages.steps for stages in
                                     (self.channel_stages, *self.destination_stages.values()))
+        self.pass_through_status = derive_status([QUEUED] * len(self.destination_stages))
         self.metadata_paths = dict(config.metadata)
         self.metadata_expressions = {}
         for key, source in config.metadata.items():
@@ -304,10 +305,8 @@ class ChannelPipeline:
         if self.pass_through and message.inbound == "hl7" and message.msh is not None:
             # what the general path below gives when no stage exists, without parsing the message
             # (an HL7 message with an MSH always parses; other types still parse to be checked)
-            outcome = Outcome(QUEUED, [], None, destinations=[DestinationPlan(name, body=message.raw)
-                                                               for name in self.destination_stages])
-            outcome.status = derive_status(plan.status for plan in outcome.destinations)
-            return outcome
+            return Outcome(self.pass_through_status, [], None,
+                           destinations=[DestinationPlan(name, body=message.raw) for name in self.destination_stages])
         try:
             context = self.context(message, meta)
             filters = self.channel_stages.check(message, context)
