@@ -6,6 +6,8 @@ drives it with the same load client (``bench/load_client.py``) and prints one li
 
 - ``e2e-8``: filter + Jinja transform (HL7 out) + MLLP destination to ``sink_peer.py``, 8
   connections; the delivery rate is measured AT THE DESTINATION (first to last frame received).
+  Beside the rates, the daemon's CPU µs per delivered message from /proc (``reactor_us``: its main
+  thread; ``writer_us``: the store writer; ``daemon_us``: every thread), ingest and delivery both.
 - ``e2e-8-pipelined``: the same with ``max_in_flight = 8`` on the MLLP destination.
 - ``ingest-64``: MLLP -> store -> AA over 64 connections.
 - ``idle-rss``: 10 channels, 1,000 idle connections held open, then 8-connection load on one
@@ -114,12 +116,17 @@ def e2e_8(tmpdir: Path, messages: int = 10000, max_in_flight: int = 1) -> dict:
     server, _ = start_with_channels(tmpdir, {"bench": text})
     try:
         began = time.time()
+        before = harness.thread_times(server.proc.pid)
         ingest = harness.run_client(port, 8, messages, 1, 60)
         done = wait_done(sink, 120)
+        cpu = harness.cpu_per_message(server.proc.pid, before, harness.thread_times(server.proc.pid),
+                                      int(done[1]) if done else ingest["ok"])
         delivered = int(done[1]) if done else 0
         last = float(done[3]) if done else time.time()
         return {"ingest_msg_per_s": ingest["msg_per_s"], "ingest_p99_ms": ingest["p99_ms"],
                 "delivered": delivered, "delivery_msg_per_s": round(delivered / (last - began), 1),
+                "reactor_us": round(cpu["reactor_us"]), "writer_us": round(cpu["writer_us"]),
+                "daemon_us": round(cpu["daemon_us"]),
                 "errors": ingest["errors"], "peak_rss_mb": round(server.read_peak_rss() / 1024, 1)}
     finally:
         server.stop()
