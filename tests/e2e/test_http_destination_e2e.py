@@ -113,8 +113,11 @@ def setup(tmp_path_factory):
     channels["slow"] = channel(f"http://127.0.0.1:{peers['slow'].port}/in", timeout="300ms")
     channels["templated"] = channel(
         f"http://127.0.0.1:{peers['templated'].port}/patients/{{{{ meta.mrn }}}}/events?id={{{{ id }}}}",
-        'method = "PUT"\nheaders = { Authorization = "Bearer ${AGENCY_TOKEN}", X-Source = "switchboard" }',
+        'method = "PUT"\nheaders = { Authorization = "Bearer ${AGENCY_TOKEN}", X-Source = "switchboard", '
+        'X-Patient = "{{ meta.mrn }}" }',
         '[[transform]]\ninline = \'{"mrn": {{ msg["PID.3.1"] | tojson }}}\'\noutbound = "json"\n')
+    channels["injected"] = channel(f"http://127.0.0.1:{peers['templated'].port}/in",
+                                   'headers = { X-Patient = "{{ meta.mrn }}" }')
     channels["down"] = channel(f"http://127.0.0.1:{down_port}/in")
     daemon = Daemon(tmp_path_factory.mktemp("http-dest"), channels, env={"AGENCY_TOKEN": "agency-secret"})
     daemon.start(expect_channels=len(channels))
@@ -181,9 +184,24 @@ def test_url_template_headers_and_content_type(setup):
     assert request["path"] == f"/patients/A%2FB%207/events?id={message_id}"   # the value fills one segment
     assert request["headers"]["Authorization"] == "Bearer agency-secret"
     assert request["headers"]["X-Source"] == "switchboard"
+    assert request["headers"]["X-Patient"] == "A/B 7"             # a header template, per message
     assert request["headers"]["Content-Type"] == "application/json; charset=utf-8"
     assert json.loads(request["body"]) == {"mrn": "A/B 7"}
     assert "agency-secret" not in daemon.log
+
+
+def test_a_header_template_rendering_a_line_break_is_permanent_and_smuggles_nothing(setup):
+    daemon, peers, _, _ = setup
+    before = len(peers["templated"].requests)
+    message_id = send(daemon, "injected", "HD-CRLF", mrn="X\\X0D0A\\Injected: yes")
+    shown = daemon.wait_status(message_id, "ERROR")
+    [attempt] = shown["destinations"][0]["attempts"]
+    assert attempt["error"] == "header X-Patient: the rendered value holds a line break"
+    follower = send(daemon, "injected", "HD-AFTER-CRLF", mrn="M7")   # the line moves on
+    daemon.wait_status(follower, "SENT")
+    sent = peers["templated"].requests[before:]
+    assert [r["headers"]["X-Patient"] for r in sent] == ["M7"]
+    assert not any("Injected" in name for r in sent for name in r["headers"])
 
 
 def test_connection_refused_is_retried_until_the_peer_is_up(setup):

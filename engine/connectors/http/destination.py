@@ -11,7 +11,10 @@ refused this message, the response is kept, the line moves on.
 The ``url`` is a template rendered per message with ``id``, ``meta`` and ``channel``; the values
 are percent-encoded before they are placed, so a metadata value can fill a path segment or query
 value but never add one (the way HL7 output escapes its values).  Header values may use ${ENV}
-(substituted when the config loads).  ``Content-Type`` follows the body's declared type (the last
+(substituted when the config loads) and may be templates rendered per message with the same names
+(``X-Order-Id = "{{ meta.order_id }}"``, as Mirth's per-message headers); a rendered value holding a
+line break or a character outside Latin-1 is a permanent error naming the header, never a second
+header smuggled into the request.  ``Content-Type`` follows the body's declared type (the last
 ``outbound`` of the channel's and this destination's transforms, else the channel's inbound)
 unless ``headers`` sets it.  Built on ``twisted.web.client.Agent`` with a persistent connection
 pool (treq is not a dependency); TLS through ``engine.connectors.tls.client_context`` via a small
@@ -176,6 +179,9 @@ class HttpDestination:
         if self.tls is not None and options["url"].strip().lower().startswith("http://"):
             raise ValueError("tls is set but the url is http://: use https:// (or remove tls)")
         self.headers = dict(options.get("headers") or {})
+        self._header_templates = {
+            name: context.templates.from_string(value, f"destination[{config.name}].headers.{name}")
+            for name, value in self.headers.items() if "{{" in value or "{%" in value}
         self._content_type = next((value for name, value in self.headers.items()
                                    if name.lower() == "content-type"), None)
         self._agent = None
@@ -200,6 +206,27 @@ class HttpDestination:
             raise PermanentError("tls is set but the rendered url is not https://")
         return url
 
+    def render_headers(self, delivery) -> Headers:
+        from engine.core.templates import TemplateError
+
+        headers = Headers()
+        for name, value in self.headers.items():
+            template = self._header_templates.get(name)
+            if template is not None:
+                try:
+                    value = template.render({"id": delivery.message_id, "meta": delivery.meta or {},
+                                             "channel": self.channel, "delivery": delivery.id}).strip()
+                except TemplateError as error:
+                    raise PermanentError(f"header {name} template: {error}") from None
+            if any(char in value for char in "\r\n\0"):
+                raise PermanentError(f"header {name}: the rendered value holds a line break")
+            try:
+                encoded = value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise PermanentError(f"header {name}: the rendered value holds a character outside Latin-1") from None
+            headers.addRawHeader(name.encode("latin-1"), encoded)
+        return headers
+
     def content_type(self) -> str:
         if self._content_type is not None:
             return self._content_type
@@ -212,9 +239,10 @@ class HttpDestination:
             url = self.render_url(delivery)
         except PermanentError as error:
             return defer.fail(error)
-        headers = Headers()
-        for name, value in self.headers.items():
-            headers.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+        try:
+            headers = self.render_headers(delivery)
+        except PermanentError as error:
+            return defer.fail(error)
         if self._content_type is None:
             headers.addRawHeader(b"Content-Type", self.content_type().encode("ascii"))
         exchange = self._exchange(url, headers, with_final_cr(delivery.body).encode("utf-8"))

@@ -6,7 +6,7 @@
   Channel Reader             -> source "channel"
   TCP Sender (MLLP mode)     -> destination "mllp"   connect, ack_timeout, connect_timeout
   File Writer (FILE / SFTP)  -> destination "file" / "sftp"   directory, filename (a template)
-  HTTP Sender                -> destination "http"   url (a template), method, headers, timeout
+  HTTP Sender                -> destination "http"   url and headers (templates), method, timeout
   Channel Writer             -> destination "channel"
   queue / retry settings     -> retry = { attempts, interval, backoff = 1.0 }
 
@@ -420,14 +420,13 @@ def _http(props: Element, velocity: Velocity, variables, label: str, result: Con
         name = children[0].text or ""
         values = [v.text or "" for v in children[1]] if children[1].tag == "list" else [children[1].text or ""]
         raw_value = ", ".join(values)
-        converted = velocity.convert(raw_value, variables=set(), allowed=frozenset())
-        if converted.ok:
-            headers[name] = Raw(converted.toml(jinja=False))
+        converted = velocity.convert(raw_value, variables=variables, allowed=URL_NAMES)
+        if converted.ok:   # a per-message value becomes a header template (``{{ meta.NAME }}``)
+            headers[name] = Raw(converted.toml(jinja=converted.uses_jinja))
         else:
-            result.notes.append(Note(label, f"The header `{name}: {raw_value}` takes a value per message "
-                                     f"({', '.join(converted.missing)}); Switchboard's http destination sends fixed "
-                                     "headers, so it is left out.", "a fixed header, the value in the `url` "
-                                     "(a template) or the body"))
+            result.notes.append(Note(label, f"The header `{name}: {raw_value}` uses {', '.join(converted.missing)}, "
+                                     "which Switchboard has no value for; it is left out.",
+                                     "a header template (`{{ meta.NAME }}` from a `[metadata]` entry)"))
     content_type = text(props, "contentType").strip()
     if content_type:
         charset = text(props, "charset", "UTF-8").strip()

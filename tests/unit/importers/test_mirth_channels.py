@@ -101,7 +101,7 @@ def test_07_http_listener_json_destination_set_filters_and_http_senders(tmp_path
                                 "department": "((msg['department'] | default('') | string) or 'UNKNOWN')"}
     lis, ris = data["destination"]
     assert lis["url"] == "http://127.0.0.1:26507/lis/orders" and lis["timeout"] == "30s"
-    assert lis["headers"] == {"Content-Type": "application/json; charset=UTF-8"}
+    assert lis["headers"] == {"X-Order-Id": "{{ meta.orderId }}", "Content-Type": "application/json; charset=UTF-8"}
     department = "(msg['department'] | default('') | string)"
     assert [f["when"] for f in lis["filter"]] == [
         f"not ({department} == 'RAD')", f"not ({department} not in ('LAB', 'RAD'))",
@@ -109,8 +109,9 @@ def test_07_http_listener_json_destination_set_filters_and_http_senders(tmp_path
     assert [f["when"] for f in ris["filter"]] == [
         f"not ({department} == 'LAB')", f"not ({department} not in ('LAB', 'RAD'))",
         "(msg['patient']['mrn'] | string) != ''"]
-    text = notes(out)     # a header with a per-message value is what Switchboard's http destination lacks
-    assert text.count("`X-Order-Id: ${orderId}`") == 2 and "javascript" not in text
+    assert ris["headers"]["X-Order-Id"] == "{{ meta.orderId }}"   # Mirth's per-message header, a template
+    text = notes(out)
+    assert "X-Order-Id" not in text and "javascript" not in text
 
 
 def test_08_queue_and_retry_settings(tmp_path):
