@@ -3,11 +3,13 @@ without JavaScript, for the people who run the channels.
 
     GET  /login, POST /login            sign in by name and password, or a token (engine/admin/sessions.py)
     GET  /logout, POST /logout          the sign-out button; the POST (with the CSRF token) ends the session
-    GET  /                              every channel: state, counts, queues, last error, problems
+    GET  /                              every channel: description, state, counts, each destination's
+                                        target, state and queue, a chart of the last hour, problems
     GET  /channels/NAME                 one channel and its recent messages (filter form)
     POST /channels/NAME/start|stop|pause
     GET  /messages/ID                   raw | transformed | what the transform changed | each
-                                        destination's sent and response
+                                        destination's sent (or "to send") and response; which
+                                        filter stopped it; attempts marked with their replay
     GET  /messages/ID/raw|transformed|original, /messages/ID/sent|response?destination=NAME
                                         one content, whole, as a download
     POST /messages/ID/replay
@@ -49,8 +51,10 @@ from twisted.web import resource, server
 
 from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, search_filters, whole_number
 from engine.admin.api import message_id as parse_message_id
-from engine.admin.display import age, hl7_markup, looks_like_hl7
+from engine.admin.display import age, hl7_markup, looks_like_hl7, pretty
 from engine.admin.roles import may, redact
+from engine.admin.states import describe_state
+from engine.admin.traffic import chart, traffic
 from engine.admin.sessions import csrf_ok, cookie_value, peer_host, set_cookie_header
 from engine.hl7.segment_diff import segment_changes
 from engine.core.verdicts import with_filtered_by
@@ -64,6 +68,7 @@ HERE = Path(__file__).resolve().parent
 STATIC = {b"dashboard.css": b"text/css; charset=utf-8", b"dashboard.js": b"text/javascript; charset=utf-8"}
 ACTIONS = ("start", "stop", "pause")
 PAGE_SIZE = 50
+CHART_WINDOW = 3600                # seconds of traffic drawn per channel on the channel list
 FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
 DISPLAY_LIMIT = 32 * 1024          # characters of one content shown in a page; the rest is a download
 DOWNLOADS = ("raw", "transformed", "sent", "response", "original")
@@ -88,7 +93,7 @@ class Redirect:
 def build_environment() -> jinja2.Environment:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "pages"), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters.update(hl7=hl7_markup, age=age)
+    environment.filters.update(hl7=hl7_markup, age=age, destination_state=describe_state)
     environment.tests["hl7"] = looks_like_hl7
     return environment
 
@@ -244,7 +249,8 @@ class Dashboard:
             raise ApiError(405, "use POST for start, stop and pause")
         if name is None:
             views = yield channel_views(self.admin)
-            return self.render(request, "channels.html", channels=views, actions=actions_for)
+            charts = yield in_thread(self.charts, [view["name"] for view in views])
+            return self.render(request, "channels.html", channels=views, actions=actions_for, charts=charts)
         views = yield channel_views(self.admin, name)
         channel = views[0]
         if one(request, "part") == "summary":
@@ -253,6 +259,11 @@ class Dashboard:
         search = yield self.search(request, {"channel": name})
         return self.render(request, "channel.html", 400 if search["error"] else 200, title=f"Channel {name}",
                            channel=channel, actions=actions_for, summary_only=False, search=search)
+
+    def charts(self, names: list[str]) -> dict:
+        """In a thread: each channel's last hour as a small SVG (engine/admin/traffic.py)."""
+        store = self.admin.runtime.store
+        return {name: chart(traffic(store, name, CHART_WINDOW)) for name in names}
 
     @defer.inlineCallbacks
     def channels_POST(self, request, name: str | None = None, action: str | None = None):
@@ -292,7 +303,8 @@ class Dashboard:
         yield self.admin.audit.record(request.who, "view", f"message:{number}",
                                       {"via": "dashboard", **({} if shown is message else {"content": "hidden"})})
         service = self.admin.runtime.channel(message["channel"])
-        view = yield in_thread(MessageView, shown)
+        replays = yield in_thread(replay_times, store, number)
+        view = yield in_thread(MessageView, shown, replays)
         return (yield self.render_in_thread(request, "message.html", title=f"Message {number}", message=view,
                                             destinations=sorted(service.queues) if service else []))
 
@@ -395,21 +407,44 @@ def safe_filename(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def replay_times(store, number: int) -> list[str]:
+    """When message ``number`` was replayed (its ``replayed`` events' times), oldest first."""
+    return sorted(event["at"] for event in store.recent_events(limit=200, message_id=number)
+                  if event.get("kind") == "replayed" and event.get("at"))
+
+
+def replay_of(at: str | None, replays: list[str]) -> int:
+    """Which replay an attempt made at ``at`` belongs to (1, 2...), 0 for the first processing."""
+    return sum(1 for replayed in replays if at and at >= replayed)
+
+
+def sent_label(delivery: dict) -> str:
+    """The heading of a destination's content: "Sent" once it was, "To send" while it waits in
+    the queue (retried or not), "Not sent" when it ended in ERROR or was filtered."""
+    return {"SENT": "Sent", "QUEUED": "To send"}.get(delivery.get("status"), "Not sent")
+
+
 class MessageView(dict):
     """A stored message for the page: each content cut at ``DISPLAY_LIMIT`` characters (the page
-    links the whole as a download), and the segments the channel's transform changed."""
+    links the whole as a download) and JSON or XML indented, the segments the channel's transform
+    changed, each destination's content labelled by whether it was sent, and each attempt marked
+    with the replay it came from (``replays``: the message's replay times)."""
 
-    def __init__(self, message: dict) -> None:
+    def __init__(self, message: dict, replays: list[str] | None = None) -> None:
         super().__init__(message)
         self.cut = {}
+        replays = replays or []
         for key in ("raw", "transformed"):
-            self[key] = self._cut(key, message.get(key))
-        self["destinations"] = [{**d, "sent": self._cut(f"sent/{d['name']}", d.get("sent")),
-                                 "response": self._cut(f"response/{d['name']}", d.get("response")),
+            self[key] = self._shown(key, message.get(key))
+        self["destinations"] = [{**d, "sent": self._shown(f"sent/{d['name']}", d.get("sent")),
+                                 "response": self._shown(f"response/{d['name']}", d.get("response")),
+                                 "sent_label": sent_label(d),
                                  "attempts": [{**a, "response": a["response"][:DISPLAY_LIMIT]
-                                               if a.get("response") else a.get("response")}
+                                               if a.get("response") else a.get("response"),
+                                               "replay": replay_of(a.get("at"), replays)}
                                               for a in d.get("attempts", [])]}
                                 for d in message.get("destinations", [])]
+        self["replays"] = len(replays)
         raw, transformed = message.get("raw"), message.get("transformed")
         self["changes"] = None
         self.setdefault("content_hidden", None)
@@ -418,6 +453,11 @@ class MessageView(dict):
             self["changes"] = [change._asdict() for change in segment_changes(raw[:DISPLAY_LIMIT],
                                                                               transformed[:DISPLAY_LIMIT])]
         self["cut"] = self.cut
+
+    def _shown(self, key: str, text):
+        """Cut at ``DISPLAY_LIMIT``; indented (JSON, XML) when whole."""
+        shown = self._cut(key, text)
+        return shown if key in self.cut else pretty(shown)
 
     def _cut(self, key: str, text):
         if text is None or len(text) <= DISPLAY_LIMIT:

@@ -62,6 +62,7 @@ RULES: tuple[tuple[frozenset, re.Pattern, Need], ...] = tuple(
         (POST, r"/login|/logout", OPEN),          # the form's own checks: throttled sign-in, CSRF
         (READ, r"/|/api/?|/metrics|/search|/messages/?|/logout", VIEW),
         (READ, rf"/api/channels/?|/api/channels/{CHANNEL}/?|/channels/?|/channels/{CHANNEL}/?", VIEW),
+        (READ, rf"/api/channels/{CHANNEL}/stats", VIEW),
         (READ, rf"/api/messages/?|/api/messages/{ID}/?|/messages/{ID}/?", VIEW),
         (READ, rf"/messages/{ID}/(raw|transformed|original|sent|response)", CONTENT),
         (READ, r"/api/reload/?", VIEW),

@@ -15,12 +15,15 @@ from urllib.parse import urlencode
 
 import pytest
 
-from support.daemon import ADMIN_TOKEN, Daemon, MllpClient, MllpPeer, ack_for, control_id_of, hl7, relay_channel, wait_for
+from support.daemon import (ADMIN_TOKEN, Daemon, MllpClient, MllpPeer, ack_for, control_id_of, free_port, hl7,
+                            relay_channel, wait_for)
 
 pytestmark = pytest.mark.slow
 
 CHANNELS = {
     "intake": """
+description = "ADT feed from the EHR"
+
 [source]
 type = "mllp"
 listen = "127.0.0.1:0"
@@ -32,6 +35,36 @@ mrn = "PID.3.1"
 name = "outbox"
 type = "file"
 directory = "{outbox}"
+""",
+    # a filter by name, and JSON out (shown indented on the message page)
+    "fhir": """
+[source]
+type = "mllp"
+listen = "127.0.0.1:0"
+
+[[filter]]
+name = "no-results"
+when = "msg['MSH.9.1'] != 'ORU'"
+
+[[transform]]
+inline = '{{"id": {{{{ msg["MSH.10"] | tojson }}}}, "mrn": {{{{ msg["PID.3.1"] | tojson }}}}}}'
+outbound = "json"
+
+[[destination]]
+name = "files"
+type = "file"
+directory = "{outbox}-fhir"
+""",
+    # a destination nobody listens on: retried
+    "down": """
+[source]
+type = "mllp"
+listen = "127.0.0.1:0"
+
+[[destination]]
+name = "nobody"
+type = "mllp"
+connect = "127.0.0.1:{closed}"
 """,
 }
 
@@ -115,9 +148,11 @@ def site(tmp_path_factory):
     refuse.set()
     peer = MllpPeer(lambda payload: ack_for(payload, "AE" if refuse.is_set() else "AA"))
     channels = {"intake": CHANNELS["intake"].format(outbox=root / "outbox"),
-                "relay": relay_channel(peer.port)}
+                "relay": relay_channel(peer.port),
+                "fhir": CHANNELS["fhir"].format(outbox=root / "outbox"),
+                "down": CHANNELS["down"].format(closed=free_port())}
     daemon = Daemon(root / "d", channels)
-    daemon.start(2)
+    daemon.start(4)
     client = MllpClient(daemon.ports["intake"])
     for number in range(3):
         assert client.request(hl7(f"IN-{number}", mrn=f"M{number}"))["code"] == "AA"
@@ -188,7 +223,7 @@ def test_the_channels_page_is_complete_without_javascript(site, browser):
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     page = Page(text)
     api = {view["name"]: view for view in daemon.api("GET", "/api/channels")[1]}
-    assert set(page.counts) == {"intake", "relay"}
+    assert set(page.counts) == {"intake", "relay", "fhir", "down"}
     for name, counts in page.counts.items():
         assert counts == {key: api[name][key] for key in ("received", "filtered", "queued", "sent", "errored")}
     assert page.counts["intake"]["sent"] == 4
@@ -269,8 +304,13 @@ def test_a_failed_message_replayed_from_its_page(site, browser):
     assert status == 303 and headers["Location"] == f"/messages/{wanted}"
     daemon.wait_status(wanted, "SENT")
     assert [control_id_of(p) for p in peer.received].count("FAIL-1") == 2
-    assert "Replayed: 1 QUEUED." in browser.request("GET", f"/messages/{wanted}")[2]
+    page = browser.request("GET", f"/messages/{wanted}")[2]
+    assert "Replayed: 1 QUEUED." in page
     assert daemon.cli_json("audit", "--action", "replay")[0]["detail"]["ids"] == [wanted]
+    # the attempt the replay made is marked, the first one is not
+    rows = re.findall(r"<tr>\s*<td class=\"num\">\d+</td>(.*?)</tr>", page, re.S)
+    assert len(rows) == 2 and "replay-mark" not in rows[0] and '<span class="replay-mark"' in rows[1]
+    assert "Replayed 1 time(s)" in page and '<h3 class="sent-label">Sent</h3>' in page
 
 
 def test_search_page_filters_across_channels(site, browser):
@@ -359,3 +399,83 @@ def test_the_message_page_shows_what_the_edit_changed_and_a_broken_table_is_show
         assert "spare.csv line 2" in shown.stdout
     finally:
         daemon.stop()
+
+
+# -- issue 21: the analyst's day -------------------------------------------------------------------
+def destination_texts(page: str) -> dict[str, str]:
+    """destination name -> its state word as the channel list shows it."""
+    return dict(re.findall(r'data-destination="([^"]+)">.*?<span class="dstate dstate-\w+">([^<]+)</span>', page, re.S))
+
+
+def test_the_channel_list_shows_targets_states_the_description_and_the_last_hour(site, browser):
+    daemon, peer, _refuse = site
+    status, _headers, page = browser.request("GET", "/")
+    assert status == 200 and "ADT feed from the EHR" in page
+    api = {view["name"]: view for view in daemon.api("GET", "/api/channels")[1]}
+    assert api["intake"]["description"] == "ADT feed from the EHR"
+    assert api["relay"]["destinations"][0]["target"] == f"127.0.0.1:{peer.port}"
+    assert api["intake"]["destinations"][0]["target"].endswith("outbox")
+    for name in ("intake", "relay"):
+        assert f"→ {api[name]['destinations'][0]['target']}" in page
+    assert page.count('<svg class="traffic"') == 4
+    status, figures = daemon.api("GET", "/api/channels/intake/stats?window=1h")
+    assert status == 200 and len(figures["minutes"]) == 60
+    assert figures["totals"]["received"] == api["intake"]["received"]      # every message of this test is recent
+    assert figures["totals"]["sent"] == api["intake"]["sent"]
+    assert f"{figures['totals']['received']} received, {figures['totals']['sent']} sent" in page
+    assert daemon.api("GET", "/api/channels/intake/stats?window=3d")[0] == 400
+    assert daemon.api("GET", "/api/channels/nosuch/stats")[0] == 404
+
+
+def test_state_words_are_the_same_in_the_cli_the_api_and_the_dashboard(site, browser):
+    daemon, _peer, refuse = site
+    client = MllpClient(daemon.ports["down"])
+    assert client.request(hl7("DOWN-1"))["code"] == "AA"
+    client.close()
+    refuse.set()
+    client = MllpClient(daemon.ports["relay"])
+    assert client.request(hl7("FAIL-2"))["code"] == "AA"
+    client.close()
+    try:
+        daemon.wait_status(message_id(daemon, "FAIL-2"), "ERROR")
+
+        def words():
+            views = {view["name"]: view for view in daemon.api("GET", "/api/channels")[1]}
+            found = {name: views[name]["destinations"][0]["state"] for name in ("down", "relay", "intake")}
+            return views if found == {"down": "retrying", "relay": "failing", "intake": "ok"} else None
+        views = wait_for(words, 15, interval=0.2, what="retrying, failing and ok")
+        since = views["down"]["destinations"][0]["state_since"]
+        shown = destination_texts(browser.request("GET", "/")[2])
+        assert shown["nobody"] == f"retrying since {since[11:19]} UTC"
+        assert shown["peer"] == "failing" and shown["outbox"] == "ok"
+        rows = {row["name"]: row for row in daemon.cli_json("status")}
+        assert {name: (row["state"], row["destinations"][0]["state"]) for name, row in rows.items()} == {
+            name: (view["state"], view["destinations"][0]["state"]) for name, view in views.items()}
+        text = daemon.cli("status").stdout
+        assert f"retrying since {since[11:19]} UTC" in text and "-- failing (sends to 127.0.0.1:" in text
+        page = browser.request("GET", f"/messages/{message_id(daemon, 'DOWN-1')}")[2]
+        assert '<h3 class="sent-label">To send</h3>' in page and '<h3 class="sent-label">Sent</h3>' not in page
+    finally:
+        refuse.clear()
+    status, headers, _text = browser.request("GET", "/favicon.ico")
+    assert status == 204 and "Content-Security-Policy" in headers
+
+
+def test_the_message_page_names_the_filter_and_indents_json(site, browser):
+    daemon, _peer, _refuse = site
+    client = MllpClient(daemon.ports["fhir"])
+    assert client.request(hl7("J-1", mrn="M77"))["code"] == "AA"
+    assert client.request(hl7("R-1", msg_type="ORU^R01"))["code"] == "AA"
+    client.close()
+    daemon.wait_status(message_id(daemon, "R-1"), "FILTERED")
+    page = browser.request("GET", f"/messages/{message_id(daemon, 'R-1')}")[2]
+    assert '<dd id="filtered-by"><strong>no-results</strong>' in page
+    assert 'id="not-transformed">none: filter <strong>no-results</strong> stopped the message' in page
+    assert "no channel transform, or it failed" not in page
+    daemon.wait_status(message_id(daemon, "J-1"), "SENT")
+    page = browser.request("GET", f"/messages/{message_id(daemon, 'J-1')}")[2]
+    assert '{\n  &#34;id&#34;: &#34;J-1&#34;,\n  &#34;mrn&#34;: &#34;M77&#34;\n}' in page
+    stored = daemon.api("GET", f"/api/messages/{message_id(daemon, 'J-1')}")[1]["transformed"]
+    assert "\n" not in stored                                  # only the display is indented
+    download = browser.request("GET", f"/messages/{message_id(daemon, 'J-1')}/transformed")[2]
+    assert download == stored
