@@ -59,3 +59,11 @@ def test_windows(text, seconds):
 def test_windows_out_of_range_are_refused_with_a_sentence(text):
     with pytest.raises(ValueError, match="window must be a duration from 1m to 24h"):
         window_seconds(text)
+
+
+def test_the_counts_are_read_from_covering_indexes(store):
+    from engine.store.sqlite.stats import TRAFFIC_SQL
+
+    plan = store.explain(TRAFFIC_SQL, ("ehr", "2026-01-01T00:00:00.000Z") * 3)
+    searches = [step for step in plan if step.startswith("SEARCH")]
+    assert len(searches) == 3 and all("USING COVERING INDEX" in step for step in searches), plan
