@@ -5,7 +5,9 @@ without JavaScript, for the people who run the channels.
     GET  /logout, POST /logout          the sign-out button; the POST (with the CSRF token) ends the session
     GET  /                              every channel: description, state, counts, each destination's
                                         target, state and queue, a chart of the last hour, problems
-    GET  /channels/NAME                 one channel and its recent messages (filter form)
+    GET  /channels/NAME                 one channel: its destinations' targets, states and last
+                                        errors, its filter and transform steps by name, its
+                                        file as TOML with secrets masked, recent messages
     POST /channels/NAME/start|stop|pause
     GET  /messages/ID                   raw | transformed | what the transform changed | each
                                         destination's sent (or "to send") and response; which
@@ -52,6 +54,7 @@ from twisted.web import resource, server
 
 from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, search_filters, whole_number
 from engine.admin.api import message_id as parse_message_id
+from engine.admin.channel_config import filter_steps, masked_toml, transform_steps
 from engine.admin.display import age, hl7_markup, looks_like_hl7, pretty
 from engine.admin.roles import may, redact
 from engine.admin.states import describe_state
@@ -260,8 +263,14 @@ class Dashboard:
             return self.render(request, "channel.html", title=f"Channel {name}", channel=channel,
                                actions=actions_for, summary_only=True, search=None)
         search = yield self.search(request, {"channel": name})
+        config = self.admin.runtime.config.channel(name)
+        toml = yield in_thread(masked_toml, config.file)
+        steps = {"filters": filter_steps(config.filters), "transforms": transform_steps(config.transforms),
+                 "destinations": [{"name": d.name, "filters": filter_steps(d.filters, f"destination[{d.name}]."),
+                                   "transforms": transform_steps(d.transforms)} for d in config.destinations]}
         return self.render(request, "channel.html", 400 if search["error"] else 200, title=f"Channel {name}",
-                           channel=channel, actions=actions_for, summary_only=False, search=search)
+                           channel=channel, actions=actions_for, summary_only=False, search=search,
+                           toml=toml, steps=steps, file=config.file.name)
 
     def charts(self, names: list[str]) -> dict:
         """In a thread: each channel's last hour as a small SVG (engine/admin/traffic.py), drawn

@@ -47,6 +47,9 @@ name = "no-results"
 when = "msg['MSH.9.1'] != 'ORU'"
 
 [[transform]]
+edit = [{{ set = "MSH.5", value = "LAB" }}, {{ delete = "NTE" }}]
+
+[[transform]]
 inline = '{{"id": {{{{ msg["MSH.10"] | tojson }}}}, "mrn": {{{{ msg["PID.3.1"] | tojson }}}}}}'
 outbound = "json"
 
@@ -55,7 +58,7 @@ name = "files"
 type = "file"
 directory = "{outbox}-fhir"
 """,
-    # a destination nobody listens on: retried
+    # a destination nobody listens on: retried; secrets in its file (masked on the channel page)
     "down": """
 [source]
 type = "mllp"
@@ -63,8 +66,9 @@ listen = "127.0.0.1:0"
 
 [[destination]]
 name = "nobody"
-type = "mllp"
-connect = "127.0.0.1:{closed}"
+type = "http"
+url = "http://robot:pw-in-url@127.0.0.1:{closed}/in"   # a comment kept
+headers = {{ Authorization = "Bearer ${{DASH_TOKEN:-default-secret}}", X-Api-Key = "literal-secret" }}
 """,
 }
 
@@ -452,7 +456,8 @@ def test_state_words_are_the_same_in_the_cli_the_api_and_the_dashboard(site, bro
         assert {name: (row["state"], row["destinations"][0]["state"]) for name, row in rows.items()} == {
             name: (view["state"], view["destinations"][0]["state"]) for name, view in views.items()}
         text = daemon.cli("status").stdout
-        assert f"retrying since {since[11:19]} UTC" in text and "-- failing (sends to 127.0.0.1:" in text
+        assert f"retrying since {since[11:19]} UTC (sends to http://127.0.0.1:" in text
+        assert "-- failing (sends to 127.0.0.1:" in text and "pw-in-url" not in text
         page = browser.request("GET", f"/messages/{message_id(daemon, 'DOWN-1')}")[2]
         assert '<h3 class="sent-label">To send</h3>' in page and '<h3 class="sent-label">Sent</h3>' not in page
     finally:
@@ -479,3 +484,24 @@ def test_the_message_page_names_the_filter_and_indents_json(site, browser):
     assert "\n" not in stored                                  # only the display is indented
     download = browser.request("GET", f"/messages/{message_id(daemon, 'J-1')}/transformed")[2]
     assert download == stored
+
+
+def test_the_channel_page_shows_its_file_masked_its_steps_and_targets(site, browser):
+    daemon, _peer, _refuse = site
+    status, _headers, page = browser.request("GET", "/channels/down")
+    assert status == 200
+    config = page[page.index('id="config"'):page.index("</details>")]
+    for secret in ("pw-in-url", "default-secret", "literal-secret"):
+        assert secret not in page, secret
+    assert "Bearer ${DASH_TOKEN:-•••}" in config and "X-Api-Key = &#34;•••&#34;" in config
+    assert "http://•••@127.0.0.1:" in config and "# a comment kept" in config
+    target = daemon.api("GET", "/api/channels/down")[1]["destinations"][0]
+    assert target["target"].startswith("http://127.0.0.1:") and "robot" not in target["target"]
+    assert f'<td class="target">{target["target"]}</td>' in page
+    status, _headers, page = browser.request("GET", "/channels/fhir")
+    steps = page[page.index('id="steps"'):page.index("</section>", page.index('id="steps"'))]
+    assert re.search(r'filter</span> <strong>no-results</strong>', steps)
+    assert "<code>set MSH.5 value=LAB</code>" in steps and "<code>delete NTE</code>" in steps
+    assert re.findall(r'class="kind">(\w+)</span>', steps) == ["filter", "edit", "inline"]
+    page = browser.request("GET", "/channels/intake")[2]
+    assert len(re.findall(r'class="message-link"', page)) >= 4       # its recent messages
