@@ -15,7 +15,9 @@ without JavaScript, for the people who run the channels.
     GET  /messages/ID/raw|transformed|original, /messages/ID/sent|response?destination=NAME
                                         one content, whole, as a download
     POST /messages/ID/replay
-    GET  /search                        messages of every channel
+    GET  /messages, /search             messages of every channel: filters, a count, pages, boxes
+    POST /messages/replay               the ticked messages replayed, as one replay (operators)
+    POST /messages/download             the ticked messages' raw content as one file (PHI)
     GET  /static/dashboard.css|js
 
 Who may see and do what is decided before the request is read (engine/admin/roles.py); pages hide
@@ -77,6 +79,8 @@ CHART_REFRESH = 15                 # seconds a drawn chart is reused
 FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
 DISPLAY_LIMIT = 32 * 1024          # characters of one content shown in a page; the rest is a download
 DOWNLOADS = ("raw", "transformed", "sent", "response", "original")
+COUNT_CAP = 10_000                 # matches counted for the list page's "N messages"; beyond: "more than"
+BULK = {"replay": "Replay selected", "download": "Download selected"}   # POST /messages/<this>
 PASSWORD_CHECKS = 2                # argon2 verifications at once (each takes 64 MiB for ~50 ms)
 
 
@@ -308,7 +312,9 @@ class Dashboard:
     @defer.inlineCallbacks
     def messages_GET(self, request, message_id: str | None = None, action: str | None = None):
         if message_id is None:
-            return Redirect("/search")
+            return (yield self.list_page(request, "Messages"))
+        if message_id in BULK and action is None:
+            raise ApiError(405, f"use the {BULK[message_id]} button of the messages page (a POST)")
         number = parse_message_id(message_id)
         if action is not None and action not in DOWNLOADS:
             raise ApiError(404, "no such page")
@@ -353,6 +359,8 @@ class Dashboard:
 
     @defer.inlineCallbacks
     def messages_POST(self, request, message_id: str | None = None, action: str | None = None):
+        if message_id in BULK and action is None:
+            return (yield self.selected(request, message_id))
         form = self.checked_form(request)
         if message_id is None or action != "replay":
             raise ApiError(404, "no such action")
@@ -371,21 +379,68 @@ class Dashboard:
                 self.note(request, f"Not replayed: {skipped['reason']}.")
         return Redirect(f"/messages/{data['ids'][0]}")
 
-    # -- search -------------------------------------------------------------------------------
     @defer.inlineCallbacks
+    def selected(self, request, what: str):
+        """``POST /messages/replay`` (operators) and ``/messages/download`` (PHI): the messages
+        ticked on a list page, as one replay of the selection or one file of their raw content."""
+        form = self.checked_lists(request)
+        ids = sorted({parse_message_id(value) for value in form.get("id", [])})
+        back = local_path((form.get("next") or [""])[0], "/messages")
+        if not ids:
+            self.note(request, "Select at least one message (tick its box) first.")
+            return Redirect(back)
+        if what == "download":
+            return (yield self.download_selected(request, ids))
+        try:
+            result = yield self.admin.replayer.replay(Selection.parse({"ids": ids}), request.who, self.admin.audit)
+        except ReplayError as error:
+            self.note(request, f"Not replayed: {error.reason} {' '.join(error.problems)}".strip())
+        else:
+            statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
+            self.note(request, f"Replayed {result['replayed']} of {len(ids)} selected message(s)"
+                               f"{': ' + statuses if statuses else ''}.")
+            for skipped in result["skipped"][:10]:
+                self.note(request, f"Not replayed: {skipped['reason']}.")
+        return Redirect(back)
+
+    @defer.inlineCallbacks
+    def download_selected(self, request, ids: list[int]):
+        """The raw messages, in id order, each followed by a newline: a file the file source and
+        ``switchboard test`` read back as these messages (HL7 is split at each MSH)."""
+        store = self.admin.runtime.store
+        found = yield in_thread(lambda: [m for m in (store.get_message(i) for i in ids) if m is not None])
+        kept = [m for m in found if m.get("raw") is not None]
+        if not kept:
+            raise ApiError(404, "none of the selected messages has its content stored (pruned or unknown ids)")
+        yield self.admin.audit.record(request.who, "view", "messages",
+                                      {"via": "dashboard", "download": "raw", "ids": [m["id"] for m in kept]})
+        body = "".join(m["raw"] if m["raw"].endswith("\n") else m["raw"] + "\n" for m in kept)
+        hl7 = all(looks_like_hl7(m["raw"]) for m in kept)
+        name = f"messages-{kept[0]['id']}-{kept[-1]['id']}-{len(kept)}.{'hl7' if hl7 else 'txt'}"
+        return Download(body.encode("utf-8", "replace"), name)
+
+    # -- search -------------------------------------------------------------------------------
     def search_GET(self, request):
+        return self.list_page(request, "Search")
+
+    @defer.inlineCallbacks
+    def list_page(self, request, title: str):
+        """``/messages`` and ``/search``: the filter form, the count, a page of messages with
+        boxes to tick for Replay selected and Download selected."""
         wanted = any(key in (request.args or {}) for key in (b"go", b"channel") + tuple(k.encode() for k in FORM_KEYS))
         search = (yield self.search(request, {})) if wanted else None
         names = [channel.name for channel in self.admin.runtime.config.channels]
-        return self.render(request, "search.html", 400 if search and search["error"] else 200, title="Search",
-                           search=search, channel_names=names,
+        return self.render(request, "search.html", 400 if search and search["error"] else 200, title=title,
+                           search=search, channel_names=names, selectable=True,
                            form=form_values(request), statuses=MESSAGE_STATUSES)
 
     @defer.inlineCallbacks
     def search(self, request, fixed: dict) -> dict:
-        """Messages for a filter form: {"form", "rows", "error", "older", "newer"} (links to pages)."""
+        """Messages for a filter form: {"form", "rows", "error", "older", "newer"} (links to pages),
+        "count" (up to ``COUNT_CAP``; "capped" beyond), "first" (the page's first row number)."""
         form = form_values(request)
-        refused = lambda reason: {"form": form, "rows": [], "error": reason, "older": None, "newer": None}  # noqa: E731
+        refused = lambda reason: {"form": form, "rows": [], "error": reason, "older": None, "newer": None,  # noqa: E731
+                                  "count": 0, "capped": False, "first": 0, "here": request.uri.decode("utf-8", "replace")}
         params = {key: form[key] for key in ("status", "since", "until", "type", "control_id", "text") if form[key]}
         if form["channel"] and "channel" not in fixed:
             params["channel"] = form["channel"]
@@ -400,9 +455,10 @@ class Dashboard:
         except ValueError as error:
             return refused(str(error))
         params.update(limit=str(PAGE_SIZE + 1), offset=str(offset))
+        store = self.admin.runtime.store
         try:
-            filters, recorded = search_filters(params, self.admin.runtime.store)
-            rows = yield in_thread(lambda: self.admin.runtime.store.search(**filters))
+            filters, recorded = search_filters(params, store)
+            rows, count = yield in_thread(lambda: (store.search(**filters), store.count_matches(COUNT_CAP, **filters)))
         except (ApiError, ValueError) as error:
             return refused(error.reason if isinstance(error, ApiError) else str(error))
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
@@ -411,7 +467,17 @@ class Dashboard:
         base = {key: value for key, value in form.items() if value and key != "offset"}
         page = lambda at: f"{request.path.decode('utf-8', 'replace')}?{urlencode({**base, 'go': '1', 'offset': at})}"  # noqa: E731
         return {"form": form, "rows": rows, "error": None, "older": page(offset + PAGE_SIZE) if more else None,
-                "newer": page(max(offset - PAGE_SIZE, 0)) if offset else None}
+                "newer": page(max(offset - PAGE_SIZE, 0)) if offset else None,
+                "count": count, "capped": count >= COUNT_CAP, "first": offset + 1,
+                "here": request.uri.decode("utf-8", "replace")}
+
+    def checked_lists(self, request) -> dict[str, list[str]]:
+        """A POSTed form whose keys may repeat (ticked boxes), once its CSRF token matches."""
+        form = parse_form(request, lists=True)
+        session = getattr(request, "dashboard_session", None)
+        if session is not None and not csrf_ok(session, (form.get("csrf") or [None])[0]):
+            raise ApiError(403, "the form is out of date or did not come from this dashboard; reload the page")
+        return form
 
     def checked_form(self, request) -> dict:
         """The POSTed form, once its CSRF token matches the session's (bearer requests need none)."""
@@ -490,13 +556,15 @@ def actions_for(state: str) -> list[str]:
             "failed": ["start", "stop"]}.get(state, [])
 
 
-def parse_form(request) -> dict[str, str]:
+def parse_form(request, lists: bool = False) -> dict:
+    """The POSTed form: ``{key: first value}``, or ``{key: [values]}`` with ``lists`` (a page of
+    ticked boxes: up to ``PAGE_SIZE`` ids and a few more fields)."""
     raw = request.content.getvalue() if request.content is not None else b""
     try:
-        parsed = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+        parsed = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=PAGE_SIZE + 10)
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "the form could not be read") from None
-    return {key: values[0] for key, values in parsed.items()}
+    return parsed if lists else {key: values[0] for key, values in parsed.items()}
 
 
 def one(request, key: str) -> str:
@@ -512,7 +580,8 @@ def form_values(request) -> dict[str, str]:
 # in): the roles test (tests/e2e/test_users_e2e.py) walks them, and fails for a handler without them.
 EXAMPLES = {
     "channels": {"GET": ["", "{channel}"], "POST": [f"{{channel}}/{action}" for action in ACTIONS]},
-    "messages": {"GET": ["", "{id}", *(f"{{id}}/{part}" for part in DOWNLOADS)], "POST": ["{id}/replay"]},
+    "messages": {"GET": ["", "{id}", *(f"{{id}}/{part}" for part in DOWNLOADS)],
+                 "POST": ["{id}/replay", *BULK]},
     "search": {"GET": [""]},
     "login": {"GET": [""], "POST": [""]},
     "logout": {"GET": [""], "POST": [""]},

@@ -67,10 +67,11 @@ RULES: tuple[tuple[frozenset, re.Pattern, Need], ...] = tuple(
         (READ, rf"/messages/{ID}/(raw|transformed|original|sent|response)", CONTENT),
         (READ, r"/api/reload/?", VIEW),
         (POST, rf"/api/channels/{CHANNEL}/{ACTION}|/channels/{CHANNEL}/{ACTION}", OPERATE),
-        (POST, rf"/api/messages/{ID}/replay|/messages/{ID}/replay|/api/replay/?", OPERATE),
+        (POST, rf"/api/messages/{ID}/replay|/messages/{ID}/replay|/api/replay/?|/messages/replay", OPERATE),
+        (POST, r"/messages/download", CONTENT),
         (POST, r"/api/reload/?", ADMINISTER),
     ))
-SEARCHES = re.compile(r"/api/messages/?|/search|/channels/[^/]+/?")
+SEARCHES = re.compile(r"/api/messages/?|/messages/?|/search|/channels/[^/]+/?")
 
 
 def need_for(method: bytes, path: bytes, query: dict | None = None) -> tuple[Need, bool]:

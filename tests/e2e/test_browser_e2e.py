@@ -164,7 +164,7 @@ def test_sign_in_watch_counts_open_a_failure_and_replay_it(world, browser):
     assert [control_id_of(p) for p in peer.received].count("FAILS-1") == 2
     keep(browser, "message-sent")
 
-    browser.find_element(By.LINK_TEXT, "Search").click()
+    browser.find_element(By.LINK_TEXT, "Messages").click()
     browser.find_element(By.NAME, "meta").send_keys("account=ACC9")
     browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "a.message-link")) == 1, "one search result")

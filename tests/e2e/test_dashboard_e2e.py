@@ -123,7 +123,7 @@ class Browserless:
         self.port = port
         self.cookie: str | None = None
 
-    def request(self, method: str, path: str, form: dict | None = None, headers: dict | None = None):
+    def request(self, method: str, path: str, form: dict | list | None = None, headers: dict | None = None):
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         body = urlencode(form).encode() if form is not None else None
         sent = dict(headers or {})
@@ -505,3 +505,30 @@ def test_the_channel_page_shows_its_file_masked_its_steps_and_targets(site, brow
     assert re.findall(r'class="kind">(\w+)</span>', steps) == ["filter", "edit", "inline"]
     page = browser.request("GET", "/channels/intake")[2]
     assert len(re.findall(r'class="message-link"', page)) >= 4       # its recent messages
+
+
+def test_the_messages_page_counts_and_replays_or_downloads_the_ticked_ones(site, browser):
+    daemon, _peer, _refuse = site
+    status, _headers, page = browser.request("GET", "/messages?go=1&channel=intake")
+    listed = re.findall(r'name="id" value="(\d+)"', page)
+    assert status == 200 and 'id="count">4 messages match; showing 1–4.' in page and len(listed) == 4
+    assert 'id="replay-selected"' in page and 'id="download-selected"' in page
+    picked = [message_id(daemon, "IN-0"), message_id(daemon, "IN-2")]
+    csrf = Page(page).hidden["csrf"]
+    form = [("csrf", csrf), ("next", "/messages?go=1&channel=intake")] + [("id", str(i)) for i in picked]
+    status, _headers, _text = browser.request("POST", "/messages/replay", [("id", str(picked[0]))])
+    assert status == 403                                                # no CSRF token
+    replays = len(daemon.cli_json("audit", "--action", "replay", "--limit", "1000"))
+    status, headers, _text = browser.request("POST", "/messages/replay", form)
+    assert status == 303 and headers["Location"] == "/messages?go=1&channel=intake"
+    audit = daemon.cli_json("audit", "--action", "replay", "--limit", "1000")
+    assert len(audit) == replays + 1 and audit[0]["detail"]["ids"] == picked      # one replay of the selection
+    assert "Replayed 2 of 2 selected message(s)" in browser.request("GET", "/messages?go=1&channel=intake")[2]
+
+    status, headers, body = browser.request("POST", "/messages/download", form)
+    assert status == 200 and headers["Content-Disposition"] == f'attachment; filename="messages-{picked[0]}-{picked[1]}-2.hl7"'
+    assert daemon.cli_json("audit", "--action", "view")[0]["detail"]["ids"] == picked
+    raws = [daemon.api("GET", f"/api/messages/{i}")[1]["raw"] for i in picked]
+    assert body == "".join(raw + "\n" for raw in raws)
+    status, _headers, page = browser.request("GET", "/messages?go=1&channel=nosuch")
+    assert 'id="count">0 messages match.' in page and 'id="selection"' not in page

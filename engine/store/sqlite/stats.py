@@ -1,4 +1,4 @@
-"""Traffic of a channel minute by minute: the figures behind the dashboard's charts and
+"""How many messages a search matches (the list page's count), and traffic of a channel minute by minute: the figures behind the dashboard's charts and
 ``GET /api/channels/{name}/stats`` (engine/admin/traffic.py).
 
 Three grouped SELECTs over ``messages``, each answered from a covering index without reading a
@@ -11,6 +11,9 @@ runs on PostgreSQL through the translating connection as the other read modules 
 """
 
 from __future__ import annotations
+
+from engine.store.sqlite import queries as q
+from engine.store.sqlite.text import probe_is_cheaper
 
 MINUTE = "substr(received_at, 1, 16)"
 TRAFFIC_SQL = " UNION ALL ".join(
@@ -26,3 +29,27 @@ def traffic_by_minute(conn, channel: str, since_iso: str) -> dict[str, dict[str,
     for series, minute, count in conn.execute(TRAFFIC_SQL, (channel, since_iso) * 3).fetchall():
         found.setdefault(minute, {"received": 0, "sent": 0, "errors": 0})[series] = int(count)
     return found
+
+
+def count_matches(conn, cap: int, **filters) -> int:
+    """How many messages a search (``queries.search``'s filters) matches, counted up to ``cap``
+    (the list page says "more than CAP" beyond): the search's own SQL with ``LIMIT cap`` inside a
+    ``COUNT(*)``, so it walks the same index as the page it counts, at most ``cap`` entries."""
+    filters = {key: value for key, value in filters.items() if key not in ("limit", "offset", "before_id")}
+    with q.snapshot(conn):
+        if len(filters.get("meta") or {}) > 1:
+            filters["meta"] = q.rarest_first(conn, filters["meta"])
+        types = [filters.get("type")]
+        if isinstance(filters.get("type"), str) and "^" not in filters["type"]:
+            types = q.types_under(conn, filters["type"])
+            if not types:
+                return 0
+        if filters.get("text") is not None and probe_is_cheaper(conn, {**filters, "type": types[0]}):
+            filters["probe"] = True
+        total = 0
+        for one in types:
+            sql, params = q.search_sql(**{**filters, "type": one, "limit": cap, "offset": 0})
+            total += conn.execute(f"SELECT COUNT(*) FROM ({sql}) AS found", params).fetchone()[0]
+            if total >= cap:
+                return cap
+        return total

@@ -548,6 +548,10 @@ class Store(GroupCommitWriter):
         ``channel`` and how many of them are SENT and ERROR (``stats.py``)."""
         return stats_sql.traffic_by_minute(self._reader(), channel, to_iso(since))
 
+    def count_matches(self, cap: int = 10_000, **filters) -> int:
+        """How many messages ``search(**filters)`` would list, counted up to ``cap`` (``stats.py``)."""
+        return stats_sql.count_matches(self._reader(), cap, **filters)
+
     def replay_candidates(self, **selection):
         """What a replay selects, in id order, page by page; see ``queries.replay_candidates``."""
         return q.replay_candidates(self._reader(), **selection)

@@ -17,7 +17,7 @@ from support.daemon import hl7
 
 def stored(store, channel, control_id, status):
     return defer.maybeDeferred(lambda: store.put_processed(
-        channel, hl7(control_id), message_id=store.reserve_id(), status=status, control_id=control_id,
+        channel, hl7(control_id), message_id=store.reserve_id(), status=status, control_id=control_id, type="ADT^A08",
         deliveries=[{"destination": "out", "status": "SENT" if status == "SENT" else "QUEUED"}]))
 
 
@@ -67,3 +67,18 @@ def test_the_counts_are_read_from_covering_indexes(store):
     plan = store.explain(TRAFFIC_SQL, ("ehr", "2026-01-01T00:00:00.000Z") * 3)
     searches = [step for step in plan if step.startswith("SEARCH")]
     assert len(searches) == 3 and all("USING COVERING INDEX" in step for step in searches), plan
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_list_count_is_the_search_counted_up_to_a_cap(store):
+    """The messages page's count (Store.count_matches): the same filters as the search, a bare
+    message code standing for its types, counted at most up to the cap."""
+    for index in range(5):
+        await stored(store, "ehr", f"A{index}", "SENT")
+    await stored(store, "lab", "L0", "ERROR")
+    assert store.count_matches(100) == 6
+    assert store.count_matches(3) == 3
+    assert store.count_matches(100, channel="ehr") == 5 == len(store.search(channel="ehr"))
+    assert store.count_matches(100, status="ERROR") == 1
+    assert store.count_matches(100, type="ADT") == 6 and store.count_matches(100, type="ORU") == 0
+    assert store.count_matches(100, control_id="A3", limit=1, offset=0) == 1
