@@ -18,6 +18,7 @@ without JavaScript, for the people who run the channels.
     GET  /messages, /search             messages of every channel: filters, a count, pages, boxes
     POST /messages/replay               the ticked messages replayed, as one replay (operators)
     POST /messages/download             the ticked messages' raw content as one file (PHI)
+    GET  /report, /report/csv           what ``switchboard report`` prints, a chart per day; its CSV
     GET  /static/dashboard.css|js
 
 Who may see and do what is decided before the request is read (engine/admin/roles.py); pages hide
@@ -54,13 +55,14 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, search_filters, whole_number
+from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, search_filters, time_bound, whole_number
 from engine.admin.api import message_id as parse_message_id
 from engine.admin.channel_config import filter_steps, masked_toml, transform_steps
 from engine.admin.display import age, hl7_markup, looks_like_hl7, pretty
 from engine.admin.roles import may, redact
 from engine.admin.states import describe_state
-from engine.admin.traffic import chart, traffic
+from engine.admin.report_rows import has_kit_figures, to_csv
+from engine.admin.traffic import chart, day_chart, traffic
 from engine.admin.sessions import csrf_ok, cookie_value, peer_host, set_cookie_header
 from engine.hl7.segment_diff import segment_changes
 from engine.core.verdicts import with_filtered_by
@@ -80,6 +82,7 @@ FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
 DISPLAY_LIMIT = 32 * 1024          # characters of one content shown in a page; the rest is a download
 DOWNLOADS = ("raw", "transformed", "sent", "response", "original")
 COUNT_CAP = 10_000                 # matches counted for the list page's "N messages"; beyond: "more than"
+REPORT_WINDOW = "30d"
 BULK = {"replay": "Replay selected", "download": "Download selected"}   # POST /messages/<this>
 PASSWORD_CHECKS = 2                # argon2 verifications at once (each takes 64 MiB for ~50 ms)
 
@@ -125,7 +128,7 @@ class Dashboard:
 
     def mount(self, root: resource.Resource) -> None:
         root.putChild(b"", Route(self, "channels"))
-        for name in ("login", "logout", "channels", "messages", "search"):
+        for name in ("login", "logout", "channels", "messages", "search", "report"):
             root.putChild(name.encode(), Route(self, name))
         root.putChild(b"static", Static(self))
         root.putChild(b"favicon.ico", Favicon())
@@ -419,6 +422,32 @@ class Dashboard:
         name = f"messages-{kept[0]['id']}-{kept[-1]['id']}-{len(kept)}.{'hl7' if hl7 else 'txt'}"
         return Download(body.encode("utf-8", "replace"), name)
 
+    # -- report -------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def report_GET(self, request, part: str | None = None):
+        """``/report``: what ``switchboard report`` prints over ``since`` (default 30d) and a
+        channel, with a chart per day; ``/report/csv``: the same rows as ``report --csv``."""
+        if part not in (None, "csv"):
+            raise ApiError(404, "no such page")
+        form = {"since": one(request, "since") or REPORT_WINDOW, "channel": one(request, "channel")}
+        names = [channel.name for channel in self.admin.runtime.config.channels]
+        try:
+            since = time_bound("since", form["since"])
+        except ValueError as error:
+            return self.render(request, "report.html", 400, title="Report", form=form, channel_names=names,
+                               error=str(error), data=None, chart=None, kit=False)
+        channel = form["channel"] or None
+        store = self.admin.runtime.store
+        data, days = yield in_thread(lambda: (store.report(since=since, channel=channel),
+                                              store.daily_counts(since, channel)))
+        if part == "csv":
+            stamp = data["until"][:10]
+            return Download(to_csv(data).encode("utf-8"), safe_filename(f"report-{channel or 'all'}-{stamp}.csv"),
+                            b"text/csv; charset=utf-8")
+        return self.render(request, "report.html", title="Report", form=form, channel_names=names, error=None,
+                           data=data, chart=day_chart(every_day(days, since, data["until"])),
+                           kit=has_kit_figures(data), csv_link=f"/report/csv?{urlencode(form)}")
+
     # -- search -------------------------------------------------------------------------------
     def search_GET(self, request):
         return self.list_page(request, "Search")
@@ -486,6 +515,23 @@ class Dashboard:
         if session is not None and not csrf_ok(session, form.get("csrf")):
             raise ApiError(403, "the form is out of date or did not come from this dashboard; reload the page")
         return form
+
+
+def every_day(days: dict, since, until: str) -> dict:
+    """``days`` with the days of the window that had no message as zeros (at most 400 days)."""
+    from datetime import date, timedelta
+
+    last = date.fromisoformat(until[:10])
+    first = since.date() if since is not None and hasattr(since, "date") else (
+        date.fromisoformat(min(days)) if days else last)
+    first = max(first, last - timedelta(days=400))
+    empty = {"received": 0, "sent": 0, "filtered": 0, "errors": 0, "queued": 0}
+    filled = {}
+    at = first
+    while at <= last:
+        filled[at.isoformat()] = days.get(at.isoformat(), empty)
+        at += timedelta(days=1)
+    return filled
 
 
 def safe_filename(name: str) -> str:
@@ -583,6 +629,7 @@ EXAMPLES = {
     "messages": {"GET": ["", "{id}", *(f"{{id}}/{part}" for part in DOWNLOADS)],
                  "POST": ["{id}/replay", *BULK]},
     "search": {"GET": [""]},
+    "report": {"GET": ["", "csv"]},
     "login": {"GET": [""], "POST": [""]},
     "logout": {"GET": [""], "POST": [""]},
 }
@@ -605,7 +652,8 @@ class Route(resource.Resource):
         if self.name != "login" and not getattr(request, "who", None):
             dashboard.send(request, Redirect("/login"))     # screened already: defence in depth
             return server.NOT_DONE_YET
-        if handler is None or len(segments) > 2 or (self.name in ("login", "logout", "search") and segments):
+        if handler is None or len(segments) > 2 or (self.name in ("login", "logout", "search") and segments) \
+                or (self.name == "report" and len(segments) > 1):
             d = defer.fail(ApiError(404 if segments else 405, "no such page"))
         else:
             d = defer.maybeDeferred(handler, request, *segments)

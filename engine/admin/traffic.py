@@ -70,3 +70,37 @@ def chart(figures: dict) -> Markup:
                   f'role="img" aria-label="{label}"><title>{label}</title>'
                   f'<line class="axis" x1="0" y1="{HEIGHT - 1}" x2="{WIDTH}" y2="{HEIGHT - 1}"/>'
                   f'{"".join(lines)}</svg>')
+
+
+DAY_SERIES = ("sent", "filtered", "errors", "queued")
+DAY_WIDTH, DAY_HEIGHT = 720, 140
+
+
+def day_chart(days: dict[str, dict[str, int]]) -> Markup:
+    """Stacked bars per UTC day (sent, filtered, errors, queued), scaled to the busiest day; a
+    title per bar gives the day's figures.  Days are those given (the report's window)."""
+    if not days:
+        return Markup('<p class="empty">No messages in this window.</p>')
+    ordered = sorted(days)
+    top = max(1, max(days[day]["received"] for day in ordered))
+    slot = DAY_WIDTH / len(ordered)
+    width = max(1.0, slot * 0.8)
+    bars = []
+    for index, day in enumerate(ordered):
+        figures = days[day]
+        x, y = index * slot + (slot - width) / 2, float(DAY_HEIGHT - 16)
+        label = (f"{day}: {figures['received']} received, {figures['sent']} sent, {figures['filtered']} filtered, "
+                 f"{figures['errors']} errors, {figures['queued']} queued")
+        parts = []
+        for name in DAY_SERIES:
+            height = figures[name] * (DAY_HEIGHT - 20) / top
+            if height > 0:
+                y -= height
+                parts.append(f'<rect class="bar bar-{name}" x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}"/>')
+        bars.append(f'<g class="day" data-day="{day}"><title>{label}</title>{"".join(parts)}</g>')
+    first, last = ordered[0], ordered[-1]
+    return Markup(f'<svg class="days" viewBox="0 0 {DAY_WIDTH} {DAY_HEIGHT}" width="{DAY_WIDTH}" height="{DAY_HEIGHT}" '
+                  f'role="img" aria-label="messages per day from {first} to {last}, busiest day {top}">'
+                  f'<line class="axis" x1="0" y1="{DAY_HEIGHT - 15}" x2="{DAY_WIDTH}" y2="{DAY_HEIGHT - 15}"/>'
+                  f'{"".join(bars)}<text class="tick" x="0" y="{DAY_HEIGHT - 2}">{first}</text>'
+                  f'<text class="tick" x="{DAY_WIDTH}" y="{DAY_HEIGHT - 2}" text-anchor="end">{last}</text></svg>')

@@ -532,3 +532,27 @@ def test_the_messages_page_counts_and_replays_or_downloads_the_ticked_ones(site,
     assert body == "".join(raw + "\n" for raw in raws)
     status, _headers, page = browser.request("GET", "/messages?go=1&channel=nosuch")
     assert 'id="count">0 messages match.' in page and 'id="selection"' not in page
+
+
+def test_the_report_page_is_what_switchboard_report_prints_with_a_chart_and_its_csv(site, browser):
+    daemon, _peer, _refuse = site
+    status, _headers, page = browser.request("GET", "/report")
+    assert status == 200 and 'id="report-channels"' in page
+    printed = daemon.cli_json("report")
+    for entry in printed["channels"]:
+        row = re.search(rf'<tr data-channel="{entry["name"]}">(.*?)</tr>', page, re.S).group(1)
+        cells = re.findall(r'<td class="num[^"]*">([^<]*)</td>', row)
+        assert cells[:3] == [str(entry["received"]), str(entry["filtered"]), str(entry["errors"])], entry["name"]
+        assert cells[3] == f"{entry['error_rate'] * 100:.1f}%"
+    days = re.findall(r'<g class="day" data-day="([\d-]+)"><title>([^<]*)</title>', page)
+    assert len(days) == 31 and days[-1][0] == printed["until"][:10]          # 30d back to today, each day
+    assert days[-1][1].startswith(f"{days[-1][0]}: {sum(c['received'] for c in printed['channels'])} received")
+    assert "No messages" not in days[0][1] and days[0][1].endswith("0 queued")
+    csv_link = re.search(r'id="report-csv" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+    status, headers, body = browser.request("GET", csv_link)
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert body == daemon.cli("report", "--csv").stdout
+    status, _headers, page = browser.request("GET", "/report?since=soon")
+    assert status == 400 and "since:" in page
+    status, _headers, page = browser.request("GET", "/report?since=1h&channel=intake")
+    assert re.findall(r'<tr data-channel="([^"]+)">', page) == ["intake"]

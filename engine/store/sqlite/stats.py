@@ -53,3 +53,23 @@ def count_matches(conn, cap: int, **filters) -> int:
             if total >= cap:
                 return cap
         return total
+
+
+DAILY_SQL = ("SELECT substr(received_at, 1, 10), status, COUNT(*) FROM messages WHERE received_at >= ?{channel}"
+             " GROUP BY substr(received_at, 1, 10), status")
+
+
+def daily_counts(conn, since_iso: str, channel: str | None = None) -> dict[str, dict[str, int]]:
+    """``{"2026-12-02": {"received", "sent", "filtered", "errors", "queued"}}`` per UTC day of
+    arrival since ``since_iso`` (the report page's chart; the same window and statuses as
+    ``report.py``'s per-channel figures, so the days add up to them)."""
+    params = [since_iso] + ([channel] if channel else [])
+    sql = DAILY_SQL.format(channel=" AND channel = ?" if channel else "")
+    days: dict[str, dict[str, int]] = {}
+    keys = {"SENT": "sent", "FILTERED": "filtered", "ERROR": "errors", "QUEUED": "queued"}
+    for day, status, count in conn.execute(sql, params).fetchall():
+        entry = days.setdefault(day, {"received": 0, "sent": 0, "filtered": 0, "errors": 0, "queued": 0})
+        entry["received"] += count
+        if status in keys:
+            entry[keys[status]] += count
+    return days

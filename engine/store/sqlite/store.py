@@ -552,6 +552,10 @@ class Store(GroupCommitWriter):
         """How many messages ``search(**filters)`` would list, counted up to ``cap`` (``stats.py``)."""
         return stats_sql.count_matches(self._reader(), cap, **filters)
 
+    def daily_counts(self, since, channel: str | None = None) -> dict[str, dict[str, int]]:
+        """Per UTC day since ``since``: received, sent, filtered, errors, queued (``stats.py``)."""
+        return stats_sql.daily_counts(self._reader(), to_iso(since) if since is not None else "0000", channel)
+
     def replay_candidates(self, **selection):
         """What a replay selects, in id order, page by page; see ``queries.replay_candidates``."""
         return q.replay_candidates(self._reader(), **selection)
