@@ -79,7 +79,8 @@ PAGE_SIZE = 50
 PER_PAGE = (50, 200, 1000)         # the list page's choices; a page of 1,000 renders in < 300 ms (bench/)
 MAX_PER_PAGE = 1000
 CHART_WINDOW = 3600                # seconds of traffic drawn per channel on the channel list
-CHART_REFRESH = 15                 # seconds a drawn chart is reused
+CHART_REFRESH = 15                 # seconds a costly chart is reused
+CHART_SLOW = 0.05                  # seconds of counting that make the charts costly
 FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
 DISPLAY_LIMIT = 32 * 1024          # characters of one content shown in a page; the rest is a download
 DOWNLOADS = ("raw", "transformed", "sent", "response", "original")
@@ -285,15 +286,18 @@ class Dashboard:
                            toml=toml, steps=steps, file=config.file.name)
 
     def charts(self, names: list[str]) -> dict:
-        """In a thread: each channel's last hour as a small SVG (engine/admin/traffic.py), drawn
-        again at most every ``CHART_REFRESH`` seconds (the list refreshes itself every 3 s, and a
-        channel with 100,000 messages in the hour takes ~0.2 s to count)."""
+        """In a thread: each channel's last hour as a small SVG (engine/admin/traffic.py).  When
+        counting took longer than ``CHART_SLOW`` (busy channels: 100,000 messages in the hour take
+        ~0.2 s) the charts are reused for ``CHART_REFRESH`` seconds, as the list refreshes itself
+        every 3 s; quick counts are made afresh, so a chart is current."""
         at, cached = self.chart_cache
         if time.monotonic() - at < CHART_REFRESH and set(names) <= set(cached):
             return cached
         store = self.admin.runtime.store
+        started = time.monotonic()
         drawn = {name: chart(traffic(store, name, CHART_WINDOW)) for name in names}
-        self.chart_cache = (time.monotonic(), drawn)
+        if time.monotonic() - started > CHART_SLOW:          # only a costly count is worth reusing
+            self.chart_cache = (time.monotonic(), drawn)
         return drawn
 
     @defer.inlineCallbacks

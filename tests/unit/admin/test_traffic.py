@@ -46,7 +46,7 @@ async def test_each_minute_of_the_window_is_counted_by_arrival(store, clock):
 async def test_the_chart_is_our_markup_with_the_totals(store, clock):
     await stored(store, "ehr", "A", "SENT")
     svg = str(chart(traffic(store, "ehr", 3600, now=datetime.fromtimestamp(clock.now, timezone.utc))))
-    assert svg.startswith('<svg class="traffic"') and svg.count("<polyline") == 3
+    assert svg.startswith('<svg class="traffic"') and svg.count("<rect") == 2       # received and sent bars
     assert "1 received, 1 sent, 0 errors" in svg and "<script" not in svg and "style=" not in svg
 
 
