@@ -292,7 +292,8 @@ def test_an_analysts_day(world, browser):
 
     # 2: the replayed attempt marked, the filter named, JSON indented
     browser.find_elements(By.CSS_SELECTOR, "a.message-link")[0].click()
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".replay-mark") or d.refresh(), "the replay mark", 30)
+    marks = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "td .replay-mark") or d.refresh(), "the replay mark", 30)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", marks[0])
     keep(browser, "dashboard-message-replayed")
     browser.get(base + "/messages?go=1&channel=feed&status=FILTERED")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "a.message-link"), "the filtered message")[0].click()
