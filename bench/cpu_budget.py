@@ -33,20 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as harness  # noqa: E402
 import scenarios  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def thread_times(pid: int) -> dict[int, tuple[float, float]]:
-    """{tid: (user s, system s)} for every thread of ``pid``."""
-    times = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # a thread that ended between listdir and open
-        times[int(tid)] = (int(fields[11]) / TICK, int(fields[12]) / TICK)
-    return times
+thread_times = harness.thread_times
 
 
 def children_cpu() -> float:
@@ -60,14 +47,10 @@ def measure(server: harness.Server, port: int, connections: int, messages: int) 
     result = harness.run_client(port, connections, messages, 1, 60)
     after, client_after = thread_times(server.proc.pid), children_cpu()
     done = max(result["ok"], 1)
-    per = {tid: ((u - before.get(tid, (0, 0))[0]) * 1e6 / done, (s - before.get(tid, (0, 0))[1]) * 1e6 / done)
-           for tid, (u, s) in after.items()}
-    main = per.pop(server.proc.pid, (0.0, 0.0))
-    writer = max(per.values(), key=sum, default=(0.0, 0.0))
+    cpu = harness.cpu_per_message(server.proc.pid, before, after, done)
     return {"msg_per_s": result["msg_per_s"], "errors": result["errors"],
-            "reactor_user_us": main[0], "reactor_sys_us": main[1],
-            "writer_user_us": writer[0], "writer_sys_us": writer[1],
-            "daemon_us": sum(main) + sum(sum(v) for v in per.values()),
+            **{key: cpu[key] for key in ("reactor_user_us", "reactor_sys_us", "writer_user_us",
+                                         "writer_sys_us", "daemon_us")},
             "client_us": (client_after - client_before) * 1e6 / done}
 
 

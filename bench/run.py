@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+TICK = os.sysconf("SC_CLK_TCK")
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 CLIENT = BENCH / "load_client.py"
@@ -84,6 +86,43 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+def thread_times(pid: int) -> dict[int, tuple[float, float]]:
+    """{tid: (user s, system s)} for every thread of ``pid``, from /proc (costs the daemon nothing)."""
+    times = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return times
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that ended between listdir and open
+        times[int(tid)] = (int(fields[11]) / TICK, int(fields[12]) / TICK)
+    return times
+
+
+def cpu_per_message(pid: int, before: dict, after: dict, messages: int) -> dict:
+    """CPU µs per message between two ``thread_times`` snapshots: the main thread (the reactor),
+    the busiest other thread (the store writer) and the whole process, each user + system."""
+    done = max(messages, 1)
+    per = {tid: ((u - before.get(tid, (0, 0))[0]) * 1e6 / done, (s - before.get(tid, (0, 0))[1]) * 1e6 / done)
+           for tid, (u, s) in after.items()}
+    main = per.pop(pid, (0.0, 0.0))
+    writer = max(per.values(), key=sum, default=(0.0, 0.0))
+    return {"reactor_user_us": main[0], "reactor_sys_us": main[1], "writer_user_us": writer[0],
+            "writer_sys_us": writer[1], "reactor_us": sum(main), "writer_us": sum(writer),
+            "daemon_us": sum(main) + sum(sum(v) for v in per.values())}
+
+
+def cpu_cell(reactor: float | None, writer: float | None, total: float | None) -> str:
+    """'reactor / writer / total' µs per message, as the tables print it."""
+    if total is None:
+        return "–"
+    return f"{reactor:.0f} / {writer:.0f} / {total:.0f}"
 
 
 def free_port() -> int:
@@ -144,9 +183,22 @@ def switchboard_command() -> list[str]:
     raise Unavailable("no switchboard executable next to this Python or in .venv/bin")
 
 
-def start_switchboard(tmpdir: Path, channel: str = INGEST_CHANNEL, timeout: float = 20.0) -> Server:
+STORE_SERVER: str | None = None  # --store-url: the PostgreSQL server of the "switchboard-pg" target
+
+
+def store_table(store_url: str | None) -> str:
+    """The [store] table: the SQLite file, or ``url`` = a fresh database on ``store_url``'s server."""
+    if not store_url:
+        return '[store]\npath = "var/switchboard.db"\nretention = "0"\n'
+    from pgdb import fresh_database
+
+    return f'[store]\nurl = "{fresh_database(store_url)}"\nretention = "0"\n'
+
+
+def start_switchboard(tmpdir: Path, channel: str = INGEST_CHANNEL, timeout: float = 20.0,
+                      store_url: str | None = None, name: str = "switchboard") -> Server:
     """The real daemon with one channel (ingest by default) in a throwaway config directory."""
-    home = tmpdir / "switchboard"
+    home = tmpdir / name
     for sub in ("channels", "transforms", "plugins", "var"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     port, admin_port = free_port(), free_port()
@@ -154,12 +206,12 @@ def start_switchboard(tmpdir: Path, channel: str = INGEST_CHANNEL, timeout: floa
         "[engine]\n"
         'channels_dir = "channels"\ntransforms_dir = "transforms"\nplugins_dir = "plugins"\n'
         'log_level = "warning"\n\n'
-        '[store]\npath = "var/switchboard.db"\nretention = "0"\n\n'
+        + store_table(store_url) + "\n"
         f'[admin]\nlisten = "{HOST}:{admin_port}"\ntoken = "${{SWITCHBOARD_TOKEN}}"\n'
     )
     (home / "channels" / "bench.toml").write_text(channel.format(host=HOST, port=port))
     cmd = switchboard_command() + ["-c", str(home / "config.toml"), "run"]
-    log = tmpdir / "switchboard.log"
+    log = tmpdir / f"{name}.log"
     env = {**os.environ, "SWITCHBOARD_TOKEN": secrets.token_hex(16)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=home, env=env)
@@ -168,7 +220,13 @@ def start_switchboard(tmpdir: Path, channel: str = INGEST_CHANNEL, timeout: floa
             proc.kill()
         proc.wait()
         raise Unavailable(f"not listening on {port} ({last_line(log) or 'no output'})")
-    return Server("switchboard", proc, port, log)
+    return Server(name, proc, port, log)
+
+
+def start_switchboard_pg(tmpdir: Path) -> Server:
+    if not STORE_SERVER:
+        raise Unavailable("no --store-url given")
+    return start_switchboard(tmpdir, store_url=STORE_SERVER, name="switchboard-pg")
 
 
 def start_naive(tmpdir: Path) -> Server:
@@ -183,6 +241,8 @@ def start_framing(tmpdir: Path) -> Server:
 # The order of the table. "naive" and "limit" are the two references the ratios are taken against.
 TARGETS = [
     {"name": "switchboard", "label": "switchboard (ingest: MLLP -> store -> AA)", "start": start_switchboard},
+    {"name": "switchboard-pg", "label": "switchboard, [store] url = PostgreSQL (--store-url)",
+     "start": start_switchboard_pg},
     {"name": "naive", "label": "naive: python-hl7 asyncio + SQLite commit/msg", "start": start_naive},
     {"name": "limit", "label": "limit: Twisted MLLP framing only", "start": start_framing},
 ]
@@ -251,7 +311,7 @@ def table(results: dict[str, Result], rss: dict[str, int], runs: int, unavailabl
     names = [s[0] for s in SCENARIOS]
     head = ["target"]
     for name in names:
-        head += [f"{name} msg/s", f"{name} p50/p99 ms"]
+        head += [f"{name} msg/s", f"{name} p50/p99 ms", f"{name} CPU µs/msg (reactor / writer / total)"]
     head += ["× naive (" + " / ".join(names) + ")", "of limit (" + " / ".join(names) + ")",
              "peak RSS MB", "errors"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -266,6 +326,8 @@ def table(results: dict[str, Result], rss: dict[str, int], runs: int, unavailabl
         for name in names:
             cells.append(fmt(res.median(name, "msg_per_s")))
             cells.append(f"{fmt(res.median(name, 'p50_ms'), '.2f')} / {fmt(res.median(name, 'p99_ms'), '.2f')}")
+            cells.append(cpu_cell(res.median(name, "reactor_us"), res.median(name, "writer_us"),
+                                  res.median(name, "daemon_us")))
         cells.append(" / ".join(ratio(res.median(n, "msg_per_s"), naive and naive.median(n, "msg_per_s"))
                                 for n in names))
         cells.append(" / ".join(ratio(res.median(n, "msg_per_s"), limit and limit.median(n, "msg_per_s"), ".0%")
@@ -273,7 +335,9 @@ def table(results: dict[str, Result], rss: dict[str, int], runs: int, unavailabl
         cells.append(fmt(rss.get(target["name"], 0) / 1024, ".0f"))
         cells.append(str(res.errors()))
         rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + f"\n\nMedians of {runs} runs per cell; strict request/response unless noted."
+    return "\n".join(rows) + (f"\n\nMedians of {runs} runs per cell; strict request/response unless noted. CPU: "
+                               "the server's own user + system time from /proc per acknowledged message; "
+                               "reactor = its main thread, writer = its busiest other thread.")
 
 
 # DESIGN.md §5, for the ingest scenario. Absolute numbers on a shared machine: read with the ratios.
@@ -304,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="run only these targets (by name)")
     parser.add_argument("--json-out", help="also write every run's numbers to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (databases, logs)")
+    parser.add_argument("--store-url", metavar="URL",
+                        help="also run the daemon on PostgreSQL: a fresh database on this server"
+                             " (postgresql://127.0.0.1:5432/), target switchboard-pg")
     args = parser.parse_args(argv)
+    global STORE_SERVER
+    STORE_SERVER = args.store_url
 
     started = time.monotonic()
     tmpdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
@@ -337,13 +406,17 @@ def main(argv: list[str] | None = None) -> int:
                     if server.proc.poll() is not None:
                         continue
                     try:
+                        before = thread_times(server.proc.pid)
                         out = run_client(server.port, connections, messages, args.pipeline, args.duration_limit)
+                        out.update(cpu_per_message(server.proc.pid, before, thread_times(server.proc.pid),
+                                                   out["ok"]))
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         print(f"{name} {scenario} run {rep + 1}: client failed: {exc}", flush=True)
                         continue
                     results[name].runs.setdefault(scenario, []).append(out)
                     print(f"{name:12} {scenario} run {rep + 1}: {out['msg_per_s']:>9,.0f} msg/s  "
-                          f"p99 {out['p99_ms']:.2f} ms  ok {out['ok']}  errors {out['errors']}", flush=True)
+                          f"p99 {out['p99_ms']:.2f} ms  CPU µs/msg {cpu_cell(out['reactor_us'], out['writer_us'], out['daemon_us'])}"
+                          f"  ok {out['ok']}  errors {out['errors']}", flush=True)
     finally:
         for name, server in servers.items():
             server.stop()

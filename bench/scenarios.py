@@ -6,6 +6,8 @@ drives it with the same load client (``bench/load_client.py``) and prints one li
 
 - ``e2e-8``: filter + Jinja transform (HL7 out) + MLLP destination to ``sink_peer.py``, 8
   connections; the delivery rate is measured AT THE DESTINATION (first to last frame received).
+  Beside the rates, the daemon's CPU µs per delivered message from /proc (``reactor_us``: its main
+  thread; ``writer_us``: the store writer; ``daemon_us``: every thread), ingest and delivery both.
 - ``e2e-8-pipelined``: the same with ``max_in_flight = 8`` on the MLLP destination.
 - ``ingest-64``: MLLP -> store -> AA over 64 connections.
 - ``idle-rss``: 10 channels, 1,000 idle connections held open, then 8-connection load on one
@@ -63,18 +65,20 @@ def channel_text(template: str, **values) -> str:
     return template
 
 
-def start_with_channels(tmpdir: Path, channels: dict[str, str]) -> tuple[harness.Server, float]:
-    """The daemon with several channel files; returns (server, seconds until 'switchboard started')."""
-    home = tmpdir / "switchboard"
+def start_with_channels(tmpdir: Path, channels: dict[str, str], *, store: str | None = None, extra: str = "",
+                        name: str = "switchboard") -> tuple[harness.Server, float]:
+    """The daemon with several channel files; returns (server, seconds until 'switchboard started').
+    ``store``: the [store] table to use (default: SQLite, or a fresh database with --store-url)."""
+    home = tmpdir / name
     for sub in ("channels", "transforms", "plugins", "var"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     admin_port = harness.free_port()
     (home / "config.toml").write_text(
-        '[engine]\nlog_level = "info"\n[store]\npath = "var/switchboard.db"\nretention = "0"\n'
+        '[engine]\nlog_level = "info"\n' + (store or harness.store_table(harness.STORE_SERVER)) + extra +
         f'[admin]\nlisten = "{harness.HOST}:{admin_port}"\ntoken = "bench-token-{admin_port}"\n')
     for name, text in channels.items():
         (home / "channels" / f"{name}.toml").write_text(text)
-    log = tmpdir / "switchboard.log"
+    log = tmpdir / f"{name}.log"
     started = time.monotonic()
     proc = subprocess.Popen(harness.switchboard_command() + ["-c", str(home / "config.toml"), "run"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=home, text=True)
@@ -112,12 +116,17 @@ def e2e_8(tmpdir: Path, messages: int = 10000, max_in_flight: int = 1) -> dict:
     server, _ = start_with_channels(tmpdir, {"bench": text})
     try:
         began = time.time()
+        before = harness.thread_times(server.proc.pid)
         ingest = harness.run_client(port, 8, messages, 1, 60)
         done = wait_done(sink, 120)
+        cpu = harness.cpu_per_message(server.proc.pid, before, harness.thread_times(server.proc.pid),
+                                      int(done[1]) if done else ingest["ok"])
         delivered = int(done[1]) if done else 0
         last = float(done[3]) if done else time.time()
         return {"ingest_msg_per_s": ingest["msg_per_s"], "ingest_p99_ms": ingest["p99_ms"],
                 "delivered": delivered, "delivery_msg_per_s": round(delivered / (last - began), 1),
+                "reactor_us": round(cpu["reactor_us"]), "writer_us": round(cpu["writer_us"]),
+                "daemon_us": round(cpu["daemon_us"]),
                 "errors": ingest["errors"], "peak_rss_mb": round(server.read_peak_rss() / 1024, 1)}
     finally:
         server.stop()
@@ -189,6 +198,32 @@ def ingest_64(tmpdir: Path, messages: int = 20000) -> dict:
         server.stop()
 
 
+def ingest_2_nodes(tmpdir: Path, messages: int = 5000) -> dict:
+    """Two nodes on one PostgreSQL database (--store-url), 4 connections to each at once: the
+    cluster's ingest rate (the sum), beside one node with 8 connections on the same server."""
+    if not harness.STORE_SERVER:
+        raise harness.Unavailable("needs --store-url")
+    store = harness.store_table(harness.STORE_SERVER)
+    ports = [harness.free_port(), harness.free_port()]
+    servers = []
+    try:
+        for name, port in zip(("a", "b"), ports):
+            servers.append(start_with_channels(tmpdir, {"bench": mllp_channel("bench", port, 100)}, store=store,
+                                               extra=f'[cluster]\nnode = "{name}"\n', name=f"node-{name}")[0])
+        results: list[dict] = []
+        threads = [threading.Thread(target=lambda p=port: results.append(harness.run_client(p, 4, messages, 1, 30)))
+                   for port in ports]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return {"msg_per_s": round(sum(r["msg_per_s"] for r in results), 1),
+                "p99_ms": max(r["p99_ms"] for r in results), "errors": sum(r["errors"] for r in results)}
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def idle_rss(tmpdir: Path) -> dict:
     ports = [harness.free_port() for _ in range(10)]
     channels = {f"ch{n}": mllp_channel(f"ch{n}", port, 200) for n, port in enumerate(ports)}
@@ -214,14 +249,17 @@ def startup_20(tmpdir: Path) -> dict:
 
 
 SCENARIOS = {"e2e-8": e2e_8, "e2e-8-pipelined": e2e_8_pipelined, "ingest-64": ingest_64, "idle-rss": idle_rss, "startup-20": startup_20,
-             "replay-100k": replay_100k}
+             "replay-100k": replay_100k, "ingest-2-nodes": ingest_2_nodes}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=sorted(SCENARIOS))
+    parser.add_argument("--store-url", metavar="URL",
+                        help="run the daemon on PostgreSQL: a fresh database per run on this server")
     args = parser.parse_args(argv)
+    harness.STORE_SERVER = args.store_url
     summary = {}
     for name, scenario in SCENARIOS.items():
         if args.only and name != args.only:

@@ -21,6 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from twisted.internet import defer, task  # noqa: E402
 
@@ -108,11 +109,22 @@ async def storage(store: Store, total: int) -> None:
     await defer.gatherResults([sem.run(lambda n=n: defer.ensureDeferred(one(n))) for n in range(total)])
 
 
+def open_bench_store(tmp: str, reactor, store_url: str | None) -> Store:
+    """An SQLite store in ``tmp``, or (``--store-url``) a PostgreSQL one in a fresh database."""
+    if not store_url:
+        return Store(os.path.join(tmp, "bench.db"), reactor)
+    from pgdb import fresh_database
+
+    from engine.store.postgres.store import PgStore
+
+    return PgStore(fresh_database(store_url), reactor)
+
+
 async def main(reactor, args) -> None:
     for with_meta in (False, True):
         for concurrency in args.concurrency:
             with tempfile.TemporaryDirectory() as tmp:
-                store = Store(os.path.join(tmp, "bench.db"), reactor)
+                store = open_bench_store(tmp, reactor, args.store_url)
                 total = args.messages if concurrency > 1 else min(args.messages, 5000)
                 elapsed = await ingest(store, total, concurrency, with_meta)
                 stats = dict(store.stats)
@@ -123,6 +135,8 @@ async def main(reactor, args) -> None:
                 f"{elapsed / total * 1e6:7.1f} us/msg  commits={stats['commits']} "
                 f"writes/commit={stats['ops'] / max(1, stats['commits']):.1f}"
             )
+    if args.no_size or args.store_url:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "size.db")
         store = Store(path, reactor)
@@ -139,5 +153,7 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=40000)
     parser.add_argument("--size-messages", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--store-url", metavar="URL", help="PostgreSQL server: a fresh database per run")
+    parser.add_argument("--no-size", action="store_true", help="skip the stored-size measure")
     args = parser.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))

@@ -25,9 +25,11 @@ from twisted.logger import Logger
 from engine.admin.server import AdminServer
 from engine.core.plugins import Registry
 from engine.runtime.facade import Runtime
+from engine.runtime.cluster import RETENTION, Cluster, HeldPart, default_node_name
 from engine.runtime.reload import Reloader
 from engine.runtime.retention import Retention
 from engine.runtime.services import Engine
+from engine.store import open_store
 from engine.store.sqlite.store import Store, StoreError
 
 log = Logger(namespace="switchboard.engine")
@@ -42,9 +44,9 @@ class StoreService(service.Service):
     def startService(self) -> None:
         path = self.config.store.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
+        if not self.config.store.url and path.exists():
             self._refuse_a_damaged_store(path)
-        self.store = Store(path, reactor=self.reactor)
+        self.store = open_store(self.config.store, reactor=self.reactor)
         service.Service.startService(self)
 
     def stopService(self):
@@ -96,8 +98,14 @@ class Daemon(service.MultiService):
         return d
 
 
-def _retention(engine: Engine) -> Retention:
-    return Retention(engine.store, engine.config.store.retention, engine.reactor)
+def _retention(engine: Engine):
+    retention = Retention(engine.store, engine.config.store.retention, engine.reactor)
+    return retention if engine.cluster is None else HeldPart(retention, engine.cluster, RETENTION)
+
+
+def _cluster(engine: Engine) -> Cluster | None:
+    """Several nodes on one PostgreSQL store: this node's leases (engine/runtime/cluster.py)."""
+    return engine.cluster
 
 
 def _admin(engine: Engine) -> AdminServer | None:
@@ -126,6 +134,9 @@ def build(config, *, reactor=None, registry: Registry | None = None) -> tuple[se
     store = StoreService(config, reactor)
     store.setServiceParent(root)
     engine = Engine(config, store_service=store, reactor=reactor, registry=registry)
+    if config.store.url:
+        engine.cluster = Cluster(engine, config.store.node or default_node_name(), config.store.lease, reactor)
+        PartService("cluster", engine, _cluster).setServiceParent(root)
     PartService("retention", engine, _retention).setServiceParent(root)
     engine.setServiceParent(root)
     PartService("admin", engine, _admin).setServiceParent(root)

@@ -243,7 +243,24 @@ class Healthz(Endpoint):
     open = True
 
     def json_GET(self, request):
-        return {"status": "ok"}
+        """``{"status": "ok"}``. With several nodes on one PostgreSQL store also this node's name,
+        readiness and holds; ``/healthz?ready`` then answers 503 while the node is not ready (its
+        store unreachable or its leases not renewed within ``lease``): a load balancer's check."""
+        cluster = self.admin.runtime.cluster
+        if cluster is None:
+            return {"status": "ok"}
+        body = {"status": "ok", **cluster.status()}
+        asked = {part.partition(b"=")[0] for part in request.uri.partition(b"?")[2].split(b"&")}
+        if b"ready" in asked and not body["ready"]:
+            return 503, body
+        return body
+
+
+class Nodes(Endpoint):
+    def json_GET(self, request):
+        """``GET /api/nodes``: what ``switchboard nodes --json`` prints ([] with one SQLite node)."""
+        store = self.admin.runtime.store
+        return in_thread(store.nodes) if hasattr(store, "nodes") else []
 
 
 class Metrics(Endpoint):
@@ -426,6 +443,7 @@ def build_root(admin) -> resource.Resource:
     api.putChild(b"messages", Messages(admin))
     api.putChild(b"replay", Replay(admin))
     api.putChild(b"reload", Reload(admin))
+    api.putChild(b"nodes", Nodes(admin))
     return root
 
 

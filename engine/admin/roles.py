@@ -65,7 +65,7 @@ RULES: tuple[tuple[frozenset, re.Pattern, Need], ...] = tuple(
         (READ, rf"/api/channels/{CHANNEL}/stats", VIEW),
         (READ, rf"/api/messages/?|/api/messages/{ID}/?|/messages/{ID}/?", VIEW),
         (READ, rf"/messages/{ID}/(raw|transformed|original|sent|response)", CONTENT),
-        (READ, r"/api/reload/?", VIEW),
+        (READ, r"/api/reload/?|/api/nodes/?", VIEW),
         (READ, r"/report/?|/report/csv", VIEW),         # names, rules and counts: no message content
         (POST, rf"/api/channels/{CHANNEL}/{ACTION}|/channels/{CHANNEL}/{ACTION}", OPERATE),
         (POST, rf"/api/messages/{ID}/replay|/messages/{ID}/replay|/api/replay/?|/messages/replay", OPERATE),

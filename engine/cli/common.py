@@ -117,10 +117,11 @@ def open_store(path):
 def open_readonly_store(config):
     from engine.store import StoreError, open_readonly
 
-    if not config.store.path.exists():
+    location = config.store.url or config.store.path
+    if not config.store.url and not config.store.path.exists():
         raise CommandError(f"no message store at {config.store.path} yet (start the daemon once)")
     try:
-        return open_readonly(config.store.path)
+        return open_readonly(location)
     except StoreError as error:
         raise CommandError(str(error)) from None
 

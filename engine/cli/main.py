@@ -16,6 +16,8 @@ from engine.cli import messages as messages_verb
 from engine.cli import replay as replay_verb
 from engine.cli import send as send_verb
 from engine.cli import show as show_verb
+from engine.cli import nodes as nodes_verb
+from engine.cli import store_copy
 from engine.cli import status as status_verb
 from engine.cli.common import CommandError
 from engine.store.sqlite.store import StoreReadError, describe_read_error
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_prune_arguments(prune_verb)
     import_mirth.add_arguments(verb("import", "convert Mirth Connect channel exports into channel files"))
     user.add_arguments(verb("user", "users of the admin API and dashboard: `user add NAME --role R [--phi]`"))
+    nodes_verb.add_arguments(verb("nodes", "the nodes sharing the PostgreSQL store: last heartbeat, what each holds"))
+    store_copy.add_arguments(verb("store", "store maintenance: copy it to PostgreSQL or SQLite (ids kept)"))
     return parser
 
 
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "prune": prune.prune_command,
         "import": import_mirth.command,
         "user": user.user_command,
+        "store": store_copy.command,
+        "nodes": nodes_verb.command,
     }
     try:
         code = handlers[args.verb](args, config_path(args)) or 0

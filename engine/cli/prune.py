@@ -40,7 +40,7 @@ def prune_command(args, path) -> int:
     finally:
         store.close_readers()
     try:
-        pruned, before, after = store.prune_offline(config.store.path, cutoff, args.include_errors, now)
+        pruned, before, after = store.prune_offline(config.store.url or config.store.path, cutoff, args.include_errors, now)
     except StoreError as error:
         raise CommandError(str(error)) from None
     print(f"pruned the content of {pruned} message(s) received before {cutoff}; "

@@ -45,7 +45,9 @@ def run_daemon(args, path) -> int:
         except StartError as error:
             refuse([str(error)])
         except (StoreError, OSError) as error:
-            print(f"switchboard run: cannot open the store {config.store.path}: {error}", file=sys.stderr)
+            from engine.store import describe
+
+            print(f"switchboard run: cannot open the store {describe(config.store)}: {error}", file=sys.stderr)
             outcome["code"] = 1
             reactor.stop()
         except Exception:  # a bug at start-up: say so and exit 1 rather than serve half a daemon

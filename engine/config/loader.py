@@ -35,6 +35,7 @@ from engine.config.schema import (
     ADMIN,
     ADMIN_USER,
     ALERTS,
+    CLUSTER,
     CHANNEL,
     COMMON_KEYS,
     DEDUPE,
@@ -173,6 +174,9 @@ class EngineConfig:
 class StoreConfig:
     path: Path
     retention: float
+    url: str = ""  # PostgreSQL instead of the SQLite file at `path` (DESIGN §4)
+    node: str = ""      # [cluster] node: this node's name ("" = the host name)
+    lease: float = 10.0  # [cluster] lease, seconds
 
 
 @dataclass(frozen=True)
@@ -298,14 +302,17 @@ class ConfigLoader:
     def settings(self, file: Path, data: dict[str, Any]) -> tuple[EngineConfig, StoreConfig, AdminConfig, AlertsConfig]:
         report = self.reporter(file)
         ctx = Context(self.base_dir, "engine", report)
-        report_unknown(data, ["engine", "store", "admin", "alerts"], "", report)
+        report_unknown(data, ["engine", "store", "admin", "alerts", "cluster"], "", report)
         values = {}
-        for name, schema in (("engine", ENGINE), ("store", STORE), ("admin", ADMIN), ("alerts", ALERTS)):
+        for name, schema in (("engine", ENGINE), ("store", STORE), ("admin", ADMIN), ("alerts", ALERTS),
+                             ("cluster", CLUSTER)):
             table = data.get(name, {})
             if not isinstance(table, dict):
                 report(name, f"must be a table ([{name}]), not {type_name(table)}")
                 table = {}
             values[name] = check_table(table, schema, name, ctx, also=("user",) if name == "admin" else ())
+            if name == "store" and "url" in table and "path" in table:
+                report("store.url", "give either url (PostgreSQL) or path (SQLite), not both")
         values["admin"]["users"] = self.users(data.get("admin"), ctx)
         for name, token in (values["admin"].get("tokens") or {}).items():
             if name == "admin" or not _NAME.fullmatch(name):
@@ -313,6 +320,7 @@ class ConfigLoader:
                        "('admin' is the name of [admin] token)")
             elif not token.strip():
                 report(f"admin.tokens.{name}", "must not be empty")
+        values["store"].update(values.pop("cluster"))
         alerts = AlertsConfig(**{k: v for k, v in values["alerts"].items() if v is not None})
         return (EngineConfig(**values["engine"]), StoreConfig(**values["store"]),
                 AdminConfig(**{k: v for k, v in values["admin"].items() if v is not None}), alerts)

@@ -431,9 +431,23 @@ ENGINE = {"channels_dir": OptionSpec("path", "channels"), "transforms_dir": Opti
           # what one template render may build in total (engine/core/template_limits.py)
           "template_memory": OptionSpec("size", "16MB", check=lambda size: None if 2**20 <= size <= 2**30
                                         else "must be from 1MB to 1GB (what one template render may build)")}
-STORE = {"path": OptionSpec("path", "var/switchboard.db"),
+
+
+def postgres_url(value: str) -> str | None:
+    """[store] url: a PostgreSQL connection URL (DESIGN §4)."""
+    if not value or value.startswith(("postgresql://", "postgres://")):
+        return None
+    return 'use a PostgreSQL URL such as "postgresql://switchboard@db.example.org:5432/switchboard"'
+
+
+# [store]: `url` (PostgreSQL) instead of `path` (SQLite); with `url`, `path`'s directory still holds
+# the node's own files (admin token, run state).
+STORE = {"path": OptionSpec("path", "var/switchboard.db"), "url": OptionSpec("str", "", check=postgres_url),
          "retention": OptionSpec("duration", "30d", check=lambda age: None if age <= units.MAX_AGE_SECONDS else
                                  f"must be at most {units.MAX_AGE_TEXT} (a cutoff before that predates any store)")}
+# [cluster] (DESIGN §4, engine/runtime/cluster.py): this node's name (default: the host name) and how long a
+# silent node keeps what it holds. Used only with [store] url; kept on StoreConfig (node, lease).
+CLUSTER = {"node": OptionSpec("str", ""), "lease": OptionSpec("duration", "10s", check=positive)}
 # [admin] tokens = { name = "value" }: more bearer tokens, each named for the audit log ("admin" is `token`'s).
 ADMIN = {"listen": OptionSpec("address", "127.0.0.1:8480"), "token": OptionSpec("str", ""),
          "tokens": OptionSpec("mapping", {})}

@@ -64,7 +64,7 @@ class Channel:
         """
         message_id = self.store.reserve_id()
         message = Message(text, self.config.inbound, id=message_id, channel=self.name,
-                          received_at=datetime.now(timezone.utc))
+                          received_at=datetime.now(timezone.utc), msh=msh)
         started = time.monotonic()
         meta = self.pipeline.metadata(message)
         outcome = self.pipeline.safe_run(message, meta)
@@ -81,8 +81,9 @@ class Channel:
             inbound=self.config.inbound, meta=meta,
             dedupe_seconds=self.dedupe_seconds, idempotency_key=idempotency_key, original=original,
         )
-        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(outcome, meta), errbackArgs=(outcome, meta))
-        d.addBoth(self._done)
+        # one callback pair, each ending the in-flight count (a Deferred layer less per message)
+        d.addCallbacks(self._stored_done, self._store_failed_done, callbackArgs=(outcome, meta),
+                       errbackArgs=(outcome, meta))
         return d
 
     def _note_pipeline_time(self, message_id: int, seconds: float) -> None:
@@ -96,6 +97,18 @@ class Channel:
         if self.stalls >= STALL_LIMIT and self.on_stalled is not None:
             count, self.stalls = self.stalls, 0
             self.on_stalled(count, seconds)
+
+    def _stored_done(self, stored, outcome, meta: dict):
+        try:
+            return self._stored(stored, outcome, meta)
+        finally:
+            self._done(None)
+
+    def _store_failed_done(self, failure, outcome, meta):
+        try:
+            return self._store_failed(failure, outcome, meta)
+        finally:
+            self._done(None)
 
     def _stored(self, stored, outcome, meta: dict):
         faults.point("kill_after_commit_before_ack")  # crash tests: committed, the sender has no ACK yet

@@ -21,9 +21,18 @@ class Events:
 
     def emit(self, kind: EventKind | str, channel: str, message_id: int | None = None, *,
              destination: str | None = None, reason: str = "") -> None:
-        event = MessageEvent(EventKind(kind).value, channel, message_id, destination, reason)
+        # Several events per message: pluggy's call machinery is skipped while no plugin
+        # implements the hook (checked at each emit: plugins may be registered at any time).
+        value = kind.value if isinstance(kind, EventKind) else EventKind(kind).value
+        caller = self.hook.message_event
+        hooked = not hasattr(caller, "get_hookimpls") or bool(caller.get_hookimpls())
+        if not hooked and not self.listeners:
+            return
+        event = MessageEvent(value, channel, message_id, destination, reason)
         for listener in self.listeners:
             listener(event)
+        if not hooked:
+            return
         try:
             self.hook.message_event(event=event)
         except Exception:

@@ -152,16 +152,22 @@ class Message:
     __slots__ = ("raw", "inbound", "id", "channel", "received_at", "_view", "_msh")
 
     def __init__(self, raw: str, inbound: str = "hl7", *, id: int | None = None,  # noqa: A002
-                 channel: str = "", received_at: datetime | None = None):
+                 channel: str = "", received_at: datetime | None = None, msh: Msh | None = None):
+        """``msh``: the MSH a source already read from ``raw`` (its acceptance check), so that it
+        is not read again here; only for hl7."""
         _check_inbound(inbound)
         self.raw, self.inbound, self.id = raw, inbound, id
         self.channel, self.received_at = channel, received_at
-        self._view = self._msh = _UNSET
+        self._view = _UNSET
+        self._msh = msh if msh is not None and inbound == "hl7" else _UNSET
 
     @property
     def view(self):
         if self._view is _UNSET:
-            self._view = _PARSERS[self.inbound](self.raw)
+            if self.inbound == "hl7" and self._msh is not _UNSET and self._msh is not None:
+                self._view = HL7View(normalize_segments(self.raw))  # its MSH was read already
+            else:
+                self._view = _PARSERS[self.inbound](self.raw)
         return self._view
 
     @property

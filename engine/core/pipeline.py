@@ -22,6 +22,8 @@ from engine.hl7.edit_ops import compile_edits
 from engine.hl7.editable import EditError
 from engine.core.templates import TemplateError
 from engine.hl7.encoding import hl7_output
+from engine.hl7.path import parse_path
+from engine.hl7.view import HL7View
 
 QUEUED, FILTERED, ERROR, TRANSFORMED, SENT = "QUEUED", "FILTERED", "ERROR", "TRANSFORMED", "SENT"
 
@@ -77,16 +79,44 @@ class Outcome:
     destinations: list[DestinationPlan] = field(default_factory=list)
 
 
+# ``msg['PATH'] == 'text'`` (or ``!=``): the commonest filter, evaluated on an HL7 message without
+# Jinja (a new template context per call costs more than the lookup itself).
+_PATH_COMPARISON = re.compile(r"""\s*msg\[\s*(['"])([A-Z0-9().]+)\1\s*\]\s*(==|!=)\s*(['"])([^'"\\{}]*)\4\s*""")
+
+
+def _path_comparison(source: str):
+    """(parsed path, operator, literal) when ``source`` is a plain path comparison, else None."""
+    match = _PATH_COMPARISON.fullmatch(source)
+    if match is None:
+        return None
+    try:
+        path = parse_path(match[2])
+    except ValueError:
+        return None
+    return path, match[3], match[5]
+
+
 class ExpressionFilter:
-    """``when = "..."``: a sandboxed Jinja expression; falsy means the message is filtered."""
+    """``when = "..."``: a sandboxed Jinja expression; falsy means the message is filtered.
+
+    A plain comparison of one HL7 path with a string is read straight from the HL7 view: the
+    same lookup Jinja's sandbox makes (``HL7View.__getitem__``), the same result; anything else,
+    or a ``msg`` that is not an HL7 view, goes through Jinja."""
 
     def __init__(self, templates, source: str, name: str) -> None:
         self.name = name
         self.source = source
         self.expression = templates.expression(source, name)
+        self.comparison = _path_comparison(source)
 
     def check(self, message: Message, context: dict) -> FilterResult:
-        if self.expression.evaluate(context):
+        view = context.get("msg")
+        if self.comparison is not None and type(view) is HL7View:
+            path, operator, literal = self.comparison
+            passed = (view[path] == literal) == (operator == "==")
+        else:
+            passed = self.expression.evaluate(context)
+        if passed:
             return FilterResult(True)
         return FilterResult(False, f"when {self.source!r} was false")
 
@@ -211,6 +241,10 @@ class ChannelPipeline:
                                             config.inbound)
             for destination in config.destinations
         }
+        # nothing to filter or transform anywhere: a message needs no context (no parse) to be planned
+        self.pass_through = not any(stages.filters or stages.steps for stages in
+                                    (self.channel_stages, *self.destination_stages.values()))
+        self.pass_through_status = derive_status([QUEUED] * len(self.destination_stages))
         self.metadata_paths = dict(config.metadata)
         self.metadata_expressions = {}
         for key, source in config.metadata.items():
@@ -268,6 +302,11 @@ class ChannelPipeline:
             return Outcome(ERROR, error=f"internal error while processing: {type(error).__name__}")
 
     def run(self, message: Message, meta: dict | None = None) -> Outcome:
+        if self.pass_through and message.inbound == "hl7" and message.msh is not None:
+            # what the general path below gives when no stage exists, without parsing the message
+            # (an HL7 message with an MSH always parses; other types still parse to be checked)
+            return Outcome(self.pass_through_status, [], None,
+                           destinations=[DestinationPlan(name, body=message.raw) for name in self.destination_stages])
         try:
             context = self.context(message, meta)
             filters = self.channel_stages.check(message, context)

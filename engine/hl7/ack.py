@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from engine.hl7.dates import format_hl7_datetime
@@ -37,7 +38,7 @@ def build_ack(msh: Msh, code: str, text: str = "", error: str | None = None, *,
         raise ValueError(f"unknown acknowledgment code {code!r}")
     sep, enc = msh.field_sep, msh.encoding
     comp = encoding_chars(enc)[0]
-    stamp = format_hl7_datetime(now if now is not None else datetime.now())
+    stamp = format_hl7_datetime(now) if now is not None else _now_stamp()
     trigger = msh.component(9, 2)
     msg_type = f"ACK{comp}{trigger}{comp}ACK" if trigger.strip() else "ACK"
     if control_id is not None:
@@ -55,6 +56,17 @@ def build_ack(msh: Msh, code: str, text: str = "", error: str | None = None, *,
                                escape(ERROR_CODES.get(error_code, ""), enc, sep), "HL70357"])
         segments.append(sep.join(["ERR", "", "", condition, "E", "", "", escape(error, enc, sep)]))
     return "".join(segment + "\r" for segment in segments)  # every segment ends with CR (§3.5)
+
+
+_stamp = [-1, ""]  # [the second, its MSH-7 text]: every ACK of one second carries the same stamp
+
+
+def _now_stamp() -> str:
+    """``format_hl7_datetime(datetime.now())``, worked out once a second (MSH-7 has no fractions)."""
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp[:] = [second, format_hl7_datetime(datetime.fromtimestamp(second))]
+    return _stamp[1]
 
 
 _REJECT_MSH = Msh(DEFAULT_FIELD_SEP, DEFAULT_ENCODING,

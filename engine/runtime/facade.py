@@ -30,6 +30,11 @@ class Runtime:
         return self._engine.store
 
     @property
+    def cluster(self):
+        """This node's leases with several nodes on one PostgreSQL store (runtime/cluster.py), else None."""
+        return self._engine.cluster
+
+    @property
     def hook(self):
         """The plugin hooks (alerts call ``hook.alert``)."""
         return self._engine.registry.hook

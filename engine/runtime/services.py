@@ -110,7 +110,7 @@ class ChannelService(service.Service):
         yield defer.DeferredList([queue.stop_after_send() for queue in retired], consumeErrors=True)
         if state in ("started", "paused", "failed"):
             for queue in built.fresh:
-                queue.start()                  # loads every QUEUED row, the old queue's leftovers first
+                self._start_queue(queue)       # loads every QUEUED row, the old queue's leftovers first
         if restart:
             try:
                 yield defer.maybeDeferred(source.start)
@@ -164,11 +164,7 @@ class ChannelService(service.Service):
             return
         first, self._started_once = not self._started_once, True
         for queue in self.queues.values():
-            if first:
-                queue.start()
-            elif not queue.running:
-                queue.running = True
-                queue.kick()
+            self._start_queue(queue, first)
         recovered = self.channel.recover() if first else 0
         if recovered:
             log.info("channel {channel}: processing {n} message(s) stored before the last stop",
@@ -184,6 +180,17 @@ class ChannelService(service.Service):
         self.state, self.start_error = "started", None
         log.info("channel {channel} started: {type} source{where}, {n} destination(s)", channel=self.name,
                  type=self.config.source.type, where=self._where(), n=len(self.queues))
+
+    def _start_queue(self, queue, first: bool = True) -> None:
+        """Start a queue (``first``: load it from the store) or resume it; with several nodes on
+        one store it sends only on the node holding its lease (engine/runtime/cluster.py)."""
+        if self.engine.cluster is not None:
+            self.engine.cluster.adopt(self.name, queue, first)
+        elif first:
+            queue.start()
+        elif not queue.running:
+            queue.running = True
+            queue.kick()
 
     @defer.inlineCallbacks
     def pause(self):
@@ -242,6 +249,7 @@ class Engine(service.MultiService):
         self.admin = None        # set by engine/app.py: the admin API, metrics, audit log and alerts
         self.reloader = None     # set by engine/app.py: live reload on file changes and SIGHUP
         self.retention = None    # set by engine/app.py: pruning by [store] retention
+        self.cluster = None      # set by engine/app.py with [store] url: leases (engine/runtime/cluster.py)
         self.channel_listeners: list = []    # called with each channel service live reload deploys
         self.started: defer.Deferred = defer.Deferred()
         for channel_config in config.channels:

@@ -18,7 +18,8 @@ and reach the store only through ``Store``'s methods, never a connection or SQL 
 
 ``derive_status`` is the one rule turning destinations' statuses into a message's (DESIGN §3.4).
 The SQLite implementation is ``engine/store/sqlite/``: one module per concern, ``store.py``
-binding them into ``Store``.
+binding them into ``Store``. ``engine/store/postgres/`` is the same interface on PostgreSQL
+(``PgStore``, chosen by ``[store] url``); it shares the SQLite modules' SQL and logic.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ __all__ = [
     "StoreError",
     "delivery_rows",
     "derive_status",
+    "describe",
+    "is_url",
+    "store_class",
     "normalize_status",
     "open_readonly",
     "open_store",
@@ -51,13 +55,42 @@ __all__ = [
 ]
 
 
+def is_url(location) -> bool:
+    """Whether a store location is a PostgreSQL URL (else an SQLite file's path)."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def describe(section) -> str:
+    """The ``[store]`` location for a message to a person: the path, or the URL without its password."""
+    url = getattr(section, "url", "")
+    if not url:
+        return str(section.path)
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def store_class(location):
+    """The Store class for a location: ``PgStore`` for a PostgreSQL URL, else SQLite's."""
+    if is_url(location):
+        from engine.store.postgres.store import PgStore  # late: psycopg only when it is used
+
+        return PgStore
+    return Store
+
+
 def open_store(section, reactor=None) -> Store:
-    """The daemon's store from the config's ``[store]`` section (its ``path``): the writer thread
-    started and the schema migrated. Raises StoreError if it cannot be opened."""
-    return Store(section.path, reactor=reactor)
+    """The daemon's store from the config's ``[store]`` section (its ``url``, else its ``path``):
+    the writer thread started and the schema migrated. Raises StoreError if it cannot be opened."""
+    location = getattr(section, "url", "") or section.path
+    return store_class(location)(location, reactor=reactor)
 
 
-def open_readonly(path) -> Store:
+def open_readonly(location) -> Store:
     """A store that only reads (never migrates, refuses writes): the CLI's, beside a running
-    daemon or without one. Raises StoreError if the file is missing or of another schema."""
-    return Store.open_readonly(path)
+    daemon or without one. ``location``: a path or a PostgreSQL URL. Raises StoreError if the
+    store is missing or of another schema."""
+    return store_class(location).open_readonly(location)

@@ -247,7 +247,8 @@ def test_undecodable_and_control_character_names(daemon):
     with open(os.path.join(error, b"line\nbreak.hl7.reason"), "rb") as reason:
         assert b"control characters" in reason.read()
     assert rows(daemon, "hl7", "NAME-1") == [] and rows(daemon, "hl7", "NAME-2") == []
-    assert any("bad-\\xff-name.hl7" in line for line in daemon.log_lines)        # escaped in the log
+    wait_for(lambda: any("bad-\\xff-name.hl7" in line for line in daemon.log_lines), 10,
+             what="the escaped name in the log")   # the line follows the .reason file
     assert not any(line.endswith("line") for line in daemon.log_lines)          # no raw newline
 
 

@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from support.pg import store_backend  # noqa: F401 - a fixture
 from support.daemon import (Daemon, MllpClient, MllpPeer, ack_for, control_id_of, delivered_files, first_seen, free_port,
                      hl7, relay_channel, wait_for)
 
@@ -81,9 +82,10 @@ directory = "{tmp_path / 'big'}"
         daemon.stop()
 
 
-def test_downstream_down_then_up_receives_all_in_order(tmp_path):
+@pytest.mark.parametrize("store_backend", ["sqlite", "postgres"], indirect=True)
+def test_downstream_down_then_up_receives_all_in_order(tmp_path, store_backend):
     port = free_port()
-    daemon = Daemon(tmp_path / "d", {"down": to_ehr(port, 'ack_timeout = "2s"')}).start(1)
+    daemon = store_backend(Daemon(tmp_path / "d", {"down": to_ehr(port, 'ack_timeout = "2s"')})).start(1)
     peer = None
     try:
         ids = [f"ORD-{i}" for i in range(30)]
@@ -204,9 +206,10 @@ directory = "{tmp_path / 'healthy'}"
         daemon.stop()
 
 
-def test_kill_mid_queue_loses_nothing(tmp_path):
+@pytest.mark.parametrize("store_backend", ["sqlite", "postgres"], indirect=True)
+def test_kill_mid_queue_loses_nothing(tmp_path, store_backend):
     port = free_port()
-    daemon = Daemon(tmp_path / "d", {"crash": to_ehr(port)}).start(1)
+    daemon = store_backend(Daemon(tmp_path / "d", {"crash": to_ehr(port)})).start(1)
     peer = None
     try:
         ids = [f"KILL-{i}" for i in range(40)]

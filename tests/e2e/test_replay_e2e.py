@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from support.pg import store_backend  # noqa: F401 - a fixture
 from support.daemon import Daemon, MllpClient, MllpPeer, ack_for, control_id_of, free_port, hl7, relay_channel, wait_for
 
 pytestmark = pytest.mark.slow
@@ -174,7 +175,8 @@ def test_usage_errors(placed):
     assert missing.returncode == 1 and "no message with id 999999" in missing.stderr
 
 
-def test_one_destination_only(tmp_path):
+@pytest.mark.parametrize("store_backend", ["sqlite", "postgres"], indirect=True)
+def test_one_destination_only(tmp_path, store_backend):
     """Two destinations; one's own transform fails. Replaying that one leaves the other alone."""
     channel_text = f"""
 [source]
@@ -193,14 +195,16 @@ directory = "{tmp_path / 'picky'}"
   [destination.transform]
   template = "picky.j2"
 """
-    daemon = Daemon(tmp_path / "d", {"two": channel_text}, templates={"picky.j2": "{{ missing_helper() }}"})
+    daemon = store_backend(Daemon(tmp_path / "d", {"two": channel_text}, templates={"picky.j2": "{{ missing_helper() }}"}))
     daemon.start(1)
     try:
         client = MllpClient(daemon.ports["two"])
         assert client.request(hl7("TWO-1"))["code"] == "AA"
         client.close()
         (row,) = daemon.cli_json("messages", "--channel", "two")
-        first = daemon.wait_status(row["id"], "ERROR")
+        daemon.wait_status(row["id"], "ERROR")   # as soon as picky is ERROR; good may still be on its way
+        first = wait_for(lambda: (lambda m: m if m["destinations"][0]["status"] == "SENT" else None)(
+            daemon.cli_json("show", str(row["id"]))), what="good sent")
         assert {d["name"]: d["status"] for d in first["destinations"]} == {"good": "SENT", "picky": "ERROR"}
         (daemon.root / "transforms" / "picky.j2").write_text("picked {{ id }}")
         result = daemon.cli("replay", str(row["id"]), "--destination", "picky")

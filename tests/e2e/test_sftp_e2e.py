@@ -306,9 +306,9 @@ def test_source_takes_an_835_per_transaction_and_writes_its_999_beside_it(world)
 
     broken = (X12_SAMPLES / "malformed_se_count.x12").read_text("latin-1")
     put_remote(dirs["x12"], "era-bad.x12", broken)
-    reason = dirs["x12"] / "error" / "era-bad.x12.reason"
-    wait_for(reason.exists, 15, what="the broken 835 to move to error/")
-    rejecting = (dirs["x12"] / "error" / "era-bad.x12.999").read_text()
+    reason, answer = dirs["x12"] / "error" / "era-bad.x12.reason", dirs["x12"] / "error" / "era-bad.x12.999"
+    wait_for(lambda: reason.exists() and answer.exists(), 15, what="the broken 835's reason and 999 in error/")
+    rejecting = answer.read_text()
     assert "IK5*R" in rejecting and "segment" in reason.read_text()
     assert "SAMPLE" not in reason.read_text()
 

@@ -17,8 +17,8 @@ import sqlite3
 from contextlib import contextmanager
 from typing import Iterator
 
-from engine.store.sqlite.schema import FTS_TABLE, equal_terms, normalize_status, to_iso
-from engine.store.sqlite.text import match_expression, probe_is_cheaper
+from engine.store.sqlite import text as sqlite_text
+from engine.store.sqlite.schema import equal_terms, normalize_status, to_iso
 
 _SUMMARY = "id, channel, status, received_at, type, control_id"
 _META_CHUNK = 500  # ids per "IN (...)": well under SQLite's bound-parameter limit
@@ -60,6 +60,7 @@ def search_sql(
     offset=0,
     before_id=None,
     probe=False,
+    text_index=sqlite_text,
 ) -> tuple[str, list]:
     """The SQL and parameters of one search (also what ``Store.search_plan`` explains).
 
@@ -73,7 +74,8 @@ def search_sql(
     ``id < before_id``; with a control id or a metadata filter, which find a few messages, those
     drive and each candidate is probed in the index instead; ``probe`` does the same for a
     channel or status filter (:func:`search` asks for it when the word is common and those
-    messages are few)."""
+    messages are few). ``text_index``: the module whose ``MATCH_*`` SQL reaches the full-text
+    index (``sqlite/text.py``, ``postgres/text.py``)."""
     limit, offset = _page(limit, offset)
     where, params = _message_filters("m.", channel, status, since, until)
     if isinstance(type, (tuple, list)):
@@ -103,7 +105,7 @@ def search_sql(
         if before_id is not None:
             where.append("m.id < ?")
             params.append(int(before_id))
-        match = match_expression(text)
+        match = text_index.match_expression(text)
         # The time window as an id range too, so FTS5 seeks to it instead of walking every newer
         # match (a common word with last month's window): received_at never goes back in id
         # order (the writer stamps it so), so the window's first and last ids bound it exactly.
@@ -118,15 +120,17 @@ def search_sql(
         few = control_id is not None or bool(meta)
         if few or probe:
             sql = f"{select} FROM messages m"
-            where.append(f"EXISTS (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? AND rowid = m.id)")
+            where.append(text_index.MATCH_EXISTS)
             params.append(match)
         else:
-            sql = f"{select} FROM {FTS_TABLE} f CROSS JOIN messages m ON m.id = f.rowid"
-            where.insert(0, f"f.{FTS_TABLE} MATCH ?")
+            sql = f"{select} FROM {text_index.MATCH_FROM}"
+            where.insert(0, text_index.MATCH_WHERE)
             params.insert(0, match)
-            where = [w.replace("m.id <", "f.rowid <").replace("m.id >", "f.rowid >")
+            rowid = text_index.MATCH_ROWID
+            where = [w.replace("m.id <", f"{rowid} <").replace("m.id >", f"{rowid} >")
                      for w in where]  # FTS5 seeks on rowid
-        order = "m.id DESC" if few else "m.received_at DESC, m.id DESC" if probe else "f.rowid DESC"
+        order = ("m.id DESC" if few else "m.received_at DESC, m.id DESC" if probe
+                 else f"{text_index.MATCH_ROWID} DESC")
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {order} LIMIT ? OFFSET ?"
@@ -188,7 +192,7 @@ def _attach_meta(conn: sqlite3.Connection, summaries: list[dict]) -> list[dict]:
     return summaries
 
 
-def search(conn: sqlite3.Connection, **filters) -> list[dict]:
+def search(conn: sqlite3.Connection, text_index=sqlite_text, **filters) -> list[dict]:
     """Message summaries, newest first: ``{"id", "channel", "status", "received_at", "type",
     "control_id", "meta"}``. Filters: see :func:`search_sql`; ``type`` without a ``^`` (``ADT``)
     matches every trigger of that message code.
@@ -207,24 +211,25 @@ def search(conn: sqlite3.Connection, **filters) -> list[dict]:
                 _page(filters.get("limit", 100), filters.get("offset", 0))  # still refuse bad paging
                 return []
             filters["type"] = types[0] if len(types) == 1 else tuple(types)
-        if filters.get("text") is not None and probe_is_cheaper(conn, filters):
+        if filters.get("text") is not None and text_index.probe_is_cheaper(conn, filters):
             filters["probe"] = True
         if isinstance(filters.get("type"), tuple) and filters.get("text") is None:
-            rows = _merged_by_type(conn, filters)
+            rows = _merged_by_type(conn, filters, text_index)
         else:
-            sql, params = search_sql(**filters)
+            sql, params = search_sql(**filters, text_index=text_index)
             rows = conn.execute(sql, params).fetchall()
         return _attach_meta(conn, [_summary(row) for row in rows])
 
 
-def _merged_by_type(conn: sqlite3.Connection, filters: dict) -> list[tuple]:
+def _merged_by_type(conn: sqlite3.Connection, filters: dict, text_index=sqlite_text) -> list[tuple]:
     limit, offset = _page(filters.get("limit", 100), filters.get("offset", 0))
     if limit + offset > MAX_LIMIT:
         raise ValueError(f"with a message code (not one type) limit + offset must be at most {MAX_LIMIT};"
                          " page with before_id instead")
     rows: list[tuple] = []
     for one in filters["type"]:
-        sql, params = search_sql(**{**filters, "type": one, "limit": limit + offset, "offset": 0})
+        sql, params = search_sql(**{**filters, "type": one, "limit": limit + offset, "offset": 0},
+                                 text_index=text_index)
         rows += conn.execute(sql, params).fetchall()
     rows.sort(key=lambda row: (row[3], row[0]), reverse=True)  # (received_at, id), newest first
     return rows[offset:offset + limit]

@@ -13,7 +13,7 @@ runs on PostgreSQL through the translating connection as the other read modules 
 from __future__ import annotations
 
 from engine.store.sqlite import queries as q
-from engine.store.sqlite.text import probe_is_cheaper
+from engine.store.sqlite import text as sqlite_text
 
 MINUTE = "substr(received_at, 1, 16)"
 TRAFFIC_SQL = " UNION ALL ".join(
@@ -31,10 +31,12 @@ def traffic_by_minute(conn, channel: str, since_iso: str) -> dict[str, dict[str,
     return found
 
 
-def count_matches(conn, cap: int, **filters) -> int:
+def count_matches(conn, cap: int, text_index=None, **filters) -> int:
     """How many messages a search (``queries.search``'s filters) matches, counted up to ``cap``
     (the list page says "more than CAP" beyond): the search's own SQL with ``LIMIT cap`` inside a
-    ``COUNT(*)``, so it walks the same index as the page it counts, at most ``cap`` entries."""
+    ``COUNT(*)``, so it walks the same index as the page it counts, at most ``cap`` entries.
+    ``text_index``: the store's full-text module, as for ``queries.search``."""
+    text_index = text_index or sqlite_text
     filters = {key: value for key, value in filters.items() if key not in ("limit", "offset", "before_id")}
     with q.snapshot(conn):
         if len(filters.get("meta") or {}) > 1:
@@ -44,11 +46,11 @@ def count_matches(conn, cap: int, **filters) -> int:
             types = q.types_under(conn, filters["type"])
             if not types:
                 return 0
-        if filters.get("text") is not None and probe_is_cheaper(conn, {**filters, "type": types[0]}):
+        if filters.get("text") is not None and text_index.probe_is_cheaper(conn, {**filters, "type": types[0]}):
             filters["probe"] = True
         total = 0
         for one in types:
-            sql, params = q.search_sql(**{**filters, "type": one, "limit": cap, "offset": 0})
+            sql, params = q.search_sql(**{**filters, "type": one, "limit": cap, "offset": 0}, text_index=text_index)
             total += conn.execute(f"SELECT COUNT(*) FROM ({sql}) AS found", params).fetchone()[0]
             if total >= cap:
                 return cap

@@ -28,6 +28,12 @@ from engine.store.sqlite.schema import FTS_INSERT_SQL, FTS_TABLE, normalize_stat
 _WORD = re.compile(r"[^\W_]+\*?")  # letters and digits (unicode61's token characters), then an optional *
 MAX_WORDS = 16
 
+# How a search reaches the index (queries.search_sql); postgres/text.py has its own.
+MATCH_EXISTS = f"EXISTS (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? AND rowid = m.id)"
+MATCH_FROM = f"{FTS_TABLE} f CROSS JOIN messages m ON m.id = f.rowid"
+MATCH_WHERE = f"f.{FTS_TABLE} MATCH ?"
+MATCH_ROWID = "f.rowid"
+
 WATERMARK_SQL = "UPDATE text_index SET indexed_through = ? WHERE id = 1 AND indexed_through < ?"
 
 
@@ -54,9 +60,10 @@ def indexed_through(conn: sqlite3.Connection) -> int:
     return row[0] if row else 0
 
 
-def catch_up(conn: sqlite3.Connection) -> int:
+def catch_up(conn: sqlite3.Connection, insert_sql: str = FTS_INSERT_SQL, prepare=None) -> int:
     """Index the messages stored after the high-water mark (a crash came between their commit
-    and their indexing); in its own transaction. Returns how many were indexed."""
+    and their indexing); in its own transaction. Returns how many were indexed. ``insert_sql``
+    and ``prepare`` (``(id, raw)`` rows -> its parameters): the PostgreSQL store's own index."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         mark = indexed_through(conn)
@@ -65,7 +72,7 @@ def catch_up(conn: sqlite3.Connection) -> int:
             (mark,),
         ).fetchall()
         if rows:
-            conn.executemany(FTS_INSERT_SQL, rows)
+            conn.executemany(insert_sql, rows if prepare is None else prepare(rows))
         top = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
         conn.execute(WATERMARK_SQL, (top, top))
         conn.execute("COMMIT")
@@ -92,9 +99,11 @@ COMMON_WORD = 100_000
 FEW_MESSAGES = 2_500
 
 
-def probe_is_cheaper(conn: sqlite3.Connection, filters: dict) -> bool:
+def probe_is_cheaper(conn: sqlite3.Connection, filters: dict, count_matches=None) -> bool:
     """Whether a text search with these filters should walk the channel's (or status's)
-    messages and probe the index for each, rather than walk the word's matches."""
+    messages and probe the index for each, rather than walk the word's matches.
+    ``count_matches(conn, text, cap)``: how many messages hold the words, up to ``cap`` (FTS5's
+    count by default; the PostgreSQL store passes its own)."""
     if filters.get("control_id") is not None or filters.get("meta"):
         return False  # those drive already
     where, params = [], []
@@ -104,14 +113,17 @@ def probe_is_cheaper(conn: sqlite3.Connection, filters: dict) -> bool:
             params.append(filters[key] if key == "channel" else normalize_status(filters[key]))
     if not where:
         return False
-    matches = conn.execute(
-        f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? LIMIT ?)",
-        (match_expression(filters["text"]), COMMON_WORD),
-    ).fetchone()[0]
-    if matches < COMMON_WORD:
+    if (count_matches or _count_matches)(conn, filters["text"], COMMON_WORD) < COMMON_WORD:
         return False
     held = conn.execute(
         f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {' AND '.join(where)} LIMIT ?)",
         (*params, FEW_MESSAGES),
     ).fetchone()[0]
     return held < FEW_MESSAGES
+
+
+def _count_matches(conn: sqlite3.Connection, text: str, cap: int) -> int:
+    return conn.execute(
+        f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? LIMIT ?)",
+        (match_expression(text), cap),
+    ).fetchone()[0]

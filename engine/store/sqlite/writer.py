@@ -39,11 +39,12 @@ log = Logger(namespace="engine.store.sqlite.store")  # the namespace it had in s
 _STOP = object()
 
 
-def _op_error(exc: Exception) -> Exception:
-    """SQLite errors become StoreError (error code and SQLite's text, which never holds bound
-    values, so no message content); other exceptions (bad arguments) pass through as they are."""
-    if isinstance(exc, sqlite3.Error):
-        err = StoreError(f"store write failed: {getattr(exc, 'sqlite_errorname', '')} {exc}")
+def _op_error(exc: Exception, db_errors: tuple = (sqlite3.Error,)) -> Exception:
+    """Database errors become StoreError (error code and the database's text, which never holds
+    bound values, so no message content); other exceptions (bad arguments) pass through as they are."""
+    if isinstance(exc, db_errors):
+        code = getattr(exc, "sqlite_errorname", None) or getattr(exc, "sqlstate", None) or ""
+        err = StoreError(f"store write failed: {code} {exc}")
         err.__cause__ = exc
         return err
     return exc
@@ -56,6 +57,8 @@ class GroupCommitWriter:
     override ``_on_closed`` (run in the reactor once the connection is closed)."""
 
     _writer = False      # True once a subclass has a read-write connection
+    _db_errors: tuple = (sqlite3.Error,)  # what the connection raises (PostgreSQL: psycopg.Error)
+    _begin_sql = "BEGIN IMMEDIATE"
     hold_rows = 256      # staged statements are run once this many are held...
     hold_seconds = 0.5   # ...or the oldest has waited this long
     _accepting = False
@@ -128,8 +131,8 @@ class GroupCommitWriter:
         try:
             if conn.in_transaction:  # left over from a rollback that itself failed
                 conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+            conn.execute(self._begin_sql)
+        except self._db_errors as exc:
             failure = self._batch_error("begin", exc)
         staged: list[tuple[str, tuple]] = []
         if failure is None:
@@ -145,7 +148,7 @@ class GroupCommitWriter:
                     if not self._undo(conn, opened):
                         failure = self._batch_error("write", exc)
                         break
-                    results.append((d, False, _op_error(exc)))
+                    results.append((d, False, _op_error(exc, self._db_errors)))
                 else:
                     staged += self._op_staged
                     results.append((d, True, value))
@@ -176,7 +179,7 @@ class GroupCommitWriter:
             try:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            except sqlite3.Error:
+            except self._db_errors:
                 pass  # retried before the next BEGIN
             results = [(d, False, failure) for _, _, d in ops]
         return results, failure
@@ -233,21 +236,20 @@ class GroupCommitWriter:
             conn.executemany(sql, [params for _sql, params in staged[start:end]])
             start = end
 
-    @staticmethod
-    def _undo(conn: sqlite3.Connection, opened: bool) -> bool:
+    def _undo(self, conn: sqlite3.Connection, opened: bool) -> bool:
         """Roll back one failed write; False when the whole transaction is lost (SQLite rolls
         it all back after SQLITE_FULL, IOERR, BUSY or NOMEM) or the rollback itself failed."""
         if opened:
             try:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
-            except sqlite3.Error:
+            except self._db_errors:
                 return False
         return conn.in_transaction
 
     @staticmethod
     def _batch_error(stage: str, exc: BaseException) -> StoreError:
-        code = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        code = getattr(exc, "sqlite_errorname", None) or getattr(exc, "sqlstate", None) or type(exc).__name__
         err = StoreError(f"store {stage} failed ({code}); the batch was not stored")
         err.__cause__ = exc
         return err
@@ -264,12 +266,15 @@ class GroupCommitWriter:
 
     def _finish(self) -> None:
         """In the writer thread, after the last batch: checkpoint and close the connection."""
+        self._close_writer_connection()
+        self._reactor.callFromThread(self._closed_now)
+
+    def _close_writer_connection(self) -> None:
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass  # a reader in another process holds the WAL: it is checkpointed next time
         self._conn.close()
-        self._reactor.callFromThread(self._closed_now)
 
     def _closed_now(self) -> None:
         self._on_closed()

@@ -109,7 +109,7 @@ async def test_sqlite_errors_in_a_write_become_store_errors(store):
     unknown = store.set_message_result(424242, status="SENT")
     fine = put(store, "ehr", hl7("C1"), control_id="C1")
     (ok_o, err_o), (ok_u, err_u), (ok_f, _value) = await settle([orphan, unknown, fine])
-    assert not ok_o and isinstance(err_o, StoreError) and "FOREIGNKEY" in str(err_o)
+    assert not ok_o and isinstance(err_o, StoreError) and ("FOREIGNKEY" in str(err_o) or "23503" in str(err_o))
     assert not ok_u and isinstance(err_u, StoreError) and "424242" in str(err_u)
     assert ok_f
 
@@ -134,6 +134,7 @@ async def test_a_failed_commit_fails_every_write_of_the_batch_then_recovers(stor
     assert [m["id"] for m in store.search(channel="ehr")] == [message_id]
 
 
+@pytest.mark.sqlite_only  # SQLite's max_page_count; PostgreSQL: a write error, tested e2e
 @pytest_twisted.ensureDeferred
 async def test_disk_full_fails_the_whole_batch_and_recovers_when_space_returns(store):
     await put(store, "ehr", hl7("C0"), control_id="C0")
@@ -198,11 +199,12 @@ async def test_unencodable_text_is_refused_without_echoing_it(store):
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_bytes_of_a_lossy_decode_are_kept_beside_its_text(store):
+async def test_the_bytes_of_a_lossy_decode_are_kept_beside_its_text(store, backend):
     """RELIABILITY 17: ``original`` is stored as given (a BLOB, byte for byte) whatever the status, and
     read back only by ``get_original``; ``get_message`` gives its length, None when none was kept."""
     lossy = hl7("L1").encode().replace(b"DOE", b"D\xff\xfe\x00E")
-    received, _ = await put(store, "ehr", hl7("L1").replace("DOE", "D\ufffd\ufffd\x00E"),
+    nul = "\x00" if backend == "sqlite" else "\ufffd"  # PostgreSQL text holds no NUL (the next test)
+    received, _ = await put(store, "ehr", hl7("L1").replace("DOE", f"D\ufffd\ufffd{nul}E"),
                             control_id="L1", original=lossy)
     processed = store.reserve_id()
     await store.put_processed("ehr", hl7("L2"), message_id=processed, status="FILTERED", control_id="L2",
@@ -214,6 +216,18 @@ async def test_the_bytes_of_a_lossy_decode_are_kept_beside_its_text(store):
     assert store.get_message(clean)["original_bytes"] is None and store.get_original(clean) is None
     assert store.get_original(10**6) is None                               # no such message
     assert lossy not in json.dumps(store.get_message(received)).encode()   # the JSON view holds no bytes
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_with_a_nul_is_stored_by_sqlite_and_refused_by_postgresql(store, backend):
+    """PostgreSQL's text holds no NUL character: such a message is refused with a StoreError that
+    quotes no content (the sender gets AE), where SQLite stores it."""
+    outcome = (await settle([put(store, "ehr", hl7("N1").replace("DOE", "D\x00E"), control_id="N1")]))[0]
+    if backend == "sqlite":
+        assert outcome[0]
+    else:
+        assert not outcome[0] and isinstance(outcome[1], StoreError) and "NUL" in str(outcome[1])
+        assert "DOE" not in str(outcome[1]) and "PID" not in str(outcome[1])
 
 
 @pytest_twisted.ensureDeferred

@@ -4,15 +4,14 @@ commit, flushed on close, repaired after a crash. The writer's group commit itse
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from engine.store.sqlite import text as store_text
 from engine.store import Store
 from engine.store.sqlite.schema import FTS_INSERT_SQL, connect_writer
+from support import pg
 from support.store import hl7, put, settle
 
 
@@ -23,12 +22,8 @@ def text_ids(store: Store, words: str) -> list[int]:
     return [m["id"] for m in store.search(text=words)]
 
 
-def indexed_through(path) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT indexed_through FROM text_index").fetchone()[0]
-    finally:
-        conn.close()
+def indexed_through(store) -> int:
+    return pg.indexed_through(store)
 
 
 @pytest_twisted.ensureDeferred
@@ -39,10 +34,10 @@ async def test_messages_are_indexed_in_bulk_after_their_commit(store):
     store.hold_rows = 5
     first = [(await put(store, "ehr", hl7(f"C{i}", mrn=f"MRNA{i}"), control_id=f"C{i}"))[0]
              for i in range(4)]
-    assert text_ids(store, "MRNA0") == [] and indexed_through(store.path) == 0  # held
+    assert text_ids(store, "MRNA0") == [] and indexed_through(store) == 0  # held
     fifth, _ = await put(store, "ehr", hl7("C4", mrn="MRNA4"), control_id="C4")
     assert text_ids(store, "MRNA0") == [first[0]] and text_ids(store, "MRNA4") == [fifth]
-    assert indexed_through(store.path) == fifth
+    assert indexed_through(store) == fifth
     commits = store.stats["commits"]
     sixth, _ = await put(store, "ehr", hl7("C5", mrn="MRNA5"), control_id="C5")
     await store.flush_staged()
@@ -72,11 +67,7 @@ async def test_a_failed_write_leaves_nothing_to_index(store):
     message_id, _ = await put(store, "ehr", hl7("C1", mrn="MRNKEPT"), control_id="C1")
     await store.flush_staged()
     assert text_ids(store, "SECRETWORD") == [] and text_ids(store, "MRNKEPT") == [message_id]
-    conn = sqlite3.connect(store.path)
-    try:
-        store_text.integrity_check(conn)  # index and content agree
-    finally:
-        conn.close()
+    pg.check_text_index(store)  # index and content agree
 
 
 @pytest_twisted.ensureDeferred
@@ -97,29 +88,31 @@ async def test_held_words_survive_a_failed_commit_and_are_indexed_once_it_clears
 
 
 @pytest_twisted.ensureDeferred
-async def test_close_indexes_what_is_held(tmp_path):
-    path = tmp_path / "store.db"
-    store = Store(path)
+async def test_close_indexes_what_is_held(store_location):
+    store = pg.open_store_at(store_location)
     store.hold_seconds = 3600
     message_id, _ = await put(store, "ehr", hl7("C1", mrn="MRNCLOSE"), control_id="C1")
     await store.close()
-    assert indexed_through(path) == message_id
+    assert indexed_through(store) == message_id
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_store_reopened_after_a_crash_indexes_the_messages_it_had_not(tmp_path):
-    path = tmp_path / "store.db"
-    store = Store(path)
+async def test_a_store_reopened_after_a_crash_indexes_the_messages_it_had_not(store_location):
+    store = pg.open_store_at(store_location)
     indexed, _ = await put(store, "ehr", hl7("C1", mrn="MRNOLD"), control_id="C1")
     await store.close()
-    conn = connect_writer(str(path))  # a commit whose indexing a crash prevented
-    conn.execute("INSERT INTO messages (id, channel, received_at, status, sha256, raw) VALUES"
-                 " (?, 'ehr', '2026-01-01T00:00:00.000Z', 'RECEIVED', 'x', 'PID|MRNCRASH')", (indexed + 1,))
-    conn.close()
-    store = Store(path)
+    crashed = ("INSERT INTO messages (id, channel, received_at, status, sha256, raw) VALUES"
+               " (%s, 'ehr', '2026-01-01T00:00:00.000Z', 'RECEIVED', 'x', 'PID|MRNCRASH')")
+    if pg.is_postgres(store):  # a commit whose indexing a crash prevented
+        pg.sql(store.path, crashed, (indexed + 1,))
+    else:
+        conn = connect_writer(str(store_location))
+        conn.execute(crashed.replace("%s", "?"), (indexed + 1,))
+        conn.close()
+    store = pg.open_store_at(store_location)
     try:
         assert text_ids(store, "MRNCRASH") == [indexed + 1] and text_ids(store, "MRNOLD") == [indexed]
-        assert indexed_through(path) == indexed + 1
+        assert indexed_through(store) == indexed + 1
     finally:
         await store.close()
 

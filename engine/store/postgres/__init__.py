@@ -1,0 +1,1 @@
+"""The message store on PostgreSQL (``[store] url``): see ``store.py``."""

@@ -1,0 +1,187 @@
+"""Two and three nodes on one PostgreSQL store, each its own process with its own MLLP port (as
+behind a TCP load balancer): one node sends each destination's queue, the others store and ACK;
+SIGKILL of the holder under load hands the queue over within the lease plus a retry interval;
+a node cut from the database (pg_terminate_backend, connections refused) answers AE, never AA.
+
+Every AA'd message is delivered; each sender's messages arrive in the order they were AA'd."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from support import pg
+from support.daemon import Daemon, MllpClient, MllpPeer, control_id_of, first_seen, free_port, hl7, wait_for
+
+pytestmark = pytest.mark.slow
+
+LEASE = 3.0
+RETRY = 0.2
+
+
+def node(root, name: str, url: str, peer_port: int) -> Daemon:
+    channel = f"""
+[source]
+type = "mllp"
+listen = "127.0.0.1:{free_port()}"
+
+[[destination]]
+name = "ehr"
+type = "mllp"
+connect = "127.0.0.1:{peer_port}"
+ack_timeout = "2s"
+retry = {{ interval = "{int(RETRY * 1000)}ms", backoff = 1.0, max_interval = "{int(RETRY * 1000)}ms" }}
+"""
+    daemon = Daemon(root / name, {"relay": channel}, extra_config=f'[cluster]\nnode = "{name}"\nlease = "{LEASE}s"\n')
+    pg.use_store(daemon, url)
+    return daemon
+
+
+def holder(daemon: Daemon) -> str | None:
+    for entry in daemon.cli_json("nodes", "--json"):
+        if "queue:relay/ehr" in entry["holds"]:
+            return entry["name"]
+    return None
+
+
+class Sender(threading.Thread):
+    """One connection to one node: send, wait for the answer, journal every AA."""
+
+    def __init__(self, prefix: str, port: int) -> None:
+        super().__init__(daemon=True)
+        self.prefix, self.port = prefix, port
+        self.acked: list[str] = []
+        self.answers: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        n, client = 0, None
+        while not self.stop.is_set():
+            try:
+                client = client or MllpClient(self.port, timeout=5)
+                control_id = f"{self.prefix}{n:05d}"
+                code = client.request(hl7(control_id))["code"]
+            except (OSError, ConnectionError):
+                if client is not None:
+                    client.close()
+                client = None
+                time.sleep(0.05)
+                continue
+            self.answers.append(code)
+            if code == "AA":
+                self.acked.append(control_id)
+                n += 1
+            time.sleep(0.005)
+        if client is not None:
+            client.close()
+
+
+@pytest.fixture
+def database():
+    with pg.database("sbnodes") as url:
+        yield url
+
+
+def test_two_nodes_share_the_work_and_a_killed_holder_is_taken_over(tmp_path, database):
+    peer = MllpPeer()
+    nodes = {name: node(tmp_path, name, database, peer.port) for name in ("a", "b")}
+    senders = []
+    try:
+        for daemon in nodes.values():
+            daemon.start(1)
+        first = wait_for(lambda: holder(nodes["a"]), timeout=LEASE * 3, what="a node to hold the queue")
+        listed = {entry["name"] for entry in nodes["b"].cli_json("nodes", "--json")}
+        assert listed == {"a", "b"}
+        health = nodes[first].api("GET", "/healthz?ready", token=None)
+        assert health[0] == 200 and health[1]["ready"] and "queue:relay/ehr" in health[1]["holds"]
+
+        senders = [Sender(f"{name.upper()}-", nodes[name].ports["relay"]) for name in nodes]
+        for sender in senders:
+            sender.start()
+        wait_for(lambda: all(len(s.acked) >= 30 for s in senders), timeout=20, what="traffic on both nodes")
+        wait_for(lambda: len(set(peer.control_ids())) >= 40, timeout=20, what="deliveries by the holder")
+
+        survivor = "b" if first == "a" else "a"
+        nodes[first].kill()                 # SIGKILL the holder under load (reaped: it sends no more)
+        killed_at = time.monotonic()
+        delivered_before = len(peer.received)
+        wait_for(lambda: len(peer.received) > delivered_before + 1, timeout=LEASE * 3, interval=0.01,
+                 what="the survivor to deliver")
+        took = time.monotonic() - killed_at     # SIGKILL -> the first delivery by the new holder
+        assert holder(nodes[survivor]) == survivor
+        survivor_sender = next(s for s in senders if s.prefix.startswith(survivor.upper()))
+        dead_sender = next(s for s in senders if s is not survivor_sender)
+        dead_sender.stop.set()
+        wait_for(lambda: len(survivor_sender.acked) >= 100, timeout=20, what="more traffic on the survivor")
+        for sender in senders:
+            sender.stop.set()
+            sender.join(10)
+        acked = {cid for s in senders for cid in s.acked}
+        wait_for(lambda: acked <= set(peer.control_ids()), timeout=30, what="every AA'd message delivered")
+        delivered = [control_id_of(p) for p in peer.received]
+        for sender in senders:
+            mine = [cid for cid in first_seen(delivered) if cid.startswith(sender.prefix)]
+            assert mine[:len(sender.acked)] == sender.acked, sender.prefix   # order per sender
+        duplicates = len(delivered) - len(set(delivered))
+        twice = {cid for cid in delivered if delivered.count(cid) > 1}
+        wait_for(lambda: not pg.sql(database, "SELECT 1 FROM deliveries WHERE status = 'QUEUED' LIMIT 1"),
+                 timeout=30, what="every delivery recorded")
+        flagged = {row[0] for row in pg.sql(
+            database, "SELECT m.control_id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+                      " JOIN messages m ON m.id = d.message_id WHERE a.possible_duplicate = 1")}
+        assert twice <= flagged, sorted(twice - flagged)   # every duplicate delivery is flagged
+        print(f"takeover after SIGKILL: {took:.2f} s (lease {LEASE} s, retry {RETRY} s); "
+              f"{len(acked)} AA'd, {duplicates} duplicate deliveries")
+        assert took <= LEASE + RETRY + LEASE / 3   # + one lease round of slack for this shared machine
+        assert set(survivor_sender.answers) == {"AA"}
+    finally:
+        for sender in senders:
+            sender.stop.set()
+        for daemon in nodes.values():
+            daemon.stop()
+        peer.close()
+
+
+def test_three_nodes_one_holder_and_a_node_cut_from_the_database_answers_ae(tmp_path, database):
+    peer = MllpPeer()
+    nodes = {name: node(tmp_path, name, database, peer.port) for name in ("a", "b", "c")}
+    name = database.rsplit("/", 1)[1]
+    try:
+        for daemon in nodes.values():
+            daemon.start(1)
+        wait_for(lambda: holder(nodes["a"]), timeout=LEASE * 3, what="a node to hold the queue")
+        entries = nodes["c"].cli_json("nodes", "--json")
+        assert sorted(e["name"] for e in entries) == ["a", "b", "c"]
+        assert sum("queue:relay/ehr" in e["holds"] for e in entries) == 1
+        acked = []
+        for n, daemon in enumerate(nodes.values()):
+            client = MllpClient(daemon.ports["relay"])
+            for k in range(10):
+                control_id = f"N{n}-{k:03d}"
+                assert client.request(hl7(control_id))["code"] == "AA"
+                acked.append(control_id)
+            client.close()
+        wait_for(lambda: set(acked) <= set(peer.control_ids()), timeout=20, what="all three nodes' messages")
+        assert len(peer.control_ids()) == len(set(peer.control_ids()))   # each once: one node sends
+
+        pg.sql(pg._url("postgres"), f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        pg.sql(pg._url("postgres"), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+               (name,))
+        client = MllpClient(nodes["b"].ports["relay"])
+        codes = [client.request(hl7(f"CUT-{k}"))["code"] for k in range(3)]
+        assert set(codes) == {"AE"}, codes
+        wait_for(lambda: nodes["b"].api("GET", "/healthz?ready", token=None)[0] == 503, timeout=LEASE * 2,
+                 what="the cut node to say it is not ready")
+        pg.sql(pg._url("postgres"), f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        wait_for(lambda: client.request(hl7("BACK-1"))["code"] == "AA", timeout=LEASE * 3, what="AA again")
+        client.close()
+        wait_for(lambda: nodes["b"].api("GET", "/healthz?ready", token=None)[0] == 200, timeout=LEASE * 2,
+                 what="ready again")
+        wait_for(lambda: "BACK-1" in peer.control_ids(), timeout=LEASE * 4, what="delivered after the cut")
+    finally:
+        pg.sql(pg._url("postgres"), f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        for daemon in nodes.values():
+            daemon.stop()
+        peer.close()
