@@ -1,7 +1,7 @@
-"""A channel's last hour per minute (engine/admin/traffic.py over Store.traffic_by_minute): one
-point per minute, the minutes without messages zero, outcomes counted by the minute of arrival,
-other channels and older messages left out; the window's words checked; the SVG is markup we
-build (no script, numbers only) with the totals in its label."""
+"""A channel's last hour per minute (engine/admin/traffic.py over Store.traffic_by_minute, whose
+SQL tests/unit/store/test_store_stats.py checks on both backends): one point per minute, the
+minutes without messages zero; the window's words checked; the SVG is markup we build (no
+script, numbers only) with the totals in its label."""
 
 from __future__ import annotations
 
@@ -68,17 +68,3 @@ def test_the_counts_are_read_from_covering_indexes(store):
     searches = [step for step in plan if step.startswith("SEARCH")]
     assert len(searches) == 3 and all("USING COVERING INDEX" in step for step in searches), plan
 
-
-@pytest_twisted.ensureDeferred
-async def test_the_list_count_is_the_search_counted_up_to_a_cap(store):
-    """The messages page's count (Store.count_matches): the same filters as the search, a bare
-    message code standing for its types, counted at most up to the cap."""
-    for index in range(5):
-        await stored(store, "ehr", f"A{index}", "SENT")
-    await stored(store, "lab", "L0", "ERROR")
-    assert store.count_matches(100) == 6
-    assert store.count_matches(3) == 3
-    assert store.count_matches(100, channel="ehr") == 5 == len(store.search(channel="ehr"))
-    assert store.count_matches(100, status="ERROR") == 1
-    assert store.count_matches(100, type="ADT") == 6 and store.count_matches(100, type="ORU") == 0
-    assert store.count_matches(100, control_id="A3", limit=1, offset=0) == 1
