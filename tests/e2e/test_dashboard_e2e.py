@@ -472,17 +472,19 @@ def test_the_message_page_names_the_filter_and_indents_json(site, browser):
     assert client.request(hl7("J-1", mrn="M77"))["code"] == "AA"
     assert client.request(hl7("R-1", msg_type="ORU^R01"))["code"] == "AA"
     client.close()
-    daemon.wait_status(message_id(daemon, "R-1"), "FILTERED")
-    page = browser.request("GET", f"/messages/{message_id(daemon, 'R-1')}")[2]
+    found = {row["control_id"]: row["id"] for row in daemon.api("GET", "/api/messages?channel=fhir")[1]}
+    filtered, json_id = found["R-1"], found["J-1"]
+    daemon.wait_status(filtered, "FILTERED")
+    page = browser.request("GET", f"/messages/{filtered}")[2]
     assert '<dd id="filtered-by"><strong>no-results</strong>' in page
     assert 'id="not-transformed">none: filter <strong>no-results</strong> stopped the message' in page
     assert "no channel transform, or it failed" not in page
-    daemon.wait_status(message_id(daemon, "J-1"), "SENT")
-    page = browser.request("GET", f"/messages/{message_id(daemon, 'J-1')}")[2]
+    daemon.wait_status(json_id, "SENT")
+    page = browser.request("GET", f"/messages/{json_id}")[2]
     assert '{\n  &#34;id&#34;: &#34;J-1&#34;,\n  &#34;mrn&#34;: &#34;M77&#34;\n}' in page
-    stored = daemon.api("GET", f"/api/messages/{message_id(daemon, 'J-1')}")[1]["transformed"]
+    stored = daemon.api("GET", f"/api/messages/{json_id}")[1]["transformed"]
     assert "\n" not in stored                                  # only the display is indented
-    download = browser.request("GET", f"/messages/{message_id(daemon, 'J-1')}/transformed")[2]
+    download = browser.request("GET", f"/messages/{json_id}/transformed")[2]
     assert download == stored
 
 
