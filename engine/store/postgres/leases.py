@@ -71,7 +71,7 @@ def check_fence(conn, fences: dict, pairs) -> None:
         fence = fences.get(pair)
         if fence is None:
             continue
-        resource, node, token = fence
+        resource, node, fencing = fence      # a counter, not a secret
         row = conn.execute("SELECT node, token FROM leases WHERE resource = ?", (resource,)).fetchone()
-        if row is None or row[0] != node or row[1] != token:
+        if row is None or row[0] != node or row[1] != fencing:
             raise StoreError(f"lease lost: {resource} is no longer held by node {node}; not recorded")
