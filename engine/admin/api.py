@@ -4,6 +4,7 @@
     GET  /metrics                          Prometheus text (engine/admin/metrics.py)
     GET  /api/channels                     every channel: state, counts, destination queues
     GET  /api/channels/{name}
+    GET  /api/channels/{name}/stats?window=1h  received, sent, errors per minute (engine/admin/traffic.py)
     POST /api/channels/{name}/start|stop|pause
     GET  /api/messages?channel=&status=&since=&until=&type=&control_id=&meta.KEY=&limit=&offset=
     GET  /api/messages/{id}                 what ``show --json`` prints
@@ -40,6 +41,8 @@ from twisted.web import resource, server
 
 from engine.admin.metrics import age_seconds
 from engine.admin.roles import redact
+from engine.admin.states import destination_state, target_of
+from engine.admin.traffic import traffic, window_seconds
 from engine.connectors.http.json_input import load_json
 from engine.core.message import MessageParseError
 from engine.core.units import MAX_INTEGER, parse_int, parse_message_id, parse_time_bound
@@ -280,7 +283,7 @@ class Channels(Endpoint):
 
 
 class ChannelNode(Endpoint):
-    examples = ACTIONS
+    examples = (*ACTIONS, "stats")
 
     def __init__(self, admin, name: str) -> None:
         super().__init__(admin)
@@ -288,12 +291,36 @@ class ChannelNode(Endpoint):
 
     def getChild(self, name, request):
         action = name.decode("ascii", "replace")
+        if action == "stats":
+            return ChannelStats(self.admin, self.name)
         return ChannelAction(self.admin, self.name, action) if action in ACTIONS else NotFound(self.admin)
 
     @defer.inlineCallbacks
     def json_GET(self, request):
         views = yield channel_views(self.admin, self.name)
         return views[0]
+
+
+class ChannelStats(Endpoint):
+    """Received, sent and errors per minute over ``window`` (default 1h, at most 24h)."""
+
+    def __init__(self, admin, name: str) -> None:
+        super().__init__(admin)
+        self.name = name
+
+    def json_GET(self, request):
+        if self.admin.runtime.config.channel(self.name) is None:
+            raise ApiError(404, f"no channel named {self.name!r}")
+        values = query(request)
+        unknown = sorted(set(values) - {"window"})
+        if unknown:
+            raise ApiError(400, f"unknown parameter {unknown[0]!r} (use window)")
+        try:
+            seconds = window_seconds(values.get("window"))
+        except ValueError as error:
+            raise ApiError(400, str(error)) from None
+        store = self.admin.runtime.store
+        return in_thread(traffic, store, self.name, seconds)
 
 
 class ChannelAction(Endpoint):
@@ -484,8 +511,9 @@ def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
 
 @defer.inlineCallbacks
 def channel_views(admin, only: str | None = None):
-    """``[{"name", "state", "received", "filtered", "queued", "sent", "errored", "destinations":
-    [{"name", "type", "depth", "oldest_queued_age", "last_error", "failures"}]}]``."""
+    """``[{"name", "state", "description", "received", "filtered", "queued", "sent", "errored",
+    "destinations": [{"name", "type", "target", "state", "state_since", "depth",
+    "oldest_queued_age", "last_error", "failures"}]}]`` (the words: engine/admin/states.py)."""
     runtime = admin.runtime
     configs = [c for c in runtime.config.channels if only is None or c.name == only]
     if only is not None and not configs:
@@ -496,7 +524,7 @@ def channel_views(admin, only: str | None = None):
     for config in configs:
         service = runtime.channel(config.name)
         view = {"name": config.name, "state": service.state if service else "disabled",
-                "source": config.source.type, "address": _address(service)}
+                "description": config.description or "", "source": config.source.type, "address": _address(service)}
         view.update({key: counts.get(config.name, {}).get(key, 0)
                      for key in ("received", "filtered", "queued", "sent", "errored")})
         reloader = runtime.reloader
@@ -505,8 +533,10 @@ def channel_views(admin, only: str | None = None):
         for destination in config.destinations:
             queue = service.queues.get(destination.name) if service else None
             figures = stats.get((config.name, destination.name), {})
+            state, since = destination_state(queue)
             view["destinations"].append({
-                "name": destination.name, "type": destination.type, "depth": figures.get("depth", 0),
+                "name": destination.name, "type": destination.type, "target": target_of(destination),
+                "state": state, "state_since": since, "depth": figures.get("depth", 0),
                 "oldest_queued_age": round(age_seconds(figures.get("oldest_queued_at"), now), 3),
                 "last_error": queue.last_error if queue else None, "failures": queue.failures if queue else 0,
             })

@@ -3,15 +3,22 @@ without JavaScript, for the people who run the channels.
 
     GET  /login, POST /login            sign in by name and password, or a token (engine/admin/sessions.py)
     GET  /logout, POST /logout          the sign-out button; the POST (with the CSRF token) ends the session
-    GET  /                              every channel: state, counts, queues, last error, problems
-    GET  /channels/NAME                 one channel and its recent messages (filter form)
+    GET  /                              every channel: description, state, counts, each destination's
+                                        target, state and queue, a chart of the last hour, problems
+    GET  /channels/NAME                 one channel: its destinations' targets, states and last
+                                        errors, its filter and transform steps by name, its
+                                        file as TOML with secrets masked, recent messages
     POST /channels/NAME/start|stop|pause
     GET  /messages/ID                   raw | transformed | what the transform changed | each
-                                        destination's sent and response
+                                        destination's sent (or "to send") and response; which
+                                        filter stopped it; attempts marked with their replay
     GET  /messages/ID/raw|transformed|original, /messages/ID/sent|response?destination=NAME
                                         one content, whole, as a download
     POST /messages/ID/replay
-    GET  /search                        messages of every channel
+    GET  /messages, /search             messages of every channel: filters, a count, pages, boxes
+    POST /messages/replay               the ticked messages replayed, as one replay (operators)
+    POST /messages/download             the ticked messages' raw content as one file (PHI)
+    GET  /report, /report/csv           what ``switchboard report`` prints, a chart per day; its CSV
     GET  /static/dashboard.css|js
 
 Who may see and do what is decided before the request is read (engine/admin/roles.py); pages hide
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -47,10 +55,14 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, search_filters, whole_number
+from engine.admin.api import MAX_OFFSET, ApiError, channel_views, in_thread, search_filters, time_bound, whole_number
 from engine.admin.api import message_id as parse_message_id
-from engine.admin.display import age, hl7_markup, looks_like_hl7
+from engine.admin.channel_config import filter_steps, masked_toml, transform_steps
+from engine.admin.display import age, hl7_markup, looks_like_hl7, pretty
 from engine.admin.roles import may, redact
+from engine.admin.states import describe_state
+from engine.admin.report_rows import has_kit_figures, to_csv
+from engine.admin.traffic import chart, day_chart, traffic
 from engine.admin.sessions import csrf_ok, cookie_value, peer_host, set_cookie_header
 from engine.hl7.segment_diff import segment_changes
 from engine.core.verdicts import with_filtered_by
@@ -64,9 +76,17 @@ HERE = Path(__file__).resolve().parent
 STATIC = {b"dashboard.css": b"text/css; charset=utf-8", b"dashboard.js": b"text/javascript; charset=utf-8"}
 ACTIONS = ("start", "stop", "pause")
 PAGE_SIZE = 50
+PER_PAGE = (50, 200, 1000)         # the list page's choices (a page of 1,000: the 300 ms bound of test_dashboard_e2e)
+MAX_PER_PAGE = 1000
+CHART_WINDOW = 3600                # seconds of traffic drawn per channel on the channel list
+CHART_REFRESH = 15                 # seconds a costly chart is reused
+CHART_SLOW = 0.05                  # seconds of counting that make the charts costly
 FORM_KEYS = ("status", "since", "until", "type", "control_id", "meta", "text")
 DISPLAY_LIMIT = 32 * 1024          # characters of one content shown in a page; the rest is a download
 DOWNLOADS = ("raw", "transformed", "sent", "response", "original")
+COUNT_CAP = 10_000                 # matches counted for the list page's "N messages"; beyond: "more than"
+REPORT_WINDOW = "30d"
+BULK = {"replay": "Replay selected", "download": "Download selected"}   # POST /messages/<this>
 PASSWORD_CHECKS = 2                # argon2 verifications at once (each takes 64 MiB for ~50 ms)
 
 
@@ -88,7 +108,7 @@ class Redirect:
 def build_environment() -> jinja2.Environment:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "pages"), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters.update(hl7=hl7_markup, age=age)
+    environment.filters.update(hl7=hl7_markup, age=age, destination_state=describe_state)
     environment.tests["hl7"] = looks_like_hl7
     return environment
 
@@ -105,12 +125,13 @@ class Dashboard:
     def __init__(self, admin) -> None:
         self.admin = admin
         self.password_checks = defer.DeferredSemaphore(PASSWORD_CHECKS)
+        self.chart_cache: tuple[float, dict] = (-math.inf, {})
         self.environment = build_environment()
         self.static = {name: (kind, (HERE / "static" / name.decode()).read_bytes()) for name, kind in STATIC.items()}
 
     def mount(self, root: resource.Resource) -> None:
         root.putChild(b"", Route(self, "channels"))
-        for name in ("login", "logout", "channels", "messages", "search"):
+        for name in ("login", "logout", "channels", "messages", "search", "report"):
             root.putChild(name.encode(), Route(self, name))
         root.putChild(b"static", Static(self))
         root.putChild(b"favicon.ico", Favicon())
@@ -142,6 +163,9 @@ class Dashboard:
     def send(self, request, answer) -> None:
         if request._disconnected or request.finished:
             return
+        started = getattr(request, "dashboard_started", None)
+        if started is not None:          # the server's time for this answer (the 300 ms bound's measure)
+            request.setHeader(b"Server-Timing", b"page;dur=%.1f" % ((time.perf_counter() - started) * 1000))
         if isinstance(answer, Download):
             request.setResponseCode(200)
             request.setHeader(b"Content-Type", answer.content_type)
@@ -244,15 +268,37 @@ class Dashboard:
             raise ApiError(405, "use POST for start, stop and pause")
         if name is None:
             views = yield channel_views(self.admin)
-            return self.render(request, "channels.html", channels=views, actions=actions_for)
+            charts = yield in_thread(self.charts, [view["name"] for view in views])
+            return self.render(request, "channels.html", channels=views, actions=actions_for, charts=charts)
         views = yield channel_views(self.admin, name)
         channel = views[0]
         if one(request, "part") == "summary":
             return self.render(request, "channel.html", title=f"Channel {name}", channel=channel,
                                actions=actions_for, summary_only=True, search=None)
         search = yield self.search(request, {"channel": name})
+        config = self.admin.runtime.config.channel(name)
+        toml = yield in_thread(masked_toml, config.file)
+        steps = {"filters": filter_steps(config.filters), "transforms": transform_steps(config.transforms),
+                 "destinations": [{"name": d.name, "filters": filter_steps(d.filters, f"destination[{d.name}]."),
+                                   "transforms": transform_steps(d.transforms)} for d in config.destinations]}
         return self.render(request, "channel.html", 400 if search["error"] else 200, title=f"Channel {name}",
-                           channel=channel, actions=actions_for, summary_only=False, search=search)
+                           channel=channel, actions=actions_for, summary_only=False, search=search,
+                           toml=toml, steps=steps, file=config.file.name)
+
+    def charts(self, names: list[str]) -> dict:
+        """In a thread: each channel's last hour as a small SVG (engine/admin/traffic.py).  When
+        counting took longer than ``CHART_SLOW`` (a busy channel's hour: docs/dashboard.md) the
+        charts are reused for ``CHART_REFRESH`` seconds, as the list refreshes itself every 3 s;
+        quick counts are made afresh, so a chart is current."""
+        at, cached = self.chart_cache
+        if time.monotonic() - at < CHART_REFRESH and set(names) <= set(cached):
+            return cached
+        store = self.admin.runtime.store
+        started = time.monotonic()
+        drawn = {name: chart(traffic(store, name, CHART_WINDOW)) for name in names}
+        if time.monotonic() - started > CHART_SLOW:          # only a costly count is worth reusing
+            self.chart_cache = (time.monotonic(), drawn)
+        return drawn
 
     @defer.inlineCallbacks
     def channels_POST(self, request, name: str | None = None, action: str | None = None):
@@ -278,7 +324,9 @@ class Dashboard:
     @defer.inlineCallbacks
     def messages_GET(self, request, message_id: str | None = None, action: str | None = None):
         if message_id is None:
-            return Redirect("/search")
+            return (yield self.list_page(request, "Messages"))
+        if message_id in BULK and action is None:
+            raise ApiError(405, f"use the {BULK[message_id]} button of the messages page (a POST)")
         number = parse_message_id(message_id)
         if action is not None and action not in DOWNLOADS:
             raise ApiError(404, "no such page")
@@ -292,7 +340,8 @@ class Dashboard:
         yield self.admin.audit.record(request.who, "view", f"message:{number}",
                                       {"via": "dashboard", **({} if shown is message else {"content": "hidden"})})
         service = self.admin.runtime.channel(message["channel"])
-        view = yield in_thread(MessageView, shown)
+        replays = yield in_thread(replay_times, store, number)
+        view = yield in_thread(MessageView, shown, replays)
         return (yield self.render_in_thread(request, "message.html", title=f"Message {number}", message=view,
                                             destinations=sorted(service.queues) if service else []))
 
@@ -322,6 +371,8 @@ class Dashboard:
 
     @defer.inlineCallbacks
     def messages_POST(self, request, message_id: str | None = None, action: str | None = None):
+        if message_id in BULK and action is None:
+            return (yield self.selected(request, message_id))
         form = self.checked_form(request)
         if message_id is None or action != "replay":
             raise ApiError(404, "no such action")
@@ -340,21 +391,94 @@ class Dashboard:
                 self.note(request, f"Not replayed: {skipped['reason']}.")
         return Redirect(f"/messages/{data['ids'][0]}")
 
-    # -- search -------------------------------------------------------------------------------
     @defer.inlineCallbacks
+    def selected(self, request, what: str):
+        """``POST /messages/replay`` (operators) and ``/messages/download`` (PHI): the messages
+        ticked on a list page, as one replay of the selection or one file of their raw content."""
+        form = self.checked_lists(request)
+        ids = sorted({parse_message_id(value) for value in form.get("id", [])})
+        back = local_path((form.get("next") or [""])[0], "/messages")
+        if not ids:
+            self.note(request, "Select at least one message (tick its box) first.")
+            return Redirect(back)
+        if what == "download":
+            return (yield self.download_selected(request, ids))
+        try:
+            result = yield self.admin.replayer.replay(Selection.parse({"ids": ids}), request.who, self.admin.audit)
+        except ReplayError as error:
+            self.note(request, f"Not replayed: {error.reason} {' '.join(error.problems)}".strip())
+        else:
+            statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.get("statuses", {}).items()))
+            self.note(request, f"Replayed {result['replayed']} of {len(ids)} selected message(s)"
+                               f"{': ' + statuses if statuses else ''}.")
+            for skipped in result["skipped"][:10]:
+                self.note(request, f"Not replayed: {skipped['reason']}.")
+        return Redirect(back)
+
+    @defer.inlineCallbacks
+    def download_selected(self, request, ids: list[int]):
+        """The raw messages, in id order, each followed by a newline: a file the file source and
+        ``switchboard test`` read back as these messages (HL7 is split at each MSH)."""
+        store = self.admin.runtime.store
+        found = yield in_thread(lambda: [m for m in (store.get_message(i) for i in ids) if m is not None])
+        kept = [m for m in found if m.get("raw") is not None]
+        if not kept:
+            raise ApiError(404, "none of the selected messages has its content stored (pruned or unknown ids)")
+        yield self.admin.audit.record(request.who, "view", "messages",
+                                      {"via": "dashboard", "download": "raw", "ids": [m["id"] for m in kept]})
+        body = "".join(m["raw"] if m["raw"].endswith("\n") else m["raw"] + "\n" for m in kept)
+        hl7 = all(looks_like_hl7(m["raw"]) for m in kept)
+        name = f"messages-{kept[0]['id']}-{kept[-1]['id']}-{len(kept)}.{'hl7' if hl7 else 'txt'}"
+        return Download(body.encode("utf-8", "replace"), name)
+
+    # -- report -------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def report_GET(self, request, part: str | None = None):
+        """``/report``: what ``switchboard report`` prints over ``since`` (default 30d) and a
+        channel, with a chart per day; ``/report/csv``: the same rows as ``report --csv``."""
+        if part not in (None, "csv"):
+            raise ApiError(404, "no such page")
+        form = {"since": one(request, "since") or REPORT_WINDOW, "channel": one(request, "channel")}
+        names = [channel.name for channel in self.admin.runtime.config.channels]
+        try:
+            since = time_bound("since", form["since"])
+        except ValueError as error:
+            return self.render(request, "report.html", 400, title="Report", form=form, channel_names=names,
+                               error=str(error), data=None, chart=None, kit=False)
+        channel = form["channel"] or None
+        store = self.admin.runtime.store
+        data, days = yield in_thread(lambda: (store.report(since=since, channel=channel),
+                                              store.daily_counts(since, channel)))
+        if part == "csv":
+            stamp = data["until"][:10]
+            return Download(to_csv(data).encode("utf-8"), safe_filename(f"report-{channel or 'all'}-{stamp}.csv"),
+                            b"text/csv; charset=utf-8")
+        return self.render(request, "report.html", title="Report", form=form, channel_names=names, error=None,
+                           data=data, chart=day_chart(every_day(days, since, data["until"])),
+                           kit=has_kit_figures(data), csv_link=f"/report/csv?{urlencode(form)}")
+
+    # -- search -------------------------------------------------------------------------------
     def search_GET(self, request):
+        return self.list_page(request, "Search")
+
+    @defer.inlineCallbacks
+    def list_page(self, request, title: str):
+        """``/messages`` and ``/search``: the filter form, the count, a page of messages with
+        boxes to tick for Replay selected and Download selected."""
         wanted = any(key in (request.args or {}) for key in (b"go", b"channel") + tuple(k.encode() for k in FORM_KEYS))
         search = (yield self.search(request, {})) if wanted else None
         names = [channel.name for channel in self.admin.runtime.config.channels]
-        return self.render(request, "search.html", 400 if search and search["error"] else 200, title="Search",
-                           search=search, channel_names=names,
+        return self.render(request, "search.html", 400 if search and search["error"] else 200, title=title,
+                           search=search, channel_names=names, selectable=True, per_page=PER_PAGE,
                            form=form_values(request), statuses=MESSAGE_STATUSES)
 
     @defer.inlineCallbacks
     def search(self, request, fixed: dict) -> dict:
-        """Messages for a filter form: {"form", "rows", "error", "older", "newer"} (links to pages)."""
+        """Messages for a filter form: {"form", "rows", "error", "older", "newer"} (links to pages),
+        "count" (up to ``COUNT_CAP``; "capped" beyond), "first" (the page's first row number)."""
         form = form_values(request)
-        refused = lambda reason: {"form": form, "rows": [], "error": reason, "older": None, "newer": None}  # noqa: E731
+        refused = lambda reason: {"form": form, "rows": [], "error": reason, "older": None, "newer": None,  # noqa: E731
+                                  "count": 0, "capped": False, "first": 0, "here": request.uri.decode("utf-8", "replace")}
         params = {key: form[key] for key in ("status", "since", "until", "type", "control_id", "text") if form[key]}
         if form["channel"] and "channel" not in fixed:
             params["channel"] = form["channel"]
@@ -366,21 +490,33 @@ class Dashboard:
             params[f"meta.{key.strip()}"] = value.strip()
         try:
             offset = whole_number("offset", form["offset"], 0, MAX_OFFSET) if form["offset"] else 0
+            size = whole_number("per_page", form["per_page"], 1, MAX_PER_PAGE) if form["per_page"] else PAGE_SIZE
         except ValueError as error:
             return refused(str(error))
-        params.update(limit=str(PAGE_SIZE + 1), offset=str(offset))
+        params.update(limit=str(size), offset=str(offset))
+        store = self.admin.runtime.store
         try:
-            filters, recorded = search_filters(params, self.admin.runtime.store)
-            rows = yield in_thread(lambda: self.admin.runtime.store.search(**filters))
+            filters, recorded = search_filters(params, store)
+            rows, count = yield in_thread(lambda: (store.search(**filters), store.count_matches(COUNT_CAP, **filters)))
         except (ApiError, ValueError) as error:
             return refused(error.reason if isinstance(error, ApiError) else str(error))
-        more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
+        more = len(rows) == size and (count >= COUNT_CAP or offset + size < count)
         yield self.admin.audit.record(request.who, "search", "messages",
                                       {"filters": recorded, "ids": [row["id"] for row in rows], "via": "dashboard"})
         base = {key: value for key, value in form.items() if value and key != "offset"}
         page = lambda at: f"{request.path.decode('utf-8', 'replace')}?{urlencode({**base, 'go': '1', 'offset': at})}"  # noqa: E731
-        return {"form": form, "rows": rows, "error": None, "older": page(offset + PAGE_SIZE) if more else None,
-                "newer": page(max(offset - PAGE_SIZE, 0)) if offset else None}
+        return {"form": form, "rows": rows, "error": None, "older": page(offset + size) if more else None,
+                "newer": page(max(offset - size, 0)) if offset else None,
+                "count": count, "capped": count >= COUNT_CAP, "first": offset + 1,
+                "here": request.uri.decode("utf-8", "replace")}
+
+    def checked_lists(self, request) -> dict[str, list[str]]:
+        """A POSTed form whose keys may repeat (ticked boxes), once its CSRF token matches."""
+        form = parse_form(request, lists=True)
+        session = getattr(request, "dashboard_session", None)
+        if session is not None and not csrf_ok(session, (form.get("csrf") or [None])[0]):
+            raise ApiError(403, "the form is out of date or did not come from this dashboard; reload the page")
+        return form
 
     def checked_form(self, request) -> dict:
         """The POSTed form, once its CSRF token matches the session's (bearer requests need none)."""
@@ -391,25 +527,65 @@ class Dashboard:
         return form
 
 
+def every_day(days: dict, since, until: str) -> dict:
+    """``days`` with the days of the window that had no message as zeros (at most 400 days)."""
+    from datetime import date, timedelta
+
+    last = date.fromisoformat(until[:10])
+    first = since.date() if since is not None and hasattr(since, "date") else (
+        date.fromisoformat(min(days)) if days else last)
+    first = max(first, last - timedelta(days=400))
+    empty = {"received": 0, "sent": 0, "filtered": 0, "errors": 0, "queued": 0}
+    filled = {}
+    at = first
+    while at <= last:
+        filled[at.isoformat()] = days.get(at.isoformat(), empty)
+        at += timedelta(days=1)
+    return filled
+
+
 def safe_filename(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def replay_times(store, number: int) -> list[str]:
+    """When message ``number`` was replayed (its ``replayed`` events' times), oldest first."""
+    return sorted(event["at"] for event in store.recent_events(limit=200, message_id=number)
+                  if event.get("kind") == "replayed" and event.get("at"))
+
+
+def replay_of(at: str | None, replays: list[str]) -> int:
+    """Which replay an attempt made at ``at`` belongs to (1, 2...), 0 for the first processing."""
+    return sum(1 for replayed in replays if at and at >= replayed)
+
+
+def sent_label(delivery: dict) -> str:
+    """The heading of a destination's content: "Sent" once it was, "To send" while it waits in
+    the queue (retried or not), "Not sent" when it ended in ERROR or was filtered."""
+    return {"SENT": "Sent", "QUEUED": "To send"}.get(delivery.get("status"), "Not sent")
+
+
 class MessageView(dict):
     """A stored message for the page: each content cut at ``DISPLAY_LIMIT`` characters (the page
-    links the whole as a download), and the segments the channel's transform changed."""
+    links the whole as a download) and JSON or XML indented, the segments the channel's transform
+    changed, each destination's content labelled by whether it was sent, and each attempt marked
+    with the replay it came from (``replays``: the message's replay times)."""
 
-    def __init__(self, message: dict) -> None:
+    def __init__(self, message: dict, replays: list[str] | None = None) -> None:
         super().__init__(message)
         self.cut = {}
+        replays = replays or []
         for key in ("raw", "transformed"):
-            self[key] = self._cut(key, message.get(key))
-        self["destinations"] = [{**d, "sent": self._cut(f"sent/{d['name']}", d.get("sent")),
-                                 "response": self._cut(f"response/{d['name']}", d.get("response")),
+            self[key] = self._shown(key, message.get(key))
+        self["destinations"] = [{**d, "sent": self._shown(f"sent/{d['name']}", d.get("sent")),
+                                 "response": self._shown(f"response/{d['name']}", d.get("response")),
+                                 "sent_label": sent_label(d),
                                  "attempts": [{**a, "response": a["response"][:DISPLAY_LIMIT]
-                                               if a.get("response") else a.get("response")}
+                                               if a.get("response") else a.get("response"),
+                                               "replay": replay_of(a.get("at"), replays)}
                                               for a in d.get("attempts", [])]}
                                 for d in message.get("destinations", [])]
+        self["replays"] = len(replays)
         raw, transformed = message.get("raw"), message.get("transformed")
         self["changes"] = None
         self.setdefault("content_hidden", None)
@@ -418,6 +594,11 @@ class MessageView(dict):
             self["changes"] = [change._asdict() for change in segment_changes(raw[:DISPLAY_LIMIT],
                                                                               transformed[:DISPLAY_LIMIT])]
         self["cut"] = self.cut
+
+    def _shown(self, key: str, text):
+        """Cut at ``DISPLAY_LIMIT``; indented (JSON, XML) when whole."""
+        shown = self._cut(key, text)
+        return shown if key in self.cut else pretty(shown)
 
     def _cut(self, key: str, text):
         if text is None or len(text) <= DISPLAY_LIMIT:
@@ -431,13 +612,15 @@ def actions_for(state: str) -> list[str]:
             "failed": ["start", "stop"]}.get(state, [])
 
 
-def parse_form(request) -> dict[str, str]:
+def parse_form(request, lists: bool = False) -> dict:
+    """The POSTed form: ``{key: first value}``, or ``{key: [values]}`` with ``lists`` (a page of
+    ticked boxes: up to ``MAX_PER_PAGE`` ids and a few more fields)."""
     raw = request.content.getvalue() if request.content is not None else b""
     try:
-        parsed = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+        parsed = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_PER_PAGE + 10)
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "the form could not be read") from None
-    return {key: values[0] for key, values in parsed.items()}
+    return parsed if lists else {key: values[0] for key, values in parsed.items()}
 
 
 def one(request, key: str) -> str:
@@ -446,15 +629,17 @@ def one(request, key: str) -> str:
 
 
 def form_values(request) -> dict[str, str]:
-    return {key: one(request, key) for key in ("channel", *FORM_KEYS, "offset")}
+    return {key: one(request, key) for key in ("channel", *FORM_KEYS, "offset", "per_page")}
 
 
 # The paths under each route that its handlers answer, by method ({channel} and {id} are filled
 # in): the roles test (tests/e2e/test_users_e2e.py) walks them, and fails for a handler without them.
 EXAMPLES = {
     "channels": {"GET": ["", "{channel}"], "POST": [f"{{channel}}/{action}" for action in ACTIONS]},
-    "messages": {"GET": ["", "{id}", *(f"{{id}}/{part}" for part in DOWNLOADS)], "POST": ["{id}/replay"]},
+    "messages": {"GET": ["", "{id}", *(f"{{id}}/{part}" for part in DOWNLOADS)],
+                 "POST": ["{id}/replay", *BULK]},
     "search": {"GET": [""]},
+    "report": {"GET": ["", "csv"]},
     "login": {"GET": [""], "POST": [""]},
     "logout": {"GET": [""], "POST": [""]},
 }
@@ -470,6 +655,7 @@ class Route(resource.Resource):
         self.dashboard, self.name = dashboard, name
 
     def render(self, request):
+        request.dashboard_started = time.perf_counter()
         method = "GET" if request.method == b"HEAD" else request.method.decode("ascii", "replace")
         segments = [part.decode("utf-8", "replace") for part in request.postpath if part]
         handler = getattr(self.dashboard, f"{self.name}_{method}", None)
@@ -477,7 +663,8 @@ class Route(resource.Resource):
         if self.name != "login" and not getattr(request, "who", None):
             dashboard.send(request, Redirect("/login"))     # screened already: defence in depth
             return server.NOT_DONE_YET
-        if handler is None or len(segments) > 2 or (self.name in ("login", "logout", "search") and segments):
+        if handler is None or len(segments) > 2 or (self.name in ("login", "logout", "search") and segments) \
+                or (self.name == "report" and len(segments) > 1):
             d = defer.fail(ApiError(404 if segments else 405, "no such page"))
         else:
             d = defer.maybeDeferred(handler, request, *segments)

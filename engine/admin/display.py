@@ -1,4 +1,5 @@
-"""How the dashboard shows stored content: HL7 one segment per line with field numbers on hover.
+"""How the dashboard shows stored content: HL7 one segment per line with field numbers on hover;
+JSON and XML indented (``pretty``).
 
 Everything here returns ``markupsafe.Markup`` built from *escaped* pieces: message content is
 shown as text, never as HTML (a field holding ``<script>`` is printed as those characters).
@@ -8,6 +9,7 @@ separator itself being MSH-1 and the encoding characters MSH-2.
 
 from __future__ import annotations
 
+import json
 import re
 
 from markupsafe import Markup, escape
@@ -76,3 +78,49 @@ def age(seconds) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+XML_TOKENS = re.compile(r"(<[^<>]*>)")
+MAX_PRETTY = 256 * 1024     # characters: larger contents are shown as they are
+
+
+def pretty(text: str | None) -> str | None:
+    """JSON and XML indented for reading (two spaces); anything else, HL7 included, unchanged.
+    Only the display changes: downloads give the stored content exactly."""
+    if not text or len(text) > MAX_PRETTY or looks_like_hl7(text):
+        return text
+    stripped = text.strip()
+    if stripped[:1] in "{[":
+        try:
+            return json.dumps(json.loads(stripped), indent=2, ensure_ascii=False)
+        except (ValueError, RecursionError):
+            return text
+    if stripped.startswith("<") and stripped.endswith(">"):
+        return indent_xml(stripped)
+    return text
+
+
+def indent_xml(text: str) -> str:
+    """One tag or text run per line, indented by depth; a tokenizer, not a parser (nothing is
+    resolved or fetched: entities and DTDs stay text).  Text between an opening and its closing
+    tag stays on the tag's line (``<given>JANE</given>``)."""
+    lines: list[str] = []
+    depth = 0
+    tokens = [token for token in XML_TOKENS.split(text) if token.strip()]
+    index = 0
+    while index < len(tokens):
+        token = tokens[index].strip()
+        closing = token.startswith("</")
+        opening = token.startswith("<") and not closing and not token.endswith("/>") and token[1:2] not in "?!"
+        if opening and index + 2 < len(tokens) and not tokens[index + 1].startswith("<") \
+                and tokens[index + 2].strip().startswith("</"):
+            lines.append("  " * depth + token + tokens[index + 1].strip() + tokens[index + 2].strip())
+            index += 3
+            continue
+        if closing:
+            depth = max(depth - 1, 0)
+        lines.append("  " * depth + token)
+        if opening:
+            depth += 1
+        index += 1
+    return "\n".join(lines)

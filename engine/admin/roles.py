@@ -62,14 +62,17 @@ RULES: tuple[tuple[frozenset, re.Pattern, Need], ...] = tuple(
         (POST, r"/login|/logout", OPEN),          # the form's own checks: throttled sign-in, CSRF
         (READ, r"/|/api/?|/metrics|/search|/messages/?|/logout", VIEW),
         (READ, rf"/api/channels/?|/api/channels/{CHANNEL}/?|/channels/?|/channels/{CHANNEL}/?", VIEW),
+        (READ, rf"/api/channels/{CHANNEL}/stats", VIEW),
         (READ, rf"/api/messages/?|/api/messages/{ID}/?|/messages/{ID}/?", VIEW),
         (READ, rf"/messages/{ID}/(raw|transformed|original|sent|response)", CONTENT),
         (READ, r"/api/reload/?|/api/nodes/?", VIEW),
+        (READ, r"/report/?|/report/csv", VIEW),         # names, rules and counts: no message content
         (POST, rf"/api/channels/{CHANNEL}/{ACTION}|/channels/{CHANNEL}/{ACTION}", OPERATE),
-        (POST, rf"/api/messages/{ID}/replay|/messages/{ID}/replay|/api/replay/?", OPERATE),
+        (POST, rf"/api/messages/{ID}/replay|/messages/{ID}/replay|/api/replay/?|/messages/replay", OPERATE),
+        (POST, r"/messages/download", CONTENT),
         (POST, r"/api/reload/?", ADMINISTER),
     ))
-SEARCHES = re.compile(r"/api/messages/?|/search|/channels/[^/]+/?")
+SEARCHES = re.compile(r"/api/messages/?|/messages/?|/search|/channels/[^/]+/?")
 
 
 def need_for(method: bytes, path: bytes, query: dict | None = None) -> tuple[Need, bool]:

@@ -19,7 +19,7 @@ the button), after ``IDLE`` seconds unused or ``LIFETIME`` seconds in all; at mo
 * a request with an ``Authorization`` header, and every ``/api`` and ``/metrics`` request, is
   checked as before: a bearer token or 401 JSON (scripts keep their contract; a session cookie is
   never enough for the JSON API, whose POSTs carry no CSRF token);
-* a dashboard page (``/``, ``/channels``, ``/messages``, ``/search``, ``/logout``) with a valid
+* a dashboard page (``/``, ``/channels``, ``/messages``, ``/search``, ``/report``, ``/logout``) with a valid
   session cookie is taken as the session's user; without one a GET is redirected to ``/login``
   (303) and anything else is refused (401);
 * either way the user's role is checked (``AdminSite.admit_user``, engine/admin/roles.py): 403
@@ -48,7 +48,7 @@ IDLE = 30 * 60.0
 LIFETIME = 12 * 3600.0
 MAX_SESSIONS = 1000
 LOGIN_MAX_BODY = 4096
-PAGES = (b"channels", b"messages", b"search", b"logout")
+PAGES = (b"channels", b"messages", b"search", b"report", b"logout")
 SIGN_IN = Refusal(303, "sign in at /login", ((b"Location", b"/login"),))
 SIGN_IN_FIRST = Refusal(401, "sign in at /login, or send a bearer token")
 

@@ -6,10 +6,10 @@ without one); this module parses the flags and prints them as text, CSV or JSON.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
+
+from engine.admin.report_rows import has_kit_figures, rows, to_csv  # noqa: F401 (rows: the CSV's shape)
 
 
 def add_arguments(parser) -> None:
@@ -40,38 +40,6 @@ def report_command(args, path) -> int:
 # -- output ----------------------------------------------------------------------------------------
 
 
-def rows(data: dict) -> list[tuple[str, str, str, object]]:
-    """(metric, channel, detail, value): the one flat shape both text and CSV are printed from."""
-    out: list[tuple[str, str, str, object]] = []
-    for entry in data["channels"]:
-        for metric in ("received", "filtered", "errors", "error_rate", "sent", "queued"):
-            out.append((metric, entry["name"], "", entry[metric]))
-        for key in ("p50", "p95", "max"):
-            out.append((f"delivery_seconds_{key}", entry["name"], "", entry["delivery_seconds"][key]))
-    for item in data["filtered_by_rule"]:
-        out.append(("filtered_by_rule", item["channel"], f"{item['filter']}: {item['rule']}", item["count"]))
-    placements = data["placements"]
-    out += [("placements", "", "placed", placements["placed"]),
-            ("placements", "", "delivered", placements["delivered"])]
-    out += [("placements_by_rule", "", rule, n) for rule, n in sorted(placements["by_rule"].items())]
-    payments = data["payments"]
-    out += [("payments_posted_back", "", key, payments[key]) for key in ("posted", "pending", "errors")]
-    changes = data["status_changes"]
-    out += [("recalls_sent", "", "", changes["recalls_sent"]),
-            ("adjustments_sent", "", "", changes["adjustments_sent"])]
-    out += [("status_changes_by_reason", "", rule, n) for rule, n in sorted(changes["by_reason"].items())]
-    return out
-
-
-def to_csv(data: dict) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["metric", "channel", "detail", "value"])
-    for metric, channel, detail, value in rows(data):
-        writer.writerow([metric, channel, detail, "" if value is None else value])
-    return buffer.getvalue()
-
-
 def to_text(data: dict) -> str:
     lines = [f"Switchboard report since {data['since'] or 'the beginning'} (until {data['until']})"
              + (f", channel {data['channel']}" if data["channel"] else "")]
@@ -97,14 +65,6 @@ def to_text(data: dict) -> str:
     lines.append(f"Recalls sent: {changes['recalls_sent']}; adjustments sent: {changes['adjustments_sent']}")
     lines += [f"  {rule}: {n}" for rule, n in sorted(changes["by_reason"].items())]
     return "\n".join(lines)
-
-
-def has_kit_figures(data: dict) -> bool:
-    """The collections kit's sections are shown only when the report covers a kit channel: one
-    whose kit filters (placement-rules, agency-payment, account-status) left a verdict."""
-    placements, payments, changes = data["placements"], data["payments"], data["status_changes"]
-    return bool(placements["placed"] or payments["posted"] or payments["pending"] or payments["errors"]
-                or changes["recalls_sent"] or changes["adjustments_sent"] or changes["pending"])
 
 
 def _seconds(value) -> str:

@@ -10,6 +10,7 @@ import sys
 def status_command(args, path) -> int:
     """Counts from the store; a broken channel file does not stop it (its problems are listed, with
     those of the running daemon's latest live reload: ``reload.json`` beside the store)."""
+    from engine.admin.states import describe_state
     from engine.runtime.reload import read_state
 
     config, store, problems = _open_store_leniently(path)
@@ -37,7 +38,9 @@ def status_command(args, path) -> int:
         row = {"name": name, "state": "invalid" if name in invalid and not running else _state(name, enabled, live),
                **{k: counts.get(name, {}).get(k, 0) for k in ("received", "filtered", "queued", "sent", "errored")},
                "problems": invalid.get(name, []),
-               "destinations": [{"name": d.get("name"), "depth": d.get("depth", 0), "last_error": d.get("last_error")}
+               "destinations": [{"name": d.get("name"), "target": d.get("target"), "state": d.get("state", "ok"),
+                                 "state_since": d.get("state_since"), "depth": d.get("depth", 0),
+                                 "last_error": d.get("last_error")}
                                 for d in (view or {}).get("destinations", [])]}
         rows.append(row)
     tables = _table_problems(config, live is not None)
@@ -55,7 +58,8 @@ def status_command(args, path) -> int:
               f"{row['queued']:>7} {row['sent']:>8} {row['errored']:>8}")
         for destination in row["destinations"]:
             if destination["last_error"]:
-                print(f"  destination {destination['name']}: last error: {destination['last_error']}")
+                print(f"  destination {destination['name']}: last error: {destination['last_error']} "
+                      f"-- {describe_state(destination)} (sends to {destination['target']})")
     if tables:
         print("\ncode tables that did not load (the daemon keeps using their last good version):")
         for text in tables:

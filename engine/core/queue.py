@@ -66,6 +66,7 @@ class DestinationQueue:
         self.running = False
         self.failures = 0            # consecutive transient failures of the head
         self.last_error: str | None = None
+        self.failing_since: datetime | None = None   # the head's first failure (the dashboard's "retrying since")
         self.retry_call = None
         self.unsettled = 0           # attempt records not yet committed
         self.depth = 0               # QUEUED deliveries, in memory and spilled (see the docstring)
@@ -213,6 +214,7 @@ class DestinationQueue:
         self._leave(delivery)
         if not self._retrying():  # a later message's success does not clear the head's failures
             self.failures = 0
+            self.failing_since = None
             self.last_error = None
         self._record_sent(delivery, result.response if result else None)
         self.events.emit(EventKind.SENT, self.channel, delivery.message_id, destination=self.name)
@@ -238,12 +240,15 @@ class DestinationQueue:
                          next_attempt_at=self.retry_at.isoformat(), possible_duplicate=possible_duplicate)
             return
         self.failures += 1
+        if self.failures == 1:
+            self.failing_since = datetime.now(timezone.utc)
         if not permanent and self.retry.attempts and self.failures >= self.retry.attempts:
             permanent = True
             reason = f"{reason} (gave up after {self.failures} attempts)"
         if permanent:
             self._leave(delivery)
             self.failures = 0
+            self.failing_since = None
             self._record(delivery, ok=False, error=reason, response=response, final_status="ERROR",
                          possible_duplicate=possible_duplicate)
             log.warn("{channel}/{destination}: message {id} ERROR: {reason}", channel=self.channel,

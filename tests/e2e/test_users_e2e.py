@@ -177,7 +177,7 @@ def test_every_route_for_every_role(world):
     assert checked == len(table) * len(people) and len(table) >= 25
 
 
-@pytest.mark.parametrize("path", ["/api/messages?text=DOE", "/search?go=1&text=DOE",
+@pytest.mark.parametrize("path", ["/api/messages?text=DOE", "/search?go=1&text=DOE", "/messages?go=1&text=DOE",
                                   "/channels/intake?go=1&text=DOE"])
 def test_no_text_search_without_phi(world, path):
     daemon, _message_id = world

@@ -30,6 +30,7 @@ from engine.store.postgres import text as pg_text
 from engine.store.postgres.connection import PgConnection, PooledReader, _reason, connect
 from engine.store.postgres.schema import ID_BLOCK, check_version, migrate
 from engine.store.sqlite import queries as q
+from engine.store.sqlite import stats as stats_sql
 from engine.store.sqlite.retention import BATCH
 from engine.store.sqlite.schema import FTS_INSERT_SQL, StoreError, from_iso, to_iso
 from engine.store.sqlite.store import Store
@@ -237,6 +238,9 @@ class PgStore(Store):
 
     def search(self, **filters) -> list[dict]:
         return q.search(self._reader(), text_index=pg_text, **filters)
+
+    def count_matches(self, cap: int = 10_000, **filters) -> int:
+        return stats_sql.count_matches(self._reader(), cap, text_index=pg_text, **filters)
 
     def search_plan(self, **filters) -> list[str]:
         sql, params = q.search_sql(**filters, text_index=pg_text)

@@ -43,6 +43,7 @@ from engine.store.sqlite import queries as q
 from engine.store.sqlite import replay as replay_sql
 from engine.store.sqlite import report as report_sql
 from engine.store.sqlite import retention as retention_sql
+from engine.store.sqlite import stats as stats_sql
 from engine.store.sqlite import text as store_text
 from engine.store.sqlite.schema import (
     DEDUPE_SQL,
@@ -541,6 +542,19 @@ class Store(GroupCommitWriter):
     def queue_stats(self) -> dict[tuple[str, str], dict]:
         """Depth and oldest queued time of every durable queue (metrics, alerts, the admin API)."""
         return q.queue_stats(self._reader())
+
+    def traffic_by_minute(self, channel: str, since) -> dict[str, dict[str, int]]:
+        """Per minute since ``since`` (a datetime or epoch seconds): messages received on
+        ``channel`` and how many of them are SENT and ERROR (``stats.py``)."""
+        return stats_sql.traffic_by_minute(self._reader(), channel, to_iso(since))
+
+    def count_matches(self, cap: int = 10_000, **filters) -> int:
+        """How many messages ``search(**filters)`` would list, counted up to ``cap`` (``stats.py``)."""
+        return stats_sql.count_matches(self._reader(), cap, **filters)
+
+    def daily_counts(self, since, channel: str | None = None) -> dict[str, dict[str, int]]:
+        """Per UTC day since ``since``: received, sent, filtered, errors, queued (``stats.py``)."""
+        return stats_sql.daily_counts(self._reader(), to_iso(since) if since is not None else "0000", channel)
 
     def replay_candidates(self, **selection):
         """What a replay selects, in id order, page by page; see ``queries.replay_candidates``."""

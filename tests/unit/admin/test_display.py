@@ -63,3 +63,14 @@ def test_other_content_comes_back_escaped_as_it_is():
 ])
 def test_age(seconds, shown):
     assert age(seconds) == shown
+
+
+def test_json_and_xml_are_indented_and_the_rest_left_alone():
+    from engine.admin.display import pretty
+
+    assert pretty('{"resourceType":"Patient","name":[{"family":"DOE"}]}') == (
+        '{\n  "resourceType": "Patient",\n  "name": [\n    {\n      "family": "DOE"\n    }\n  ]\n}')
+    assert pretty("<a><b>x</b><c/></a>") == "<a>\n  <b>x</b>\n  <c/>\n</a>"
+    assert pretty('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><x>&e;</x>').splitlines()[-1] == "<x>&e;</x>"
+    for text in ("MSH|^~\\&|A|B", "{not json", "plain text", "", None):
+        assert pretty(text) == text
