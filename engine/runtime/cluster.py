@@ -59,6 +59,18 @@ def poller_resource(channel: str) -> str:
     return f"poller:{channel}"
 
 
+def holders(nodes: list[dict]) -> dict[str, str]:
+    """``{resource: node}`` from the store's ``nodes()`` (each node's unexpired leases)."""
+    return {resource: node["name"] for node in nodes for resource in node.get("holds", [])}
+
+
+def channel_holders(found: dict[str, str], channel: str, destinations, polled: bool) -> dict[str, str | None]:
+    """What of ``channel`` runs under a lease and which node holds each (None: nobody right now,
+    e.g. during a takeover): its poller when ``polled`` (a file or SFTP source), each queue."""
+    resources = ([poller_resource(channel)] if polled else []) + [queue_resource(channel, d) for d in destinations]
+    return {resource: found.get(resource) for resource in resources}
+
+
 def default_node_name() -> str:
     return socket.gethostname() or "node"
 

@@ -215,6 +215,10 @@ def poller_holders(daemon: Daemon) -> list[str]:
     return [entry["name"] for entry in daemon.cli_json("nodes", "--json") if "poller:drop" in entry["holds"]]
 
 
+def holder_of(daemon: Daemon, resource: str) -> str | None:
+    return next((entry["name"] for entry in daemon.cli_json("nodes") if resource in entry["holds"]), None)
+
+
 def drop_file(inbox, name: str, control_ids: list[str]) -> None:
     """Write a file beside the inbox and rename it in (a finished file appears at once)."""
     temporary = inbox.parent / f".{name}.tmp"
@@ -249,6 +253,16 @@ def test_two_nodes_poll_one_folder_on_one_node_and_a_killed_poller_is_taken_over
         assert {cid: counts[cid] for cid in expected} == {cid: 1 for cid in expected}   # each message once
         assert sorted(p.name for p in (inbox / "done").glob("*.hl7")) == [f"batch{n:02d}.hl7" for n in range(20)]
         assert not any("polling " in line and str(inbox) in line for line in nodes[survivor].log_lines)
+        queue_holder = wait_for(lambda: holder_of(nodes["a"], "queue:drop/ehr"), timeout=LEASE * 3,
+                                what="a node to hold the queue")
+        held = {"poller:drop": first, "queue:drop/ehr": queue_holder}
+        for daemon in nodes.values():        # status and the API say which node holds what, from any node
+            assert [row["held_by"] for row in daemon.cli_json("status") if row["name"] == "drop"] == [held]
+            code, views = daemon.api("GET", "/api/channels")
+            assert code == 200 and views[0]["held_by"] == held, views
+            assert views[0]["destinations"][0]["node"] == queue_holder
+        text = nodes[survivor].cli("status").stdout
+        assert f"node {first}: last seen" in text and f"poller:drop on {first}" in text, text
 
         nodes[first].kill()                 # SIGKILL the poller's holder
         killed_at = time.monotonic()
