@@ -237,9 +237,15 @@ class PooledReader:
     def __init__(self, pool):
         self.pool = pool
         self._local = threading.local()
+        # Set while the node's lease round cannot reach the server (several nodes): a read then
+        # fails at once instead of waiting for the pool's timeout, since some reads run in the
+        # reactor (a queue's refill) and a wait there would hold every channel's answers.
+        self.unreachable: str | None = None
 
     def execute(self, sql: str, params=()) -> Result:
         pinned = getattr(self._local, "conn", None)
+        if pinned is None and self.unreachable is not None:
+            raise psycopg.OperationalError(f"the database is unreachable ({self.unreachable}); read not tried")
         if sql == "BEGIN" and pinned is None:
             self._local.conn = pinned = self.pool.getconn()
             try:
