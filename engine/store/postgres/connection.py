@@ -262,8 +262,22 @@ class PooledReader:
                     self._release()
                 return Result([])
             return _run(pinned, sql, params)
-        with self.pool.connection() as conn:
-            return _run(conn, sql, params)
+        try:
+            with self.pool.connection() as conn:
+                return _run(conn, sql, params)
+        except psycopg.OperationalError as exc:
+            self._probe(exc)
+            raise
+
+    def _probe(self, exc: psycopg.OperationalError) -> None:
+        """A read could not get a connection: when the server itself refuses one (not a pool busy
+        with other reads), the next reads fail at once until a lease round reaches it again."""
+        if type(exc).__name__ != "PoolTimeout":
+            return
+        try:
+            psycopg.connect(self.pool.conninfo, connect_timeout=2).close()
+        except psycopg.Error as refused:
+            self.unreachable = _reason(refused)
 
     def _release(self) -> None:
         conn, self._local.conn = self._local.conn, None

@@ -35,9 +35,10 @@ from engine.store.sqlite.schema import FTS_INSERT_SQL, StoreError, from_iso, to_
 from engine.store.sqlite.store import Store
 
 POOL_SIZE = 4
-# How long a read waits for a pooled connection (the pool's default is 30 s; some reads run in the
-# reactor, and a server that went away is otherwise noticed by the lease round: PooledReader).
-POOL_WAIT = 10.0
+# How long a read waits for a pooled connection (the pool's default is 30 s): some reads run in the
+# reactor; after a wait that ends on a server that refuses connections, reads fail at once until a
+# lease round reaches it again (PooledReader).
+POOL_WAIT = 3.0
 
 
 class PgStore(Store):
