@@ -4,6 +4,9 @@ databases made and dropped around each test that wants one.
 ``SWITCHBOARD_TEST_PG`` (default ``postgresql://127.0.0.1:5432/``, user ``postgres``, trust auth
 on 127.0.0.1): when it does not answer, tests that need PostgreSQL are skipped locally; ``.ci/run``
 installs and starts Debian's ``postgresql`` first, so CI always runs them.
+
+``private_server()``: a PostgreSQL instance of a test's own (initdb in a temporary directory, its
+own port and socket), for tests that stop and start the server; the shared one is never touched.
 """
 
 from __future__ import annotations
