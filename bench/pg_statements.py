@@ -1,5 +1,13 @@
-"""Where a PostgreSQL write's time goes: the writer's statements for one message, 60 batches of 8,
-on one connection, each statement waited for (plain) or the write pipelined (as the store does).
+"""Where a PostgreSQL write's time goes: the writer's statements for one message, batches of 8 on
+one connection, in four ways that take turns (medians over ``--rounds``):
+
+- ``plain``: each statement waited for;
+- ``pipelined``: the store's way (``engine/store/postgres/connection.py``): a write's statements in
+  pipeline mode, waiting for its duplicate lookup and its end;
+- ``batch-pipeline``: one pipeline over the whole batch, waiting only for each duplicate lookup
+  (not safe as it stands: a failed write's error would surface in the next write);
+- ``batched-lookup``: the batch's duplicate lookups in one query, then its inserts pipelined with
+  one wait (what a batch-wide write path could do; the shared write path is one write at a time).
 
     .venv/bin/python bench/pg_statements.py --store-url postgresql://127.0.0.1:5432/
 """
@@ -8,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -16,40 +25,72 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pgdb import fresh_database  # noqa: E402
 
-from engine.store.postgres.connection import PgConnection  # noqa: E402
+from engine.store.postgres.connection import PgConnection, _run  # noqa: E402
 from engine.store.postgres.schema import migrate  # noqa: E402
 from engine.store.sqlite.schema import DEDUPE_SQL  # noqa: E402
 
 INSERT = ("INSERT INTO messages (id, channel, received_at, status, sha256, raw)"
           " VALUES (?, 'ch', '2026', 'RECEIVED', 'x', ?)")
+LOOKUP_MANY = ("SELECT control_id, id FROM messages WHERE channel = %s AND control_id = ANY(%s)"
+               " AND sha256 = %s AND received_at >= %s")
+MODES = ("plain", "pipelined", "batch-pipeline", "batched-lookup")
+
+
+def batch(conn: PgConnection, mode: str, ids: list[int], raw: str) -> None:
+    """One group commit's worth of writes (8 messages) in ``mode``."""
+    conn.execute("BEGIN")
+    if mode == "plain":
+        for n in ids:
+            conn.raw.execute("SAVEPOINT op")
+            conn.execute(DEDUPE_SQL, ("ch", f"C{n}", "x", "2020")).fetchone()
+            _ = conn.execute(INSERT, (n, raw)).lastrowid
+            conn.raw.execute("RELEASE op")
+    elif mode == "pipelined":
+        for n in ids:
+            conn.execute("SAVEPOINT op")
+            conn.execute(DEDUPE_SQL, ("ch", f"C{n}", "x", "2020")).fetchone()
+            _ = conn.execute(INSERT, (n, raw)).lastrowid
+            conn.execute("RELEASE op")
+    elif mode == "batch-pipeline":
+        with conn.raw.pipeline():
+            for n in ids:
+                conn.raw.execute("SAVEPOINT op")
+                _run(conn.raw, DEDUPE_SQL, ("ch", f"C{n}", "x", "2020"), lazy=True).fetchone()
+                _run(conn.raw, INSERT, (n, raw), lazy=True)
+                conn.raw.execute("RELEASE op")
+    else:
+        conn.raw.execute(LOOKUP_MANY, ("ch", [f"C{n}" for n in ids], "x", "2020")).fetchall()
+        with conn.raw.pipeline():
+            for n in ids:
+                conn.raw.execute("SAVEPOINT op")
+                _run(conn.raw, INSERT, (n, raw), lazy=True)
+                conn.raw.execute("RELEASE op")
+    conn.execute("COMMIT")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store-url", required=True)
-    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--batches", type=int, default=40, help="batches of 8 per mode and round")
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     conn = PgConnection(fresh_database(args.store_url))
     migrate(conn.raw)
     raw = "MSH|^~\\\\&|EPIC|MERCY|AGENCY|COLLECT|20261125030412||ADT^A08|X|P|2.5.1\\r" + "ZPD|" + "X" * 1000 + "\\r"
     n = 0
-    for mode in ("plain", "pipelined", "plain", "pipelined"):
-        began, committing = time.perf_counter(), 0.0
-        for _ in range(args.batches):
-            conn.execute("BEGIN")
-            for _ in range(8):
-                n += 1
-                (conn.execute if mode == "pipelined" else conn.raw.execute)("SAVEPOINT op")
-                conn.execute(DEDUPE_SQL, ("ch", f"C{n}", "x", "2020")).fetchone()
-                _ = conn.execute(INSERT, (n, raw)).lastrowid
-                (conn.execute if mode == "pipelined" else conn.raw.execute)("RELEASE op")
-            at = time.perf_counter()
-            conn.execute("COMMIT")
-            committing += time.perf_counter() - at
-        elapsed = time.perf_counter() - began
-        writes = args.batches * 8
-        print(f"{mode:10} {(elapsed - committing) / writes * 1e6:6.0f} us of statements per write,"
-              f" {committing / args.batches * 1e3:5.2f} ms per 8-write COMMIT, {writes / elapsed:5.0f} writes/s")
+    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _round in range(args.rounds):
+        for mode in MODES:
+            began = time.perf_counter()
+            for _ in range(args.batches):
+                batch(conn, mode, list(range(n + 1, n + 9)), raw)
+                n += 8
+            rates[mode].append(args.batches * 8 / (time.perf_counter() - began))
+    reference = statistics.median(rates["pipelined"])
+    for mode in MODES:
+        median = statistics.median(rates[mode])
+        print(f"{mode:15} median {median:6.0f} writes/s ({median / reference:.2f} of pipelined);"
+              f" rounds {[round(rate) for rate in rates[mode]]}")
     conn.close()
 
 

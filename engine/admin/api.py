@@ -513,12 +513,16 @@ def search_filters(params: dict[str, str], store) -> tuple[dict, dict]:
 def channel_views(admin, only: str | None = None):
     """``[{"name", "state", "description", "received", "filtered", "queued", "sent", "errored",
     "destinations": [{"name", "type", "target", "state", "state_since", "depth",
-    "oldest_queued_age", "last_error", "failures"}]}]`` (the words: engine/admin/states.py)."""
+    "oldest_queued_age", "last_error", "failures"}]}]`` (the words: engine/admin/states.py); with
+    several nodes also ``"held_by": {"poller:CHANNEL" | "queue:CHANNEL/DEST": node or null}`` and
+    each destination's ``"node"``."""
     runtime = admin.runtime
     configs = [c for c in runtime.config.channels if only is None or c.name == only]
     if only is not None and not configs:
         raise ApiError(404, f"no channel named {only!r}")
     counts, stats = yield in_thread(lambda: (runtime.store.channel_counts(), runtime.store.queue_stats()))
+    clustered = runtime.cluster is not None
+    found = (yield in_thread(_lease_holders, runtime)) if clustered else {}
     now = time.time()
     views = []
     for config in configs:
@@ -530,6 +534,8 @@ def channel_views(admin, only: str | None = None):
         reloader = runtime.reloader
         view["problems"] = reloader.problems_for(config.name) if reloader is not None else []
         view["destinations"] = []
+        if clustered:   # several nodes: which node holds the channel's poller and each queue
+            view["held_by"] = runtime.channel_holders(found, config)
         for destination in config.destinations:
             queue = service.queues.get(destination.name) if service else None
             figures = stats.get((config.name, destination.name), {})
@@ -540,8 +546,18 @@ def channel_views(admin, only: str | None = None):
                 "oldest_queued_age": round(age_seconds(figures.get("oldest_queued_at"), now), 3),
                 "last_error": queue.last_error if queue else None, "failures": queue.failures if queue else 0,
             })
+            if clustered:
+                view["destinations"][-1]["node"] = view["held_by"].get(f"queue:{config.name}/{destination.name}")
         views.append(view)
     return views
+
+
+def _lease_holders(runtime) -> dict:
+    """Who holds what across the nodes; ``{}`` while the store cannot say (the rest of the view stands)."""
+    try:
+        return runtime.lease_holders()
+    except Exception:  # noqa: BLE001 - the database down: the channels are still listed
+        return {}
 
 
 def _address(service) -> str | None:

@@ -1,5 +1,6 @@
 """``switchboard status``: per channel the running daemon's state (its admin API), counts (the store),
-each destination's last error and the problems of the latest live reload."""
+each destination's last error and the problems of the latest live reload; with several nodes on one
+PostgreSQL store also each node and which node holds each channel's poller and queues (DESIGN §4)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def status_command(args, path) -> int:
     config, store, problems = _open_store_leniently(path)
     try:
         counts = store.channel_counts()
+        nodes = _nodes(config, store)
     finally:
         store.close_readers()
     daemon = read_state(config) or {}
@@ -42,6 +44,8 @@ def status_command(args, path) -> int:
                                  "state_since": d.get("state_since"), "depth": d.get("depth", 0),
                                  "last_error": d.get("last_error")}
                                 for d in (view or {}).get("destinations", [])]}
+        if nodes is not None:
+            row["held_by"] = _held_by(config, name, nodes)
         rows.append(row)
     tables = _table_problems(config, live is not None)
     unattached = [text for text in texts if not any(text in row["problems"] for row in rows)]
@@ -52,10 +56,15 @@ def status_command(args, path) -> int:
             print(f"problem: {text}", file=sys.stderr)
         return 0
     print(daemon_note)
+    if nodes is not None:
+        _print_nodes(config, nodes)
     print(f"{'CHANNEL':24} {'STATE':10} {'RECEIVED':>9} {'FILTERED':>9} {'QUEUED':>7} {'SENT':>8} {'ERRORED':>8}")
     for row in rows:
         print(f"{row['name'][:24]:24} {row['state']:10} {row['received']:>9} {row['filtered']:>9} "
               f"{row['queued']:>7} {row['sent']:>8} {row['errored']:>8}")
+        if row.get("held_by"):
+            print("  held by: " + ", ".join(f"{resource} on {node or 'no node (free or being taken over)'}"
+                                            for resource, node in row["held_by"].items()))
         for destination in row["destinations"]:
             if destination["last_error"]:
                 print(f"  destination {destination['name']}: last error: {destination['last_error']} "
@@ -70,6 +79,35 @@ def status_command(args, path) -> int:
         for text in texts:
             print(f"  {text}")
     return 0
+
+
+def _nodes(config, store) -> list[dict] | None:
+    """With several nodes on one PostgreSQL store ([store] url): each node and what it holds
+    (``switchboard nodes``); None with SQLite (one node, nothing leased)."""
+    if not config.store.url or not hasattr(store, "nodes"):
+        return None
+    return store.nodes()
+
+
+def _held_by(config, name: str, nodes: list[dict]) -> dict:
+    """The channel's leases (its poller, each queue) and the node holding each (None: nobody now)."""
+    from engine.runtime.cluster import channel_holders, holders
+
+    channel = next((c for c in config.channels if c.name == name), None)
+    if channel is None:
+        return {}
+    found = holders(nodes)
+    polled = channel.source.type in ("file", "sftp") or f"poller:{name}" in found
+    return channel_holders(found, name, [d.name for d in channel.destinations], polled)
+
+
+def _print_nodes(config, nodes: list[dict]) -> None:
+    if not nodes:
+        print("nodes: none has started on this store yet")
+    for node in nodes:
+        alive = "" if node["seconds_ago"] < config.store.lease else " (silent: its leases expire)"
+        holds = ", ".join(node["holds"]) or "nothing"
+        print(f"node {node['name']}: last seen {node['seconds_ago']:.0f}s ago{alive}; holds {holds}")
 
 
 def _table_problems(config, daemon_running: bool) -> list[str]:

@@ -3,13 +3,18 @@
 Every node runs the same channels; their listeners take messages everywhere (each message is
 committed before its ACK, on whichever node took it). What must run on ONE node at a time is held
 under a lease in the store (``engine/store/postgres/leases.py``): each destination queue
-(``queue:CHANNEL/DESTINATION``) and retention (``retention``). ``Cluster`` renews this node's
+(``queue:CHANNEL/DESTINATION``), each file or SFTP poller (``poller:CHANNEL``: a source whose
+class says ``leased = True``) and retention (``retention``). ``Cluster`` renews this node's
 leases every ``lease / 3``, takes what is free or expired, and runs exactly what it holds:
 
 - a held queue is started (it loads its QUEUED deliveries from the store, in message order, the
   other nodes' included); while it is held it refills from the store whenever its window drains,
   and when idle looks every ``poll`` seconds, so deliveries other nodes committed reach it. A
   queue not held only stores: its node does not send.
+- a held poller is started (it scans its folder or remote path at once); on the other nodes the
+  channel is "started" but its poller idles. Two nodes polling one folder would both read a file
+  before either moved it; the store's idempotency keys would keep its messages once, but the
+  lease keeps the reading (and the move, and the X12 answer) to one node.
 - a queue whose lease this node lost (another node took it, or this node could not renew it for
   ``lease`` seconds on its own monotonic clock) stops sending at once; its SENT and ERROR records
   carry the lease's fencing token, which the store checks, so a node that lost a lease without
@@ -50,6 +55,22 @@ def queue_resource(channel: str, destination: str) -> str:
     return f"queue:{channel}/{destination}"
 
 
+def poller_resource(channel: str) -> str:
+    return f"poller:{channel}"
+
+
+def holders(nodes: list[dict]) -> dict[str, str]:
+    """``{resource: node}`` from the store's ``nodes()`` (each node's unexpired leases)."""
+    return {resource: node["name"] for node in nodes for resource in node.get("holds", [])}
+
+
+def channel_holders(found: dict[str, str], channel: str, destinations, polled: bool) -> dict[str, str | None]:
+    """What of ``channel`` runs under a lease and which node holds each (None: nobody right now,
+    e.g. during a takeover): its poller when ``polled`` (a file or SFTP source), each queue."""
+    resources = ([poller_resource(channel)] if polled else []) + [queue_resource(channel, d) for d in destinations]
+    return {resource: found.get(resource) for resource in resources}
+
+
 def default_node_name() -> str:
     return socket.gethostname() or "node"
 
@@ -67,7 +88,13 @@ class HeldPart:
     def activate(self) -> None:
         if not self.active:
             self.active = True
-            self.part.start()
+            d = defer.maybeDeferred(self.part.start)
+            d.addErrback(self._start_failed)
+
+    def _start_failed(self, failure) -> None:
+        self.active = False
+        log.error("cluster: {resource} could not start on node {node}: {error}", resource=self.resource,
+                  node=self.cluster.node, error=failure.getErrorMessage())
 
     def deactivate(self):
         if self.active:
@@ -116,6 +143,36 @@ class Cluster:
         elif not queue.running:
             queue.running = True
             queue.kick()
+
+    def run_source(self, channel: str, source) -> None:
+        """A channel's poller (started, resumed, or replaced by a live reload): it polls here only
+        while this node holds ``poller:CHANNEL``; the next lease round takes it if it is free."""
+        resource = poller_resource(channel)
+        current = self.parts.get(resource)
+        if current is not None and current.part is source:
+            if resource in self.held:
+                current.activate()
+            return
+        if current is not None:
+            current.deactivate()
+        part = HeldPart(source, self, resource)
+        if resource in self.held:
+            part.activate()
+
+    def drop_source(self, channel: str, source=None):
+        """The channel stops or pauses (or a reload replaces its poller): stop polling here and give
+        the lease up at the next round. A Deferred, fired once the poller stopped."""
+        resource = poller_resource(channel)
+        part = self.parts.get(resource)
+        if part is None or (source is not None and part.part is not source):
+            return defer.succeed(None)
+        del self.parts[resource]
+        return defer.maybeDeferred(part.deactivate)
+
+    def running_here(self) -> list[str]:
+        """What this node runs under its leases now (queues sending, pollers polling, retention)."""
+        active = set(self.active) | {r for r, part in self.parts.items() if part.active}
+        return sorted(active)
 
     def holds(self, channel: str, destination: str) -> bool:
         return queue_resource(channel, destination) in self.active

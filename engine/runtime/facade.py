@@ -34,6 +34,26 @@ class Runtime:
         """This node's leases with several nodes on one PostgreSQL store (runtime/cluster.py), else None."""
         return self._engine.cluster
 
+    def lease_holders(self) -> dict[str, str]:
+        """With several nodes: ``{resource: node}`` for every lease held in the cluster (any node's;
+        ``queue:CHANNEL/DESTINATION``, ``poller:CHANNEL``, ``retention``); ``{}`` with one node.
+        Blocking (reads the store): call it in a thread."""
+        store = self._engine.store
+        if self._engine.cluster is None or not hasattr(store, "nodes"):
+            return {}
+        from engine.runtime.cluster import holders
+
+        return holders(store.nodes())
+
+    def channel_holders(self, found: dict[str, str], channel_config) -> dict[str, str | None]:
+        """The leases of one channel (its poller, each queue) and the node holding each, from
+        ``lease_holders()``."""
+        from engine.runtime.cluster import channel_holders
+
+        service = self._engine.channel_services.get(channel_config.name)
+        polled = bool(getattr(getattr(service, "source", None), "leased", False))
+        return channel_holders(found, channel_config.name, [d.name for d in channel_config.destinations], polled)
+
     @property
     def hook(self):
         """The plugin hooks (alerts call ``hook.alert``)."""

@@ -95,7 +95,7 @@ class ChannelService(service.Service):
                 if isinstance(source, ListeningSource) and source.take_over(old_source):
                     how = "listener kept"
                 else:
-                    yield defer.maybeDeferred(old_source.stop)
+                    yield self._stop_source(old_source)
                     restart, how = True, "listener rebound"
             restart = restart or state == "failed"
         self.config, self.channel, self.source, self.queues = config, built.channel, source, built.queues
@@ -113,7 +113,7 @@ class ChannelService(service.Service):
                 self._start_queue(queue)       # loads every QUEUED row, the old queue's leftovers first
         if restart:
             try:
-                yield defer.maybeDeferred(source.start)
+                yield self._start_source(source)
             except Exception as error:  # noqa: BLE001 - e.g. the new port is taken: the channel reports it
                 self.state = "failed"
                 log.error("channel {channel} failed to start its {type} source: {error}", channel=config.name,
@@ -170,7 +170,7 @@ class ChannelService(service.Service):
             log.info("channel {channel}: processing {n} message(s) stored before the last stop",
                      channel=self.name, n=recovered)
         try:
-            yield self.source.start()
+            yield self._start_source(self.source)
         except Exception as error:
             self.state = "failed"
             self.start_error = str(error)
@@ -192,6 +192,19 @@ class ChannelService(service.Service):
             queue.running = True
             queue.kick()
 
+    def _start_source(self, source) -> defer.Deferred:
+        """Open the source; with several nodes on one store, a poller (file, SFTP: ``leased``)
+        polls only on the node holding its lease (engine/runtime/cluster.py)."""
+        if self.engine.cluster is not None and getattr(source, "leased", False):
+            self.engine.cluster.run_source(self.name, source)
+            return defer.succeed(None)
+        return defer.maybeDeferred(source.start)
+
+    def _stop_source(self, source) -> defer.Deferred:
+        if self.engine.cluster is not None and getattr(source, "leased", False):
+            return self.engine.cluster.drop_source(self.name, source)
+        return defer.maybeDeferred(source.stop)
+
     @defer.inlineCallbacks
     def pause(self):
         """Stop the source (nothing new comes in); the queues keep delivering what is stored."""
@@ -199,7 +212,7 @@ class ChannelService(service.Service):
             return
         if self.state != "started":
             raise ChannelStateError(f"channel {self.name} is {self.state}; only a started channel can be paused")
-        yield defer.maybeDeferred(self.source.stop)
+        yield self._stop_source(self.source)
         yield self.channel.wait_idle()
         self.state = "paused"
         log.info("channel {channel} paused: source stopped, {n} destination queue(s) still sending",
@@ -211,7 +224,7 @@ class ChannelService(service.Service):
         if self.state == "stopped":
             return
         if self.state == "started":
-            yield defer.maybeDeferred(self.source.stop)
+            yield self._stop_source(self.source)
         yield self.channel.wait_idle()
         yield defer.DeferredList([queue.stop() for queue in self.queues.values()])
         self.state = "stopped"
@@ -221,7 +234,7 @@ class ChannelService(service.Service):
     def stopService(self):
         service.Service.stopService(self)
         if self.source is not None and self.state == "started":
-            yield defer.maybeDeferred(self.source.stop)
+            yield self._stop_source(self.source)
         if self.channel is not None:
             yield self.channel.wait_idle()
         yield defer.DeferredList([queue.stop() for queue in self.queues.values()])

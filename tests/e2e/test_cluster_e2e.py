@@ -185,3 +185,99 @@ def test_three_nodes_one_holder_and_a_node_cut_from_the_database_answers_ae(tmp_
         for daemon in nodes.values():
             daemon.stop()
         peer.close()
+
+
+POLL = 0.5
+
+
+def file_node(root, name: str, url: str, inbox, peer_port: int) -> Daemon:
+    channel = f"""
+[source]
+type = "file"
+path = "{inbox}"
+pattern = "*.hl7"
+settle = "0s"
+poll = true
+poll_interval = "{int(POLL * 1000)}ms"
+
+[[destination]]
+name = "ehr"
+type = "mllp"
+connect = "127.0.0.1:{peer_port}"
+retry = {{ interval = "{int(RETRY * 1000)}ms", backoff = 1.0, max_interval = "{int(RETRY * 1000)}ms" }}
+"""
+    daemon = Daemon(root / name, {"drop": channel}, extra_config=f'[cluster]\nnode = "{name}"\nlease = "{LEASE}s"\n')
+    pg.use_store(daemon, url)
+    return daemon
+
+
+def poller_holders(daemon: Daemon) -> list[str]:
+    return [entry["name"] for entry in daemon.cli_json("nodes", "--json") if "poller:drop" in entry["holds"]]
+
+
+def holder_of(daemon: Daemon, resource: str) -> str | None:
+    return next((entry["name"] for entry in daemon.cli_json("nodes") if resource in entry["holds"]), None)
+
+
+def drop_file(inbox, name: str, control_ids: list[str]) -> None:
+    """Write a file beside the inbox and rename it in (a finished file appears at once)."""
+    temporary = inbox.parent / f".{name}.tmp"
+    temporary.write_bytes(b"".join(hl7(cid).encode() + b"\r" for cid in control_ids))
+    temporary.rename(inbox / name)
+
+
+def stored_counts(url: str) -> dict[str, int]:
+    return dict(pg.sql(url, "SELECT control_id, count(*) FROM messages GROUP BY control_id"))
+
+
+def test_two_nodes_poll_one_folder_on_one_node_and_a_killed_poller_is_taken_over(tmp_path, database):
+    peer = MllpPeer()
+    inbox = tmp_path / "shared" / "inbox"
+    inbox.mkdir(parents=True)
+    nodes = {name: file_node(tmp_path, name, database, inbox, peer.port) for name in ("a", "b")}
+    try:
+        for daemon in nodes.values():
+            daemon.start()
+        wait_for(lambda: poller_holders(nodes["a"]), timeout=LEASE * 3, what="a node to hold the poller")
+        assert len(poller_holders(nodes["b"])) == 1
+        first = poller_holders(nodes["b"])[0]
+        survivor = "b" if first == "a" else "a"
+        expected = []
+        for n in range(20):
+            ids = [f"F{n:02d}-{k}" for k in range(3)]
+            drop_file(inbox, f"batch{n:02d}.hl7", ids)
+            expected += ids
+        wait_for(lambda: set(expected) <= set(stored_counts(database)), timeout=20, what="every file stored")
+        wait_for(lambda: not list(inbox.glob("*.hl7")), timeout=10, what="every file moved out")
+        counts = stored_counts(database)
+        assert {cid: counts[cid] for cid in expected} == {cid: 1 for cid in expected}   # each message once
+        assert sorted(p.name for p in (inbox / "done").glob("*.hl7")) == [f"batch{n:02d}.hl7" for n in range(20)]
+        assert not any("polling " in line and str(inbox) in line for line in nodes[survivor].log_lines)
+        queue_holder = wait_for(lambda: holder_of(nodes["a"], "queue:drop/ehr"), timeout=LEASE * 3,
+                                what="a node to hold the queue")
+        held = {"poller:drop": first, "queue:drop/ehr": queue_holder}
+        for daemon in nodes.values():        # status and the API say which node holds what, from any node
+            assert [row["held_by"] for row in daemon.cli_json("status") if row["name"] == "drop"] == [held]
+            code, views = daemon.api("GET", "/api/channels")
+            assert code == 200 and views[0]["held_by"] == held, views
+            assert views[0]["destinations"][0]["node"] == queue_holder
+        text = nodes[survivor].cli("status").stdout
+        assert f"node {first}: last seen" in text and f"poller:drop on {first}" in text, text
+
+        nodes[first].kill()                 # SIGKILL the poller's holder
+        killed_at = time.monotonic()
+        drop_file(inbox, "after.hl7", ["AFTER-1"])
+        wait_for(lambda: "AFTER-1" in stored_counts(database), timeout=LEASE * 3, interval=0.05,
+                 what="the survivor to take the folder over")
+        took = time.monotonic() - killed_at     # SIGKILL -> the file's message stored by the survivor
+        assert poller_holders(nodes[survivor]) == [survivor]
+        assert any("polling " in line and str(inbox) in line for line in nodes[survivor].log_lines)
+        wait_for(lambda: set(expected + ["AFTER-1"]) <= set(peer.control_ids()), timeout=20,
+                 what="every stored message delivered")
+        print(f"poller takeover after SIGKILL: {took:.2f} s (lease {LEASE} s, poll {POLL} s)")
+        assert took <= LEASE + POLL + LEASE / 3   # + one lease round of slack for this shared machine
+        assert stored_counts(database)["AFTER-1"] == 1
+    finally:
+        for daemon in nodes.values():
+            daemon.stop()
+        peer.close()

@@ -8,6 +8,7 @@ the tests are skipped when that server does not answer (``.ci/run`` starts one i
 from __future__ import annotations
 
 import random
+import threading
 import signal
 import time
 
@@ -211,3 +212,104 @@ def test_a_store_url_nobody_answers_is_one_clear_sentence(tmp_path):
     daemon.config.write_text(text)
     checked = run_cli("-c", str(daemon.config), "check")
     assert checked.returncode == 1 and "store.url: give either url (PostgreSQL) or path (SQLite), not both" in checked.stderr
+
+
+class TimedSender(threading.Thread):
+    """One connection to one node under load: every answer with the moment it came; an AE is
+    re-sent under the same control id (as a sender does), an AA journaled."""
+
+    def __init__(self, prefix: str, port: int) -> None:
+        super().__init__(daemon=True)
+        self.prefix, self.port = prefix, port
+        self.answers: list[tuple[float, str, str]] = []   # (monotonic time, control id, code)
+        self.acked: list[str] = []
+        self.finish = threading.Event()
+
+    def run(self) -> None:
+        n, client = 0, None
+        while not self.finish.is_set():
+            control_id = f"{self.prefix}{n:05d}"
+            try:
+                client = client or MllpClient(self.port, timeout=5)
+                code = client.request(hl7(control_id))["code"]
+            except (OSError, ConnectionError):
+                if client is not None:
+                    client.close()
+                client = None
+                time.sleep(0.05)
+                continue
+            self.answers.append((time.monotonic(), control_id, code))
+            if code == "AA":
+                self.acked.append(control_id)
+                n += 1
+            else:
+                time.sleep(0.02)
+        if client is not None:
+            client.close()
+
+
+RESTART_LEASE = 2.0
+
+
+def test_postgresql_restarted_under_load_two_nodes_answer_ae_then_resume_by_themselves(tmp_path):
+    """A private PostgreSQL server (never the shared one) under two nodes and load is stopped
+    (fast shutdown) and started again: while it is down both nodes answer AE, never AA, and say
+    not-ready on /healthz?ready; once it is back they answer AA again by themselves, and every
+    AA'd message is delivered."""
+    with pg.private_server() as server:
+        peer = MllpPeer()
+        cluster = f'[cluster]\nnode = "{{}}"\nlease = "{RESTART_LEASE}s"\n'
+        nodes = {}
+        for name in ("a", "b"):
+            nodes[name] = Daemon(tmp_path / name, {"relay": relay(peer.port)}, extra_config=cluster.format(name))
+            pg.use_store(nodes[name], server.url)
+        senders = []
+        try:
+            for daemon in nodes.values():
+                daemon.start(1)
+            senders = [TimedSender(f"{name.upper()}-", daemon.ports["relay"]) for name, daemon in nodes.items()]
+            for sender in senders:
+                sender.start()
+            wait_for(lambda: all(len(s.acked) >= 20 for s in senders), timeout=20, what="load on both nodes")
+            wait_for(lambda: len(peer.received) >= 20, timeout=20, what="deliveries before the stop")
+
+            server.stop("fast")
+            down_at = time.monotonic()
+            for name, daemon in nodes.items():
+                wait_for(lambda: daemon.api("GET", "/healthz?ready", token=None)[0] == 503,
+                         timeout=RESTART_LEASE * 2, what=f"node {name} to say it is not ready")
+            wait_for(lambda: all(any(t > down_at and code == "AE" for t, _cid, code in s.answers) for s in senders),
+                     timeout=10, what="an AE from each node while the database is down")
+            up_at = time.monotonic()
+            server.start()
+            while_down = [(cid, code) for s in senders for t, cid, code in s.answers if down_at < t < up_at]
+            assert while_down and {code for _cid, code in while_down} == {"AE"}, [
+                (round(t - down_at, 3), cid, code) for s in senders for t, cid, code in s.answers
+                if down_at < t < up_at and code == "AA"]
+
+            counts = {s.prefix: len(s.acked) for s in senders}
+            wait_for(lambda: all(len(s.acked) >= counts[s.prefix] + 20 for s in senders), timeout=RESTART_LEASE * 5,
+                     what="AA again on both nodes")
+            resumed = max(min(t for t, _cid, code in s.answers if t > up_at and code == "AA") for s in senders) - up_at
+            for name, daemon in nodes.items():
+                wait_for(lambda: daemon.api("GET", "/healthz?ready", token=None)[0] == 200,
+                         timeout=RESTART_LEASE * 3, what=f"node {name} ready again")
+            ready = time.monotonic() - up_at
+            for sender in senders:
+                sender.finish.set()
+                sender.join(10)
+            acked = {cid for s in senders for cid in s.acked}
+            wait_for(lambda: acked <= set(peer.control_ids()), timeout=30, what="every AA'd message delivered")
+            never_aa = {cid for s in senders for _t, cid, code in s.answers if code == "AE"} - acked
+            assert not never_aa & {r[0] for r in rows(server.url)}   # an AE'd message never re-sent is not stored
+            for name, daemon in nodes.items():
+                assert "Traceback" not in daemon.log, name
+            print(f"PostgreSQL restart: {len(while_down)} AE while down ({up_at - down_at:.1f} s), both nodes "
+                  f"answering AA {resumed:.2f} s after the start, both ready within {ready:.2f} s; "
+                  f"{len(acked)} AA'd, all delivered")
+        finally:
+            for sender in senders:
+                sender.finish.set()
+            for daemon in nodes.values():
+                daemon.stop()
+            peer.close()

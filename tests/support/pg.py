@@ -4,6 +4,9 @@ databases made and dropped around each test that wants one.
 ``SWITCHBOARD_TEST_PG`` (default ``postgresql://127.0.0.1:5432/``, user ``postgres``, trust auth
 on 127.0.0.1): when it does not answer, tests that need PostgreSQL are skipped locally; ``.ci/run``
 installs and starts Debian's ``postgresql`` first, so CI always runs them.
+
+``private_server()``: a PostgreSQL instance of a test's own (initdb in a temporary directory, its
+own port and socket), for tests that stop and start the server; the shared one is never touched.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -193,3 +197,113 @@ def store_backend(request):
     yield apply
     for url in made:
         drop_database(url)
+
+
+# --- a private PostgreSQL server (tests that stop and start it) ------------------------------------
+
+
+def _server_binaries() -> Path | None:
+    """The directory of ``initdb`` and ``pg_ctl`` (Debian keeps them out of PATH), or None."""
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+class PrivateServer:
+    """A PostgreSQL instance of its own in a temporary directory, on its own port, so that a test
+    can stop and start it without touching the shared server (``SWITCHBOARD_TEST_PG``). initdb
+    refuses root: as root it runs as the ``postgres`` user (``runuser``)."""
+
+    def __init__(self, directory: Path, binaries: Path, as_user: list[str], port: int) -> None:
+        self.directory, self.binaries, self.as_user, self.port = directory, binaries, as_user, port
+        self.data = directory / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/switchboard"
+
+    def _run(self, *command: str, timeout: float = 60) -> None:
+        import subprocess
+
+        result = subprocess.run([*self.as_user, *command], capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+
+    def init(self) -> None:
+        self._run(str(self.binaries / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                  "--no-sync", "-E", "UTF8")
+        self.start()
+        with psycopg_connect(self.url.rsplit("/", 1)[0] + "/postgres") as conn:
+            conn.execute('CREATE DATABASE "switchboard"')
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+        self._run(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-o", options,
+                  "-l", str(self.directory / "server.log"), "-w", "-t", "30", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+
+
+def psycopg_connect(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+
+@contextmanager
+def private_server():
+    """A ``PrivateServer`` started for the block and removed after it; skips the test when this
+    machine cannot run one (no PostgreSQL server binaries, or root without a ``postgres`` user)."""
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+
+    binaries = _server_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    as_user: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root, and initdb refuses root: no 'postgres' user to run it as")
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root, and initdb refuses root: no runuser to run it as 'postgres'")
+        as_user = [runuser, "-u", "postgres", "--"]
+    directory = Path(tempfile.mkdtemp(prefix="sbpg-"))   # short: it holds the server's Unix socket
+    if owner is not None:
+        os.chown(directory, owner.pw_uid, owner.pw_gid)
+        if not os.stat("/dev/null").st_mode & 0o002:
+            # Some containers give /dev/null no write right for other users, and initdb writes to
+            # it: in a mount namespace of its own, a writable null device is bound over it.
+            unshare = shutil.which("unshare")
+            if unshare is None:
+                shutil.rmtree(directory, ignore_errors=True)
+                pytest.skip("/dev/null is not writable by the 'postgres' user (initdb writes to it) and "
+                            "there is no unshare to give it a private one")
+            null = directory / "null"
+            as_user = [unshare, "-m", "sh", "-c",
+                       f'[ -e {null} ] || mknod -m 666 {null} c 1 3; mount --bind {null} /dev/null && exec "$@"',
+                       "sh", *as_user]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = PrivateServer(directory, binaries, as_user, port)
+    try:
+        try:
+            server.init()
+        except RuntimeError as error:
+            pytest.skip(f"cannot run a private PostgreSQL server here: {error}")
+        yield server
+    finally:
+        try:
+            server.stop("immediate")
+        except Exception:  # noqa: BLE001 - already stopped, or never started
+            pass
+        shutil.rmtree(directory, ignore_errors=True)

@@ -77,6 +77,7 @@ class FileSource:
     """``[source] type = "file"``: an inbox directory feeding one channel."""
 
     type_name = "file"
+    leased = True   # several nodes on one store: polled by one node at a time (engine/runtime/cluster.py)
     option_schema = {
         "path": OptionSpec("path", required=True),
         "pattern": OptionSpec("str", "*"),

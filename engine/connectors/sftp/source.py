@@ -172,6 +172,7 @@ def delete(sftp, directory: str, name: str, answer: str | None = None) -> str:
 # -- the source -------------------------------------------------------------------------------
 class SftpSource:
     type_name = "sftp"
+    leased = True   # several nodes on one store: polled by one node at a time (engine/runtime/cluster.py)
     option_schema = SOURCE_OPTIONS
 
     def __init__(self, channel_config, sink, reactor) -> None:

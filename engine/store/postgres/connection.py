@@ -237,9 +237,15 @@ class PooledReader:
     def __init__(self, pool):
         self.pool = pool
         self._local = threading.local()
+        # Set while the node's lease round cannot reach the server (several nodes): a read then
+        # fails at once instead of waiting for the pool's timeout, since some reads run in the
+        # reactor (a queue's refill) and a wait there would hold every channel's answers.
+        self.unreachable: str | None = None
 
     def execute(self, sql: str, params=()) -> Result:
         pinned = getattr(self._local, "conn", None)
+        if pinned is None and self.unreachable is not None:
+            raise psycopg.OperationalError(f"the database is unreachable ({self.unreachable}); read not tried")
         if sql == "BEGIN" and pinned is None:
             self._local.conn = pinned = self.pool.getconn()
             try:
@@ -256,8 +262,22 @@ class PooledReader:
                     self._release()
                 return Result([])
             return _run(pinned, sql, params)
-        with self.pool.connection() as conn:
-            return _run(conn, sql, params)
+        try:
+            with self.pool.connection() as conn:
+                return _run(conn, sql, params)
+        except psycopg.OperationalError as exc:
+            self._probe(exc)
+            raise
+
+    def _probe(self, exc: psycopg.OperationalError) -> None:
+        """A read could not get a connection: when the server itself refuses one (not a pool busy
+        with other reads), the next reads fail at once until a lease round reaches it again."""
+        if type(exc).__name__ != "PoolTimeout":
+            return
+        try:
+            psycopg.connect(self.pool.conninfo, connect_timeout=2).close()
+        except psycopg.Error as refused:
+            self.unreachable = _reason(refused)
 
     def _release(self) -> None:
         conn, self._local.conn = self._local.conn, None

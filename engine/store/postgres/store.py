@@ -36,6 +36,10 @@ from engine.store.sqlite.schema import FTS_INSERT_SQL, StoreError, from_iso, to_
 from engine.store.sqlite.store import Store
 
 POOL_SIZE = 4
+# How long a read waits for a pooled connection (the pool's default is 30 s): some reads run in the
+# reactor; after a wait that ends on a server that refuses connections, reads fail at once until a
+# lease round reaches it again (PooledReader).
+POOL_WAIT = 3.0
 
 
 class PgStore(Store):
@@ -70,7 +74,8 @@ class PgStore(Store):
         finally:
             probe.close()
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, name="switchboard-read",
-                                    kwargs={"autocommit": True}, check=ConnectionPool.check_connection)
+                                    kwargs={"autocommit": True}, check=ConnectionPool.check_connection,
+                                    timeout=POOL_WAIT)
         self._readers_view = PooledReader(self._pool)
         if not writer:
             return
@@ -142,9 +147,13 @@ class PgStore(Store):
         try:
             if self._lease_conn is None or self._lease_conn.closed or self._lease_conn.broken:
                 self._lease_conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            return pg_leases.tick(self._lease_conn, node, resources, lease_seconds)
+            held = pg_leases.tick(self._lease_conn, node, resources, lease_seconds)
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                self._readers_view.unreachable = _reason(exc)
             raise StoreError(f"lease round failed ({_reason(exc)})") from None
+        self._readers_view.unreachable = None
+        return held
 
     def release_leases(self, node: str) -> None:
         try:
