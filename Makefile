@@ -18,8 +18,8 @@ run: $(STAMP)
 check: $(STAMP)
 	$(BIN)/switchboard -c config.toml check
 
-test: $(STAMP)
-	$(BIN)/pytest
+test: $(STAMP)                  # two workers, each taking whole test files (module fixtures share one daemon)
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: $(STAMP)                 # < 3 min: ingest at 1 and 8 connections against the references, end to end at 8
 	$(BIN)/python bench/run.py
