@@ -99,6 +99,35 @@ def start(daemon: Daemon, fault: str | None) -> bool:
         raise
 
 
+def kill_in_turn(daemon: Daemon, senders: list, phases: list, rng: random.Random, after_kill) -> None:
+    """Start the daemon once per phase under the senders' traffic (they start with the first) and
+    SIGKILL it: at the armed fault point of the phase, or at a random moment once traffic flows;
+    ``after_kill(fault)`` checks what it must after each death.  The daemon is left dead."""
+    base_env = dict(daemon.env)
+    for number, fault in enumerate(phases):
+        daemon.env = dict(base_env)
+        if fault:
+            daemon.env["SWITCHBOARD_FAULTS"] = f"{fault}:@{rng.randint(3, 40)}"
+        up = start(daemon, fault)
+        if number == 0:
+            for sender in senders:
+                sender.start()
+        if up and fault:
+            daemon.process.wait(15)   # it kills itself at the armed point
+            daemon.kill()
+        elif up:
+            before = sum(len(s.acked) for s in senders)
+            wait_for(lambda: sum(len(s.acked) for s in senders) >= before + 20, timeout=15,
+                     what="traffic through the daemon")
+            time.sleep(rng.uniform(*RANDOM_KILL))   # a random moment, on purpose
+            daemon.kill()
+        assert daemon.process.returncode == -signal.SIGKILL
+        if fault:   # it died at the armed point, not anywhere else
+            assert f"SIGKILL at {fault}" in daemon.log, daemon.log[-2000:]
+        after_kill(fault)
+    daemon.env = base_env
+
+
 def test_sigkill_at_random_and_injected_points_loses_nothing(tmp_path):
     began = time.monotonic()
     rng = random.Random()
@@ -124,30 +153,12 @@ retry = {{ interval = "50ms", backoff = 1.5, max_interval = "300ms" }}
     phases = [None, *FAULT_PHASES, None]
     rng.shuffle(phases)
     try:
-        for number, fault in enumerate(phases):
-            daemon.env = dict(base_env)
-            if fault:
-                daemon.env["SWITCHBOARD_FAULTS"] = f"{fault}:@{rng.randint(3, 40)}"
-            up = start(daemon, fault)
-            if number == 0:
-                for sender in senders:
-                    sender.start()
-            if up and fault:
-                daemon.process.wait(15)   # it kills itself at the armed point
-                daemon.kill()
-            elif up:
-                before = sum(len(s.acked) for s in senders)
-                wait_for(lambda: sum(len(s.acked) for s in senders) >= before + 20, timeout=15,
-                         what="traffic through the daemon")
-                time.sleep(rng.uniform(*RANDOM_KILL))   # a random moment, on purpose
-                daemon.kill()
-            assert daemon.process.returncode == -signal.SIGKILL
-            if fault:   # it died at the armed point, not anywhere else
-                assert f"SIGKILL at {fault}" in daemon.log, daemon.log[-2000:]
+        def after_kill(fault):
             kills.append(fault or "random")
             dupes_at_kill.append(_duplicates(peer))
             assert integrity(daemon.db) == [("ok",)], f"after kill {len(kills)} ({kills[-1]})"
 
+        kill_in_turn(daemon, senders, phases, rng, after_kill)
         daemon.env = dict(base_env)
         daemon.start(1)
         for sender in senders:

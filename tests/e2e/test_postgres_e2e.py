@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from e2e.test_crash_e2e import FAULT_PHASES, SENDERS, Sender, start
+from e2e.test_crash_e2e import FAULT_PHASES, SENDERS, Sender, kill_in_turn
 from support import pg
 from support.daemon import (Daemon, MllpClient, MllpPeer, ack_for, control_id_of, first_seen, free_port, hl7, run_cli,
                             wait_for)
@@ -121,24 +121,7 @@ def test_sigkill_at_random_and_injected_points_loses_nothing_on_postgresql(tmp_p
     rng.shuffle(phases)
     kills = []
     try:
-        for number, fault in enumerate(phases):
-            daemon.env = dict(base_env)
-            if fault:
-                daemon.env["SWITCHBOARD_FAULTS"] = f"{fault}:@{rng.randint(3, 30)}"
-            up = start(daemon, fault)
-            if number == 0:
-                for sender in senders:
-                    sender.start()
-            if up and fault:
-                daemon.process.wait(15)
-                daemon.kill()
-            elif up:
-                before = sum(len(s.acked) for s in senders)
-                wait_for(lambda: sum(len(s.acked) for s in senders) >= before + 20, timeout=15, what="traffic")
-                time.sleep(rng.uniform(0.2, 1.0))   # a random moment, on purpose
-                daemon.kill()
-            assert daemon.process.returncode == -signal.SIGKILL
-            kills.append(fault or "random")
+        kill_in_turn(daemon, senders, phases, rng, lambda fault: kills.append(fault or "random"))
         daemon.env = dict(base_env)
         daemon.start(1)
         for sender in senders:
