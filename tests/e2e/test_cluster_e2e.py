@@ -281,3 +281,45 @@ def test_two_nodes_poll_one_folder_on_one_node_and_a_killed_poller_is_taken_over
         for daemon in nodes.values():
             daemon.stop()
         peer.close()
+
+
+def test_a_message_resent_to_the_other_node_is_stored_and_delivered_once_and_the_pages_show_the_holder(
+        tmp_path, database):
+    """The re-send rule holds across nodes (they share one store): a sender that got no answer
+    from node a and sends again to node b gets AA and nothing twice.  The API and the dashboard's
+    channel pages name the node holding each queue."""
+    from e2e.test_dashboard_e2e import Browserless
+
+    peer = MllpPeer()
+    nodes = {name: node(tmp_path, name, database, peer.port) for name in ("a", "b")}
+    try:
+        for daemon in nodes.values():
+            daemon.start(1)
+        first = wait_for(lambda: holder(nodes["a"]), timeout=LEASE * 3, what="a node to hold the queue")
+        message = hl7("TWICE-1")
+        for daemon in nodes.values():
+            client = MllpClient(daemon.ports["relay"])
+            assert client.request(message)["code"] == "AA"
+            client.close()
+        wait_for(lambda: "TWICE-1" in peer.control_ids(), timeout=LEASE * 3, what="the delivery")
+        stored = pg.sql(database, "SELECT id FROM messages WHERE control_id = 'TWICE-1'")
+        assert len(stored) == 1
+        wait_for(lambda: not pg.sql(database, "SELECT 1 FROM deliveries WHERE status = 'QUEUED' LIMIT 1"),
+                 timeout=20, what="the delivery recorded")
+        assert peer.control_ids().count("TWICE-1") == 1
+
+        for name, daemon in nodes.items():   # either node says who holds what
+            status, views = daemon.api("GET", "/api/channels")
+            [view] = [v for v in views if v["name"] == "relay"]
+            assert status == 200 and view["held_by"]["queue:relay/ehr"] == first
+            assert view["destinations"][0]["node"] == first
+            browser = Browserless(daemon.admin_port)
+            browser.sign_in()
+            status, _headers, page = browser.request("GET", "/channels/relay")
+            assert status == 200 and f"queue:relay/ehr on {first}" in page
+            status, _headers, page = browser.request("GET", "/")
+            assert status == 200 and f'<small class="node">sent by node {first}</small>' in page
+    finally:
+        for daemon in nodes.values():
+            daemon.stop()
+        peer.close()
