@@ -106,20 +106,20 @@ def indent_xml(text: str) -> str:
     tag stays on the tag's line (``<given>JANE</given>``)."""
     lines: list[str] = []
     depth = 0
-    tokens = [token for token in XML_TOKENS.split(text) if token.strip()]
+    parts = [part for part in XML_TOKENS.split(text) if part.strip()]
     index = 0
-    while index < len(tokens):
-        token = tokens[index].strip()
-        closing = token.startswith("</")
-        opening = token.startswith("<") and not closing and not token.endswith("/>") and token[1:2] not in "?!"
-        if opening and index + 2 < len(tokens) and not tokens[index + 1].startswith("<") \
-                and tokens[index + 2].strip().startswith("</"):
-            lines.append("  " * depth + token + tokens[index + 1].strip() + tokens[index + 2].strip())
+    while index < len(parts):
+        part = parts[index].strip()
+        closing = part.startswith("</")
+        opening = part.startswith("<") and not closing and not part.endswith("/>") and part[1:2] not in "?!"
+        if opening and index + 2 < len(parts) and not parts[index + 1].startswith("<") \
+                and parts[index + 2].strip().startswith("</"):
+            lines.append("  " * depth + part + parts[index + 1].strip() + parts[index + 2].strip())
             index += 3
             continue
         if closing:
             depth = max(depth - 1, 0)
-        lines.append("  " * depth + token)
+        lines.append("  " * depth + part)
         if opening:
             depth += 1
         index += 1
