@@ -211,8 +211,9 @@ retry = {{ interval = "{int(RETRY * 1000)}ms", backoff = 1.0, max_interval = "{i
     return daemon
 
 
-def poller_holders(daemon: Daemon) -> list[str]:
-    return [entry["name"] for entry in daemon.cli_json("nodes", "--json") if "poller:drop" in entry["holds"]]
+def poller_holders(daemon: Daemon, channel: str = "drop") -> list[str]:
+    return [entry["name"] for entry in daemon.cli_json("nodes", "--json")
+            if f"poller:{channel}" in entry["holds"]]
 
 
 def holder_of(daemon: Daemon, resource: str) -> str | None:
@@ -281,6 +282,81 @@ def test_two_nodes_poll_one_folder_on_one_node_and_a_killed_poller_is_taken_over
         for daemon in nodes.values():
             daemon.stop()
         peer.close()
+
+
+def sftp_node(root, name: str, url: str, sshd, remote, known_hosts, peer_port: int) -> Daemon:
+    from e2e.test_sftp_e2e import ssh_options
+
+    channel = ('[source]\ntype = "sftp"\n' + ssh_options(sshd, remote, known_hosts)
+               + f'pattern = "*.hl7"\nsplit = "hl7-batch"\nsettle = "0s"\npoll_interval = "{int(POLL * 1000)}ms"\n'
+               f"""
+[[destination]]
+name = "ehr"
+type = "mllp"
+connect = "127.0.0.1:{peer_port}"
+retry = {{ interval = "{int(RETRY * 1000)}ms", backoff = 1.0, max_interval = "{int(RETRY * 1000)}ms" }}
+""")
+    daemon = Daemon(root / name, {"remote": channel}, extra_config=f'[cluster]\nnode = "{name}"\nlease = "{LEASE}s"\n')
+    pg.use_store(daemon, url)
+    return daemon
+
+
+def sftp_files_taken(daemon: Daemon) -> list[str]:
+    """The remote files this node read and moved to done/ (from its log: names, never content)."""
+    return [line.split("sftp file ", 1)[1].split(":", 1)[0] for line in daemon.log_lines
+            if "channel remote: sftp file " in line and "moved to done/" in line]
+
+
+def test_two_nodes_poll_one_sftp_folder_on_one_node_and_a_killed_poller_is_taken_over(tmp_path, database):
+    """The SFTP source is leased like the file source: against one real OpenSSH server, only the
+    node holding ``poller:remote`` lists and reads the remote folder, each file's messages are
+    stored once, and after SIGKILL of that node the other takes the folder over."""
+    from e2e.test_sftp_e2e import put_remote, sshd_or_skip
+
+    server = sshd_or_skip(tmp_path).start()
+    peer = MllpPeer()
+    remote = tmp_path / "remote" / "inbox"
+    remote.mkdir(parents=True)
+    known_hosts = server.known_hosts("known_hosts")
+    nodes = {name: sftp_node(tmp_path, name, database, server, remote, known_hosts, peer.port) for name in ("a", "b")}
+    try:
+        for daemon in nodes.values():
+            daemon.start()
+        wait_for(lambda: poller_holders(nodes["a"], "remote"), timeout=LEASE * 3, what="a node to hold the poller")
+        [first] = poller_holders(nodes["b"], "remote")
+        survivor = "b" if first == "a" else "a"
+        expected, names = [], []
+        for n in range(10):
+            ids = [f"S{n:02d}-{k}" for k in range(3)]
+            put_remote(remote, f"batch{n:02d}.hl7", "".join(hl7(cid) + "\r" for cid in ids))
+            expected += ids
+            names.append(f"batch{n:02d}.hl7")
+        wait_for(lambda: set(expected) <= set(stored_counts(database)), timeout=20, what="every remote file stored")
+        wait_for(lambda: not list(remote.glob("*.hl7")), timeout=10, what="every remote file moved out")
+        counts = stored_counts(database)
+        assert {cid: counts[cid] for cid in expected} == {cid: 1 for cid in expected}   # each message once
+        assert sorted(p.name for p in (remote / "done").glob("*.hl7")) == names
+        wait_for(lambda: sorted(sftp_files_taken(nodes[first])) == names, timeout=10, what="the poller's log")
+        assert sftp_files_taken(nodes[survivor]) == []                  # exactly one node polled
+
+        nodes[first].kill()                 # SIGKILL the poller's holder
+        killed_at = time.monotonic()
+        put_remote(remote, "after.hl7", hl7("SFTP-AFTER-1") + "\r")
+        wait_for(lambda: "SFTP-AFTER-1" in stored_counts(database), timeout=LEASE * 3, interval=0.05,
+                 what="the survivor to take the remote folder over")
+        took = time.monotonic() - killed_at     # SIGKILL -> the remote file's message stored by the survivor
+        assert poller_holders(nodes[survivor], "remote") == [survivor]
+        wait_for(lambda: sftp_files_taken(nodes[survivor]) == ["after.hl7"], timeout=10, what="the survivor's log")
+        wait_for(lambda: set(expected + ["SFTP-AFTER-1"]) <= set(peer.control_ids()), timeout=20,
+                 what="every stored message delivered")
+        print(f"sftp poller takeover after SIGKILL: {took:.2f} s (lease {LEASE} s, poll {POLL} s)")
+        assert took <= LEASE + POLL + LEASE / 3   # + one lease round of slack for this shared machine
+        assert stored_counts(database)["SFTP-AFTER-1"] == 1
+    finally:
+        for daemon in nodes.values():
+            daemon.stop()
+        peer.close()
+        server.stop()
 
 
 def test_a_message_resent_to_the_other_node_is_stored_and_delivered_once_and_the_pages_show_the_holder(
