@@ -28,7 +28,18 @@ def rows(data: dict) -> list[tuple[str, str, str, object]]:
     out += [("recalls_sent", "", "", changes["recalls_sent"]),
             ("adjustments_sent", "", "", changes["adjustments_sent"])]
     out += [("status_changes_by_reason", "", rule, n) for rule, n in sorted(changes["by_reason"].items())]
+    remittances = data.get("remittances") or EMPTY_REMITTANCES
+    out += [("remittance_claims", "", "", remittances["claims"])]
+    out += [("remittances_posted_to_ehr", "", key, remittances[key]) for key in ("posted", "pending", "errors")]
+    out += [("remittance_recalls_sent", "", "", remittances["recalls_sent"]),
+            ("remittance_adjustments_sent", "", "", remittances["adjustments_sent"]),
+            ("remittance_agency_pending", "", "", remittances["agency_pending"])]
+    out += [("remittance_updates_by_reason", "", reason, n) for reason, n in sorted(remittances["by_reason"].items())]
     return out
+
+
+EMPTY_REMITTANCES = {"claims": 0, "posted": 0, "pending": 0, "errors": 0, "recalls_sent": 0,
+                     "adjustments_sent": 0, "agency_pending": 0, "by_reason": {}}
 
 
 def to_csv(data: dict) -> str:
@@ -42,7 +53,8 @@ def to_csv(data: dict) -> str:
 
 def has_kit_figures(data: dict) -> bool:
     """The collections kit's sections are shown only when the report covers a kit channel: one
-    whose kit filters (placement-rules, agency-payment, account-status) left a verdict."""
+    whose kit filters (placement-rules, agency-payment, account-status, remittance-claim) left a verdict."""
     placements, payments, changes = data["placements"], data["payments"], data["status_changes"]
     return bool(placements["placed"] or payments["posted"] or payments["pending"] or payments["errors"]
-                or changes["recalls_sent"] or changes["adjustments_sent"] or changes["pending"])
+                or changes["recalls_sent"] or changes["adjustments_sent"] or changes["pending"]
+                or (data.get("remittances") or EMPTY_REMITTANCES)["claims"])

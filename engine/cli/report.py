@@ -64,6 +64,13 @@ def to_text(data: dict) -> str:
                  f"errors {payments['errors']})")
     lines.append(f"Recalls sent: {changes['recalls_sent']}; adjustments sent: {changes['adjustments_sent']}")
     lines += [f"  {rule}: {n}" for rule, n in sorted(changes["by_reason"].items())]
+    remittances = data.get("remittances") or {}
+    if remittances.get("claims"):
+        lines.append(f"Remittance claims: {remittances['claims']}; DFT^P03 posted to the EHR: {remittances['posted']} "
+                     f"(pending {remittances['pending']}, errors {remittances['errors']})")
+        lines.append(f"Remittance updates to the agency: recalls {remittances['recalls_sent']}, adjustments "
+                     f"{remittances['adjustments_sent']} (pending {remittances['agency_pending']})")
+        lines += [f"  {reason}: {n}" for reason, n in sorted(remittances["by_reason"].items())]
     return "\n".join(lines)
 
 

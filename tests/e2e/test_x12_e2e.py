@@ -150,6 +150,17 @@ def test_the_835_walkthrough_posts_each_claim_to_the_ehr_and_tells_the_agency(x1
     assert meta["isa13"] == "000004417" and meta["gs6"] == "4417" and meta["st2"] == "0001"
     assert meta["account"] in by_account and meta["trace"] == "EFT240815001"
 
+    def remittances():   # the report counts what was delivered (deliveries are recorded after sending)
+        figures = daemon.cli_json("report", "--channel", "remittance")["remittances"]
+        return figures if figures["posted"] == 5 and figures["recalls_sent"] + figures["adjustments_sent"] == 3 else None
+
+    figures = wait_for(remittances, 20, what="the report to count the remittances")
+    assert figures == {"claims": 5, "posted": 5, "pending": 0, "errors": 0, "recalls_sent": 1,
+                       "adjustments_sent": 2, "agency_pending": 0,
+                       "by_reason": {"insurance-paid": 1, "insurance-payment": 1, "insurance-reversal": 1}}
+    text = daemon.cli("report", "--channel", "remittance").stdout
+    assert "DFT^P03 posted to the EHR: 5" in text and "recalls 1, adjustments 2" in text, text
+
 
 def test_claims_837_become_agency_json_without_diagnosis_codes(x12):
     daemon, inboxes, _ehr = x12

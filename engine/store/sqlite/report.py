@@ -10,7 +10,13 @@ window, returned as one JSON-able dict:
 * the collections kit's own numbers, from the verdicts its filters leave as ``filter_passed``
   events: accounts placed (``placement-rules``) and how many reached every destination, by the
   rule that placed them; payments posted back to the EHR (``agency-payment``, SENT); recalls and
-  adjustments sent to the agency (``account-status``, SENT).
+  adjustments sent to the agency (``account-status``, SENT);
+* the remittance channel's (``remittance-claim``, one message per claim payment of an 835): the
+  DFT^P03 postings to the EHR (the deliveries carrying the channel's own output, the DFT: posted
+  when one is SENT, else pending or in error), and the agency updates actually sent (a SENT
+  delivery with a body of its own, the agency JSON: its ``action``, recall or adjust, and
+  ``reason``; a claim the destination filter kept from the agency has no such delivery). The
+  update's body is read for those two words only.
 
 A message processed again (replay) has several verdicts; the latest one per message and filter
 counts.  Event details are PHI-free by the filter contract, and the report holds only names,
@@ -20,6 +26,7 @@ plain (DESIGN §4: not SQLite-only where that costs nothing).
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 
@@ -28,6 +35,7 @@ from engine.store.sqlite.schema import to_iso
 PLACEMENT_FILTER = "placement-rules"
 PAYMENT_FILTER = "agency-payment"
 STATUS_FILTER = "account-status"
+REMITTANCE_FILTER = "remittance-claim"
 _RULE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -45,6 +53,7 @@ def build_report(conn, *, since: datetime | None, channel: str | None = None, no
         "channel": channel,
         "channels": _channels(conn, clause, params),
         **_verdicts(conn, clause, params),
+        "remittances": _remittances(conn, clause, params),
     }
 
 
@@ -71,12 +80,17 @@ def _channels(conn, clause: str, params: list) -> list[dict]:
     return [rows[name] for name in sorted(rows)]
 
 
-def _verdicts(conn, clause: str, params: list) -> dict:
-    latest = (
+def _latest(clause: str) -> str:
+    """The id of each message's latest verdict per filter (a replay may have left several)."""
+    return (
         "SELECT MAX(e.id) FROM events e JOIN messages m ON m.id = e.message_id"
         f" WHERE e.kind IN ('filtered', 'filter_passed') AND {clause}"
         " GROUP BY e.message_id, substr(e.detail, 1, instr(e.detail, ': '))"
     )
+
+
+def _verdicts(conn, clause: str, params: list) -> dict:
+    latest = _latest(clause)
     filtered: dict[tuple[str, str, str], int] = {}
     placements = {"placed": 0, "delivered": 0, "by_rule": {}}
     payments = {"posted": 0, "pending": 0, "errors": 0, "by_event": {}}
@@ -113,6 +127,53 @@ def _verdicts(conn, clause: str, params: list) -> dict:
         "payments": payments,
         "status_changes": status_changes,
     }
+
+
+def _remittances(conn, clause: str, params: list) -> dict:
+    out = {"claims": 0, "posted": 0, "pending": 0, "errors": 0,
+           "recalls_sent": 0, "adjustments_sent": 0, "agency_pending": 0, "by_reason": {}}
+    claims: dict[int, dict] = {}
+    for message_id, status, own_output, body in conn.execute(
+            "SELECT e.message_id, d.status, d.body_is_transformed, d.body FROM events e"
+            " LEFT JOIN deliveries d ON d.message_id = e.message_id"
+            f" WHERE e.id IN ({_latest(clause)}) AND e.kind = 'filter_passed' AND e.detail LIKE ?",
+            [*params, REMITTANCE_FILTER + ": %"]):
+        claim = claims.setdefault(message_id, {"ehr": set(), "agency": set(), "sent": None})
+        if status is None:
+            continue
+        if own_output:
+            claim["ehr"].add(status)
+        elif body:
+            action = _agency_action(body)
+            if action is None:
+                continue
+            claim["agency"].add(status)
+            if status == "SENT":
+                claim["sent"] = action
+    for claim in claims.values():
+        out["claims"] += 1
+        ehr = claim["ehr"]
+        key = "posted" if "SENT" in ehr else "pending" if "QUEUED" in ehr else "errors" if "ERROR" in ehr else None
+        if key:
+            out[key] += 1
+        if claim["sent"] is not None:
+            action, reason = claim["sent"]
+            out["recalls_sent" if action == "recall" else "adjustments_sent"] += 1
+            out["by_reason"][reason] = out["by_reason"].get(reason, 0) + 1
+        elif "QUEUED" in claim["agency"]:
+            out["agency_pending"] += 1
+    return out
+
+
+def _agency_action(body: str) -> tuple[str, str] | None:
+    """(action, reason) of an agency update body (recall / adjust JSON), else None."""
+    try:
+        update = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(update, dict) or update.get("action") not in ("recall", "adjust"):
+        return None
+    return update["action"], str(update.get("reason") or "")
 
 
 def _rule(reason: str) -> str:

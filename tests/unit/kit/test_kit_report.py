@@ -151,3 +151,33 @@ def test_the_kit_sections_appear_only_for_kit_channels():
     assert "adt" in text and "Accounts placed" not in text and "Recalls sent" not in text
     data["placements"] = {"placed": 2, "delivered": 2, "by_rule": {"min-balance": 2}}
     assert "Accounts placed: 2 (2 delivered)" in to_text(data)
+
+
+def test_remittances_are_counted_and_printed(store):
+    """The remittance channel's claims: DFT^P03s posted to the EHR (the channel's own output) and
+    the recalls and adjustments the agency was sent (a delivery with its own JSON body)."""
+    def claim(status: str, agency: tuple[str, str] | None, verdict: str = "claim-status-1") -> None:
+        message_id = store.message("remittance", status, verdicts=(("filter_passed", f"remittance-claim: {verdict}"),))
+        store.conn.execute("INSERT INTO deliveries (message_id, channel, destination, status, attempts,"
+                           " body_is_transformed) VALUES (?, 'remittance', 'ehr', ?, 1, 1)", (message_id, status))
+        body = None if agency is None else json.dumps({"action": agency[0], "reason": agency[1]})
+        store.conn.execute("INSERT INTO deliveries (message_id, channel, destination, status, attempts, body)"
+                           " VALUES (?, 'remittance', 'agency', ?, 1, ?)",
+                           (message_id, "FILTERED" if agency is None else status, body))
+
+    claim("SENT", ("recall", "insurance-paid"))
+    claim("SENT", ("adjust", "insurance-reversal"), verdict="claim-status-22")
+    claim("SENT", None, verdict="claim-status-4")
+    claim("ERROR", None)
+    data = build(store, since=None)
+    assert data["remittances"] == {"claims": 4, "posted": 3, "pending": 0, "errors": 1, "recalls_sent": 1,
+                                   "adjustments_sent": 1, "agency_pending": 0,
+                                   "by_reason": {"insurance-paid": 1, "insurance-reversal": 1}}
+    text = report.to_text(data)
+    assert "Remittance claims: 4; DFT^P03 posted to the EHR: 3 (pending 0, errors 1)" in text
+    assert "Remittance updates to the agency: recalls 1, adjustments 1 (pending 0)" in text
+    rows = list(csv.reader(io.StringIO(report.to_csv(data))))
+    assert ["remittances_posted_to_ehr", "", "posted", "3"] in rows
+    assert ["remittance_recalls_sent", "", "", "1"] in rows
+    assert ["remittance_updates_by_reason", "", "insurance-reversal", "1"] in rows
+    assert "Remittance" not in report.to_text(build(store, since=None, channel="ehr-placements"))
