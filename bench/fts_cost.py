@@ -8,12 +8,11 @@ no-op, so the messages are stored exactly as before without their index rows.  I
 thread's CPU from /proc and times every put (call -> commit callback), and prints per case:
 messages/s, the writer's CPU µs per message, and the put latency p50 / p99 / max.
 
-Before issue 22's change the held index rows ran inside the next commit once 256 were held (or
-the oldest waited 0.5 s): the messages of that commit waited for the index insert of 256 others
-before their ACK.  Now they run in a transaction of their own when the writer is idle; run this
-with two trees' venvs in turn (each tree's own copy) to compare.  The latency columns show what
-the index costs the slowest puts; the CPU column what it costs in all.  Bench code only: the
-store is not changed.
+The held index rows run inside the next commit once 256 are held (or the oldest waited 0.5 s):
+the messages of that commit wait for the index insert of 256 others before their ACK.  The
+latency columns show what that costs the slowest puts; the CPU column what it costs in all.
+Run it with two trees' venvs in turn (each tree's own copy) to compare a change to the writer.
+Bench code only: the store is not changed.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The full-text index is written after the ACK, off its commit (engine/store/sqlite/writer.py
-``stage``): a message is found by ``messages --text`` within a second of its AA, and a daemon
-killed between a message's commit and its indexing indexes it at the next start (text.py
+"""The full-text index is written in bulk a little after a message's commit (engine/store/sqlite/
+writer.py ``stage``): a message is found by ``messages --text`` within a second of its AA, and a
+daemon killed between a message's commit and its indexing indexes it at the next start (text.py
 ``catch_up``)."""
 
 from __future__ import annotations

@@ -11,10 +11,8 @@ no positions (``detail=none``, a third of the size of a full index) so it cannot
 are adjacent. A word ending in ``*`` matches as a prefix (``SMI*``). Each word is passed to FTS5
 as a quoted string, so no query syntax (``OR``, ``NEAR``, ``-``, quotes) reaches it from a user.
 
-Why a high-water mark: the writer indexes messages in a transaction of its own, after the commits
-that store them (writer.py ``stage``: in bulk, once 256 are held or the oldest waited 0.5 s and the
-writer is idle, at most ~1 s behind when it never is), so never in the commit a sender waits
-for. A search finds a message once it is indexed: up to ~1 s after its ACK. ``text_index``
+Why a high-water mark: the writer indexes messages a commit or a few behind the commit that
+stores them (writer.py ``stage``: in bulk, 256 at a time or after 0.5 s). ``text_index``
 records, in the transaction that indexes them, the highest message id indexed; pruning removes
 a message's words only below it (a 'delete' for words never added would corrupt the index), and
 a store reopened after a crash first indexes every message above it (``catch_up``).

@@ -59,9 +59,8 @@ class GroupCommitWriter:
     _writer = False      # True once a subclass has a read-write connection
     _db_errors: tuple = (sqlite3.Error,)  # what the connection raises (PostgreSQL: psycopg.Error)
     _begin_sql = "BEGIN IMMEDIATE"
-    hold_rows = 256      # staged statements are due once this many are held...
-    hold_seconds = 0.5   # ...or the oldest has waited this long; then they run when the queue is idle,
-    max_hold_seconds = 1.0  # or after the next batch once the oldest has waited this long
+    hold_rows = 256      # staged statements are run once this many are held...
+    hold_seconds = 0.5   # ...or the oldest has waited this long
     _accepting = False
     _closed = False
 
@@ -72,7 +71,6 @@ class GroupCommitWriter:
         self._op_staged: list[tuple[str, tuple]] = []  # the running write's staged statements
         self._held: list[tuple[str, tuple]] = []  # staged by committed writes, not yet run
         self._held_since: float | None = None
-        self._retry_at = 0.0  # after a failed flush: not before then
         self._flush_requested = False
 
     def _start_writer(self, conn: sqlite3.Connection, reactor) -> None:
@@ -101,7 +99,7 @@ class GroupCommitWriter:
             wait = self._held_wait()
             try:
                 batch = [get() if wait is None else get(timeout=wait)]
-            except empty:  # held statements are due and the queue is idle
+            except empty:  # held statements are due and no write came to carry them
                 self._flush_held()
                 continue
             while True:
@@ -113,26 +111,16 @@ class GroupCommitWriter:
             stopping = len(ops) != len(batch)
             if ops:
                 try:
-                    results, failure = self._commit(ops)
+                    results, failure = self._commit(ops, flush=stopping)
                 except BaseException as exc:  # a bug here must not kill the only writer
                     results, failure = [(d, False, exc) for _, _, d in ops], exc
-                if self._flush_requested and self._held:  # flush_staged: fire once they ran
-                    flush_failure = self._flush_held()
-                    if flush_failure is not None and failure is None:
-                        results = [(d, False, flush_failure) if fn == self._request_flush else result
-                                   for (fn, _args, d), result in zip(ops, results)]
                 self._reactor.callFromThread(self._fire, results, failure, len(ops))
-                self._flush_requested = False
-                if self._held_due(overdue=True) or (self._held_due() and self._queue.empty()):
-                    self._flush_held()
         if self._held:
             self._flush_held()
         self._finish()
 
-    def _commit(self, ops: list) -> tuple[list, Exception | None]:
-        """Run one batch of writes in one transaction, or, with no writes, the held statements in
-        a transaction of their own (never both: a batch's commit carries only what its callers
-        wait for). Returns (results, batch_failure)."""
+    def _commit(self, ops: list, flush: bool = False) -> tuple[list, Exception | None]:
+        """Run one batch in one transaction. Returns (results, batch_failure)."""
         conn = self._conn
         if ops:
             self.stats["batches"] += 1
@@ -166,7 +154,8 @@ class GroupCommitWriter:
                     results.append((d, True, value))
         held = self._held + staged
         since = self._held_since if self._held else time.monotonic()
-        flushing = not ops and bool(held)
+        flushing = bool(held) and (flush or self._flush_requested or len(held) >= self.hold_rows
+                                   or time.monotonic() - since >= self.hold_seconds)
         if failure is None and flushing:
             try:
                 self._run_staged(conn, held)
@@ -184,6 +173,7 @@ class GroupCommitWriter:
         if failure is None:  # what this batch staged is now held (or ran): keep it for later
             self._held_since = since
             self._held = [] if flushing else held
+            self._flush_requested = False
         if failure is not None:  # earlier batches' held statements stay held; this batch's go
             self.stats["failed_batches"] += 1
             try:
@@ -195,28 +185,22 @@ class GroupCommitWriter:
         return results, failure
 
     def stage(self, sql: str, params: tuple) -> None:
-        """From inside a write: run ``sql`` with ``params`` later, in a transaction of their own,
-        once ``hold_rows`` statements are staged or the oldest has waited ``hold_seconds`` and
-        the queue is idle, or after the next batch once the oldest has waited
-        ``max_hold_seconds`` (or on ``flush_staged`` / close); dropped if the write itself fails.
-
-        Never in a batch of writes: that batch's callers wait for its COMMIT (their ACK), and
-        the held statements' pages and CPU would be on their way (bench/README.md, "The
-        full-text index off the ACK path"). Between batches, the writer is otherwise idle.
+        """From inside a write: run ``sql`` with ``params`` later, in a batch's transaction after
+        its writes, once ``hold_rows`` statements are staged or the oldest has waited
+        ``hold_seconds`` (or on ``flush_staged`` / close); dropped if the write itself fails.
 
         For derived data that is far cheaper written in bulk: the full-text index. FTS5 writes
         a new index segment at every SAVEPOINT and every COMMIT that follows an index insert,
         and each segment has a fixed cost plus a cost per distinct word, so indexing each message
         inside its own write, or even once per commit, costs several times what one statement for
-        a few hundred messages does (figures: bench/README.md, "Store"). The subclass records in
-        ``_staged_ran`` (same transaction) how far the derived data goes, so a crash between a
-        message's commit and its indexing is repaired at the next start. Staged statements run
-        in order, consecutive ones with the same SQL as one ``executemany``; if they fail, they
-        stay held and are tried again ``hold_seconds`` later."""
+        a few hundred messages does (figures: bench/README.md, "Store"). The subclass records in ``_staged_ran`` (same transaction) how far the derived data
+        goes, so a crash between a message's commit and its indexing is repaired at the next
+        start. Staged statements run in order, consecutive ones with the same SQL as one
+        ``executemany``; if they fail, the batch fails like a failed COMMIT and they stay held."""
         self._op_staged.append((sql, params))
 
     def flush_staged(self) -> defer.Deferred:
-        """Run every held statement now; fires once they have committed."""
+        """Run every held statement in the next commit; fires once it has committed."""
         return self._write(self._request_flush)
 
     def _request_flush(self, conn) -> None:
@@ -229,35 +213,18 @@ class GroupCommitWriter:
         """Seconds until the held statements are due; None when nothing is held."""
         if not self._held:
             return None
-        now = time.monotonic()
-        if now < self._retry_at:
-            return self._retry_at - now
-        if len(self._held) >= self.hold_rows:
-            return 0.0
-        return max(0.0, self._held_since + self.hold_seconds - now)
+        return max(0.0, self._held_since + self.hold_seconds - time.monotonic())
 
-    def _held_age(self) -> float:
-        return time.monotonic() - self._held_since if self._held else 0.0
-
-    def _held_due(self, overdue: bool = False) -> bool:
-        """Whether the held statements are due (``overdue``: past ``max_hold_seconds``)."""
-        if not self._held or time.monotonic() < self._retry_at:
-            return False
-        if overdue:
-            return self._held_age() >= self.max_hold_seconds
-        return len(self._held) >= self.hold_rows or self._held_age() >= self.hold_seconds
-
-    def _flush_held(self) -> Exception | None:
+    def _flush_held(self) -> None:
         """Run the held statements in a transaction of their own (no write came to carry them).
         On failure they stay held and are tried again ``hold_seconds`` later, not in a loop."""
         try:
-            _results, failure = self._commit([])
+            _results, failure = self._commit([], flush=True)
         except Exception as exc:  # a bug here must not kill the only writer
             failure = exc
         if failure is not None:
             log.error("store: held writes not run yet: {reason}", reason=str(failure))
-            self._retry_at = time.monotonic() + self.hold_seconds
-        return failure
+            self._held_since = time.monotonic()
 
     @staticmethod
     def _run_staged(conn: sqlite3.Connection, staged: list[tuple[str, tuple]]) -> None:
