@@ -48,7 +48,7 @@ def measure(server: harness.Server, port: int, connections: int, messages: int) 
     after, client_after = thread_times(server.proc.pid), children_cpu()
     done = max(result["ok"], 1)
     cpu = harness.cpu_per_message(server.proc.pid, before, after, done)
-    return {"msg_per_s": result["msg_per_s"], "errors": result["errors"],
+    return {"msg_per_s": result["msg_per_s"], "errors": result["errors"], "p99_ms": result["p99_ms"],
             **{key: cpu[key] for key in ("reactor_user_us", "reactor_sys_us", "writer_user_us",
                                          "writer_sys_us", "daemon_us")},
             "client_us": (client_after - client_before) * 1e6 / done}
@@ -94,8 +94,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(f"machine: {harness.machine()}")
     print("| case | msg/s | reactor user / sys µs | writer user / sys µs | daemon µs | client µs | "
-          "reactor ceiling |")
-    print("|---|---|---|---|---|---|---|")
+          "reactor ceiling | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, case in CASES.items():
         if args.only and name not in args.only:
             continue
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         reactor = m["reactor_user_us"] + m["reactor_sys_us"]
         print(f"| {name} | {m['msg_per_s']:,.0f} | {m['reactor_user_us']:.0f} / {m['reactor_sys_us']:.0f} | "
               f"{m['writer_user_us']:.0f} / {m['writer_sys_us']:.0f} | {m['daemon_us']:.0f} | {m['client_us']:.0f} | "
-              f"{1e6 / reactor:,.0f} msg/s |" + (f" errors {m['errors']:.0f}" if m["errors"] else ""), flush=True)
+              f"{1e6 / reactor:,.0f} msg/s | {m['p99_ms']:.2f} |" + (f" errors {m['errors']:.0f}" if m["errors"] else ""), flush=True)
     print(f"\nMedians of {args.runs} runs; µs of CPU per message; started {time.strftime('%Y-%m-%d %H:%M')}.")
     return 0
 

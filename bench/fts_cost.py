@@ -11,6 +11,7 @@ messages/s, the writer's CPU µs per message, and the put latency p50 / p99 / ma
 The held index rows run inside the next commit once 256 are held (or the oldest waited 0.5 s):
 the messages of that commit wait for the index insert of 256 others before their ACK.  The
 latency columns show what that costs the slowest puts; the CPU column what it costs in all.
+Run it with two trees' venvs in turn (each tree's own copy) to compare a change to the writer.
 Bench code only: the store is not changed.
 """
 

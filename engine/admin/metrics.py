@@ -70,6 +70,7 @@ class Metrics:
                                   ["channel", "destination"], buckets=DELIVERY_BUCKETS, registry=r)
         self.registry.register(_ScrapeCollector(self))
         self._stored_at: OrderedDict[int, float] = OrderedDict()
+        self._children: dict = {}  # (id(metric), labels) -> its labelled child (``_child``)
         self._figures: dict = {"queues": {}, "store_bytes": 0, "at": time.time()}
         for service in runtime.channels().values():
             self.channel_added(service)
@@ -98,22 +99,31 @@ class Metrics:
     def _observe(self, event) -> None:
         kind, channel = event.kind, event.channel
         if kind in COUNTED:
-            self.counters[COUNTED[kind]].labels(channel).inc()
+            self._child(self.counters[COUNTED[kind]], channel).inc()
         if kind == "received" and event.message_id is not None:
             self._stored_at[event.message_id] = self.clock()
             if len(self._stored_at) > TRACKED:
                 self._stored_at.popitem(last=False)
         elif kind == "sent":
-            self.sent.labels(channel, event.destination or "").inc()
+            self._child(self.sent, channel, event.destination or "").inc()
             stored = self._stored_at.get(event.message_id)
             if stored is not None:
-                self.delivery.labels(channel, event.destination or "").observe(self.clock() - stored)
+                self._child(self.delivery, channel, event.destination or "").observe(self.clock() - stored)
         elif kind == "error":
-            self.errored.labels(channel, event.destination or "").inc()
+            self._child(self.errored, channel, event.destination or "").inc()
             if event.destination is None:
                 self._stored_at.pop(event.message_id, None)
         elif kind == "filtered":
             self._stored_at.pop(event.message_id, None)
+
+    def _child(self, metric, *labels):
+        """``metric.labels(*labels)``, kept: prometheus-client's lookup (label checks, a lock, a
+        dict) runs on every event otherwise, and events come several per message."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _time_receive(self, channel) -> None:
         receive, child, clock = channel.receive, self.ingest.labels(channel.name), self.clock

@@ -23,9 +23,8 @@ def ack_for(msh: Msh, receipt) -> str:
     return build_ack(msh, "AE", "message not accepted", error=receipt.error or "processing failed")
 
 
-@defer.inlineCallbacks
-def answer_frame(sink, text: str, *, split_batches: bool, original: bytes | None = None):
-    """Hand one decoded, normalized frame to ``sink`` and return the HL7 answer text.
+def answer_frame(sink, text: str, *, split_batches: bool, original: bytes | None = None) -> defer.Deferred:
+    """Hand one decoded, normalized frame to ``sink``; the Deferred fires with the HL7 answer text.
 
     A batch (FHS/BHS, or messages one after another in one frame) is split when the channel says so
     (RELIABILITY 13) and answered with one ACK
@@ -34,15 +33,25 @@ def answer_frame(sink, text: str, *, split_batches: bool, original: bytes | None
     frame's bytes when decoding it replaced invalid ones (RELIABILITY 17), else None; a batch keeps
     them once, on its first message (the bytes cannot be cut per message once decoding was lossy,
     and a copy on every message would multiply the frame's size by its message count).
+
+    The single-message path is a plain callback on the sink's Deferred rather than a generator
+    under ``@inlineCallbacks``: it runs for every message, and the generator's machinery cost
+    more than the rest of this function (bench/README.md, "Cuts (issue 22)").
     """
-    if split_batches and (is_batch(text) or holds_several_messages(text)):   # FHS/BHS, or MSH...MSH...
-        answer = yield _answer_batch(sink, text, original)
-        return answer
-    msh, problem = check_hl7(text)
-    if problem is not None:
-        sink.note_rejected(problem)
-        return build_ack(msh, "AR", "message rejected", error=problem) if msh else build_reject(problem)
-    receipt = yield sink.receive(text, msh=msh, original=original)
+    try:
+        if split_batches and (is_batch(text) or holds_several_messages(text)):   # FHS/BHS, or MSH...MSH...
+            return _answer_batch(sink, text, original)
+        msh, problem = check_hl7(text)
+        if problem is not None:
+            sink.note_rejected(problem)
+            return defer.succeed(build_ack(msh, "AR", "message rejected", error=problem) if msh
+                                 else build_reject(problem))
+        return sink.receive(text, msh=msh, original=original).addCallback(_ack_for_receipt, msh)
+    except Exception:  # a sink's synchronous failure reaches the caller as a failed Deferred
+        return defer.fail()
+
+
+def _ack_for_receipt(receipt, msh: Msh) -> str:
     return ack_for(msh, receipt)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -71,9 +72,21 @@ def hl7_datetime(value) -> str:
     return parsed.isoformat() if parsed is not None else ""
 
 
+_now_stamp: list = [None, ""]  # [the whole second, its "second" HL7 TS]
+
+
 def hl7_now(precision: str = "second") -> str:
-    """The current local time as an HL7 TS with its UTC offset (``20240115083000-0500``)."""
-    return format_hl7_datetime(datetime.now().astimezone(), precision)
+    """The current local time as an HL7 TS with its UTC offset (``20240115083000-0500``).
+
+    At the default precision the text changes once a second, so it is formatted once a second:
+    a transform calling it per message spent most of its own time in ``datetime`` formatting."""
+    if precision != "second":
+        return format_hl7_datetime(datetime.now().astimezone(), precision)
+    second = int(time.time())
+    if _now_stamp[0] != second:
+        _now_stamp[1] = format_hl7_datetime(datetime.fromtimestamp(second).astimezone(), precision)
+        _now_stamp[0] = second
+    return _now_stamp[1]
 
 
 def hl7_segment(name: str, *fields) -> str:

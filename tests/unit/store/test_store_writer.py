@@ -46,6 +46,17 @@ async def test_messages_are_indexed_in_bulk_after_their_commit(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_message_is_searchable_within_a_second_of_its_ack(store):
+    """With the default hold (hold_rows or hold_seconds, then in the next commit or one of its own)."""
+    message_id, _ = await put(store, "ehr", hl7("C1", mrn="MRNSOON"), control_id="C1")
+    acked = time.monotonic()
+    while indexed_through(store) < message_id and time.monotonic() - acked < 10:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    assert time.monotonic() - acked < 1.0
+    assert text_ids(store, "MRNSOON") == [message_id]
+
+
+@pytest_twisted.ensureDeferred
 async def test_held_words_are_indexed_after_hold_seconds_without_another_write(store):
     store.hold_seconds = 0.05
     message_id, _ = await put(store, "ehr", hl7("C1", mrn="MRNQUIET"), control_id="C1")
