@@ -21,12 +21,10 @@ LEASE = 3.0
 RETRY = 0.2
 
 
-def node(root, name: str, url: str, peer_port: int) -> Daemon:
-    channel = f"""
-[source]
-type = "mllp"
-listen = "127.0.0.1:{free_port()}"
-
+def cluster_node(root, name: str, url: str, channel: str, source: str, peer_port: int) -> Daemon:
+    """One node of the cluster on ``url``: channel ``channel`` with ``source`` (TOML lines) and an
+    MLLP destination ``ehr`` to the peer, retried every RETRY seconds."""
+    text = source + f"""
 [[destination]]
 name = "ehr"
 type = "mllp"
@@ -34,9 +32,14 @@ connect = "127.0.0.1:{peer_port}"
 ack_timeout = "2s"
 retry = {{ interval = "{int(RETRY * 1000)}ms", backoff = 1.0, max_interval = "{int(RETRY * 1000)}ms" }}
 """
-    daemon = Daemon(root / name, {"relay": channel}, extra_config=f'[cluster]\nnode = "{name}"\nlease = "{LEASE}s"\n')
+    daemon = Daemon(root / name, {channel: text}, extra_config=f'[cluster]\nnode = "{name}"\nlease = "{LEASE}s"\n')
     pg.use_store(daemon, url)
     return daemon
+
+
+def node(root, name: str, url: str, peer_port: int) -> Daemon:
+    return cluster_node(root, name, url, "relay", f'[source]\ntype = "mllp"\nlisten = "127.0.0.1:{free_port()}"\n',
+                        peer_port)
 
 
 def holder(daemon: Daemon) -> str | None:
@@ -191,7 +194,7 @@ POLL = 0.5
 
 
 def file_node(root, name: str, url: str, inbox, peer_port: int) -> Daemon:
-    channel = f"""
+    return cluster_node(root, name, url, "drop", f"""
 [source]
 type = "file"
 path = "{inbox}"
@@ -199,16 +202,7 @@ pattern = "*.hl7"
 settle = "0s"
 poll = true
 poll_interval = "{int(POLL * 1000)}ms"
-
-[[destination]]
-name = "ehr"
-type = "mllp"
-connect = "127.0.0.1:{peer_port}"
-retry = {{ interval = "{int(RETRY * 1000)}ms", backoff = 1.0, max_interval = "{int(RETRY * 1000)}ms" }}
-"""
-    daemon = Daemon(root / name, {"drop": channel}, extra_config=f'[cluster]\nnode = "{name}"\nlease = "{LEASE}s"\n')
-    pg.use_store(daemon, url)
-    return daemon
+""", peer_port)
 
 
 def poller_holders(daemon: Daemon, channel: str = "drop") -> list[str]:
@@ -287,18 +281,9 @@ def test_two_nodes_poll_one_folder_on_one_node_and_a_killed_poller_is_taken_over
 def sftp_node(root, name: str, url: str, sshd, remote, known_hosts, peer_port: int) -> Daemon:
     from e2e.test_sftp_e2e import ssh_options
 
-    channel = ('[source]\ntype = "sftp"\n' + ssh_options(sshd, remote, known_hosts)
-               + f'pattern = "*.hl7"\nsplit = "hl7-batch"\nsettle = "0s"\npoll_interval = "{int(POLL * 1000)}ms"\n'
-               f"""
-[[destination]]
-name = "ehr"
-type = "mllp"
-connect = "127.0.0.1:{peer_port}"
-retry = {{ interval = "{int(RETRY * 1000)}ms", backoff = 1.0, max_interval = "{int(RETRY * 1000)}ms" }}
-""")
-    daemon = Daemon(root / name, {"remote": channel}, extra_config=f'[cluster]\nnode = "{name}"\nlease = "{LEASE}s"\n')
-    pg.use_store(daemon, url)
-    return daemon
+    return cluster_node(root, name, url, "remote", '[source]\ntype = "sftp"\n' + ssh_options(sshd, remote, known_hosts)
+                        + f'pattern = "*.hl7"\nsplit = "hl7-batch"\nsettle = "0s"\npoll_interval = "{int(POLL * 1000)}ms"\n',
+                        peer_port)
 
 
 def sftp_files_taken(daemon: Daemon) -> list[str]:
