@@ -8,18 +8,8 @@ import pytest_twisted
 
 from support.daemon import hl7
 from support.harness import Harness, until
+from unit.runtime.test_services_inprocess import CHANNEL   # an MLLP source, a file destination to {out}
 
-CHANNEL = """
-[source]
-type = "mllp"
-listen = "127.0.0.1:0"
-
-[[destination]]
-name = "out"
-type = "file"
-directory = "{out}"
-filename = "{{{{ id }}}}.{suffix}"
-"""
 
 
 async def reload(harness: Harness) -> dict:
@@ -29,14 +19,14 @@ async def reload(harness: Harness) -> dict:
 
 @pytest_twisted.ensureDeferred
 async def test_a_changed_channel_reconfigures_itself_and_keeps_its_connection(tmp_path):
-    out = tmp_path / "out"
-    harness = await Harness.start(tmp_path, {"relay": CHANNEL.format(out=out, suffix="hl7")})
+    before, after = tmp_path / "before", tmp_path / "after"
+    harness = await Harness.start(tmp_path, {"relay": CHANNEL.format(out=before)})
     try:
         service = harness.engine.channel_services["relay"]
         session = harness.connect("relay")
         session.send(hl7("C1"))
         assert "MSA|AA|C1" in (await session.answers(1))[0]
-        (tmp_path / "channels" / "relay.toml").write_text(CHANNEL.format(out=out, suffix="txt"))
+        (tmp_path / "channels" / "relay.toml").write_text(CHANNEL.format(out=after))
 
         outcome = await reload(harness)
 
@@ -45,7 +35,8 @@ async def test_a_changed_channel_reconfigures_itself_and_keeps_its_connection(tm
         assert harness.engine.channels["relay"] is service.channel
         session.send(hl7("C2"))                 # the connection opened before the reload
         assert "MSA|AA|C2" in (await session.answers(1))[0]
-        assert await until(lambda: sorted(p.suffix for p in out.iterdir()) == [".hl7", ".txt"])
+        assert await until(lambda: after.is_dir() and len(list(after.iterdir())) == 1)   # the new version's route
+        assert await until(lambda: len(list(before.iterdir())) == 1)       # the old one's, only
         assert (await reload(harness))["unchanged"] == ["relay"]
     finally:
         await harness.stop()
@@ -53,10 +44,10 @@ async def test_a_changed_channel_reconfigures_itself_and_keeps_its_connection(tm
 
 @pytest_twisted.ensureDeferred
 async def test_reconfigure_adds_and_removes_channels_by_name(tmp_path):
-    harness = await Harness.start(tmp_path, {"old": CHANNEL.format(out=tmp_path / "a", suffix="hl7")})
+    harness = await Harness.start(tmp_path, {"old": CHANNEL.format(out=tmp_path / "a")})
     try:
         (tmp_path / "channels" / "old.toml").unlink()
-        (tmp_path / "channels" / "new.toml").write_text(CHANNEL.format(out=tmp_path / "b", suffix="hl7"))
+        (tmp_path / "channels" / "new.toml").write_text(CHANNEL.format(out=tmp_path / "b"))
 
         outcome = await reload(harness)
 
@@ -71,7 +62,7 @@ async def test_reconfigure_adds_and_removes_channels_by_name(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_a_broken_file_keeps_the_running_version(tmp_path):
-    harness = await Harness.start(tmp_path, {"relay": CHANNEL.format(out=tmp_path / "out", suffix="hl7")})
+    harness = await Harness.start(tmp_path, {"relay": CHANNEL.format(out=tmp_path / "out")})
     try:
         service = harness.engine.channel_services["relay"]
         channel = service.channel
