@@ -161,6 +161,7 @@ class ConnectionGate:
     def stop(self) -> None:
         self.refusals.stop()
 
+from engine.connectors.send_at_once import send_at_once
 from engine.connectors.tls import server_endpoint
 
 
@@ -175,6 +176,7 @@ class ListeningSource:
         host, port = self.options["listen"]
         endpoint = server_endpoint(self.reactor, host, port, self.options.get("tls"))
         self.port = yield endpoint.listen(self.factory)
+        send_at_once(self.port)
 
     def retarget(self, sink) -> None:
         """What arrives from now on, on open connections too, goes to ``sink`` (live reload)."""

@@ -21,6 +21,8 @@ from twisted.internet.endpoints import (
     TCP6ServerEndpoint,
 )
 
+from engine.connectors.send_at_once import connecting
+
 MINIMUM = ssl.TLSVersion.TLSv1_2
 
 
@@ -72,6 +74,7 @@ def server_endpoint(reactor, host: str, port: int, tls=None):
 
 
 def client_endpoint(reactor, host: str, port: int, tls=None, timeout: float = 10.0):
+    reactor = connecting(reactor)
     if tls:
         return SSL4ClientEndpoint(reactor, host, port, client_context(tls, host), timeout=timeout)
     if ":" in host:
