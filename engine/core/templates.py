@@ -348,14 +348,24 @@ class CompiledExpression:
 
 
 class CompiledTemplate:
-    """A template compiled once; ``render`` per message, within the size and time limits."""
+    """A template compiled once; ``render`` per message, within the size and time limits.
 
-    def __init__(self, template: jinja2.Template, name: str, limits: _Limits):
+    ``constant``: the output of a template that is plain text (no expression, no tag), rendered
+    once when compiled and returned as is: an HTTP destination's ``url`` or a file name without
+    ``{{ }}`` is the same for every message, so it costs nothing per message."""
+
+    constant: str | None = None
+
+    def __init__(self, template: jinja2.Template, name: str, limits: _Limits, *, plain_text: bool = False):
         self._template = template
         self.name = name
         self._limits = limits
+        if plain_text:
+            self.constant = self.render({})
 
     def render(self, context: dict) -> str:
+        if self.constant is not None:
+            return self.constant
         max_output = self._limits.max_output
         generator = self._template.generate(context)
         try:
@@ -381,6 +391,12 @@ class CompiledTemplate:
             raise TemplateError(self.name, _template_line(error), _reason(error)) from None
         finally:
             generator.close()
+
+
+def _plain_text(tree: nodes.Template) -> bool:
+    """True when the parsed template is text only: nothing in it can differ from one render to the next."""
+    return all(isinstance(node, nodes.Output) and all(isinstance(part, nodes.TemplateData) for part in node.nodes)
+               for node in tree.body)
 
 
 class Templates:
@@ -463,11 +479,13 @@ class Templates:
         if compiled is None:
             environment = self.environment
             try:
-                code = environment.compile(source, name=name, filename=name)
+                tree = environment.parse(source, name=name, filename=name)
+                code = environment.compile(tree, name=name, filename=name)
             except jinja2.TemplateSyntaxError as error:
                 raise TemplateError(name, error.lineno, _reason(error)) from None
             template = environment.template_class.from_code(
                 environment, code, environment.make_globals(None)
             )
-            compiled = self._inline[key] = CompiledTemplate(template, name, self._limits)
+            compiled = self._inline[key] = CompiledTemplate(template, name, self._limits,
+                                                            plain_text=_plain_text(tree))
         return compiled

@@ -420,3 +420,26 @@ def test_the_budget_is_configurable_and_ordinary_templates_stay_far_under_it():
 def test_the_budget_is_per_render():
     template = Templates(None, memory=2**20).from_string("{{ (('x' * 400000) ~ 'y')|length }}", "t")
     assert [template.render({}) for _ in range(10)] == ["400001"] * 10
+
+
+@pytest.mark.parametrize("source, constant", [
+    ("https://agency.example/api/placements", True),
+    ("line one\nline two\n", True),
+    ("", True),
+    ("https://agency.example/{{ channel }}", False),
+    ("{% if true %}x{% endif %}", False),
+    ("{{ 'x' }}", False),
+    ("{# a comment #}text", True),
+])
+def test_a_plain_text_template_is_rendered_once_when_compiled(source, constant):
+    """Text without an expression or a tag cannot differ between messages: its output is kept and
+    returned without running the template; anything else renders per call."""
+    compiled = Templates(None).from_string(source, "url")
+    assert (compiled.constant is not None) is constant
+    first = compiled.render({"channel": "c1"})
+    assert first == compiled.render({"channel": "c2"}) or not constant
+    expected = jinja2.Environment(keep_trailing_newline=True).from_string(source).render(channel="c1")
+    assert first == expected
+    if constant:
+        compiled._template = None  # nothing left to run: the kept text is the answer
+        assert compiled.render({}) == expected
