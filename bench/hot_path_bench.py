@@ -31,6 +31,7 @@ from engine import hookspecs  # noqa: E402
 from engine.core.events import Events  # noqa: E402
 from engine.core.message import Message  # noqa: E402
 from engine.core.pipeline import ExpressionFilter  # noqa: E402
+from engine.core.template_helpers import FILTERS, GLOBALS  # noqa: E402
 from engine.core.templates import Templates  # noqa: E402
 from engine.hl7.acceptance import check_hl7  # noqa: E402
 from engine.hl7.ack import build_ack  # noqa: E402
@@ -43,6 +44,12 @@ FRAME = ("MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20240101120000||ADT^A08^ADT_
          "||555-1234\rPV1|1|I|WARD^101^A||||1234^DOC^A|||MED||||1|||1234^DOC^A|IN||||||||||||||||||||||||"
          "20240101120000\r" + "OBX|1|ST|CODE^TEXT||" + "X" * 700 + "\r").encode()
 TAKES_MSH = "msh" in inspect.signature(Message.__init__).parameters
+
+
+# The e2e scenario's transform (bench/scenarios.py E2E_CHANNEL): six fields, four escaped.
+E2E_TRANSFORM = '''MSH|^~\\&|SWB|HOSP|AGENCY|AGENCY|{{ hl7_now() }}||ADT^A08|{{ msg['MSH.10'] }}|P|2.5
+PID|1||{{ msg['PID.3.1'] | hl7_escape }}||{{ msg['PID.5.1'] | hl7_escape }}^{{ msg['PID.5.2'] | hl7_escape }}
+PV1|1|{{ msg['PV1.2'] | hl7_escape }}'''
 
 
 def ingest_path() -> None:
@@ -72,7 +79,10 @@ def cases() -> dict:
     context = {"msg": Message(FRAME.decode()).view, "raw": "", "meta": {}, "channel": "c", "id": 1,
                "received_at": None}
     text = FRAME.decode()
+    helpers = Templates(None, filters=dict(FILTERS), globals=dict(GLOBALS))
+    transform = helpers.from_string(E2E_TRANSFORM, "transform")
     return {"ingest reactor path (decode .. AA, no store)": ingest_path,
+            "transform render (scenarios.py e2e template, view already indexed)": lambda: transform.render(context),
             "Events.emit, no plugin, no listener": lambda: events.emit("received", "chan", 1),
             "filter when msg['MSH.9.1'] == 'ADT'": lambda: flt.check(None, context),
             "peek_msh": lambda: peek_msh(text)}

@@ -469,6 +469,7 @@ class Templates:
                 raise TemplateError(
                     filename, None, f"template file not found in {self.transforms_dir}"
                 ) from None
+            template.globals = dict(template.globals)  # see from_string
             compiled = self._files[filename] = CompiledTemplate(template, filename, self._limits)
         return compiled
 
@@ -483,9 +484,9 @@ class Templates:
                 code = environment.compile(tree, name=name, filename=name)
             except jinja2.TemplateSyntaxError as error:
                 raise TemplateError(name, error.lineno, _reason(error)) from None
-            template = environment.template_class.from_code(
-                environment, code, environment.make_globals(None)
-            )
+            # The globals as a plain dict, not Jinja's ChainMap: every render copies them into its
+            # context, and copying a ChainMap walks it key by key in Python.
+            template = environment.template_class.from_code(environment, code, dict(environment.globals))
             compiled = self._inline[key] = CompiledTemplate(template, name, self._limits,
                                                             plain_text=_plain_text(tree))
         return compiled
