@@ -47,31 +47,40 @@ class MllpDestination:
         self.connection = MllpConnection(reactor, host, port, tls=options.get("tls"),
                                          connect_timeout=options.get("connect_timeout", 10.0))
 
-    @defer.inlineCallbacks
-    def send(self, delivery):
+    def send(self, delivery) -> defer.Deferred:
+        """Send one message and read its ACK (a Deferred chain, not ``inlineCallbacks``: this runs
+        once per delivered message, and the generator machinery cost more than the rest of it)."""
         body = with_final_cr(delivery.body)   # HL7 on the wire: its last segment ends with CR (§3.5)
         msh = peek_msh(body)
-        expected = msh.control_id if msh else ""
-        try:
-            answer = yield self.connection.request(body.encode("utf-8"), self.ack_timeout)
-        except AnswerTimeout:
-            raise TransientError("no ACK within ack_timeout", possible_duplicate=True) from None
-        except (ConnectionRefusedError, ConnectError, TimeoutError) as error:
-            raise TransientError(f"cannot connect: {type(error).__name__}") from None
-        except (ConnectionClosed, ConnectionLost, BadFraming) as error:
-            raise TransientError(f"connection failed: {error}", possible_duplicate=True) from None
-        text = answer.decode("utf-8", "replace")
-        try:
-            code, control_id, _text = parse_ack(text.replace("\n", "\r"))
-        except ValueError:
-            raise TransientError("the peer's answer is not an HL7 ACK", text) from None
-        if expected and control_id != expected:
-            raise TransientError("the ACK's MSA-2 does not match the message's MSH-10", text)
-        if code in ACCEPT:
-            return SendResult(text)
-        if code in REFUSE:
-            raise PermanentError(f"peer answered {code}", text)
-        raise TransientError(f"unknown MSA-1 code {code!r}", text)
+        d = self.connection.request(body.encode("utf-8"), self.ack_timeout)
+        d.addCallbacks(_judge_answer, _transport_failure, callbackArgs=(msh.control_id if msh else "",))
+        return d
 
     def close(self):
         return self.connection.close()
+
+
+def _transport_failure(failure):
+    error = failure.value
+    if isinstance(error, AnswerTimeout):
+        raise TransientError("no ACK within ack_timeout", possible_duplicate=True) from None
+    if isinstance(error, (ConnectionRefusedError, ConnectError, TimeoutError)):
+        raise TransientError(f"cannot connect: {type(error).__name__}") from None
+    if isinstance(error, (ConnectionClosed, ConnectionLost, BadFraming)):
+        raise TransientError(f"connection failed: {error}", possible_duplicate=True) from None
+    return failure
+
+
+def _judge_answer(answer: bytes, expected: str) -> SendResult:
+    text = answer.decode("utf-8", "replace")
+    try:
+        code, control_id, _text = parse_ack(text.replace("\n", "\r"))
+    except ValueError:
+        raise TransientError("the peer's answer is not an HL7 ACK", text) from None
+    if expected and control_id != expected:
+        raise TransientError("the ACK's MSA-2 does not match the message's MSH-10", text)
+    if code in ACCEPT:
+        return SendResult(text)
+    if code in REFUSE:
+        raise PermanentError(f"peer answered {code}", text)
+    raise TransientError(f"unknown MSA-1 code {code!r}", text)
