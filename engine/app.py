@@ -5,7 +5,8 @@ whole start-up and shutdown sequence:
 
 1. ``StoreService``: opens (and migrates) the message store; closed last, after its writer drained.
 2. ``retention``: prunes content older than ``[store] retention``; its batch in flight commits
-   before the store closes.
+   before the store closes.  With several nodes also ``cluster`` (the leases) and ``recovery``
+   (what a dead node stored but never processed), before it.
 3. ``Engine``: every channel built (``runtime.assembly``) and started: queues resume, messages
    left RECEIVED are processed, then sources open.  One channel failing to start is marked failed;
    the others serve on.
@@ -27,6 +28,7 @@ from engine.admin.server import AdminServer
 from engine.core.plugins import Registry
 from engine.runtime.facade import Runtime
 from engine.runtime.cluster import RETENTION, Cluster, HeldPart, default_node_name
+from engine.runtime.recovery import RECOVERY, Recovery
 from engine.runtime.reload import Reloader
 from engine.runtime.retention import Retention
 from engine.runtime.services import Engine
@@ -94,7 +96,15 @@ class PartService(service.Service):
 
 class Daemon(service.MultiService):
     def stopService(self):
-        d = service.MultiService.stopService(self)
+        """Every part stops (together, as ``MultiService`` stops them), then the store: the parts'
+        last writes need it open (the cluster giving its leases up, so the other nodes need not
+        wait ``lease`` for them)."""
+        service.Service.stopService(self)
+        store = self.namedServices.get("store")
+        parts = [part for part in reversed(list(self)) if part is not store]
+        d = defer.DeferredList([defer.maybeDeferred(part.stopService) for part in parts])
+        if store is not None:
+            d.addCallback(lambda _: store.stopService())
         d.addCallback(lambda _: log.info("switchboard stopped"))
         return d
 
@@ -102,6 +112,11 @@ class Daemon(service.MultiService):
 def _retention(engine: Engine):
     retention = Retention(engine.store, engine.config.store.retention, engine.reactor)
     return retention if engine.cluster is None else HeldPart(retention, engine.cluster, RETENTION)
+
+
+def _recovery(engine: Engine):
+    """Several nodes: what a dead node stored but never processed, on one node at a time."""
+    return HeldPart(Recovery(engine, engine.config.store.lease, engine.reactor), engine.cluster, RECOVERY)
 
 
 def _cluster(engine: Engine) -> Cluster | None:
@@ -150,6 +165,7 @@ def build(config, *, reactor=None, registry: Registry | None = None, worker: int
     if config.store.url:
         engine.cluster = Cluster(engine, node_name(config, worker), config.store.lease, reactor)
         PartService("cluster", engine, _cluster).setServiceParent(root)
+        PartService("recovery", engine, _recovery).setServiceParent(root)
     PartService("retention", engine, _retention).setServiceParent(root)
     engine.setServiceParent(root)
     if worker in (None, 1):
