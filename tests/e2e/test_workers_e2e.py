@@ -21,6 +21,7 @@ from support import pg
 from support.daemon import Daemon, MllpClient, MllpPeer, control_id_of, first_seen, free_port, run_cli, wait_for
 
 from e2e.test_cluster_e2e import Sender
+from e2e.test_tls_e2e import TlsMllpClient, client_context, pki  # noqa: F401 - pki: the fixture
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +36,10 @@ def database():
         yield url
 
 
-def workers_daemon(root: Path, url: str, port: int, peer_port: int | None = None) -> Daemon:
+def workers_daemon(root: Path, url: str, port: int, peer_port: int | None = None, *,
+                   more: dict[str, str] | None = None) -> Daemon:
     """A daemon with ``workers = 2`` on ``url``: channel ``relay`` listening on ``port`` and, with
-    ``peer_port``, an MLLP destination ``ehr`` to the peer."""
+    ``peer_port``, an MLLP destination ``ehr`` to the peer; ``more`` channels beside it."""
     text = f'[source]\ntype = "mllp"\nlisten = "127.0.0.1:{port}"\n'
     if peer_port is not None:
         text += f"""
@@ -48,7 +50,7 @@ connect = "127.0.0.1:{peer_port}"
 ack_timeout = "2s"
 retry = {{ interval = "200ms", backoff = 1.0, max_interval = "200ms" }}
 """
-    daemon = Daemon(root, {"relay": text}, extra_config=f'[cluster]\nnode = "box"\nlease = "{LEASE}s"\n')
+    daemon = Daemon(root, {"relay": text, **(more or {})}, extra_config=f'[cluster]\nnode = "box"\nlease = "{LEASE}s"\n')
     pg.use_store(daemon, url)
     config = daemon.config.read_text().replace("[engine]\n", f"[engine]\nworkers = {WORKERS}\n", 1)
     daemon.config.write_text(config.replace('log_level = "debug"', 'log_level = "info"'))
@@ -141,13 +143,9 @@ def test_two_workers_share_one_port_store_each_message_once_and_the_holder_deliv
             sender.start()
         wait_for(lambda: all(len(s.acked) >= 5 for s in senders), timeout=20, what="traffic on 8 connections")
         taken = {index: sockets(pid, port, ESTABLISHED) for index, pid in pids.items()}
-        probes = []
-        while min(taken.values()) == 0 and len(probes) < 32:   # the kernel hashes: 1 in 128 all on one
-            probes.append(MllpClient(port))
-            taken = {index: sockets(pid, port, ESTABLISHED) for index, pid in pids.items()}
+        if min(taken.values()) == 0:        # the kernel hashes: 1 in 128 puts all 8 on one worker
+            taken = spread(pids, port, lambda: MllpClient(port))
         assert min(taken.values()) > 0, taken     # both workers took connections
-        for probe in probes:
-            probe.close()
         wait_for(lambda: sum(len(s.acked) for s in senders) >= 400, timeout=30, what="400 messages AA'd")
         for sender in senders:
             sender.stop.set()
@@ -228,12 +226,38 @@ def refused(port: int, tries: int = 20) -> bool:
     return True
 
 
-def test_pause_through_the_api_holds_on_every_worker_and_on_a_restarted_one(tmp_path, database):
-    port = free_port()
-    daemon = start(workers_daemon(tmp_path, database, port))
+def spread(pids: dict[int, int], port: int, connect) -> dict[int, int]:
+    """Open connections with ``connect()`` until each worker holds one (at most 32): how many each
+    holds.  The kernel picks by a hash of the client's port, so a few may all land on one."""
+    opened = []
+    try:
+        while len(opened) < 32:
+            opened.append(connect())
+            taken = {index: sockets(pid, port, ESTABLISHED) for index, pid in pids.items()}
+            if min(taken.values()) > 0:
+                break
+        return taken
+    finally:
+        for client in opened:
+            client.close()
+
+
+def test_pause_through_the_api_holds_on_every_worker_and_on_a_restarted_one(tmp_path, database, pki):
+    port, tls_port = free_port(), free_port()
+    secure = (f'[source]\ntype = "mllp"\nlisten = "127.0.0.1:{tls_port}"\n'
+              f'tls = {{ cert = "{pki}/server.pem", key = "{pki}/server.key", client_ca = "{pki}/ca.pem" }}\n')
+    daemon = start(workers_daemon(tmp_path, database, port, more={"secure": secure}))
     try:
         pids = workers(daemon)
         assert all(sockets(pid, port, LISTEN) == 1 for pid in pids.values())
+        assert all(sockets(pid, tls_port, LISTEN) == 1 for pid in pids.values())    # TLS shares its port too
+
+        def tls_client():
+            client = TlsMllpClient(tls_port, client_context(pki))
+            assert client.request("MSH|^~\\&|A|B|C|D|20240101||ADT^A08|T-1|P|2.5")["code"] == "AA"
+            return client
+
+        assert min(spread(pids, tls_port, tls_client).values()) > 0     # both workers answered over TLS
         client = MllpClient(port)
         assert client.request("MSH|^~\\&|A|B|C|D|20240101||ADT^A08|P-1|P|2.5")["code"] == "AA"
         client.close()
