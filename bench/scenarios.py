@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import socket
 import statistics
@@ -271,6 +272,10 @@ def ingest_workers(tmpdir: Path, messages: int = 10000) -> dict:
             result[f"{key}_msg_per_s"] = run["msg_per_s"]
             result[f"{key}_cpu_us"] = round(spent * 1e6 / max(run["ok"], 1))
             result[f"{key}_errors"] = run["errors"]
+            print(f"  {connections} connections, workers = {workers}: {run['msg_per_s']:,} msg/s, "
+                  f"{result[f'{key}_cpu_us']:,} µs CPU/msg, p99 {run['p99_ms']} ms, errors {run['errors']} "
+                  f"(bad {run['bad_acks']}, lost {run['lost']}, timeouts {run['timeouts']}); "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
     return result
 
 

@@ -27,13 +27,13 @@ def run_daemon(args, path) -> int:
 
     use_monotonic_timers(reactor)   # a wall-clock step never holds a retry, timeout or deadline
     start_logging(config.engine.log_level, config.engine.log_format)
-    link = None
+    link = relay = None
     if worker is not None:
         from engine.connectors.tls import share_ports
 
         share_ports()
-    daemon, engine = build(config, reactor=reactor, registry=registry, worker=worker,
-                           relay=lambda name, action: link.relay(name, action))
+        relay = lambda name, action: link.relay(name, action)   # noqa: E731 - the link comes after build
+    daemon, engine = build(config, reactor=reactor, registry=registry, worker=worker, relay=relay)
     if worker is not None:
         from engine.runtime.workers import connect_to_supervisor
 

@@ -52,12 +52,11 @@ class Recovery:
         channels = {name: service.channel for name, service in self.engine.channel_services.items()
                     if service.channel is not None}
         store = self.engine.store
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                      lambda: {name: store.unprocessed(name) for name in channels})
+        self.scanning = d = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), lambda: {name: store.unprocessed(name) for name in channels})
         d.addCallback(self._found, channels)
         d.addErrback(lambda failure: log.warn("recovery: scan failed: {error}", error=failure.getErrorMessage()))
         d.addBoth(self._done)
-        self.scanning = d
         return None
 
     def _done(self, result):

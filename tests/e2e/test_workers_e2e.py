@@ -12,8 +12,8 @@ import os
 import re
 import signal
 import socket
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -127,92 +127,91 @@ def stop_cleanly(daemon: Daemon, url: str) -> None:
     assert pg.sql(url, "SELECT resource, node FROM leases") == [], daemon.log[-5000:]
 
 
-def test_two_workers_share_one_port_store_each_message_once_and_the_holder_delivers(tmp_path, database):
-    peer = MllpPeer()
-    port = free_port()
-    daemon = start(workers_daemon(tmp_path, database, port, peer.port))
-    senders = []
+@pytest.fixture
+def relaying(tmp_path, database):
+    """Two workers, channel ``relay`` on one port with a destination to a peer; the senders a test
+    adds to ``senders`` are stopped after it, the daemon killed if the test left it running."""
+    peer, port = MllpPeer(), free_port()
+    setup = SimpleNamespace(daemon=workers_daemon(tmp_path, database, port, peer.port), peer=peer, port=port,
+                            senders=[])
     try:
-        pids = workers(daemon)
-        assert sorted(pids) == [1, 2]
-        holder = wait_for(lambda: queue_holder(daemon), timeout=LEASE * 3, what="a worker to hold the queue")
-        assert set(holders(daemon)) == {"box-1", "box-2"}
-
-        senders = [Sender(f"S{n}-", port) for n in range(8)]
-        for sender in senders:
-            sender.start()
-        wait_for(lambda: all(len(s.acked) >= 5 for s in senders), timeout=20, what="traffic on 8 connections")
-        taken = {index: sockets(pid, port, ESTABLISHED) for index, pid in pids.items()}
-        if min(taken.values()) == 0:        # the kernel hashes: 1 in 128 puts all 8 on one worker
-            taken = spread(pids, port, lambda: MllpClient(port))
-        assert min(taken.values()) > 0, taken     # both workers took connections
-        wait_for(lambda: sum(len(s.acked) for s in senders) >= 400, timeout=30, what="400 messages AA'd")
-        for sender in senders:
-            sender.stop.set()
-            sender.join(10)
-        acked = [cid for s in senders for cid in s.acked]
-        wait_for(lambda: set(acked) <= set(peer.control_ids()), timeout=30, what="every AA'd message delivered")
-
-        in_store = stored(database)
-        assert sorted(in_store) == sorted(set(in_store)) and set(acked) <= set(in_store)   # stored once
-        delivered = peer.control_ids()
-        assert len(delivered) == len(set(delivered))                                        # delivered once
-        for sender in senders:
-            mine = [cid for cid in first_seen(delivered) if cid.startswith(sender.prefix)]
-            assert mine == sender.acked, sender.prefix                                      # in order
-        held_by = int(queue_holder(daemon).rsplit("-", 1)[1])
-        assert queue_holder(daemon) == holder
-        sending = {index: sockets(pid, peer.port, ESTABLISHED, remote=True) for index, pid in pids.items()}
-        assert sending[held_by] >= 1 and sending[3 - held_by] == 0, sending   # only the holder sends
-        print(f"{len(acked)} AA'd on 8 connections; connections per worker {taken}; queue held by box-{held_by}")
-        stop_cleanly(daemon, database)
+        start(setup.daemon)
+        yield setup
     finally:
-        for sender in senders:
+        for sender in setup.senders:
             sender.stop.set()
-        daemon.kill()
+        setup.daemon.kill()
         peer.close()
 
 
-def test_a_worker_killed_under_load_is_restarted_and_no_acked_message_is_lost(tmp_path, database):
-    peer = MllpPeer()
-    port = free_port()
-    daemon = start(workers_daemon(tmp_path, database, port, peer.port))
-    senders = []
-    try:
-        holder = wait_for(lambda: queue_holder(daemon), timeout=LEASE * 3, what="a worker to hold the queue")
-        victim = int(holder.rsplit("-", 1)[1])
-        before = workers(daemon)
-        senders = [Sender(f"K{n}-", port) for n in range(4)]
-        for sender in senders:
-            sender.start()
-        wait_for(lambda: all(len(s.acked) >= 20 for s in senders), timeout=20, what="traffic")
-        os.kill(before[victim], signal.SIGKILL)          # the queue's holder, under load
-        wait_for(lambda: workers(daemon).get(victim) not in (None, before[victim]), timeout=10,
-                 what="the supervisor to restart the killed worker")
-        assert re.search(rf"worker {victim} \(pid {before[victim]}\) exited with signal 9 \(SIGKILL\); "
-                         rf"restarting in 1s", daemon.log), daemon.log[-2000:]
-        wait_for(lambda: daemon.log.count("switchboard started") >= 3, timeout=20, what="the new worker to start")
-        counts = [len(s.acked) for s in senders]
-        wait_for(lambda: all(len(s.acked) >= n + 20 for s, n in zip(senders, counts)), timeout=20,
-                 what="traffic after the restart")
-        for sender in senders:
-            sender.stop.set()
-            sender.join(10)
-        acked = {cid for s in senders for cid in s.acked}
-        wait_for(lambda: acked <= set(peer.control_ids()), timeout=LEASE * 6, what="every AA'd message delivered")
-        assert acked <= set(stored(database))
-        new_holder = queue_holder(daemon)
-        assert new_holder in {"box-1", "box-2"}
-        assert set(holders(daemon)) == {"box-1", "box-2"}
-        delivered = peer.control_ids()
-        print(f"killed box-{victim} (the holder); {len(acked)} AA'd, all delivered; "
-              f"{len(delivered) - len(set(delivered))} sent twice; queue now held by {new_holder}")
-        stop_cleanly(daemon, database)
-    finally:
-        for sender in senders:
-            sender.stop.set()
-        daemon.kill()
-        peer.close()
+def test_two_workers_share_one_port_store_each_message_once_and_the_holder_delivers(relaying, database):
+    daemon, peer, port = relaying.daemon, relaying.peer, relaying.port
+    pids = workers(daemon)
+    assert sorted(pids) == [1, 2]
+    holder = wait_for(lambda: queue_holder(daemon), timeout=LEASE * 3, what="a worker to hold the queue")
+    assert set(holders(daemon)) == {"box-1", "box-2"}
+
+    senders = relaying.senders = [Sender(f"S{n}-", port) for n in range(8)]
+    for sender in senders:
+        sender.start()
+    wait_for(lambda: all(len(s.acked) >= 5 for s in senders), timeout=20, what="traffic on 8 connections")
+    taken = {index: sockets(pid, port, ESTABLISHED) for index, pid in pids.items()}
+    if min(taken.values()) == 0:        # the kernel hashes: 1 in 128 puts all 8 on one worker
+        taken = spread(pids, port, lambda: MllpClient(port))
+    assert min(taken.values()) > 0, taken     # both workers took connections
+    wait_for(lambda: sum(len(s.acked) for s in senders) >= 400, timeout=30, what="400 messages AA'd")
+    for sender in senders:
+        sender.stop.set()
+        sender.join(10)
+    acked = [cid for s in senders for cid in s.acked]
+    wait_for(lambda: set(acked) <= set(peer.control_ids()), timeout=30, what="every AA'd message delivered")
+
+    in_store = stored(database)
+    assert sorted(in_store) == sorted(set(in_store)) and set(acked) <= set(in_store)   # stored once
+    delivered = peer.control_ids()
+    assert len(delivered) == len(set(delivered))                                        # delivered once
+    for sender in senders:
+        mine = [cid for cid in first_seen(delivered) if cid.startswith(sender.prefix)]
+        assert mine == sender.acked, sender.prefix                                      # in order
+    held_by = int(queue_holder(daemon).rsplit("-", 1)[1])
+    assert queue_holder(daemon) == holder
+    sending = {index: sockets(pid, peer.port, ESTABLISHED, remote=True) for index, pid in pids.items()}
+    assert sending[held_by] >= 1 and sending[3 - held_by] == 0, sending   # only the holder sends
+    print(f"{len(acked)} AA'd on 8 connections; connections per worker {taken}; queue held by box-{held_by}")
+    stop_cleanly(daemon, database)
+
+
+def test_a_worker_killed_under_load_is_restarted_and_no_acked_message_is_lost(relaying, database):
+    daemon, peer, port = relaying.daemon, relaying.peer, relaying.port
+    holder = wait_for(lambda: queue_holder(daemon), timeout=LEASE * 3, what="a worker to hold the queue")
+    victim = int(holder.rsplit("-", 1)[1])
+    before = workers(daemon)
+    senders = relaying.senders = [Sender(f"K{n}-", port) for n in range(4)]
+    for sender in senders:
+        sender.start()
+    wait_for(lambda: all(len(s.acked) >= 20 for s in senders), timeout=20, what="traffic")
+    os.kill(before[victim], signal.SIGKILL)          # the queue's holder, under load
+    wait_for(lambda: workers(daemon).get(victim) not in (None, before[victim]), timeout=10,
+             what="the supervisor to restart the killed worker")
+    assert re.search(rf"worker {victim} \(pid {before[victim]}\) exited with signal 9 \(SIGKILL\); "
+                     rf"restarting in 1s", daemon.log), daemon.log[-2000:]
+    wait_for(lambda: daemon.log.count("switchboard started") >= 3, timeout=20, what="the new worker to start")
+    counts = [len(s.acked) for s in senders]
+    wait_for(lambda: all(len(s.acked) >= n + 20 for s, n in zip(senders, counts)), timeout=20,
+             what="traffic after the restart")
+    for sender in senders:
+        sender.stop.set()
+        sender.join(10)
+    acked = {cid for s in senders for cid in s.acked}
+    wait_for(lambda: acked <= set(peer.control_ids()), timeout=LEASE * 6, what="every AA'd message delivered")
+    assert acked <= set(stored(database))
+    new_holder = queue_holder(daemon)
+    assert new_holder in {"box-1", "box-2"}
+    assert set(holders(daemon)) == {"box-1", "box-2"}
+    delivered = peer.control_ids()
+    print(f"killed box-{victim} (the holder); {len(acked)} AA'd, all delivered; "
+          f"{len(delivered) - len(set(delivered))} sent twice; queue now held by {new_holder}")
+    stop_cleanly(daemon, database)
 
 
 def refused(port: int, tries: int = 20) -> bool:
