@@ -259,7 +259,10 @@ def ingest_workers(tmpdir: Path, messages: int = 10000) -> dict:
     for connections in CONNECTIONS:
         for workers in WORKERS:
             port = harness.free_port()
-            server, _ = start_with_channels(tmpdir, {"bench": mllp_channel("bench", port, 200)},
+            # per-address cap above the load: every connection comes from 127.0.0.1, and the cap
+            # (default 10) counts per worker, so N workers would admit N times as many
+            channel = mllp_channel("bench", port, 200) + "max_connections_per_address = 200\n"
+            server, _ = start_with_channels(tmpdir, {"bench": channel},
                                             store=harness.store_table(harness.STORE_SERVER), workers=workers,
                                             extra='[cluster]\nnode = "bench"\n', name=f"w{workers}-c{connections}")
             try:
