@@ -15,12 +15,17 @@ drives it with the same load client (``bench/load_client.py``) and prints one li
 - ``startup-20``: time from process start to "switchboard started" with 20 channels.
 - ``replay-100k``: 100,000 stored and delivered messages replayed through the admin API; time
   until the last replayed message reaches the destination.
+- ``ingest-workers`` (needs ``--store-url``): MLLP -> store -> AA with ``[engine] workers = N``
+  for each N of ``--workers`` (default 1,2) at each count of ``--connections`` (default 8,64),
+  taking turns within each run (N = 1, N = 2, N = 1, ...) so the machine's noise hits both alike;
+  ``cpu_us`` is the CPU per message of the supervisor and every worker, summed from /proc.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import socket
 import statistics
@@ -66,15 +71,17 @@ def channel_text(template: str, **values) -> str:
 
 
 def start_with_channels(tmpdir: Path, channels: dict[str, str], *, store: str | None = None, extra: str = "",
-                        name: str = "switchboard") -> tuple[harness.Server, float]:
-    """The daemon with several channel files; returns (server, seconds until 'switchboard started').
+                        name: str = "switchboard", workers: int = 1) -> tuple[harness.Server, float]:
+    """The daemon with several channel files; returns (server, seconds until 'switchboard started',
+    with ``workers`` > 1 until every worker has started).
     ``store``: the [store] table to use (default: SQLite, or a fresh database with --store-url)."""
+    ready_line = f"all {workers} workers started" if workers > 1 else "switchboard started"
     home = tmpdir / name
     for sub in ("channels", "transforms", "plugins", "var"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     admin_port = harness.free_port()
     (home / "config.toml").write_text(
-        '[engine]\nlog_level = "info"\n' + (store or harness.store_table(harness.STORE_SERVER)) + extra +
+        f'[engine]\nlog_level = "info"\nworkers = {workers}\n' + (store or harness.store_table(harness.STORE_SERVER)) + extra +
         f'[admin]\nlisten = "{harness.HOST}:{admin_port}"\ntoken = "bench-token-{admin_port}"\n')
     for name, text in channels.items():
         (home / "channels" / f"{name}.toml").write_text(text)
@@ -89,7 +96,7 @@ def start_with_channels(tmpdir: Path, channels: dict[str, str], *, store: str | 
         with open(log, "w") as out:
             for line in proc.stdout:
                 out.write(line)
-                if "switchboard started" in line and not ready.is_set():
+                if ready_line in line and not ready.is_set():
                     stamp.append(time.monotonic() - started)
                     ready.set()
 
@@ -224,6 +231,57 @@ def ingest_2_nodes(tmpdir: Path, messages: int = 5000) -> dict:
             server.stop()
 
 
+WORKERS, CONNECTIONS = (1, 2), (8, 64)    # ingest-workers: --workers, --connections
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its living children (the supervisor and its
+    workers), from /proc."""
+    total = 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for each in [pid, *map(int, children)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / harness.TICK
+    return total
+
+
+def ingest_workers(tmpdir: Path, messages: int = 10000) -> dict:
+    """One run: for each connection count, each worker count in turn on a fresh database."""
+    if not harness.STORE_SERVER:
+        raise harness.Unavailable("needs --store-url (workers > 1 run on PostgreSQL only)")
+    result = {}
+    for connections in CONNECTIONS:
+        for workers in WORKERS:
+            port = harness.free_port()
+            # per-address cap above the load: every connection comes from 127.0.0.1, and the cap
+            # (default 10) counts per worker, so N workers would admit N times as many
+            channel = mllp_channel("bench", port, 200) + "max_connections_per_address = 200\n"
+            server, _ = start_with_channels(tmpdir, {"bench": channel},
+                                            store=harness.store_table(harness.STORE_SERVER), workers=workers,
+                                            extra='[cluster]\nnode = "bench"\n', name=f"w{workers}-c{connections}")
+            try:
+                before = process_tree_cpu(server.proc.pid)
+                run = harness.run_client(port, connections, messages, 1, 60)
+                spent = process_tree_cpu(server.proc.pid) - before
+            finally:
+                server.stop()
+            key = f"c{connections}_w{workers}"
+            result[f"{key}_msg_per_s"] = run["msg_per_s"]
+            result[f"{key}_cpu_us"] = round(spent * 1e6 / max(run["ok"], 1))
+            result[f"{key}_errors"] = run["errors"]
+            print(f"  {connections} connections, workers = {workers}: {run['msg_per_s']:,} msg/s, "
+                  f"{result[f'{key}_cpu_us']:,} µs CPU/msg, p99 {run['p99_ms']} ms, errors {run['errors']} "
+                  f"(bad {run['bad_acks']}, lost {run['lost']}, timeouts {run['timeouts']}); "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    return result
+
+
 def idle_rss(tmpdir: Path) -> dict:
     ports = [harness.free_port() for _ in range(10)]
     channels = {f"ch{n}": mllp_channel(f"ch{n}", port, 200) for n, port in enumerate(ports)}
@@ -249,7 +307,7 @@ def startup_20(tmpdir: Path) -> dict:
 
 
 SCENARIOS = {"e2e-8": e2e_8, "e2e-8-pipelined": e2e_8_pipelined, "ingest-64": ingest_64, "idle-rss": idle_rss, "startup-20": startup_20,
-             "replay-100k": replay_100k, "ingest-2-nodes": ingest_2_nodes}
+             "replay-100k": replay_100k, "ingest-2-nodes": ingest_2_nodes, "ingest-workers": ingest_workers}
 
 
 def main(argv=None) -> int:
@@ -258,8 +316,13 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=sorted(SCENARIOS))
     parser.add_argument("--store-url", metavar="URL",
                         help="run the daemon on PostgreSQL: a fresh database per run on this server")
+    parser.add_argument("--workers", default="1,2", help="ingest-workers: the worker counts to take turns with")
+    parser.add_argument("--connections", default="8,64", help="ingest-workers: the connection counts")
     args = parser.parse_args(argv)
     harness.STORE_SERVER = args.store_url
+    global WORKERS, CONNECTIONS
+    WORKERS = tuple(int(n) for n in args.workers.split(","))
+    CONNECTIONS = tuple(int(n) for n in args.connections.split(","))
     summary = {}
     for name, scenario in SCENARIOS.items():
         if args.only and name != args.only:

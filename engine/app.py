@@ -5,12 +5,14 @@ whole start-up and shutdown sequence:
 
 1. ``StoreService``: opens (and migrates) the message store; closed last, after its writer drained.
 2. ``retention``: prunes content older than ``[store] retention``; its batch in flight commits
-   before the store closes.
+   before the store closes.  With several nodes also ``cluster`` (the leases) and ``recovery``
+   (what a dead node stored but never processed), before it.
 3. ``Engine``: every channel built (``runtime.assembly``) and started: queues resume, messages
    left RECEIVED are processed, then sources open.  One channel failing to start is marked failed;
    the others serve on.
 4. ``admin``: the admin API, dashboard, metrics, audit and alerts (started in the same reactor
-   turn as the sources, so the metrics see every message).
+   turn as the sources, so the metrics see every message).  With ``[engine] workers`` > 1 only
+   worker 1 serves it (its reads come from the shared store); the other workers run the rest.
 5. ``reloader``: live reload, once every channel has started (a reload never races a first start).
 
 Lower layers never import this module or the admin side: the engine does not know who watches it.
@@ -26,6 +28,7 @@ from engine.admin.server import AdminServer
 from engine.core.plugins import Registry
 from engine.runtime.facade import Runtime
 from engine.runtime.cluster import RETENTION, Cluster, HeldPart, default_node_name
+from engine.runtime.recovery import RECOVERY, Recovery
 from engine.runtime.reload import Reloader
 from engine.runtime.retention import Retention
 from engine.runtime.services import Engine
@@ -93,7 +96,15 @@ class PartService(service.Service):
 
 class Daemon(service.MultiService):
     def stopService(self):
-        d = service.MultiService.stopService(self)
+        """Every part stops (together, as ``MultiService`` stops them), then the store: the parts'
+        last writes need it open (the cluster giving its leases up, so the other nodes need not
+        wait ``lease`` for them)."""
+        service.Service.stopService(self)
+        store = self.namedServices.get("store")
+        parts = [part for part in reversed(list(self)) if part is not store]
+        d = defer.DeferredList([defer.maybeDeferred(part.stopService) for part in parts])
+        if store is not None:
+            d.addCallback(lambda _: store.stopService())
         d.addCallback(lambda _: log.info("switchboard stopped"))
         return d
 
@@ -103,14 +114,19 @@ def _retention(engine: Engine):
     return retention if engine.cluster is None else HeldPart(retention, engine.cluster, RETENTION)
 
 
+def _recovery(engine: Engine):
+    """Several nodes: what a dead node stored but never processed, on one node at a time."""
+    return HeldPart(Recovery(engine, engine.config.store.lease, engine.reactor), engine.cluster, RECOVERY)
+
+
 def _cluster(engine: Engine) -> Cluster | None:
     """Several nodes on one PostgreSQL store: this node's leases (engine/runtime/cluster.py)."""
     return engine.cluster
 
 
-def _admin(engine: Engine) -> AdminServer | None:
+def _admin(engine: Engine, relay=None) -> AdminServer | None:
     try:
-        return AdminServer(Runtime(engine))
+        return AdminServer(Runtime(engine, relay=relay))
     except Exception:  # noqa: BLE001 - the channels serve on; the API stays closed, never open
         log.failure("admin API, metrics, audit and alerts not started")
         return None
@@ -124,8 +140,20 @@ def _reloader(engine: Engine) -> Reloader | None:
         return None
 
 
-def build(config, *, reactor=None, registry: Registry | None = None) -> tuple[service.MultiService, Engine]:
-    """The daemon's service tree for ``config`` (already checked) and its engine."""
+def node_name(config, worker: int | None = None) -> str:
+    """This node's name in the cluster: ``[cluster] node`` (default the host name), and ``NODE-I``
+    for worker I of several, so ``switchboard nodes`` and ``held_by`` tell the workers apart."""
+    node = config.store.node or default_node_name()
+    return f"{node}-{worker}" if worker else node
+
+
+def build(config, *, reactor=None, registry: Registry | None = None, worker: int | None = None,
+          relay=None) -> tuple[service.MultiService, Engine]:
+    """The daemon's service tree for ``config`` (already checked) and its engine.
+
+    ``worker``: this process is worker I of ``[engine] workers`` (engine/runtime/workers.py): its
+    node name says so and only worker 1 serves the admin API.  ``relay(channel, action)``: what the
+    admin API calls after a channel start/stop/pause, so the other workers do the same."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -135,10 +163,12 @@ def build(config, *, reactor=None, registry: Registry | None = None) -> tuple[se
     store.setServiceParent(root)
     engine = Engine(config, store_service=store, reactor=reactor, registry=registry)
     if config.store.url:
-        engine.cluster = Cluster(engine, config.store.node or default_node_name(), config.store.lease, reactor)
+        engine.cluster = Cluster(engine, node_name(config, worker), config.store.lease, reactor)
         PartService("cluster", engine, _cluster).setServiceParent(root)
+        PartService("recovery", engine, _recovery).setServiceParent(root)
     PartService("retention", engine, _retention).setServiceParent(root)
     engine.setServiceParent(root)
-    PartService("admin", engine, _admin).setServiceParent(root)
+    if worker in (None, 1):
+        PartService("admin", engine, lambda engine: _admin(engine, relay)).setServiceParent(root)
     PartService("reloader", engine, _reloader, after=engine.started).setServiceParent(root)
     return root, engine

@@ -343,6 +343,7 @@ class ChannelAction(Endpoint):
             yield service.change(self.action)
         except ChannelStateError as error:
             raise ApiError(409, str(error)) from None
+        runtime.channel_changed(self.name, self.action)
         views = yield channel_views(self.admin, self.name)
         return views[0]
 

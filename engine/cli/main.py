@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config(sub, argparse.SUPPRESS)
         return sub
 
-    verb("run", "run the daemon in the foreground (SIGTERM/SIGINT: graceful stop)")
+    run_verb = verb("run", "run the daemon in the foreground (SIGTERM/SIGINT: graceful stop)")
+    run_verb.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)   # [engine] workers
     check_verb = verb("check", "validate config, channels, templates and plugins; exit 1 listing every error")
     check_verb.add_argument("--store", action="store_true",
                             help="check the message store's file instead (SQLite integrity_check); "

@@ -14,7 +14,8 @@ Rules worth knowing (the contract is DESIGN.md §3.1-3.2):
 - ``dedupe`` is written in [source]; it is kept in SourceConfig.options["dedupe"] and on ChannelConfig.dedupe.
 - Filters and transform steps may be written as one table ([transform]) or an array ([[transform]]).
 - Listen conflicts are checked between enabled channels and admin.listen; port 0 is exempt, and a wildcard
-  host (0.0.0.0, ::) conflicts with every host on the same port.
+  host (0.0.0.0, ::) conflicts with every host on the same port.  With ``[engine] workers`` > 1 a
+  channel's port 0 is refused (the workers share one port) and ``[store] url`` is required.
 - A ``when`` expression's syntax is not checked here: templates.py compiles it.
 - Connector options are checked against ``ConnectorOptions`` schemas (engine/config/schema.py).
 - A destination may say ``enabled = false`` (or ``"${AGENCY_HTTP:-false}"``): it is checked like the others
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +170,7 @@ class EngineConfig:
     log_format: str
     lookups_dir: Path | None = None
     template_memory: int = 16 * 2**20      # [engine] template_memory: one render's memory budget
+    workers: int = 1                       # [engine] workers: processes sharing the ports (PostgreSQL only)
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,7 @@ class ConfigLoader:
     def __init__(self, environ: Mapping[str, str], connectors: ConnectorOptions, base_dir: Path) -> None:
         self.problems: list[Problem] = []
         self.environ, self.connectors, self.base_dir = environ, connectors, base_dir
+        self.workers = 1    # [engine] workers, known once ``settings`` has read it
 
     def reporter(self, file: Path) -> Report:
         label = _display(file)
@@ -321,9 +325,23 @@ class ConfigLoader:
             elif not token.strip():
                 report(f"admin.tokens.{name}", "must not be empty")
         values["store"].update(values.pop("cluster"))
+        self.workers = values["engine"]["workers"] or 1
+        self.check_workers(values["engine"]["workers"], values["store"]["url"], report)
         alerts = AlertsConfig(**{k: v for k, v in values["alerts"].items() if v is not None})
         return (EngineConfig(**values["engine"]), StoreConfig(**values["store"]),
                 AdminConfig(**{k: v for k, v in values["admin"].items() if v is not None}), alerts)
+
+    @staticmethod
+    def check_workers(workers: int | None, url: str | None, report: Report) -> None:
+        """``[engine] workers`` > 1 shares the ports between processes on one PostgreSQL store."""
+        if not workers or workers == 1:
+            return
+        if not url:
+            report("engine.workers", "needs [store] url (PostgreSQL): on SQLite one writer at a time makes a "
+                                     "second worker slower; see bench/README.md, 'A second core'")
+        if not hasattr(socket, "SO_REUSEPORT"):
+            report("engine.workers", "needs SO_REUSEPORT (Linux) for the workers to share the listening ports; "
+                                     "this system has none: use workers = 1")
 
     def users(self, admin: Any, ctx: Context) -> tuple[UserConfig, ...]:
         """``[[admin.user]]`` tables: each checked like any table; names unique, never ``admin``."""
@@ -562,7 +580,12 @@ class ConfigLoader:
             listeners.append((admin.listen, f"admin.listen in {_display(config_file)}"))
         for channel in channels:
             address = channel.source.options.get("listen")
-            if not channel.enabled or not isinstance(address, tuple) or not address[1]:
+            if not channel.enabled or not isinstance(address, tuple):
+                continue
+            if not address[1]:
+                if self.workers > 1:
+                    self.reporter(channel.file)("source.listen", "workers > 1 needs a fixed port in listen "
+                                                "(port 0 would give each worker a port of its own)")
                 continue
             owner = next((owner for other, owner in listeners if _clash(address, other)), None)
             if owner:

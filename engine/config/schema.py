@@ -424,13 +424,17 @@ TLS_SERVER = {"cert": OptionSpec("file", required=True), "key": OptionSpec("file
 TLS_CLIENT = {"ca": OptionSpec("file"), "cert": OptionSpec("file"), "key": OptionSpec("file"),
               "verify": OptionSpec("bool", True), "server_name": OptionSpec("str", "")}
 DEDUPE = OptionSpec("duration", "24h")
+MAX_WORKERS = 64
 ENGINE = {"channels_dir": OptionSpec("path", "channels"), "transforms_dir": OptionSpec("path", "transforms"),
           "plugins_dir": OptionSpec("path", "plugins"), "lookups_dir": OptionSpec("path", "lookups"),
           "log_level": choice_spec("info", "debug", "info", "warning", "error"),
           "log_format": choice_spec("text", "text", "json"),
           # what one template render may build in total (engine/core/template_limits.py)
           "template_memory": OptionSpec("size", "16MB", check=lambda size: None if 2**20 <= size <= 2**30
-                                        else "must be from 1MB to 1GB (what one template render may build)")}
+                                        else "must be from 1MB to 1GB (what one template render may build)"),
+          # worker processes sharing the listening ports (engine/runtime/workers.py); > 1 needs [store] url
+          "workers": OptionSpec("int", 1, check=lambda n: None if 1 <= n <= MAX_WORKERS
+                                else f"must be from 1 to {MAX_WORKERS} (worker processes)")}
 
 
 def postgres_url(value: str) -> str | None:

@@ -215,9 +215,9 @@ class Channel:
 
         return d.addCallbacks(stored, failed)
 
-    def recover(self) -> int:
-        """Process messages stored but never processed (RECEIVED), oldest first."""
-        ids = self.store.unprocessed(self.name)
+    def recover(self, ids: list[int] | None = None) -> int:
+        """Process messages stored but never processed (RECEIVED), oldest first (``ids``: those)."""
+        ids = self.store.unprocessed(self.name) if ids is None else ids
         for message_id in ids:
             row = self.store.get_message(message_id)
             if row is None or row.get("raw") is None:

@@ -126,6 +126,8 @@ class Cluster:
         self._round = None
         self._poller = None
         self._in_round = False
+        self._stopped = False
+        self._round_waiters: list[defer.Deferred] = []
 
     # -- the daemon's side ------------------------------------------------------------------
     def adopt(self, channel: str, queue, first: bool = True) -> None:
@@ -182,6 +184,7 @@ class Cluster:
         return self.last_ok is not None and self.clock() - self.last_ok < self.lease
 
     def start(self) -> None:
+        self._stopped = False
         self._round = task.LoopingCall(self._tick)
         self._round.clock = self.reactor
         self._round.start(self.lease / 3, now=True).addErrback(
@@ -192,9 +195,11 @@ class Cluster:
 
     @defer.inlineCallbacks
     def stop(self):
+        self._stopped = True
         for loop in (self._round, self._poller):
             if loop is not None and loop.running:
                 loop.stop()
+        yield self._round_finished()
         yield defer.DeferredList([d for d in (self._deactivate(r) for r in list(self.active)) if d is not None])
         for resource in list(self.parts):
             yield self.parts[resource].deactivate()
@@ -211,7 +216,7 @@ class Cluster:
         return sorted(set(self.queues) | set(self.parts))
 
     def _tick(self):
-        if self._in_round:
+        if self._in_round or self._stopped:   # stopped: a look scheduled for a lease's expiry
             return None
         self._in_round = True
         store = self.engine.store
@@ -224,7 +229,19 @@ class Cluster:
 
     def _round_done(self, result):
         self._in_round = False
+        for waiter in self._round_waiters:
+            waiter.callback(None)
+        self._round_waiters = []
         return None
+
+    def _round_finished(self) -> defer.Deferred:
+        """Fires once no lease round is in flight: a round committing after ``release_leases``
+        would take the leases again and make the other nodes wait ``lease`` for them."""
+        if not self._in_round:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._round_waiters.append(waiter)
+        return waiter
 
     def _renewed(self, result) -> None:
         held, soonest = result

@@ -11,9 +11,10 @@ from typing import Callable
 
 
 class Runtime:
-    def __init__(self, engine) -> None:
+    def __init__(self, engine, *, relay: Callable[[str, str], None] | None = None) -> None:
         self._engine = engine
         self._replayer = None
+        self._relay = relay
 
     # -- what the daemon is -----------------------------------------------------------------
     @property
@@ -83,6 +84,12 @@ class Runtime:
         self._engine.channel_listeners.append(listener)
 
     # -- acting -----------------------------------------------------------------------------
+    def channel_changed(self, name: str, action: str) -> None:
+        """A channel was started, stopped or paused through the API: with several workers, tell
+        the others (engine/runtime/workers.py), so an operator's pause holds on every one."""
+        if self._relay is not None:
+            self._relay(name, action)
+
     @property
     def reloader(self):
         """Live reload (its state and problems, ``reload(trigger)``), or None when not running."""

@@ -165,7 +165,8 @@ class ChannelService(service.Service):
         first, self._started_once = not self._started_once, True
         for queue in self.queues.values():
             self._start_queue(queue, first)
-        recovered = self.channel.recover() if first else 0
+        # with several nodes, the recovery lease's holder does it (engine/runtime/recovery.py)
+        recovered = self.channel.recover() if first and self.engine.cluster is None else 0
         if recovered:
             log.info("channel {channel}: processing {n} message(s) stored before the last stop",
                      channel=self.name, n=recovered)

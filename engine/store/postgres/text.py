@@ -28,7 +28,10 @@ from engine.store.sqlite.text import MAX_WORDS, WATERMARK_SQL  # noqa: F401 - sh
 from engine.store.sqlite import text as sqlite_text
 from engine.store.sqlite.text import _WORD
 
-TEXT_INSERT_SQL = "INSERT INTO message_text (id, words) VALUES (?, array_to_tsvector(?::text[]))"
+# ON CONFLICT: with several nodes, one node's catch-up at its start may index a message another node
+# has stored and staged for its own next index batch; that batch must not fail on it.
+TEXT_INSERT_SQL = ("INSERT INTO message_text (id, words) VALUES (?, array_to_tsvector(?::text[]))"
+                   " ON CONFLICT (id) DO NOTHING")
 TEXT_DELETE_SQL = "DELETE FROM message_text WHERE id = ?"
 MATCH_EXISTS = "EXISTS (SELECT 1 FROM message_text t WHERE t.id = m.id AND t.words @@ ?::tsquery)"
 MATCH_FROM = "message_text f JOIN messages m ON m.id = f.id"
@@ -77,7 +80,7 @@ def match_expression(text: str) -> str:
 
 def catch_up(conn) -> int:
     """``sqlite/text.py``'s catch-up (the same high-water mark), into ``message_text``."""
-    return sqlite_text.catch_up(conn, TEXT_INSERT_SQL + " ON CONFLICT (id) DO NOTHING",
+    return sqlite_text.catch_up(conn, TEXT_INSERT_SQL,
                                 lambda rows: [(message_id, words(raw)) for message_id, raw in rows])
 
 
