@@ -41,6 +41,8 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -62,12 +64,28 @@ BOUND_MS = {"index": 5.0, "text": 100.0}
 # --- the store ----------------------------------------------------------------------------------
 
 
-def indexes(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-    """(table, index, CREATE statement) of every index we made on the measured tables."""
-    marks = ",".join("?" * len(TABLES))
-    return conn.execute(
-        f"SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-        f" AND tbl_name IN ({marks}) ORDER BY tbl_name, name", TABLES).fetchall()
+@contextmanager
+def workspace(keep: str | None) -> Iterator[str]:
+    """The folder the generated stores go to: ``keep`` (kept), else a temporary one."""
+    workdir = keep or tempfile.mkdtemp(prefix="switchboard-index-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        yield workdir
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def indexes(path: str) -> list[tuple[str, str]]:
+    """(table, index) of every index we made on the measured tables of the store at ``path``."""
+    conn = sqlite3.connect(path)
+    try:
+        marks = ",".join("?" * len(TABLES))
+        return conn.execute(
+            f"SELECT tbl_name, name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            f" AND tbl_name IN ({marks}) ORDER BY tbl_name, name", TABLES).fetchall()
+    finally:
+        conn.close()
 
 
 def add_deliveries(path: str) -> None:
@@ -367,15 +385,9 @@ async def write_case(reactor, source: str, workdir: str, index: str | None, firs
 
 
 async def write_bench(reactor, args) -> None:
-    workdir = args.keep or tempfile.mkdtemp(prefix="switchboard-index-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with workspace(args.keep) as workdir:
         source, _info = template(workdir, args.prefill)
-        conn = sqlite3.connect(source)
-        names = [name for _t, name, _s in indexes(conn)]
-        conn.close()
-        if args.only:
-            names = [n for n in names if n in args.only]
+        names = [name for _t, name in indexes(source) if not args.only or name in args.only]
         cases = [None] + names + [r for r in RESHAPES if not args.only or r in args.only]
         results: dict = {}
         for round_ in range(args.rounds):
@@ -406,27 +418,18 @@ async def write_bench(reactor, args) -> None:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({f"{k[0]}|{k[1]}": v for k, v in results.items()}, f)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- the commands -------------------------------------------------------------------------------
 
 
 def read_bench(args) -> None:
-    workdir = args.keep or tempfile.mkdtemp(prefix="switchboard-index-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with workspace(args.keep) as workdir:
         path, info = template(workdir, args.messages)
         if args.pruned:
             path = pruned_copy(path, args.pruned)
         stats = planner_stats(path)
-        conn = sqlite3.connect(path)
-        names = [name for _t, name, _s in indexes(conn)]
-        conn.close()
-        if args.only:
-            names = [n for n in names if n in args.only]
+        names = [name for _t, name in indexes(path) if not args.only or name in args.only]
         used = plans(path, info, args.messages)
         base = time_reads(path, info, args.messages, args.runs)
         scale = 1_000_000 / args.messages
@@ -452,29 +455,19 @@ def read_bench(args) -> None:
                     f"<= {bound:.0f}: {'met' if without_ms * scale <= bound else 'BROKEN'}")
                 print(f"| {index} | {label} | {with_ms:.2f} | {without_ms:.2f} | {without_ms * scale:.1f} |"
                       f" {verdict} |", flush=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def plans_command(args) -> None:
-    workdir = args.keep or tempfile.mkdtemp(prefix="switchboard-index-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with workspace(args.keep) as workdir:
         path, info = template(workdir, args.messages)
-        conn = sqlite3.connect(path)
-        everything = indexes(conn)
-        conn.close()
+        everything = indexes(path)
         used = plans(path, info, args.messages)
         print("| table | index | reads whose plan uses it |")
         print("|---|---|---|")
-        for table, name, _sql in everything:
+        for table, name in everything:
             print(f"| {table} | {name} | {'; '.join(used.get(name, [])) or '(none)'} |")
-        for name in sorted(set(used) - {n for _t, n, _s in everything}):
+        for name in sorted(set(used) - {n for _t, n in everything}):
             print(f"| | {name} | {'; '.join(used[name])} |")
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> int:
