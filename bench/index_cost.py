@@ -20,7 +20,7 @@ one added, so the queue, delivery and attempt indexes have a history to serve:
             built again), medians of ``--runs`` runs with other values.
 
     .venv/bin/python bench/index_cost.py plans
-    .venv/bin/python bench/index_cost.py write [--prefill 50000] [--messages 1500] [--rounds 5]
+    .venv/bin/python bench/index_cost.py write [--prefill 50000] [--messages 1000] [--rounds 5]
     .venv/bin/python bench/index_cost.py read [--messages 300000] [--runs 7]
 
 ``--keep DIR`` keeps the generated stores there (and reuses them). The figures and the decision
@@ -380,8 +380,8 @@ async def write_case(reactor, source: str, workdir: str, index: str | None, firs
     cpu += time.thread_time() - checkpoint0
     checkpoint.close()
     await store.close()
-    return {"cpu_us": cpu / total * 1e6, "user_us": user / total * 1e6, "pages": pages / total, "pages_per_commit": pages / max(1, commits),
-            "rate": total / elapsed}
+    return {"cpu_us": cpu / total * 1e6, "user_us": user / total * 1e6, "pages": pages / total,
+            "pages_per_commit": pages / max(1, commits), "rate": total / elapsed}
 
 
 async def write_bench(reactor, args) -> None:
@@ -414,7 +414,8 @@ async def write_bench(reactor, args) -> None:
                 saved_pages = statistics.median(b["pages"] - r["pages"] for b, r in zip(base, rows))
                 saved_user = statistics.median(b["user_us"] - r["user_us"] for b, r in zip(base, rows))
                 print(f"| {index or '(none: all indexes)'} | {concurrency} | {med('cpu_us'):.0f} | {saved_cpu:+.0f} |"
-                      f" {saved_user:+.0f} | {med('pages'):.2f} | {saved_pages:+.2f} | {med('pages_per_commit'):.2f} | {med('rate'):.0f} |")
+                      f" {saved_user:+.0f} | {med('pages'):.2f} | {saved_pages:+.2f} |"
+                      f" {med('pages_per_commit'):.2f} | {med('rate'):.0f} |")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({f"{k[0]}|{k[1]}": v for k, v in results.items()}, f)
@@ -477,7 +478,7 @@ def main() -> int:
     p.add_argument("--messages", type=int, default=20_000)
     w = sub.add_parser("write", help="each index's cost to the writer")
     w.add_argument("--prefill", type=int, default=50_000)
-    w.add_argument("--messages", type=int, default=1500, help="per case with 1 caller (twice that with more)")
+    w.add_argument("--messages", type=int, default=1000, help="per case with 1 caller (twice that with more)")
     w.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     w.add_argument("--rounds", type=int, default=5)
     w.add_argument("--json", metavar="FILE", help="also write every case's figures there")

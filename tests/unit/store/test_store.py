@@ -488,6 +488,7 @@ def _store_before_m008(backend, tmp_path):
 
     from engine.store.postgres import schema as pg_schema
 
+    pg.require()
     url = pg.create_database()
     with psycopg.connect(url, autocommit=True) as conn:
         pg_schema.migrate(conn, pg_schema.MIGRATIONS[:2])
