@@ -166,7 +166,15 @@ SELECT setval('message_id_blocks', (SELECT coalesce(max(id), 0) + 1 FROM message
 """
 ID_BLOCK = 64
 
-MIGRATIONS: list[str] = [_M001, _M002]
+# One index by control id for the control-id searches and the duplicate lookup (sqlite/schema.py
+# m008 says why): PostgreSQL 15 has no skip scan either, so control id goes first.
+_M003 = """
+DROP INDEX IF EXISTS idx_messages_control_id;
+DROP INDEX IF EXISTS idx_messages_dedupe;
+CREATE INDEX idx_messages_dedupe ON messages (control_id, channel, sha256, received_at);
+"""
+
+MIGRATIONS: list[str] = [_M001, _M002, _M003]
 SCHEMA_VERSION = len(MIGRATIONS)
 _LOCK = 0x5357_4254  # the advisory lock the migrations take ("SWBT")
 

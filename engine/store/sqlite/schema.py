@@ -22,8 +22,10 @@ Why these choices:
   queues at start touch the live queue, not the whole delivery history, and a delivery leaving
   the queue deletes one small entry), and the idempotency-key index holds only messages that
   came with a key. Every index insert costs a 4 KB WAL page per leaf it touches, so keys that
-  grow with time are cheap and random ones are not (m002). Fixed planner statistics (m005) keep
-  SQLite from walking a whole channel when a control id or metadata value would find the rows.
+  grow with time are cheap and random ones are not (m002); each index was measured against the
+  reads it serves (``bench/index_cost.py``), and two holding the same keys became one (m008).
+  Fixed planner statistics (m005) keep SQLite from walking a whole channel when a control id or
+  metadata value would find the rows.
 - A delivery whose content is exactly the channel's transform output (the usual case: no
   destination transform) stores ``body_is_transformed = 1`` and no copy of the body; readers take
   ``messages.transformed``. That copy would be a third of the §5 budget of 3 KB per message.
@@ -317,9 +319,8 @@ PLANNER_STATS = {
     ("messages", "idx_messages_channel_status"): "1000000 100000 20000 2",
     ("messages", "idx_messages_status"): "1000000 200000 2",
     ("messages", "idx_messages_type"): "1000000 50000 2",
-    ("messages", "idx_messages_control_id"): "1000000 2",
     ("messages", "idx_messages_received"): "1000000 2",
-    ("messages", "idx_messages_dedupe"): "1000000 100000 2 1 1",
+    ("messages", "idx_messages_dedupe"): "1000000 2 1 1 1",
     ("messages", "idx_messages_idempotency"): "10000 1000 1",
     ("metadata", "sqlite_autoindex_metadata_1"): "2000000 2 1",
     ("metadata", "idx_metadata_key_value"): "2000000 500000 3 1",
@@ -400,6 +401,32 @@ def _m007_original_bytes(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN original BLOB")
 
 
+def _m008_one_index_by_control_id(db: sqlite_utils.Database) -> None:
+    """One index, keyed control id first, for both the duplicate lookup and the control-id
+    searches, instead of ``idx_messages_control_id`` (control_id) beside ``idx_messages_dedupe``
+    (channel, control_id, sha256, received_at).
+
+    Every index costs each message's commit an insert, a leaf page in the WAL and its checkpoint
+    (bench/README.md, "Indexes, each against its cost"). Those two held the same keys in another
+    order: (control_id, channel, sha256, received_at) answers a search by control id alone (its
+    first column), by channel and control id, and the duplicate lookup (all four), each a seek.
+    Control id first keeps the insert where it was for ``idx_messages_control_id``: each sender's
+    ids mostly grow, so each appends in its own part of the index."""
+    db.execute("DROP INDEX IF EXISTS idx_messages_control_id")
+    db.execute("DROP INDEX IF EXISTS idx_messages_dedupe")
+    db.execute(
+        "CREATE INDEX idx_messages_dedupe ON messages (control_id, channel, sha256, received_at)"
+    )
+    db.conn.execute(
+        "DELETE FROM sqlite_stat1 WHERE idx IN ('idx_messages_control_id', 'idx_messages_dedupe')"
+    )
+    db.conn.execute(
+        "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('messages', 'idx_messages_dedupe', ?)",
+        (PLANNER_STATS[("messages", "idx_messages_dedupe")],),
+    )
+    db.execute("ANALYZE sqlite_schema")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial,
     _m002_dedupe_by_control_id,
@@ -408,6 +435,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m005_planner_stats,
     _m006_text_search_and_retention,
     _m007_original_bytes,
+    _m008_one_index_by_control_id,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -4,6 +4,7 @@ Reads and query plans: test_store_queries.py; held index writes: test_store_writ
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import sqlite3
@@ -15,6 +16,7 @@ from twisted.internet import defer
 from engine.store.sqlite import schema as store_schema
 from engine.store import Store, StoreError, derive_status
 from engine.store.sqlite.schema import SCHEMA_VERSION, connect_writer, migrate, to_iso
+from support import pg
 from support.store import ISO_MS, count_rows, hl7, pause_writer, put, settle
 
 
@@ -439,7 +441,7 @@ async def test_a_version_1_store_is_upgraded_when_opened(tmp_path):
         columns = [r[2] for r in conn.execute("PRAGMA index_info(idx_messages_dedupe)")]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         conn.close()
-        assert columns == ["channel", "control_id", "sha256", "received_at"]
+        assert columns == ["control_id", "channel", "sha256", "received_at"]  # m002, then m008
         assert version == SCHEMA_VERSION
         assert len(store.search()) == 1
         assert len(store.search(text="MSH")) == 1  # messages stored before m006 are indexed by it
@@ -466,6 +468,87 @@ async def test_a_version_6_store_gains_the_original_column_without_touching_its_
         assert store.get_message(old["id"])["original_bytes"] is None and store.get_message(old["id"])["raw"] == "MSH|"
     finally:
         await store.close()
+
+
+def _store_before_m008(backend, tmp_path):
+    """A store of either backend migrated up to the step before the one index by control id,
+    with one message in it; its location."""
+    row = ("ehr", "2026-01-01T00:00:00.000Z", "SENT", "ADT^A08", "C1", hashlib.sha256(hl7("C1").encode()).hexdigest(),
+           hl7("C1"))
+    insert = ("INSERT INTO messages (id, channel, received_at, status, type, control_id, sha256, raw)"
+              " VALUES (1, {0}, {0}, {0}, {0}, {0}, {0}, {0})")
+    if backend == "sqlite":
+        path = tmp_path / "v7.db"
+        conn = connect_writer(str(path))
+        migrate(conn, store_schema.MIGRATIONS[:7])
+        conn.execute(insert.format("?"), row)
+        conn.close()
+        return path
+    import psycopg
+
+    from engine.store.postgres import schema as pg_schema
+
+    pg.require()
+    url = pg.create_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        pg_schema.migrate(conn, pg_schema.MIGRATIONS[:2])
+        conn.execute(insert.format("%s"), row)
+    return url
+
+
+def _message_indexes(backend, location) -> dict[str, list[str]]:
+    """{index name: its columns} of the messages table, read past the store."""
+    if backend == "sqlite":
+        conn = sqlite3.connect(location)
+        try:
+            names = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' AND sql IS NOT NULL")]
+            return {n: [r[2] for r in conn.execute(f"PRAGMA index_info({n})")] for n in names}
+        finally:
+            conn.close()
+    rows = pg.sql(location, "SELECT i.relname, a.attname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+                            " JOIN pg_class t ON t.oid = x.indrelid JOIN LATERAL unnest(x.indkey)"
+                            " WITH ORDINALITY AS k(attnum, n) ON true JOIN pg_attribute a"
+                            " ON a.attrelid = t.oid AND a.attnum = k.attnum"
+                            " WHERE t.relname = 'messages' AND NOT x.indisprimary ORDER BY i.relname, k.n")
+    found: dict[str, list[str]] = {}
+    for name, column in rows:
+        found.setdefault(name, []).append(column)
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_from_before_m008_gets_one_index_by_control_id(backend, tmp_path):
+    """The upgrade at start replaces the control-id index and the duplicate index by one
+    (control_id, channel, sha256, received_at) index, and what both served still works: the
+    duplicate lookup, a search by control id, and one by channel and control id."""
+    location = _store_before_m008(backend, tmp_path)
+    try:
+        before = _message_indexes(backend, location)
+        assert before["idx_messages_control_id"] == ["control_id"]
+        store = pg.open_store_at(location)
+        try:
+            indexes = _message_indexes(backend, location)
+            assert "idx_messages_control_id" not in indexes
+            assert indexes["idx_messages_dedupe"] == ["control_id", "channel", "sha256", "received_at"]
+            assert len(indexes) == len(before) - 1
+            again = await store.put_processed("ehr", hl7("C1"), message_id=store.reserve_id(), status="RECEIVED",
+                                              control_id="C1", dedupe_seconds=400 * 86400)
+            assert again[:2] == (1, True)
+            assert [m["id"] for m in store.search(control_id="C1")] == [1]
+            assert [m["id"] for m in store.search(channel="ehr", control_id="C1")] == [1]
+            assert store.search(channel="lab", control_id="C1") == []
+        finally:
+            await store.close()
+        if backend == "sqlite":
+            conn = sqlite3.connect(location)
+            stats = dict(conn.execute("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'messages'").fetchall())
+            conn.close()
+            assert "idx_messages_control_id" not in stats
+            assert stats["idx_messages_dedupe"] == store_schema.PLANNER_STATS[("messages", "idx_messages_dedupe")]
+    finally:
+        if backend != "sqlite":
+            pg.drop_database(location)
 
 
 # --- size and time ----------------------------------------------------------------------------

@@ -130,7 +130,7 @@ async def test_every_search_uses_an_index(store, clock, filters):
     "filters, driver",
     [
         ({"channel": "ehr", "control_id": "C1"}, "idx_messages_dedupe"),
-        ({"control_id": "C1"}, "idx_messages_control_id"),
+        ({"control_id": "C1"}, "idx_messages_dedupe"),  # control id first (m008)
         ({"channel": "ehr", "meta": {"mrn": "M1"}}, "idx_metadata_key_value"),
     ],
 )
