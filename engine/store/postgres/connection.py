@@ -40,6 +40,10 @@ from psycopg import pq
 
 from engine.store.sqlite.schema import StoreError
 
+# The writer's savepoints: "op" around one write, "run" around a run of writes done together.
+_SAVEPOINT = frozenset({"SAVEPOINT op", "SAVEPOINT run"})
+_RELEASE = frozenset({"RELEASE op", "RELEASE run"})
+_ROLLBACK_TO = frozenset({"ROLLBACK TO op", "ROLLBACK TO run"})
 ID_TABLES = frozenset({"messages", "deliveries", "attempts", "events", "audit", "source_files"})
 _INSERT = re.compile(r"\s*INSERT\s+INTO\s+(\w+)\s*(\(\s*id\s*,)?", re.IGNORECASE)
 _SKIP = object()
@@ -191,23 +195,23 @@ class PgConnection:
 
     def execute(self, sql: str, params=()) -> Result:
         if self.raw.closed or self.raw.broken:
-            if sql in ("ROLLBACK", "COMMIT", "RELEASE op", "ROLLBACK TO op"):
+            if sql in ("ROLLBACK", "COMMIT") or sql in _RELEASE or sql in _ROLLBACK_TO:
                 raise psycopg.OperationalError("the connection to the store was lost")
             # the next transaction starts on a fresh connection (psycopg's error if it cannot)
             self._pipe = None
             self.raw = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-        if sql == "SAVEPOINT op":
+        if sql in _SAVEPOINT:
             self._end_pipeline(quiet=True)
             self._pipe = self.raw.pipeline()
             self._pipe.__enter__()
             self.raw.execute(sql)
             return Result([])
         if self._pipe is not None:
-            if sql == "RELEASE op":
+            if sql in _RELEASE:
                 self.raw.execute(sql)
                 self._end_pipeline()   # the write's first error, if any, raises here: in the write
                 return Result([])
-            if sql in ("ROLLBACK TO op", "ROLLBACK", "COMMIT"):
+            if sql in ("ROLLBACK", "COMMIT") or sql in _ROLLBACK_TO:
                 self._end_pipeline(quiet=True)
             else:
                 return _run(self.raw, sql, params, lazy=True)
