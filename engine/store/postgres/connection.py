@@ -23,6 +23,9 @@ a result the write reads (a duplicate lookup) or the end of the write waits for 
 syncs, so a failing statement fails its own write, never the next one. A write of one message
 then waits for the server twice (its duplicate lookup, its end) instead of once per statement
 (measured: 3-15 % more writes per second on this shared machine, bench/README.md "PostgreSQL").
+A run of ingest writes done together (``SAVEPOINT run`` ... ``RELEASE run``, ``sqlite/put_many.py``)
+rides one pipeline the same way: it waits for the server once for all its duplicate lookups, once
+for its delivery ids when it has deliveries, and once at its end.
 An ``INSERT`` that names its ``id`` (a message's, reserved beforehand) needs no ``RETURNING``. It also reconnects after the server or an administrator
 dropped it (the next batch then starts on a fresh connection; the batch that was
 cut fails with StoreError and its senders get AE). ``PooledReader`` serves the read side from a

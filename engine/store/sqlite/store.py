@@ -15,7 +15,9 @@ Why the writes look as they do: a commit costs what it writes to the WAL, one pa
 it touches. Time-ordered keys share leaves and random ones do not, so duplicates are looked up by
 (channel, control id, sha256), control ids mostly growing, never by a sha256-first index; and a
 message and its processing outcome are stored by one INSERT (``put_processed``), so the status
-indexes see no INSERT-then-UPDATE churn and the ACK waits for one commit. Writes use the sqlite3
+indexes see no INSERT-then-UPDATE churn and the ACK waits for one commit. When a group commit holds
+several ``put_processed`` writes in a row, the writer does them together (``put_many.py``: one
+duplicate lookup per kind, one statement per table) with the same result for each. Writes use the sqlite3
 connection directly, not sqlite-utils' ``Table.insert``, which introspects the table on every call
 and commits on its own (``with conn:``), which would break the group commit; sqlite-utils only
 builds the schema. SQLite's own auto-checkpoint (inside a COMMIT) is kept: a background

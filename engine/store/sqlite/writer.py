@@ -5,7 +5,12 @@ Why one writer (DESIGN §2): SQLite takes one writer at a time, and a commit cos
 Every write is a callable queued to a single thread that owns the read-write connection. The
 thread blocks on its queue, then takes *everything* that accumulated meanwhile and runs it in
 one ``BEGIN IMMEDIATE ... COMMIT``, each write in its own SAVEPOINT so one failing write is
-rolled back alone. Only after COMMIT returns are the writes' Deferreds fired, all of them in one
+rolled back alone. A run of consecutive writes of one kind whose method is marked ``batched_by``
+(the ingest write, ``put_processed``) is instead done by that kind's batch method in one call
+and one SAVEPOINT: its lookups in one query, its rows in one statement per table, which on
+PostgreSQL saves a server round trip per statement. If the batch method raises, the run is rolled
+back to its savepoint and done again one write per savepoint, so a bad write still fails alone.
+Only after COMMIT returns are the writes' Deferreds fired, all of them in one
 ``reactor.callFromThread``: "ACKed means stored". No timer: while one commit fsyncs, the next
 batch forms by itself, so a lone caller pays one fsync per write and many callers share them
 ("flush on the next tick, not on a timer").
