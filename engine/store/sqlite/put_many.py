@@ -77,7 +77,7 @@ def delivery_row(message_id, channel, destination, status, body, error, transfor
 def put_many(conn, writes: list, stamp: Callable[[], float], stage: Callable[[str, tuple], None],
              now: str) -> list[tuple]:
     """Store a run of ``put_processed`` writes, each given as the argument tuple the one-at-a-time
-    write takes ``(put_args, status, transformed, error, rows[, original])``; returns one result
+    write takes ``(put_args, status, transformed, error, rows, original)``; returns one result
     per write, in order: ``(id, False, status, {destination: delivery id})``, or for a duplicate
     ``(earlier id, True, None, {})``. ``stamp()`` gives the next message's receive time (epoch
     seconds), ``stage`` holds its full-text row, ``now`` stamps the delivery rows."""
@@ -130,9 +130,13 @@ def put_many(conn, writes: list, stamp: Callable[[], float], stage: Callable[[st
 def _lookups(conn, run: list) -> tuple[dict[int, int], dict[int, int]]:
     """Both kinds of duplicate lookup for the whole run, sent before either is read:
     ``({n: id} by idempotency key, {n: id} by bytes within the window)``."""
-    by_key = [(n, put_args[0], put_args[8]) for n, (put_args, *_rest) in enumerate(run) if put_args[8] is not None]
-    by_bytes = [(n, put_args[0], put_args[3], digest, iso_utc(received - put_args[7]))
-                for n, (put_args, _s, _t, _e, _r, _o, digest, received) in enumerate(run) if put_args[7] > 0]
+    by_key, by_bytes = [], []
+    for n, (put_args, _status, _transformed, _error, _rows, _original, digest, received) in enumerate(run):
+        channel, _raw, _type, control_id, _sender, _inbound, _meta, dedupe_seconds, key, _id = put_args
+        if key is not None:
+            by_key.append((n, channel, key))
+        if dedupe_seconds > 0:
+            by_bytes.append((n, channel, control_id, digest, iso_utc(received - dedupe_seconds)))
     pending = [_send(conn, template, wanted) if wanted else None
                for template, wanted in ((IDEMPOTENCY_MANY_SQL, by_key), (DEDUPE_MANY_SQL, by_bytes))]
     return tuple({n: found for n, found in cursor.fetchall() if found is not None} if cursor is not None else {}
