@@ -207,7 +207,7 @@ class PgStore(Store):
     def stage(self, sql: str, params: tuple) -> None:
         if sql == FTS_INSERT_SQL:
             message_id, raw = params
-            sql, params = pg_text.TEXT_INSERT_SQL, (message_id, pg_text.words_param(raw))
+            sql, params = pg_text.TEXT_INSERT_SQL, (message_id, pg_text.words(raw))
         super().stage(sql, params)
 
     def _staged_ran(self, conn, staged) -> None:

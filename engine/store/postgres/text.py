@@ -28,10 +28,7 @@ from engine.store.sqlite.text import MAX_WORDS, WATERMARK_SQL  # noqa: F401 - sh
 from engine.store.sqlite import text as sqlite_text
 from engine.store.sqlite.text import _WORD
 
-# The words go to the server as one space-separated string (a word holds no space), not as a
-# text[]: psycopg builds an array parameter in Python, ~150 µs of the writer's CPU for a message of
-# ~90 words against ~20 µs for the string (bench/README.md, "Batch-wide writes").
-TEXT_INSERT_SQL = "INSERT INTO message_text (id, words) VALUES (?, array_to_tsvector(string_to_array(?, ' ')))"
+TEXT_INSERT_SQL = "INSERT INTO message_text (id, words) VALUES (?, array_to_tsvector(?::text[]))"
 TEXT_DELETE_SQL = "DELETE FROM message_text WHERE id = ?"
 MATCH_EXISTS = "EXISTS (SELECT 1 FROM message_text t WHERE t.id = m.id AND t.words @@ ?::tsquery)"
 MATCH_FROM = "message_text f JOIN messages m ON m.id = f.id"
@@ -58,11 +55,6 @@ def words(raw: str | None) -> list[str]:
     return [w for w in found if len(w.encode("utf-8")) <= _LONGEST]
 
 
-def words_param(raw: str | None) -> str:
-    """A message's words as ``TEXT_INSERT_SQL`` takes them."""
-    return " ".join(words(raw))
-
-
 def match_expression(text: str) -> str:
     """The ``tsquery`` for a user's words: ``'doe' & 'jane':*``. ValueError as in SQLite."""
     terms = [w.lower() for w in _WORD.findall(str(text))]
@@ -86,7 +78,7 @@ def match_expression(text: str) -> str:
 def catch_up(conn) -> int:
     """``sqlite/text.py``'s catch-up (the same high-water mark), into ``message_text``."""
     return sqlite_text.catch_up(conn, TEXT_INSERT_SQL + " ON CONFLICT (id) DO NOTHING",
-                                lambda rows: [(message_id, words_param(raw)) for message_id, raw in rows])
+                                lambda rows: [(message_id, words(raw)) for message_id, raw in rows])
 
 
 def _count_matches(conn, text: str, cap: int) -> int:
