@@ -7,7 +7,11 @@ one connection, in four ways that take turns (medians over ``--rounds``):
 - ``batch-pipeline``: one pipeline over the whole batch, waiting only for each duplicate lookup
   (not safe as it stands: a failed write's error would surface in the next write);
 - ``batched-lookup``: the batch's duplicate lookups in one query, then its inserts pipelined with
-  one wait (what a batch-wide write path could do; the shared write path is one write at a time).
+  one wait, each in its own savepoint;
+- ``run-executemany`` and ``run-multirow``: the store's batch-wide write as it is built
+  (``engine/store/sqlite/put_many.py`` through ``PgConnection``: one ``SAVEPOINT run``, the
+  batch's lookups in one query, one wait), its message rows by ``executemany`` in the pipeline
+  (what the store does) or by one multi-row INSERT.
 
     .venv/bin/python bench/pg_statements.py --store-url postgresql://127.0.0.1:5432/
 """
@@ -27,13 +31,14 @@ from pgdb import fresh_database  # noqa: E402
 
 from engine.store.postgres.connection import PgConnection, _run  # noqa: E402
 from engine.store.postgres.schema import migrate  # noqa: E402
+from engine.store.sqlite.put_many import DEDUPE_MANY_SQL  # noqa: E402
 from engine.store.sqlite.schema import DEDUPE_SQL  # noqa: E402
 
 INSERT = ("INSERT INTO messages (id, channel, received_at, status, sha256, raw)"
           " VALUES (?, 'ch', '2026', 'RECEIVED', 'x', ?)")
 LOOKUP_MANY = ("SELECT control_id, id FROM messages WHERE channel = %s AND control_id = ANY(%s)"
                " AND sha256 = %s AND received_at >= %s")
-MODES = ("plain", "pipelined", "batch-pipeline", "batched-lookup")
+MODES = ("plain", "pipelined", "batch-pipeline", "batched-lookup", "run-executemany", "run-multirow")
 
 
 def batch(conn: PgConnection, mode: str, ids: list[int], raw: str) -> None:
@@ -58,6 +63,17 @@ def batch(conn: PgConnection, mode: str, ids: list[int], raw: str) -> None:
                 _run(conn.raw, DEDUPE_SQL, ("ch", f"C{n}", "x", "2020"), lazy=True).fetchone()
                 _run(conn.raw, INSERT, (n, raw), lazy=True)
                 conn.raw.execute("RELEASE op")
+    elif mode.startswith("run-"):
+        conn.execute("SAVEPOINT run")
+        rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(ids))
+        conn.execute(DEDUPE_MANY_SQL.format(rows=rows),
+                     [v for n in ids for v in (n, "ch", f"C{n}", "x", "2020")]).fetchall()
+        if mode == "run-executemany":
+            conn.executemany(INSERT, [(n, raw) for n in ids])
+        else:
+            values = ", ".join(["(?, 'ch', '2026', 'RECEIVED', 'x', ?)"] * len(ids))
+            conn.execute(INSERT.split(" VALUES ")[0] + " VALUES " + values, [v for n in ids for v in (n, raw)])
+        conn.execute("RELEASE run")
     else:
         conn.raw.execute(LOOKUP_MANY, ("ch", [f"C{n}" for n in ids], "x", "2020")).fetchall()
         with conn.raw.pipeline():

@@ -9,6 +9,7 @@ message once the index outgrows a batch), and the bytes stored per message for a
 (received, transformed, one destination queued then sent).
 
     .venv/bin/python bench/store_bench.py [--messages 40000] [--concurrency 1 64]
+    .venv/bin/python bench/store_bench.py --delivery-ids   # how the batch-wide write learns delivery ids
 """
 
 from __future__ import annotations
@@ -148,12 +149,61 @@ async def main(reactor, args) -> None:
               f"{len(transformed_for(0))} B, 1 destination sent, 2 metadata fields)")
 
 
+def delivery_ids(rounds: int) -> None:
+    """``--delivery-ids``: SQLite's three ways to insert a batch's delivery rows and learn their ids
+    (the batch-wide ingest write, ``engine/store/sqlite/put_many.py``), CPU per row (process time,
+    best of ``rounds``), each batch rolled back so every way sees the same table: one INSERT per
+    row and its ``lastrowid`` (the one-write-at-a-time path); one multi-row INSERT ... RETURNING;
+    ``executemany`` and one SELECT of the rows back by message id range."""
+    from engine.store.sqlite import put_many
+    from engine.store.sqlite.schema import connect_writer, migrate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = connect_writer(os.path.join(tmp, "ids.db"))
+        migrate(conn)
+        conn.executemany(put_many.MESSAGE_INSERT_SQL, [put_many.message_row(
+            n, "ch", "2026", "QUEUED", "", f"C{n}", "", "hl7", None, "x", "raw", "T", None, None) for n in range(1, 9)])
+
+        def lastrowid(rows):
+            return {(r[0], r[2]): conn.execute(put_many.DELIVERY_INSERT_SQL, r).lastrowid for r in rows}
+
+        def returning(rows):
+            return put_many.insert_deliveries(conn, rows)
+
+        def read_back(rows):
+            conn.executemany(put_many.DELIVERY_INSERT_SQL, rows)
+            wanted = {r[0] for r in rows}
+            return {(m, d): i for i, m, d in conn.execute(
+                "SELECT id, message_id, destination FROM deliveries WHERE message_id BETWEEN ? AND ?",
+                (min(wanted), max(wanted))) if m in wanted}
+
+        for per_message in (1, 3):
+            rows = [put_many.delivery_row(n, "ch", f"dest{k}", "QUEUED", "T", None, "T", "2026")
+                    for n in range(1, 9) for k in range(per_message)]
+            for name, way in (("lastrowid", lastrowid), ("returning", returning), ("read-back", read_back)):
+                best = float("inf")
+                for _ in range(rounds):
+                    began = time.process_time()
+                    for _ in range(200):
+                        conn.execute("BEGIN")
+                        assert len(way(rows)) == len(rows)
+                        conn.execute("ROLLBACK")
+                    best = min(best, time.process_time() - began)
+                print(f"delivery ids  {per_message} per message, batches of 8 messages: {name:10} "
+                      f"{best / 200 / len(rows) * 1e6:5.1f} us per row (BEGIN/ROLLBACK included)")
+        conn.close()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--delivery-ids", action="store_true", help="only the delivery-id comparison (SQLite)")
     parser.add_argument("--messages", type=int, default=40000)
     parser.add_argument("--size-messages", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--store-url", metavar="URL", help="PostgreSQL server: a fresh database per run")
     parser.add_argument("--no-size", action="store_true", help="skip the stored-size measure")
     args = parser.parse_args()
+    if args.delivery_ids:
+        delivery_ids(rounds=7)
+        sys.exit(0)
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))

@@ -23,6 +23,9 @@ a result the write reads (a duplicate lookup) or the end of the write waits for 
 syncs, so a failing statement fails its own write, never the next one. A write of one message
 then waits for the server twice (its duplicate lookup, its end) instead of once per statement
 (measured: 3-15 % more writes per second on this shared machine, bench/README.md "PostgreSQL").
+A run of ingest writes done together (``SAVEPOINT run`` ... ``RELEASE run``, ``sqlite/put_many.py``)
+rides one pipeline the same way: it waits for the server once for all its duplicate lookups, once
+for its delivery ids when it has deliveries, and once at its end.
 An ``INSERT`` that names its ``id`` (a message's, reserved beforehand) needs no ``RETURNING``. It also reconnects after the server or an administrator
 dropped it (the next batch then starts on a fresh connection; the batch that was
 cut fails with StoreError and its senders get AE). ``PooledReader`` serves the read side from a
@@ -40,6 +43,10 @@ from psycopg import pq
 
 from engine.store.sqlite.schema import StoreError
 
+# The writer's savepoints: "op" around one write, "run" around a run of writes done together.
+_SAVEPOINT = frozenset({"SAVEPOINT op", "SAVEPOINT run"})
+_RELEASE = frozenset({"RELEASE op", "RELEASE run"})
+_ROLLBACK_TO = frozenset({"ROLLBACK TO op", "ROLLBACK TO run"})
 ID_TABLES = frozenset({"messages", "deliveries", "attempts", "events", "audit", "source_files"})
 _INSERT = re.compile(r"\s*INSERT\s+INTO\s+(\w+)\s*(\(\s*id\s*,)?", re.IGNORECASE)
 _SKIP = object()
@@ -191,23 +198,23 @@ class PgConnection:
 
     def execute(self, sql: str, params=()) -> Result:
         if self.raw.closed or self.raw.broken:
-            if sql in ("ROLLBACK", "COMMIT", "RELEASE op", "ROLLBACK TO op"):
+            if sql in ("ROLLBACK", "COMMIT") or sql in _RELEASE or sql in _ROLLBACK_TO:
                 raise psycopg.OperationalError("the connection to the store was lost")
             # the next transaction starts on a fresh connection (psycopg's error if it cannot)
             self._pipe = None
             self.raw = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-        if sql == "SAVEPOINT op":
+        if sql in _SAVEPOINT:
             self._end_pipeline(quiet=True)
             self._pipe = self.raw.pipeline()
             self._pipe.__enter__()
             self.raw.execute(sql)
             return Result([])
         if self._pipe is not None:
-            if sql == "RELEASE op":
+            if sql in _RELEASE:
                 self.raw.execute(sql)
                 self._end_pipeline()   # the write's first error, if any, raises here: in the write
                 return Result([])
-            if sql in ("ROLLBACK TO op", "ROLLBACK", "COMMIT"):
+            if sql in ("ROLLBACK", "COMMIT") or sql in _ROLLBACK_TO:
                 self._end_pipeline(quiet=True)
             else:
                 return _run(self.raw, sql, params, lazy=True)

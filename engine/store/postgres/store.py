@@ -2,13 +2,13 @@
 
 ``PgStore`` is the SQLite ``Store`` with its connections swapped: every write still goes through
 the one writer thread and its group commit (``sqlite/writer.py``: everything pending in one
-``BEGIN ... COMMIT``, each write in a SAVEPOINT, the Deferreds fired only after COMMIT returns,
-so an ACK still means committed), now on one PostgreSQL connection; reads go to a
-``psycopg_pool`` pool. The SQL of every concern is the shared modules' (``sqlite/queries.py``,
-``replay.py``, ``audit.py``, ``report.py`` and the write methods of ``sqlite/store.py``), run
-through ``connection.py``'s translation; what differs on PostgreSQL lives beside this module:
-the schema (``schema.py``), the full-text index (``text.py``) and how pruning clears content
-(``retention.py``).
+``BEGIN ... COMMIT``, each write (or run of ingest writes) in a SAVEPOINT, the Deferreds fired
+only after COMMIT returns, so an ACK still means committed), now on one PostgreSQL connection;
+reads go to a ``psycopg_pool`` pool. The SQL of every concern is the shared modules'
+(``sqlite/queries.py``, ``replay.py``, ``audit.py``, ``report.py``, ``put_many.py`` and the write
+methods of ``sqlite/store.py``), run through ``connection.py``'s translation; what differs on
+PostgreSQL lives beside this module: the schema (``schema.py``), the full-text index (``text.py``)
+and how pruning clears content (``retention.py``).
 
 Durability is the server's: the store relies on ``synchronous_commit = on`` and ``fsync = on``
 (the defaults); docs/two-nodes.md lists the settings.

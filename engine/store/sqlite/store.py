@@ -15,7 +15,9 @@ Why the writes look as they do: a commit costs what it writes to the WAL, one pa
 it touches. Time-ordered keys share leaves and random ones do not, so duplicates are looked up by
 (channel, control id, sha256), control ids mostly growing, never by a sha256-first index; and a
 message and its processing outcome are stored by one INSERT (``put_processed``), so the status
-indexes see no INSERT-then-UPDATE churn and the ACK waits for one commit. Writes use the sqlite3
+indexes see no INSERT-then-UPDATE churn and the ACK waits for one commit. When a group commit holds
+several ``put_processed`` writes in a row, the writer does them together (``put_many.py``: one
+duplicate lookup per kind, one statement per table) with the same result for each. Writes use the sqlite3
 connection directly, not sqlite-utils' ``Table.insert``, which introspects the table on every call
 and commits on its own (``with conn:``), which would break the group commit; sqlite-utils only
 builds the schema. SQLite's own auto-checkpoint (inside a COMMIT) is kept: a background
@@ -30,7 +32,6 @@ Measured figures behind these choices: bench/README.md, "Store".
 from __future__ import annotations
 
 import functools
-import hashlib
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ from typing import Callable, Iterable
 from twisted.internet import defer
 
 from engine.store.sqlite import audit as audit_sql
+from engine.store.sqlite import put_many
 from engine.store.sqlite import queries as q
 from engine.store.sqlite import replay as replay_sql
 from engine.store.sqlite import report as report_sql
@@ -61,7 +63,7 @@ from engine.store.sqlite.schema import (
     normalize_status,
     to_iso,
 )
-from engine.store.sqlite.writer import GroupCommitWriter
+from engine.store.sqlite.writer import GroupCommitWriter, batched_by
 
 __all__ = ["Store", "StoreError", "ChainCheck", "derive_status", "MESSAGE_STATUSES", "DELIVERY_STATUSES"]
 
@@ -179,32 +181,39 @@ class Store(GroupCommitWriter):
                     idempotency_key, message_id)
         return self._write(self._put_processed, put_args, normalize_status(status), transformed, error, rows, original)
 
+    @batched_by("_put_processed_many")
     def _put_processed(self, conn, put_args, status, transformed, error, rows, original=None):
         """One INSERT with the final status (no INSERT-then-UPDATE churn on the status indexes),
-        then one INSERT per delivery whose ids come back from ``lastrowid`` (no read-back)."""
+        then one INSERT per delivery whose ids come back from ``lastrowid`` (no read-back).
+        A run of these in one group commit is done by ``_put_processed_many`` instead."""
         message_id, duplicate = self._insert_message(conn, *put_args, status, transformed, error, original)
         if duplicate:
             return message_id, True, None, {}
         now, channel = self._now(), put_args[0]
         ids = {}
         for dest, dstatus, body, derr in rows:
-            shared = body is not None and body == transformed
             ids[dest] = conn.execute(
-                "INSERT INTO deliveries (message_id, channel, destination, status, error,"
-                " body_is_transformed, body, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (message_id, channel, dest, dstatus, derr, int(shared), None if shared else body, now),
+                put_many.DELIVERY_INSERT_SQL,
+                put_many.delivery_row(message_id, channel, dest, dstatus, body, derr, transformed, now),
             ).lastrowid
         return message_id, False, status, ids
 
+    def _put_processed_many(self, conn, writes):
+        """The writer's batch method for a run of ``_put_processed`` writes (``put_many.py``):
+        the run's duplicate lookups in one query per kind, its rows in one statement per table."""
+        return put_many.put_many(conn, writes, self._stamp, self.stage, self._now())
+
+    def _stamp(self) -> float:
+        """The next message's ``received_at``: it never goes back in id order, even if the wall
+        clock steps back, since a text search turns its time window into an id range on that
+        promise (queries.py)."""
+        self._last_received = max(self._clock(), self._last_received)
+        return self._last_received
+
     def _insert_message(self, conn, channel, raw, type_, control_id, sender, inbound, meta_rows,
                         dedupe_seconds, idempotency_key, message_id, status, transformed, error, original):
-        try:
-            digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
-        except UnicodeEncodeError:
-            raise StoreError("message text is not valid Unicode; not stored") from None
-        # received_at never goes back in id order, even if the wall clock steps back: a text
-        # search turns its time window into an id range on that promise (queries.py).
-        now = self._last_received = max(self._clock(), self._last_received)
+        digest = put_many.digest_of(raw)
+        now = self._stamp()
         if idempotency_key is not None:
             row = conn.execute(IDEMPOTENCY_SQL, (channel, idempotency_key)).fetchone()
             if row:
@@ -215,19 +224,11 @@ class Store(GroupCommitWriter):
             ).fetchone()
             if row:
                 return row[0], True
-        message_id = conn.execute(
-            "INSERT INTO messages (id, channel, received_at, status, type, control_id, sender,"
-            " inbound, idempotency_key, sha256, raw, transformed, error, processed_at, original)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (message_id, channel, iso_utc(now), status, type_, control_id, sender, inbound,
-             idempotency_key, digest, raw, transformed, error, None if status == "RECEIVED" else iso_utc(now),
-             original),
-        ).lastrowid
+        conn.execute(put_many.MESSAGE_INSERT_SQL,
+                     put_many.message_row(message_id, channel, iso_utc(now), status, type_, control_id, sender,
+                                          inbound, idempotency_key, digest, raw, transformed, error, original))
         if meta_rows:
-            conn.executemany(
-                "INSERT INTO metadata (message_id, key, value) VALUES (?, ?, ?)",
-                [(message_id, k, v) for k, v in meta_rows],
-            )
+            conn.executemany(put_many.METADATA_INSERT_SQL, [(message_id, k, v) for k, v in meta_rows])
         self.stage(FTS_INSERT_SQL, (message_id, raw))  # indexed in the same commit, once per batch
         return message_id, False
 
