@@ -13,7 +13,7 @@ from engine.connectors.send_at_once import SendAtOnceClient, SendAtOnceServer, s
 from engine.connectors.tls import client_endpoint
 
 CHUNK = 64 * 1024
-CHUNKS = 160  # 10 MB: far more than the socket buffers hold, so most of it is queued
+CHUNKS = 160  # 10 MB: far more than the socket buffers hold, so most of it is queued in Twisted
 
 
 class Writer(protocol.Protocol):
@@ -24,12 +24,15 @@ class Writer(protocol.Protocol):
         self.factory.left_at_once.callback(not self.transport._tempDataBuffer and not self.transport.dataBuffer)
         for index in range(CHUNKS):
             self.transport.write(bytes([index % 251]) * CHUNK)
+        self.factory.queued.callback(bool(self.transport._tempDataBuffer or self.transport.dataBuffer))
         self.transport.loseConnection()
 
 
 def read_all(port: int) -> bytes:
-    with socket.create_connection(("127.0.0.1", port)) as client:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect: the window is set then
+        client.settimeout(30)  # a stall fails the test instead of hanging it
+        client.connect(("127.0.0.1", port))
         chunks = []
         while True:
             chunk = client.recv(65536)
@@ -41,13 +44,14 @@ def read_all(port: int) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_a_listener_sends_at_once_and_queues_what_the_kernel_does_not_take_in_order():
     factory = protocol.Factory.forProtocol(Writer)
-    factory.left_at_once = defer.Deferred()
+    factory.left_at_once, factory.queued = defer.Deferred(), defer.Deferred()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     send_at_once(port)
     try:
         assert port.transport is SendAtOnceServer
         received = await threads.deferToThread(read_all, port.getHost().port)
         assert await factory.left_at_once is True   # "hello" left in the turn that wrote it
+        assert await factory.queued is True         # what the kernel did not take waited in Twisted
         expected = b"hello" + b"".join(bytes([index % 251]) * CHUNK for index in range(CHUNKS))
         assert len(received) == len(expected) and received == expected
     finally:
