@@ -18,7 +18,8 @@ drives it with the same load client (``bench/load_client.py``) and prints one li
 - ``ingest-workers`` (needs ``--store-url``): MLLP -> store -> AA with ``[engine] workers = N``
   for each N of ``--workers`` (default 1,2) at each count of ``--connections`` (default 8,64),
   taking turns within each run (N = 1, N = 2, N = 1, ...) so the machine's noise hits both alike;
-  ``cpu_us`` is the CPU per message of the supervisor and every worker, summed from /proc.
+  ``cpu_us`` is the CPU per message of the supervisor and every worker, summed from /proc, and
+  ``pg_cpu_us`` that of the PostgreSQL server's processes over the same run.
 """
 
 from __future__ import annotations
@@ -251,6 +252,21 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
+def postgres_cpu() -> float:
+    """CPU seconds (user + system) of every PostgreSQL server process on this machine, from /proc:
+    the store's side of the work, which a SQLite daemon does in its own writer thread."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.endswith("(postgres"):
+            fields = tail.split()
+            total += (int(fields[11]) + int(fields[12])) / harness.TICK
+    return total
+
+
 def ingest_workers(tmpdir: Path, messages: int = 10000) -> dict:
     """One run: for each connection count, each worker count in turn on a fresh database."""
     if not harness.STORE_SERVER:
@@ -266,17 +282,22 @@ def ingest_workers(tmpdir: Path, messages: int = 10000) -> dict:
                                             store=harness.store_table(harness.STORE_SERVER), workers=workers,
                                             extra='[cluster]\nnode = "bench"\n', name=f"w{workers}-c{connections}")
             try:
-                before = process_tree_cpu(server.proc.pid)
+                harness.run_client(port, connections, 300 * workers, 1, 10)  # warm-up: every worker's imports, caches
+                before, store_before = process_tree_cpu(server.proc.pid), postgres_cpu()
                 run = harness.run_client(port, connections, messages, 1, 60)
-                spent = process_tree_cpu(server.proc.pid) - before
+                spent, store_spent = process_tree_cpu(server.proc.pid) - before, postgres_cpu() - store_before
             finally:
                 server.stop()
             key = f"c{connections}_w{workers}"
+            done = max(run["ok"], 1)
             result[f"{key}_msg_per_s"] = run["msg_per_s"]
-            result[f"{key}_cpu_us"] = round(spent * 1e6 / max(run["ok"], 1))
+            result[f"{key}_cpu_us"] = round(spent * 1e6 / done)
+            result[f"{key}_pg_cpu_us"] = round(store_spent * 1e6 / done)
+            result[f"{key}_p99_ms"] = run["p99_ms"]
             result[f"{key}_errors"] = run["errors"]
             print(f"  {connections} connections, workers = {workers}: {run['msg_per_s']:,} msg/s, "
-                  f"{result[f'{key}_cpu_us']:,} µs CPU/msg, p99 {run['p99_ms']} ms, errors {run['errors']} "
+                  f"{result[f'{key}_cpu_us']:,} µs CPU/msg (+ PostgreSQL {result[f'{key}_pg_cpu_us']:,}), "
+                  f"p99 {run['p99_ms']} ms, errors {run['errors']} "
                   f"(bad {run['bad_acks']}, lost {run['lost']}, timeouts {run['timeouts']}); "
                   f"load average {os.getloadavg()[0]:.1f}", flush=True)
     return result
