@@ -202,5 +202,5 @@ async def test_the_runs_duplicate_lookups_use_the_indexes(store):
                      plan), plan
     rows = ", ".join(["(?, ?, ?, ?, ?)"] * 4)
     plan = " | ".join(store.explain(DEDUPE_MANY_SQL.format(rows=rows), [0, "c", "C1", "x", "2026"] * 4))
-    assert re.search(r"SEARCH m USING (COVERING )?INDEX idx_messages_dedupe \(channel=\? AND control_id=\? AND sha256=\? "
+    assert re.search(r"SEARCH m USING (COVERING )?INDEX idx_messages_dedupe \(control_id=\? AND channel=\? AND sha256=\? "
                      r"AND received_at>\?\)", plan), plan
