@@ -21,8 +21,12 @@ check: $(STAMP)
 test: $(STAMP)                  # two workers, each taking whole test files (module fixtures share one daemon)
 	$(BIN)/pytest -n 2 --dist loadfile
 
-bench: $(STAMP)                 # < 3 min: ingest at 1 and 8 connections against the references, end to end at 8
-	$(BIN)/python bench/run.py
+# `make bench BENCH_PG=postgresql://127.0.0.1:5432/` adds PostgreSQL and [engine] workers to the bench
+BENCH_PG ?=
+
+bench: $(STAMP)                 # < 3 min (+ ~3 with BENCH_PG): ingest at 1 and 8 connections against the references, end to end at 8
+	$(BIN)/python bench/run.py $(if $(BENCH_PG),--store-url $(BENCH_PG))
+	$(if $(BENCH_PG),$(BIN)/python bench/scenarios.py --store-url $(BENCH_PG) --only ingest-workers --runs 1)
 	$(BIN)/python bench/scenarios.py --only e2e-8 --runs 3
 	$(BIN)/python bench/scenarios.py --only e2e-8-pipelined --runs 3
 	$(BIN)/python bench/edit_bench.py

@@ -82,7 +82,8 @@ def start_with_channels(tmpdir: Path, channels: dict[str, str], *, store: str | 
         (home / sub).mkdir(parents=True, exist_ok=True)
     admin_port = harness.free_port()
     (home / "config.toml").write_text(
-        f'[engine]\nlog_level = "info"\nworkers = {workers}\n' + (store or harness.store_table(harness.STORE_SERVER)) + extra +
+        '[engine]\nlog_level = "info"\n' + (f"workers = {workers}\n" if workers > 1 else "")
+        + (store or harness.store_table(harness.STORE_SERVER)) + extra +
         f'[admin]\nlisten = "{harness.HOST}:{admin_port}"\ntoken = "bench-token-{admin_port}"\n')
     for name, text in channels.items():
         (home / "channels" / f"{name}.toml").write_text(text)
@@ -233,6 +234,7 @@ def ingest_2_nodes(tmpdir: Path, messages: int = 5000) -> dict:
 
 
 WORKERS, CONNECTIONS = (1, 2), (8, 64)    # ingest-workers: --workers, --connections
+DEDUPE: str | None = None                  # ingest-workers: --dedupe (None: the channel default, 24h)
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -278,6 +280,9 @@ def ingest_workers(tmpdir: Path, messages: int = 10000) -> dict:
             # per-address cap above the load: every connection comes from 127.0.0.1, and the cap
             # (default 10) counts per worker, so N workers would admit N times as many
             channel = mllp_channel("bench", port, 200) + "max_connections_per_address = 200\n"
+            if DEDUPE is not None:
+                channel += f'dedupe = "{DEDUPE}"\n'
+
             server, _ = start_with_channels(tmpdir, {"bench": channel},
                                             store=harness.store_table(harness.STORE_SERVER), workers=workers,
                                             extra='[cluster]\nnode = "bench"\n', name=f"w{workers}-c{connections}")
@@ -339,9 +344,11 @@ def main(argv=None) -> int:
                         help="run the daemon on PostgreSQL: a fresh database per run on this server")
     parser.add_argument("--workers", default="1,2", help="ingest-workers: the worker counts to take turns with")
     parser.add_argument("--connections", default="8,64", help="ingest-workers: the connection counts")
+    parser.add_argument("--dedupe", help='ingest-workers: the channel\'s dedupe window ("0": off)')
     args = parser.parse_args(argv)
     harness.STORE_SERVER = args.store_url
-    global WORKERS, CONNECTIONS
+    global WORKERS, CONNECTIONS, DEDUPE
+    DEDUPE = args.dedupe
     WORKERS = tuple(int(n) for n in args.workers.split(","))
     CONNECTIONS = tuple(int(n) for n in args.connections.split(","))
     summary = {}

@@ -184,12 +184,20 @@ def _reason(exc: psycopg.Error) -> str:
     return f"{exc.sqlstate or type(exc).__name__}: {text}" if text else (exc.sqlstate or type(exc).__name__)
 
 
+# The writer's statements are prepared once and planned at every execution.  A generic plan is
+# made while the store is empty, where every index costs the same: the duplicate lookup then kept
+# idx_messages_channel_received and walked the channel's whole dedupe window per message as the
+# table grew (2.5-3.4 ms of server CPU per message by the end of a 10,000-message run; bench/README.md,
+# "A second core").  A custom plan sees the table's size and takes idx_messages_dedupe.
+WRITER_OPTIONS = "-c plan_cache_mode=force_custom_plan"
+
+
 class PgConnection:
     """The writer's connection, with the sqlite3 calls the writer and the write SQL use."""
 
     def __init__(self, url: str):
         self.url = url
-        self.raw = connect(url, connect_timeout=10)
+        self.raw = connect(url, connect_timeout=10, options=WRITER_OPTIONS)
         self._pipe = None   # psycopg's Pipeline while a write runs
 
     @property
@@ -202,7 +210,7 @@ class PgConnection:
                 raise psycopg.OperationalError("the connection to the store was lost")
             # the next transaction starts on a fresh connection (psycopg's error if it cannot)
             self._pipe = None
-            self.raw = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            self.raw = psycopg.connect(self.url, autocommit=True, connect_timeout=5, options=WRITER_OPTIONS)
         if sql in _SAVEPOINT:
             self._end_pipeline(quiet=True)
             self._pipe = self.raw.pipeline()

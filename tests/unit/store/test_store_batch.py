@@ -204,3 +204,14 @@ async def test_the_runs_duplicate_lookups_use_the_indexes(store):
     plan = " | ".join(store.explain(DEDUPE_MANY_SQL.format(rows=rows), [0, "c", "C1", "x", "2026"] * 4))
     assert re.search(r"SEARCH m USING (COVERING )?INDEX idx_messages_dedupe \(control_id=\? AND channel=\? AND sha256=\? "
                      r"AND received_at>\?\)", plan), plan
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_postgresql_writer_plans_its_statements_at_every_execution(store, backend):
+    """A generic plan made while the store was empty kept the wrong index for the duplicate lookup
+    (a walk of the channel's window per message as the table filled): the writer's connection
+    plans each execution instead (engine/store/postgres/connection.py)."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's plan cache")
+    mode = await store._write(lambda conn: conn.raw.execute("SHOW plan_cache_mode").fetchone()[0])
+    assert mode == "force_custom_plan"
