@@ -34,7 +34,7 @@ channel and destination names only.  The exact figure is the metrics' ``switchbo
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from datetime import datetime, timedelta, timezone
 
 from twisted.internet import defer
@@ -46,6 +46,9 @@ from engine.core.contracts import Delivery, EventKind, PermanentError, Transient
 log = Logger(namespace="switchboard.queue")
 
 WINDOW = 1000
+# How many of the latest sent or failed delivery ids a queue remembers, so that a push arriving after
+# its delivery already left (``push``) is told apart; that push comes within milliseconds.
+LEFT_IDS_KEPT = 4096
 QUEUE_WARNING = 10_000
 
 
@@ -61,6 +64,7 @@ class DestinationQueue:
         self.window = window
         self.pending: deque[Delivery] = deque()
         self._window_ids: set[int] = set()   # the ids in ``pending``
+        self._left_ids: OrderedDict[int, None] = OrderedDict()   # the latest ids sent or failed here (push)
         self.spilled = False
         self.refilling = False       # the window is being refilled from the store
         self.running = False
@@ -103,6 +107,14 @@ class DestinationQueue:
             if self.spilled:
                 self.depth += 1
                 self._note_depth()
+            return
+        if delivery_id in self._left_ids:
+            # Already sent (or failed) from a refill that read it before this push: on PostgreSQL
+            # another connection sees a commit before the writer hears it has committed, so the
+            # refill, the send and the peer's ACK can all come before the commit's push.  Or a
+            # replay made it QUEUED again: the store tells which, so the next refill reads it.
+            self.spilled = True
+            self.kick()
             return
         self.depth += 1
         self._note_depth()
@@ -203,6 +215,9 @@ class DestinationQueue:
             except ValueError:
                 return
         self._window_ids.discard(delivery.id)
+        self._left_ids[delivery.id] = None
+        if len(self._left_ids) > LEFT_IDS_KEPT:
+            self._left_ids.popitem(last=False)
         self._taken()
 
     def _retrying(self) -> bool:

@@ -334,3 +334,39 @@ def test_stop_after_send_waits_for_every_send_in_flight():
     assert not stopped.called  # m2 is still waiting for its answer
     peer.answer()
     assert stopped.called and peer.sent == ["m1", "m2"]  # stopped: m3 is left for the next queue
+
+
+def test_a_push_arriving_after_its_delivery_was_already_sent_from_a_refill_does_not_send_it_again():
+    """On PostgreSQL a refill (another connection) sees a commit before the writer learns it has
+    committed: the refill, the send and the peer's ACK can all come before the commit's push.
+    Found by the two-node takeover test under load (one delivery, two attempts 5 ms apart)."""
+    store, peer = RecordingStore(), PipelinedPeer(1)
+    queue, clock = make_queue(peer, store, window=3)
+    queue.start()
+    store.queued.append({"id": 7, "message_id": 7, "body": "m7", "attempts": 0})   # committed ...
+    queue.spilled = True                         # (a cluster's held queue refills from the store)
+    queue.kick()                                 # ... the refill reads it and sends it ...
+    peer.answer()
+    clock.advance(0)                             # ... the ACK and its SENT come first ...
+    queue.push(7, 7, "m7")                       # ... and only now the commit's push
+    while peer.waiting:
+        peer.answer()
+    clock.advance(0)
+    assert peer.sent == ["m7"] and queue.depth == 0 and not queue.pending
+
+
+def test_a_replayed_delivery_pushed_again_right_after_its_send_is_sent_again_from_the_store():
+    """The same push for a delivery that a replay made QUEUED again: the store says so, and the
+    refill that the push asks for reads it."""
+    store, peer = RecordingStore(), PipelinedPeer(1)
+    queue, clock = make_queue(peer, store, window=3)
+    queue.start()
+    queue.push(7, 7, "m7")
+    peer.answer()
+    clock.advance(0)                             # m7 SENT
+    store.queued.append({"id": 7, "message_id": 7, "body": "m7", "attempts": 1})   # replayed: QUEUED again
+    queue.push(7, 7, "m7")
+    while peer.waiting:
+        peer.answer()
+    clock.advance(0)
+    assert peer.sent == ["m7", "m7"] and queue.depth == 0
