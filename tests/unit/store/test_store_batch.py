@@ -13,6 +13,7 @@ from twisted.internet import defer
 
 from engine.store import StoreError
 from engine.store.sqlite.put_many import DEDUPE_MANY_SQL, IDEMPOTENCY_MANY_SQL
+from support import pg
 from support.store import hl7, pause_writer, put, settle
 
 WINDOW = 3600
@@ -207,11 +208,14 @@ async def test_the_runs_duplicate_lookups_use_the_indexes(store):
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_postgresql_writer_plans_its_statements_at_every_execution(store, backend):
+async def test_the_postgresql_writer_plans_its_statements_at_every_execution(pg_database, clock):
     """A generic plan made while the store was empty kept the wrong index for the duplicate lookup
     (a walk of the channel's window per message as the table filled): the writer's connection
-    plans each execution instead (engine/store/postgres/connection.py)."""
-    if backend != "postgres":
-        pytest.skip("PostgreSQL's plan cache")
-    mode = await store._write(lambda conn: conn.raw.execute("SHOW plan_cache_mode").fetchone()[0])
+    plans each execution instead (engine/store/postgres/connection.py).  PostgreSQL's own."""
+    pg.empty(pg_database)
+    store = pg.open_store_at(pg_database, clock=clock)
+    try:
+        mode = await store._write(lambda conn: conn.raw.execute("SHOW plan_cache_mode").fetchone()[0])
+    finally:
+        await store.close()
     assert mode == "force_custom_plan"
