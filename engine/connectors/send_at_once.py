@@ -1,11 +1,11 @@
 """Connections that send at once: a write on a connection with nothing queued leaves in the same
-reactor turn instead of the next one (listeners' connections and the MLLP/HTTP clients').
+reactor turn instead of the next one (listeners' connections and the MLLP client's).
 
 Twisted buffers every write and sends it when the reactor next finds the socket writable: per
 answer, an ``epoll_ctl`` to watch the socket, one more turn of the loop, the ``send``, and an
 ``epoll_ctl`` to stop watching it.  An engine writes one ACK per message, nearly always on a
 connection with nothing else waiting, so that buffering buys nothing and costs a fixed share of
-every message (bench/README.md, "Send at once").  ``SendAtOnceServer`` sends when nothing is queued
+every message (bench/README.md, "Cuts, this round").  ``SendAtOnceServer`` sends when nothing is queued
 before the write, and hands what the kernel did not take (a slow reader, a full socket buffer)
 to Twisted's own buffering, so order and back-pressure stay Twisted's.  A write while a producer
 is registered or the connection is closing takes Twisted's path unchanged.  TLS connections get
