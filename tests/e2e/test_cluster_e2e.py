@@ -7,13 +7,12 @@ Every AA'd message is delivered; each sender's messages arrive in the order they
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from support import pg
-from support.daemon import Daemon, MllpClient, MllpPeer, control_id_of, first_seen, free_port, hl7, wait_for
+from support.daemon import Daemon, LoadSender, MllpClient, MllpPeer, control_id_of, first_seen, free_port, hl7, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -49,38 +48,6 @@ def holder(daemon: Daemon) -> str | None:
     return None
 
 
-class Sender(threading.Thread):
-    """One connection to one node: send, wait for the answer, journal every AA."""
-
-    def __init__(self, prefix: str, port: int) -> None:
-        super().__init__(daemon=True)
-        self.prefix, self.port = prefix, port
-        self.acked: list[str] = []
-        self.answers: list[str] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        n, client = 0, None
-        while not self.stop.is_set():
-            try:
-                client = client or MllpClient(self.port, timeout=5)
-                control_id = f"{self.prefix}{n:05d}"
-                code = client.request(hl7(control_id))["code"]
-            except (OSError, ConnectionError):
-                if client is not None:
-                    client.close()
-                client = None
-                time.sleep(0.05)
-                continue
-            self.answers.append(code)
-            if code == "AA":
-                self.acked.append(control_id)
-                n += 1
-            time.sleep(0.005)
-        if client is not None:
-            client.close()
-
-
 @pytest.fixture
 def database():
     with pg.database("sbnodes") as url:
@@ -100,7 +67,7 @@ def test_two_nodes_share_the_work_and_a_killed_holder_is_taken_over(tmp_path, da
         health = nodes[first].api("GET", "/healthz?ready", token=None)
         assert health[0] == 200 and health[1]["ready"] and "queue:relay/ehr" in health[1]["holds"]
 
-        senders = [Sender(f"{name.upper()}-", nodes[name].ports["relay"]) for name in nodes]
+        senders = [LoadSender(f"{name.upper()}-", nodes[name].ports["relay"]) for name in nodes]
         for sender in senders:
             sender.start()
         wait_for(lambda: all(len(s.acked) >= 30 for s in senders), timeout=20, what="traffic on both nodes")
@@ -116,10 +83,10 @@ def test_two_nodes_share_the_work_and_a_killed_holder_is_taken_over(tmp_path, da
         assert holder(nodes[survivor]) == survivor
         survivor_sender = next(s for s in senders if s.prefix.startswith(survivor.upper()))
         dead_sender = next(s for s in senders if s is not survivor_sender)
-        dead_sender.stop.set()
+        dead_sender.finish.set()
         wait_for(lambda: len(survivor_sender.acked) >= 100, timeout=20, what="more traffic on the survivor")
         for sender in senders:
-            sender.stop.set()
+            sender.finish.set()
             sender.join(10)
         acked = {cid for s in senders for cid in s.acked}
         wait_for(lambda: acked <= set(peer.control_ids()), timeout=30, what="every AA'd message delivered")
@@ -138,10 +105,10 @@ def test_two_nodes_share_the_work_and_a_killed_holder_is_taken_over(tmp_path, da
         print(f"takeover after SIGKILL: {took:.2f} s (lease {LEASE} s, retry {RETRY} s); "
               f"{len(acked)} AA'd, {duplicates} duplicate deliveries")
         assert took <= LEASE + RETRY + LEASE / 3   # + one lease round of slack for this shared machine
-        assert set(survivor_sender.answers) == {"AA"}
+        assert survivor_sender.codes() == {"AA"}
     finally:
         for sender in senders:
-            sender.stop.set()
+            sender.finish.set()
         for daemon in nodes.values():
             daemon.stop()
         peer.close()

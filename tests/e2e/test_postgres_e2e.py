@@ -8,15 +8,13 @@ the tests are skipped when that server does not answer (``.ci/run`` starts one i
 from __future__ import annotations
 
 import random
-import threading
-import signal
 import time
 
 import pytest
 
 from e2e.test_crash_e2e import FAULT_PHASES, SENDERS, Sender, kill_in_turn
 from support import pg
-from support.daemon import (Daemon, MllpClient, MllpPeer, ack_for, control_id_of, first_seen, free_port, hl7, run_cli,
+from support.daemon import (Daemon, LoadSender, MllpClient, MllpPeer, ack_for, control_id_of, first_seen, free_port, hl7, run_cli,
                             wait_for)
 
 pytestmark = pytest.mark.slow
@@ -197,40 +195,6 @@ def test_a_store_url_nobody_answers_is_one_clear_sentence(tmp_path):
     assert checked.returncode == 1 and "store.url: give either url (PostgreSQL) or path (SQLite), not both" in checked.stderr
 
 
-class TimedSender(threading.Thread):
-    """One connection to one node under load: every answer with the moment it came; an AE is
-    re-sent under the same control id (as a sender does), an AA journaled."""
-
-    def __init__(self, prefix: str, port: int) -> None:
-        super().__init__(daemon=True)
-        self.prefix, self.port = prefix, port
-        self.answers: list[tuple[float, str, str]] = []   # (monotonic time, control id, code)
-        self.acked: list[str] = []
-        self.finish = threading.Event()
-
-    def run(self) -> None:
-        n, client = 0, None
-        while not self.finish.is_set():
-            control_id = f"{self.prefix}{n:05d}"
-            try:
-                client = client or MllpClient(self.port, timeout=5)
-                code = client.request(hl7(control_id))["code"]
-            except (OSError, ConnectionError):
-                if client is not None:
-                    client.close()
-                client = None
-                time.sleep(0.05)
-                continue
-            self.answers.append((time.monotonic(), control_id, code))
-            if code == "AA":
-                self.acked.append(control_id)
-                n += 1
-            else:
-                time.sleep(0.02)
-        if client is not None:
-            client.close()
-
-
 RESTART_LEASE = 2.0
 
 
@@ -250,7 +214,7 @@ def test_postgresql_restarted_under_load_two_nodes_answer_ae_then_resume_by_them
         try:
             for daemon in nodes.values():
                 daemon.start(1)
-            senders = [TimedSender(f"{name.upper()}-", daemon.ports["relay"]) for name, daemon in nodes.items()]
+            senders = [LoadSender(f"{name.upper()}-", daemon.ports["relay"], pause=0, refused_pause=0.02) for name, daemon in nodes.items()]
             for sender in senders:
                 sender.start()
             wait_for(lambda: all(len(s.acked) >= 20 for s in senders), timeout=20, what="load on both nodes")

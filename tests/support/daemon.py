@@ -411,3 +411,41 @@ def wait_reload(daemon, before: dict, what: str, check=lambda state: True, timeo
         return state if state["at"] != before["at"] and check(state) else None
 
     return wait_for(newer, timeout, interval=0.05, what=what)
+
+
+class LoadSender(threading.Thread):
+    """One connection to one node under load: send, wait for the answer, journal every AA; a
+    refused message (AE/AR) is sent again under the same control id, as a sender does.  Every
+    answer is kept with the moment it came; ``pause`` seconds after an AA, ``refused_pause`` after
+    any other answer.  ``finish`` stops it."""
+
+    def __init__(self, prefix: str, port: int, *, pause: float = 0.005, refused_pause: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.prefix, self.port, self.pause, self.refused_pause = prefix, port, pause, refused_pause
+        self.answers: list[tuple[float, str, str]] = []   # (monotonic time, control id, code)
+        self.acked: list[str] = []
+        self.finish = threading.Event()
+
+    def codes(self) -> set[str]:
+        return {code for _at, _control_id, code in self.answers}
+
+    def run(self) -> None:
+        n, client = 0, None
+        while not self.finish.is_set():
+            control_id = f"{self.prefix}{n:05d}"
+            try:
+                client = client or MllpClient(self.port, timeout=5)
+                code = client.request(hl7(control_id))["code"]
+            except (OSError, ConnectionError):
+                if client is not None:
+                    client.close()
+                client = None
+                time.sleep(0.05)
+                continue
+            self.answers.append((time.monotonic(), control_id, code))
+            if code == "AA":
+                self.acked.append(control_id)
+                n += 1
+            time.sleep(self.pause if code == "AA" else self.refused_pause)
+        if client is not None:
+            client.close()
