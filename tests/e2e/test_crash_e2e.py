@@ -99,6 +99,24 @@ def start(daemon: Daemon, fault: str | None) -> bool:
         raise
 
 
+def restart_and_settle(daemon: Daemon, senders: list, peer: MllpPeer, queued) -> tuple[dict, set]:
+    """After the last kill: start the daemon again, let each sender finish its message in flight,
+    wait until every AA'd message is delivered and ``queued()`` is 0 (every delivery recorded
+    SENT), and stop the daemon cleanly.  Returns each sender's journal and the AA'd control ids."""
+    daemon.start(1)
+    for sender in senders:
+        sender.finish.set()
+    for sender in senders:
+        sender.join(20)
+        assert not sender.is_alive(), f"{sender.name} did not finish its last message"
+    journal = {s.prefix: list(s.acked) for s in senders}
+    acked = {cid for ids in journal.values() for cid in ids}
+    wait_for(lambda: acked <= set(peer.control_ids()), timeout=30, what="every AA'd message delivered")
+    wait_for(lambda: not queued(), timeout=20, what="every delivery recorded SENT")
+    assert daemon.stop() == 0
+    return journal, acked
+
+
 def kill_in_turn(daemon: Daemon, senders: list, phases: list, rng: random.Random, after_kill) -> None:
     """Start the daemon once per phase under the senders' traffic (they start with the first) and
     SIGKILL it: at the armed fault point of the phase, or at a random moment once traffic flows;
@@ -160,17 +178,7 @@ retry = {{ interval = "50ms", backoff = 1.5, max_interval = "300ms" }}
 
         kill_in_turn(daemon, senders, phases, rng, after_kill)
         daemon.env = dict(base_env)
-        daemon.start(1)
-        for sender in senders:
-            sender.finish.set()
-        for sender in senders:
-            sender.join(20)
-            assert not sender.is_alive(), f"{sender.name} did not finish its last message"
-        journal = {s.prefix: list(s.acked) for s in senders}
-        acked = {cid for ids in journal.values() for cid in ids}
-        wait_for(lambda: acked <= set(peer.control_ids()), timeout=20, what="every AA'd message delivered")
-        wait_for(lambda: not _queued(daemon.db), timeout=20, what="every delivery recorded SENT")
-        assert daemon.stop() == 0
+        journal, acked = restart_and_settle(daemon, senders, peer, lambda: _queued(daemon.db))
     finally:
         for sender in senders:
             sender.finish.set()

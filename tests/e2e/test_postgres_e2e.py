@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from e2e.test_crash_e2e import FAULT_PHASES, SENDERS, Sender, kill_in_turn
+from e2e.test_crash_e2e import FAULT_PHASES, SENDERS, Sender, kill_in_turn, restart_and_settle
 from support import pg
 from support.daemon import (Daemon, LoadSender, MllpClient, MllpPeer, ack_for, control_id_of, first_seen, free_port, hl7, run_cli,
                             wait_for)
@@ -121,18 +121,8 @@ def test_sigkill_at_random_and_injected_points_loses_nothing_on_postgresql(tmp_p
     try:
         kill_in_turn(daemon, senders, phases, rng, lambda fault: kills.append(fault or "random"))
         daemon.env = dict(base_env)
-        daemon.start(1)
-        for sender in senders:
-            sender.finish.set()
-        for sender in senders:
-            sender.join(20)
-            assert not sender.is_alive()
-        journal = {s.prefix: list(s.acked) for s in senders}
-        acked = {cid for ids in journal.values() for cid in ids}
-        wait_for(lambda: acked <= set(peer.control_ids()), timeout=30, what="every AA'd message delivered")
-        wait_for(lambda: not pg.sql(database, "SELECT 1 FROM deliveries WHERE status = 'QUEUED' LIMIT 1"),
-                 timeout=20, what="every delivery recorded SENT")
-        assert daemon.stop() == 0
+        journal, acked = restart_and_settle(
+            daemon, senders, peer, lambda: pg.sql(database, "SELECT 1 FROM deliveries WHERE status = 'QUEUED' LIMIT 1"))
     finally:
         for sender in senders:
             sender.finish.set()
