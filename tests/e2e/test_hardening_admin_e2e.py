@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import statistics
@@ -23,7 +22,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from support.daemon import ADMIN_TOKEN, Daemon, MllpClient, hl7, wait_for
+from support.daemon import ADMIN_TOKEN, Daemon, MllpClient, hl7, http_call, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,17 +52,7 @@ def world(tmp_path_factory):
 
 def call(daemon, method: str, path: str, *, token: str | None = ADMIN_TOKEN, body: bytes | None = None,
          kind: str = "application/json", cookie: str | None = None):
-    connection = http.client.HTTPConnection("127.0.0.1", daemon.admin_port, timeout=60)
-    headers = {"Content-Type": kind}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if cookie:
-        headers["Cookie"] = cookie
-    connection.request(method, path, body=body, headers=headers)
-    answer = connection.getresponse()
-    data = answer.read()
-    connection.close()
-    return answer.status, answer.headers, data.decode("utf-8", "replace")
+    return http_call(daemon.admin_port, method, path, token, body, kind, cookie)
 
 
 def sign_in(daemon) -> tuple[str, str]:

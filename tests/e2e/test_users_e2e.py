@@ -11,7 +11,6 @@ finds their entries; the dashboard signs in by name and password."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 from urllib.parse import urlencode
 
@@ -22,6 +21,7 @@ from engine.admin.api import Endpoint, NotFound, Refused, build_root
 from engine.admin.dashboard import EXAMPLES, Dashboard, Favicon, Route, Static
 from engine.admin.roles import User, allowed, need_for
 from support.daemon import ADMIN_TOKEN, Daemon, MllpClient, hl7, wait_for
+from support.daemon import http_call as call
 
 pytestmark = pytest.mark.slow
 
@@ -75,21 +75,6 @@ def world(tmp_path_factory):
     message_id = daemon.api("GET", "/api/messages?channel=intake")[1][0]["id"]
     yield daemon, message_id
     daemon.stop()
-
-
-def call(port: int, method: str, path: str, token: str | None = None, body: bytes | None = None,
-         kind: str = "application/json", cookie: str | None = None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Content-Type": kind}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if cookie:
-        headers["Cookie"] = cookie
-    connection.request(method, path, body=body, headers=headers)
-    answer = connection.getresponse()
-    text = answer.read().decode("utf-8", "replace")
-    connection.close()
-    return answer.status, answer.headers, text
 
 
 def routes(values: dict) -> list[tuple[str, str]]:

@@ -215,6 +215,26 @@ def api_call(port: int, method: str, path: str, body=None, *, token: str | None 
     return status, json.loads(text) if kind.startswith("application/json") else text
 
 
+def http_call(port: int, method: str, path: str, token: str | None = None, body: bytes | None = None,
+              kind: str = "application/json", cookie: str | None = None, timeout: float = 60.0):
+    """One raw HTTP request to the admin server: ``(status, headers, text)``, nothing parsed (the
+    role and session tests look at headers, cookies and pages as a browser gets them)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"Content-Type": kind}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if cookie:
+        headers["Cookie"] = cookie
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.headers, answer.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
 def run_cli(*args: str, cwd=None, env=None, timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine.cli.main", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
