@@ -18,9 +18,8 @@ from types import SimpleNamespace
 import pytest
 
 from support import pg
-from support.daemon import Daemon, MllpClient, MllpPeer, control_id_of, first_seen, free_port, run_cli, wait_for
+from support.daemon import Daemon, LoadSender, MllpClient, MllpPeer, control_id_of, first_seen, free_port, run_cli, wait_for
 
-from e2e.test_cluster_e2e import Sender
 from e2e.test_tls_e2e import TlsMllpClient, client_context, pki  # noqa: F401 - pki: the fixture
 
 pytestmark = pytest.mark.slow
@@ -139,7 +138,7 @@ def relaying(tmp_path, database):
         yield setup
     finally:
         for sender in setup.senders:
-            sender.stop.set()
+            sender.finish.set()
         setup.daemon.kill()
         peer.close()
 
@@ -151,7 +150,7 @@ def test_two_workers_share_one_port_store_each_message_once_and_the_holder_deliv
     holder = wait_for(lambda: queue_holder(daemon), timeout=LEASE * 3, what="a worker to hold the queue")
     assert set(holders(daemon)) == {"box-1", "box-2"}
 
-    senders = relaying.senders = [Sender(f"S{n}-", port) for n in range(8)]
+    senders = relaying.senders = [LoadSender(f"S{n}-", port) for n in range(8)]
     for sender in senders:
         sender.start()
     wait_for(lambda: all(len(s.acked) >= 5 for s in senders), timeout=20, what="traffic on 8 connections")
@@ -161,7 +160,7 @@ def test_two_workers_share_one_port_store_each_message_once_and_the_holder_deliv
     assert min(taken.values()) > 0, taken     # both workers took connections
     wait_for(lambda: sum(len(s.acked) for s in senders) >= 400, timeout=30, what="400 messages AA'd")
     for sender in senders:
-        sender.stop.set()
+        sender.finish.set()
         sender.join(10)
     acked = [cid for s in senders for cid in s.acked]
     wait_for(lambda: set(acked) <= set(peer.control_ids()), timeout=30, what="every AA'd message delivered")
@@ -186,7 +185,7 @@ def test_a_worker_killed_under_load_is_restarted_and_no_acked_message_is_lost(re
     holder = wait_for(lambda: queue_holder(daemon), timeout=LEASE * 3, what="a worker to hold the queue")
     victim = int(holder.rsplit("-", 1)[1])
     before = workers(daemon)
-    senders = relaying.senders = [Sender(f"K{n}-", port) for n in range(4)]
+    senders = relaying.senders = [LoadSender(f"K{n}-", port) for n in range(4)]
     for sender in senders:
         sender.start()
     wait_for(lambda: all(len(s.acked) >= 20 for s in senders), timeout=20, what="traffic")
@@ -200,7 +199,7 @@ def test_a_worker_killed_under_load_is_restarted_and_no_acked_message_is_lost(re
     wait_for(lambda: all(len(s.acked) >= n + 20 for s, n in zip(senders, counts)), timeout=20,
              what="traffic after the restart")
     for sender in senders:
-        sender.stop.set()
+        sender.finish.set()
         sender.join(10)
     acked = {cid for s in senders for cid in s.acked}
     wait_for(lambda: acked <= set(peer.control_ids()), timeout=LEASE * 6, what="every AA'd message delivered")
